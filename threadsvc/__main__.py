@@ -1,0 +1,3 @@
+from threadsvc.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""What the administrative CLI does, as plain async functions on a store."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from threadsvc.app import secret_keys
+from threadsvc.errors import BadParameter, Conflict, NotFound
+from threadsvc.identity import Identity
+from threadsvc.models import Group, Role
+from threadsvc.service import valid_group_name
+from threadsvc.settings import Settings
+from threadsvc.store import make_store
+from threadsvc.store.base import Store
+
+DEMO_GROUP = "demo"
+DEMO_ADMIN = "demo-admin"
+
+
+@dataclass(frozen=True)
+class Admin:
+    store: Store
+    identity: Identity
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Admin]:
+    store = make_store(settings)
+    await store.open()
+    try:
+        yield Admin(store, Identity(store, settings, await secret_keys(settings, store)))
+    finally:
+        await store.close()
+
+
+async def add_group(admin: Admin, name: str, group_id: int | None = None) -> Group:
+    if not valid_group_name(name) or name.isdigit():
+        raise BadParameter("name", "must match [a-z0-9][a-z0-9._-]{0,63} and not be all digits")
+    if group_id is not None and group_id < 1:
+        raise BadParameter("id", "must be a positive integer")
+    return await admin.store.create_group(name, group_id)
+
+
+async def add_member(admin: Admin, group_name: str, username: str, role: str) -> None:
+    group = await admin.store.get_group(group_name)
+    if group is None:
+        raise NotFound(f"no group '{group_name}'")
+    found = await admin.store.get_user(username)
+    if found is None:
+        raise NotFound(f"no user '{username}'")
+    try:
+        parsed = Role.parse(role)
+    except ValueError:
+        raise BadParameter("role", "must be reviewer, contributor, manager or approver") from None
+    await admin.store.set_membership(group.id, found[0].id, parsed)
+
+
+async def ensure_demo(admin: Admin) -> list[tuple[str, str, str]]:
+    """Create (when absent) the demo group and accounts; give each account a new password.
+
+    Returns (username, password, what) for each account."""
+    group = await admin.store.get_group(DEMO_GROUP) or await add_group(admin, DEMO_GROUP)
+    accounts = [(DEMO_ADMIN, None)] + [(f"demo-{r.label}", r) for r in Role]
+    printed = []
+    for username, role in accounts:
+        password = secrets.token_urlsafe(12)
+        is_admin = role is None
+        try:
+            user = await admin.identity.add_user(username, password, is_admin)
+        except Conflict:
+            user = await admin.identity.set_user(username, password, is_admin)
+        if role is not None:
+            await admin.store.set_membership(group.id, user.id, role)
+        what = "administrator" if is_admin else f"{role.label} in group {DEMO_GROUP}"
+        printed.append((username, password, what))
+    return printed

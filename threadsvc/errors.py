@@ -1,0 +1,93 @@
+"""The one error tree of threadsvc; it knows nothing of HTTP (web/errors.py maps it).
+
+    ThreadsvcError
+    ├── AuthenticationFailed       no or bad credentials
+    ├── AccountLocked              too many failed passwords
+    ├── Forbidden                  role too low, not a member, not an administrator
+    ├── BadParameter               a missing or bad parameter (names it)
+    │   └── UnknownJob             no job of that name (here)
+    ├── NotFound
+    │   ├── GroupNotFound
+    │   ├── ThreadNotFound
+    │   └── ServiceNotFound        no route for that path
+    ├── MethodNotAllowed
+    ├── BodyTooLarge
+    ├── ThreadStillRunning         DELETE of an active thread
+    ├── TooManyActiveThreads       a per-user or per-group limit
+    ├── StoreUnavailable           the database cannot be reached
+    └── Conflict                   a unique name or id is already taken
+"""
+
+from __future__ import annotations
+
+
+class ThreadsvcError(Exception):
+    """Base of every error threadsvc raises on purpose; `str()` is safe to show a client."""
+
+
+class AuthenticationFailed(ThreadsvcError):
+    pass
+
+
+class AccountLocked(ThreadsvcError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Forbidden(ThreadsvcError):
+    pass
+
+
+class BadParameter(ThreadsvcError):
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"Parameter '{name}' {problem}")
+        self.name = name
+
+
+class UnknownJob(BadParameter):
+    def __init__(self, job: str) -> None:
+        ThreadsvcError.__init__(self, f"Parameter 'job': no job named '{job}' here")
+        self.name = "job"
+
+
+class NotFound(ThreadsvcError):
+    pass
+
+
+class GroupNotFound(NotFound):
+    pass
+
+
+class ThreadNotFound(NotFound):
+    pass
+
+
+class ServiceNotFound(NotFound):
+    pass
+
+
+class MethodNotAllowed(ThreadsvcError):
+    pass
+
+
+class BodyTooLarge(ThreadsvcError):
+    pass
+
+
+class ThreadStillRunning(ThreadsvcError):
+    pass
+
+
+class TooManyActiveThreads(ThreadsvcError):
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(ThreadsvcError):
+    pass
+
+
+class Conflict(ThreadsvcError):
+    pass

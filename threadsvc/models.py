@@ -1,0 +1,194 @@
+"""The nouns of threadsvc as frozen dataclasses; times are epoch milliseconds (UTC)."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso(ms: int) -> str:
+    """`2026-11-22T08:00:00.123Z`: ISO 8601 UTC with milliseconds."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class Status(enum.StrEnum):
+    INITIALISED = "initialised"
+    INPROGRESS = "inprogress"
+    ERROR = "error"
+    WARNING = "warning"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL
+
+
+FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+ACTIVE = frozenset(Status) - FINAL
+RUNNING = frozenset({Status.INPROGRESS, Status.WARNING, Status.ERROR})
+
+
+class Role(enum.IntEnum):
+    """Roles inside a group, lowest to highest; a role named as a requirement is the minimum."""
+
+    REVIEWER = 1
+    CONTRIBUTOR = 2
+    MANAGER = 3
+    APPROVER = 4
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {text!r}") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Scope(enum.StrEnum):
+    """Where a job may be started: under a group, at server level, or both."""
+
+    GROUP = "group"
+    SERVER = "server"
+    BOTH = "both"
+
+    def allows(self, server_level: bool) -> bool:
+        return self is Scope.BOTH or (self is Scope.SERVER) == server_level
+
+
+class Level(enum.IntEnum):
+    DEBUG = 10
+    INFO = 20
+    WARN = 30
+    ERROR = 40
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        name = text.strip().upper()
+        if name == "WARNING":
+            name = "WARN"
+        try:
+            return cls[name]
+        except KeyError:
+            raise ValueError(f"unknown level {text!r}") from None
+
+
+SERVER_GROUP_ID = -1
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    is_admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    id: str
+    name: str
+    username: str
+    group_id: int  # SERVER_GROUP_ID for server-level threads
+    job: str
+    params: dict[str, Any]
+    status: Status
+    created: int
+    started: int | None = None
+    ended: int | None = None
+    message: str | None = None
+    progress_current: int | None = None
+    progress_total: int | None = None
+    warnings: int = 0
+    errors: int = 0
+    node: str | None = None
+    heartbeat: int | None = None
+    cancel_requested: bool = False
+    version: int = 0  # bumped by every visible change; the ETag of progress
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def server_level(self) -> bool:
+        return self.group_id == SERVER_GROUP_ID
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    seq: int
+    timestamp: int
+    level: Level
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadFilter:
+    """What a thread list asks for; `None` means no constraint."""
+
+    statuses: frozenset[Status] = ACTIVE
+    group_id: int | None = None
+    username: str | None = None
+    job: str | None = None
+    since: int | None = None
+    until: int | None = None
+    page: int = 1
+    pagesize: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPage:
+    threads: list[Thread]
+    total: int
+    page: int
+    pagesize: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    thread_id: str
+    events: list[LogEvent]
+    total: int
+    next: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user and their role in each group they belong to."""
+
+    user: User
+    roles: dict[int, Role] = field(default_factory=dict)
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+    def has_role(self, group_id: int, minimum: Role) -> bool:
+        if self.is_admin:
+            return True
+        role = self.roles.get(group_id)
+        return role is not None and role >= minimum

@@ -1,0 +1,1 @@
+"""Running jobs as threads: the registry of jobs, the context they report through, the runner."""

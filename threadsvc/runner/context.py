@@ -1,0 +1,199 @@
+"""The Context a job receives: its parameters, and the one way to report what it is doing.
+
+Status rules (SPEC §5): a warning sets `warning`, an error sets `error`, and the next progress
+or message step sets `inprogress` again. Every report is stored by the node's batch writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from threadsvc.models import RUNNING, Level, LogEvent, Status, Thread, now_ms
+from threadsvc.runner.writer import BatchWriter
+from threadsvc.store.base import NewLogEvent, ThreadState
+
+T = TypeVar("T")
+
+MAX_MESSAGE = 4_000
+MAX_LOG_TEXT = 64_000
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean_text(text: object, limit: int) -> str:
+    """Text that any XML document can hold, cut to `limit` characters."""
+    cleaned = _NOT_XML.sub("\ufffd", str(text))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+class JobCancelled(Exception):
+    """Raised by `check_cancelled()` in blocking code once the thread was asked to stop."""
+
+
+class Context:
+    def __init__(self, thread: Thread, writer: BatchWriter, next_seq: int) -> None:
+        self._thread = thread
+        self._writer = writer
+        self._seq = next_seq
+        self._cancel = threading.Event()
+        self.sync = SyncContext(self)
+
+    # -- what the job may read --------------------------------------------------------------
+    @property
+    def thread(self) -> Thread:
+        """The thread as last reported."""
+        return self._thread
+
+    @property
+    def thread_id(self) -> str:
+        return self._thread.id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self._thread.params
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """For blocking code in a worker thread: stop here if the thread was cancelled."""
+        if self._cancel.is_set():
+            raise JobCancelled("cancelled")
+
+    # -- reporting --------------------------------------------------------------------------
+    async def progress(self, current: int, total: int | None = None) -> None:
+        if isinstance(current, bool) or not isinstance(current, int) or current < 0:
+            raise ValueError("progress current must be a non-negative int")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, int)):
+            raise ValueError("progress total must be an int or None")
+        if total is not None and total < 0:
+            raise ValueError("progress total must not be negative")
+        await self._report(
+            self._step_status(), None, progress_current=current, progress_total=total
+        )
+
+    async def message(self, text: str) -> None:
+        text = clean_text(text, MAX_MESSAGE)
+        if not text.strip():
+            return
+        await self._report(self._step_status(), (Level.INFO, text), message=text)
+
+    async def log(self, text: str, level: Level = Level.INFO) -> None:
+        await self._report(None, (Level(level), clean_text(text, MAX_LOG_TEXT)))
+
+    async def warning(self, text: str) -> None:
+        text = clean_text(text, MAX_MESSAGE)
+        fields = {"warnings": self._thread.warnings + 1, "message": text or self._thread.message}
+        await self._report(Status.WARNING, (Level.WARN, text or "Warning"), **fields)
+
+    async def error(self, text: str) -> None:
+        text = clean_text(text, MAX_MESSAGE)
+        fields = {"errors": self._thread.errors + 1, "message": text or self._thread.message}
+        await self._report(Status.ERROR, (Level.ERROR, text or "Error"), **fields)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking `fn(*args)` in a worker thread; it may report through `ctx.sync` and
+        should call `ctx.check_cancelled()` between steps. A cancel does not wait for it."""
+        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+    # -- for the runner ---------------------------------------------------------------------
+    def _step_status(self) -> Status | None:
+        return Status.INPROGRESS if self._thread.status in (Status.WARNING, Status.ERROR) else None
+
+    async def _report(
+        self, status: Status | None, event: tuple[Level, str] | None, **fields: Any
+    ) -> None:
+        if self._thread.final:
+            raise RuntimeError("the thread has ended; it can report nothing more")
+        self._apply(status, event, **fields)
+        if self._writer.congested:
+            await self._writer.flush()
+
+    def _apply(self, status: Status | None, event: tuple[Level, str] | None, **fields: Any) -> None:
+        now = now_ms()
+        events = []
+        if status is Status.INPROGRESS and self._thread.status is not Status.INPROGRESS:
+            # back from a transitory warning/error: a status change, so logged too
+            events.append(self._event(Level.INFO, "Status: inprogress", now))
+        if event is not None:
+            events.append(self._event(event[0], event[1], now))
+        state = None
+        if status is not None:
+            fields["status"] = status
+        if fields:
+            fields["version"] = self._thread.version + 1
+            self._thread = dataclasses.replace(self._thread, **fields)
+            state = state_of(self._thread)
+        for extra in events[:-1]:
+            self._writer.put(None, extra)
+        if state is not None or events:
+            self._writer.put(state, events[-1] if events else None)
+
+    def _event(self, level: Level, text: str, now: int) -> NewLogEvent:
+        event = NewLogEvent(self._thread.id, LogEvent(self._seq, now, level, text))
+        self._seq += 1
+        return event
+
+    def _finish(self, status: Status, message: str | None, level: Level, text: str) -> Thread:
+        """Record the final status (with its log event); the runner flushes afterwards."""
+        assert status.final and self._thread.status in RUNNING
+        now = now_ms()
+        message = clean_text(message, MAX_MESSAGE) if message else self._thread.message
+        event = self._event(level, clean_text(text, MAX_LOG_TEXT), now)
+        self._thread = dataclasses.replace(
+            self._thread, status=status, message=message, ended=now,
+            version=self._thread.version + 1,
+        )
+        self._writer.put(state_of(self._thread), event)
+        return self._thread
+
+    def _started(self, text: str) -> None:
+        self._writer.put(None, self._event(Level.INFO, text, now_ms()))
+
+    def _request_cancel(self) -> None:
+        self._cancel.set()
+
+
+class SyncContext:
+    """The Context's reports for blocking code running in `ctx.run_sync` worker threads."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def progress(self, current: int, total: int | None = None) -> None:
+        anyio.from_thread.run(self._ctx.progress, current, total)
+
+    def message(self, text: str) -> None:
+        anyio.from_thread.run(self._ctx.message, text)
+
+    def log(self, text: str, level: Level = Level.INFO) -> None:
+        anyio.from_thread.run(self._ctx.log, text, level)
+
+    def warning(self, text: str) -> None:
+        anyio.from_thread.run(self._ctx.warning, text)
+
+    def error(self, text: str) -> None:
+        anyio.from_thread.run(self._ctx.error, text)
+
+
+def state_of(thread: Thread) -> ThreadState:
+    return ThreadState(
+        id=thread.id,
+        status=thread.status,
+        message=thread.message,
+        progress_current=thread.progress_current,
+        progress_total=thread.progress_total,
+        warnings=thread.warnings,
+        errors=thread.errors,
+        ended=thread.ended,
+        heartbeat=now_ms(),
+        version=thread.version,
+    )

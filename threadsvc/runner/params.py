@@ -1,0 +1,82 @@
+"""Declared job parameters: each parses one form field and names itself when the value is bad."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from threadsvc.errors import BadParameter
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter a job declares; `parse` turns the raw text into the value the job gets."""
+
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+
+    def parse(self, name: str, raw: str) -> Any:
+        return raw
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__.lower()
+
+
+@dataclass(frozen=True)
+class Text(Param):
+    pattern: str | None = None
+    max_length: int = 10_000
+
+    def parse(self, name: str, raw: str) -> Any:
+        if len(raw) > self.max_length:
+            raise BadParameter(name, f"is longer than {self.max_length} characters")
+        if self.pattern is not None and not re.fullmatch(self.pattern, raw):
+            raise BadParameter(name, f"must match {self.pattern}")
+        return raw
+
+
+@dataclass(frozen=True)
+class Integer(Param):
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def parse(self, name: str, raw: str) -> Any:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,18}", text):
+            raise BadParameter(name, f"must be a whole number, not '{raw[:40]}'")
+        return _bounded(name, int(text), self.minimum, self.maximum)
+
+
+@dataclass(frozen=True)
+class Number(Param):
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def parse(self, name: str, raw: str) -> Any:
+        text = raw.strip()
+        if not re.fullmatch(r"[+-]?([0-9]{1,18}(\.[0-9]*)?|\.[0-9]+)", text):
+            raise BadParameter(name, f"must be a finite number, not '{raw[:40]}'")
+        value = float(text)
+        if not math.isfinite(value):
+            raise BadParameter(name, "must be a finite number")
+        return _bounded(name, value, self.minimum, self.maximum)
+
+
+@dataclass(frozen=True)
+class Choice(Param):
+    choices: tuple[str, ...] = ()
+
+    def parse(self, name: str, raw: str) -> Any:
+        if raw not in self.choices:
+            raise BadParameter(name, f"must be one of {', '.join(self.choices)}")
+        return raw
+
+
+def _bounded(name: str, value: Any, low: Any, high: Any) -> Any:
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise BadParameter(name, f"must be from {low} to {high}")
+    return value

@@ -1,0 +1,129 @@
+"""Jobs by name: the @job decorator, and the registry that finds them.
+
+A job is an `async def job(ctx)`; the decorator declares its name, where it may run (scope),
+the minimum role to start it and its parameters. The registry takes the built-in jobs, the
+entry-point group `threadsvc.jobs` and the modules of the `jobs` setting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from threadsvc.errors import BadParameter, UnknownJob
+from threadsvc.models import Group, Role, Scope
+from threadsvc.runner.params import Param
+
+if TYPE_CHECKING:
+    from threadsvc.runner.context import Context
+
+log = logging.getLogger(__name__)
+
+JobFunction = Callable[["Context"], Awaitable[Any]]
+BUILTIN_MODULES = ("threadsvc.jobs.sleep",)
+ENTRY_POINT_GROUP = "threadsvc.jobs"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    fn: JobFunction
+    scope: Scope = Scope.GROUP
+    role: Role = Role.CONTRIBUTOR
+    params: Mapping[str, Param] = field(default_factory=dict)
+    title: str = ""
+    description: str = ""
+    retry_safe: bool = False  # may run again from the start after its node was lost
+
+    def parse_params(self, fields: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """Validate form fields against the declared parameters; a bad one is a BadParameter."""
+        values: dict[str, Any] = {}
+        for name, raw in fields:
+            param = self.params.get(name)
+            if param is None:
+                raise BadParameter(name, f"is not a parameter of job '{self.name}'")
+            if name in values:
+                raise BadParameter(name, "is given more than once")
+            values[name] = param.parse(name, raw)
+        for name, param in self.params.items():
+            if name not in values:
+                if param.required:
+                    raise BadParameter(name, "is required")
+                values[name] = param.default
+        return values
+
+    def thread_name(self, group: Group | None) -> str:
+        title = self.title or f"{self.name.capitalize()} thread"
+        return f"{title} for group {group.name}" if group else f"{title} for the server"
+
+
+def job(
+    name: str,
+    *,
+    scope: Scope = Scope.GROUP,
+    role: Role = Role.CONTRIBUTOR,
+    params: Mapping[str, Param] | None = None,
+    title: str = "",
+    retry_safe: bool = False,
+) -> Callable[[JobFunction], JobSpec]:
+    """Declare an async function as a job; the module holding it is registered by the registry."""
+
+    def declare(fn: JobFunction) -> JobSpec:
+        return JobSpec(
+            name=name,
+            fn=fn,
+            scope=scope,
+            role=role,
+            params=dict(params or {}),
+            title=title,
+            description=(fn.__doc__ or "").strip(),
+            retry_safe=retry_safe,
+        )
+
+    return declare
+
+
+class Registry:
+    def __init__(self, specs: Iterable[JobSpec] = ()) -> None:
+        self._jobs: dict[str, JobSpec] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: JobSpec) -> None:
+        if spec.name in self._jobs and self._jobs[spec.name] is not spec:
+            raise ValueError(f"two jobs are named '{spec.name}'")
+        self._jobs[spec.name] = spec
+
+    def add_module(self, module: ModuleType) -> None:
+        for value in vars(module).values():
+            if isinstance(value, JobSpec):
+                self.add(value)
+
+    def get(self, name: str) -> JobSpec:
+        spec = self._jobs.get(name)
+        if spec is None:
+            raise UnknownJob(name)
+        return spec
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._jobs.values(), key=lambda spec: spec.name))
+
+    @classmethod
+    def load(cls, modules: Iterable[str] = ()) -> Registry:
+        registry = cls()
+        for name in (*BUILTIN_MODULES, *modules):
+            registry.add_module(importlib.import_module(name))
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            loaded = entry.load()
+            if isinstance(loaded, JobSpec):
+                registry.add(loaded)
+            elif isinstance(loaded, ModuleType):
+                registry.add_module(loaded)
+            else:
+                log.warning("entry point %s is neither a job nor a module", entry.name)
+        return registry

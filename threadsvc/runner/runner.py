@@ -1,0 +1,297 @@
+"""The runner: claims `initialised` threads up to `max-running`, runs each as a named task,
+cancels cooperatively, heartbeats, recovers threads whose node died, and stops gracefully.
+
+A user's cancel ends the thread `cancelled`; a shutdown hands it back: it runs again later
+(jobs declared retry-safe) or ends `failed` saying it was interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from threadsvc.errors import ThreadsvcError, UnknownJob
+from threadsvc.models import Level, Status, Thread, now_ms
+from threadsvc.runner.context import Context, JobCancelled, clean_text
+from threadsvc.runner.registry import Registry
+from threadsvc.runner.writer import BatchWriter
+from threadsvc.settings import Settings
+from threadsvc.store.base import Store
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0  # claim even without a wake-up this often (another process may add threads)
+
+
+def node_id(settings: Settings) -> str:
+    return settings.node or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class StopReason(enum.Enum):
+    USER = "user"
+    SHUTDOWN = "shutdown"
+    LOST = "lost"  # another node recovered the thread: write nothing more
+
+
+@dataclass(eq=False)
+class Running:
+    ctx: Context
+    retry_safe: bool
+    task: asyncio.Task[None] | None = None
+    job_task: asyncio.Task[object] | None = None
+    reason: StopReason | None = None
+    cancelled_by: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: Settings,
+        *,
+        shared_store: bool = False,
+        on_change: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.node = node_id(settings)
+        self.shared_store = shared_store
+        self._notify_change = on_change
+        self.writer = BatchWriter(store, self.node, on_written=on_change, on_lost=self._lost)
+        self._running: dict[str, Running] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._side_tasks: list[asyncio.Task[None]] = []
+
+    # -- life -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.shared_store:
+            # One node owns an embedded store: whatever was left running was interrupted.
+            await self._recover(await self.store.running_threads(), "the server stopped")
+        for name, coro in (
+            ("writer", self.writer.run()),
+            ("claim", self._claim_loop()),
+            ("heartbeat", self._heartbeat_loop()),
+        ):
+            self._side_tasks.append(asyncio.create_task(self._watched(name, coro), name=name))
+
+    async def stop(self) -> None:
+        """Stop claiming; give running threads the grace period, then hand them back."""
+        self._stopping = True
+        self._wake.set()
+        running = [r.task for r in self._running.values() if r.task]
+        if running:
+            await asyncio.wait(running, timeout=self.settings.shutdown_grace)
+        for item in list(self._running.values()):
+            self._stop(item, StopReason.SHUTDOWN, "")
+        remaining = [r.task for r in self._running.values() if r.task]
+        if remaining:
+            await asyncio.wait(remaining, timeout=5.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.flush(), timeout=10.0)
+        for task in self._side_tasks:
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        """A thread was added or a slot freed: claim now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    async def _watched(self, name: str, coro: object) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("runner task %s died", name)
+            raise
+
+    # -- claiming ---------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.settings.max_running - len(self._running)
+            if free > 0:
+                try:
+                    claimed = await self.store.claim_threads(self.node, free, now_ms())
+                except ThreadsvcError as exc:
+                    log.warning("cannot claim threads: %s", exc)
+                    claimed = []
+                for thread in claimed:
+                    await self._launch(thread)
+                if len(claimed) == free:
+                    continue  # there may be more waiting; claim again once a slot is free
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
+
+    async def _launch(self, thread: Thread) -> None:
+        next_seq = await self.store.last_log_seq(thread.id) + 1
+        ctx = Context(thread, self.writer, next_seq)
+        try:
+            spec = self.registry.get(thread.job)
+        except UnknownJob:
+            item = Running(ctx, retry_safe=False)
+            self._running[thread.id] = item
+            item.task = asyncio.create_task(
+                self._end(item, Status.FAILED, f"No job named '{thread.job}' on this node"),
+                name=f"thread-{thread.id}",
+            )
+            return
+        ctx._started(f"Status: inprogress (node {self.node})")
+        item = Running(ctx, retry_safe=spec.retry_safe)
+        self._running[thread.id] = item
+        item.job_task = asyncio.create_task(spec.fn(ctx), name=f"job-{thread.id}")
+        item.task = asyncio.create_task(self._supervise(item), name=f"thread-{thread.id}")
+
+    # -- running ----------------------------------------------------------------------------
+    async def _supervise(self, item: Running) -> None:
+        job_task = item.job_task
+        assert job_task is not None
+        await asyncio.wait([job_task])
+        ctx = item.ctx
+        if item.reason is StopReason.LOST:
+            await self._forget(item)
+            return
+        if item.reason is StopReason.SHUTDOWN:
+            await self._hand_back(item)
+            return
+        if item.reason is StopReason.USER:
+            by = f" by {item.cancelled_by}" if item.cancelled_by else ""
+            await self._end(item, Status.CANCELLED, f"Cancelled{by}")
+            return
+        if job_task.cancelled():
+            await self._end(item, Status.FAILED, "The job was cancelled")
+            return
+        exc = job_task.exception()
+        if isinstance(exc, JobCancelled):
+            await self._end(item, Status.FAILED, "The job stopped: cancelled")
+        elif exc is not None:
+            log.error("thread %s (%s) raised", ctx.thread_id, ctx.thread.job, exc_info=exc)
+            text = clean_text(str(exc), 4000).strip() or type(exc).__name__
+            await self._end(item, Status.FAILED, text, level=Level.ERROR)
+        elif ctx.thread.errors:
+            errors = ctx.thread.errors
+            noun = "error" if errors == 1 else "errors"
+            await self._end(item, Status.FAILED, None, log_text=f"{errors} {noun} reported")
+        else:
+            await self._end(item, Status.COMPLETED, None)
+
+    async def _end(
+        self,
+        item: Running,
+        status: Status,
+        message: str | None,
+        *,
+        level: Level = Level.INFO,
+        log_text: str | None = None,
+    ) -> None:
+        """Write the final status after every event of the thread; shielded from cancellation."""
+
+        async def write() -> None:
+            detail = log_text or message
+            text = f"Status: {status.value}" + (f": {detail}" if detail else "")
+            item.ctx._finish(status, message, level, text)
+            await self.writer.flush()
+
+        try:
+            await asyncio.shield(write())
+        finally:
+            await self._forget(item)
+
+    async def _hand_back(self, item: Running) -> None:
+        """Shutdown: flush what the job wrote, then requeue or fail it through the store."""
+        await self.writer.flush()
+        thread = item.ctx.thread
+        if item.retry_safe:
+            message = "The server shut down; the thread will run again"
+        else:
+            message = "Interrupted: the server shut down while the thread was running"
+        try:
+            level = Level.WARN if item.retry_safe else Level.ERROR
+            await self.store.recover_thread(thread, item.retry_safe, message, now_ms(), level)
+        except ThreadsvcError as exc:
+            log.warning("could not hand back thread %s: %s", thread.id, exc)
+        await self._forget(item)
+
+    async def _forget(self, item: Running) -> None:
+        self._running.pop(item.ctx.thread_id, None)
+        item.done.set()
+        self._wake.set()
+        if self._notify_change is not None:
+            self._notify_change({item.ctx.thread_id})
+
+    # -- cancelling -------------------------------------------------------------------------
+    def _stop(self, item: Running, reason: StopReason, by: str) -> None:
+        if item.reason is None:
+            item.reason = reason
+            item.cancelled_by = by
+        item.ctx._request_cancel()
+        if item.job_task is not None:
+            item.job_task.cancel()
+
+    async def cancel(self, thread_id: str, by: str, wait: float = 1.0) -> bool:
+        """Cancel a thread if this node runs it, waiting up to `wait` s for it to end."""
+        item = self._running.get(thread_id)
+        if item is None:
+            return False
+        self._stop(item, StopReason.USER, by)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(item.done.wait(), wait)
+        return True
+
+    def _lost(self, ids: set[str]) -> None:
+        for thread_id in ids:
+            item = self._running.get(thread_id)
+            if item is not None:
+                log.warning("thread %s is no longer this node's; stopping it", thread_id)
+                self._stop(item, StopReason.LOST, "")
+
+    # -- heartbeat and recovery -------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.2, min(self.settings.lease_timeout / 3, 10.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.heartbeat(self.node, now_ms())
+                for thread_id in await self.store.cancel_requests(self.node):
+                    item = self._running.get(thread_id)
+                    if item is not None and item.reason is None:
+                        self._stop(item, StopReason.USER, "")
+                if self.shared_store:
+                    stale = now_ms() - self.settings.lease_timeout * 1000
+                    orphans = [
+                        t for t in await self.store.running_threads()
+                        if t.node != self.node and (t.heartbeat or 0) < stale
+                    ]
+                    await self._recover(orphans, "its node was lost")
+            except ThreadsvcError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _recover(self, threads: list[Thread], why: str) -> None:
+        for thread in threads:
+            try:
+                retry = self.registry.get(thread.job).retry_safe
+            except UnknownJob:
+                retry = False
+            if retry:
+                message, level = f"Interrupted ({why}); the thread will run again", Level.WARN
+            else:
+                message, level = f"Interrupted: {why} while the thread was running", Level.ERROR
+            recovered = await self.store.recover_thread(thread, retry, message, now_ms(), level)
+            if recovered is not None:
+                log.info("recovered thread %s: %s", thread.id, recovered.status.value)
+        if threads:
+            self._wake.set()

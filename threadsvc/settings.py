@@ -1,0 +1,140 @@
+"""One frozen Settings: defaults, then a TOML file, then THREADSVC_* variables, then flags.
+
+A setting `x-y` is the TOML key `x-y`, the variable `THREADSVC_X_Y` and the field `x_y`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value or an unknown name."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = "sqlite:///threadsvc.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The first key signs; every key verifies, so a key can be rotated without breaking links.
+    # Empty: a key generated once and kept in the store.
+    secret_key: tuple[str, ...] = ()
+    data_dir: str = "threadsvc-data"
+    node: str = ""  # this node's id; empty: host name and process id
+    max_running: int = 16
+    max_active_per_user: int = 100
+    max_active_per_group: int = 1000
+    result_url_ttl: int = 300
+    result_ttl: int = 3600
+    thread_ttl: int = 30 * 24 * 3600
+    lease_timeout: int = 30
+    max_upload: int = 100 * 1024 * 1024
+    lockout_attempts: int = 5
+    lockout_seconds: int = 900
+    webhook_allow_private: bool = False
+    shutdown_grace: float = 10.0
+    access_token_ttl: int = 3600
+    jobs: tuple[str, ...] = ()  # extra modules whose @job functions are registered
+    commands: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.db.startswith("sqlite:///"):
+            return Path(self.db.removeprefix("sqlite:///"))
+        return None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _convert(name: str, value: Any) -> Any:
+    hint = _HINTS[name]
+    key = name.replace("_", "-")
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError("expected 1/true/yes or 0/false/no")
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            number = int(value)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
+        if hint is float:
+            number = float(value)
+            if not 0 <= number < float("inf"):
+                raise ValueError("must be a finite, non-negative number")
+            return number
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if typing.get_origin(hint) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if typing.get_origin(hint) in (Mapping, dict) or hint is Mapping[str, Any]:
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table")
+            return types.MappingProxyType(dict(value))
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting '{key}': {exc}") from None
+    raise SettingsError(f"setting '{key}' cannot be set this way")
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> Settings:
+    """Build the Settings; `flags` with value None are ignored (click passes unset options so)."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            with open(config, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"cannot read settings file {config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"settings file {config}: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise SettingsError(f"settings file {config}: unknown setting '{key}'")
+            values[name] = _convert(name, value)
+    env = os.environ if environ is None else environ
+    for name in _FIELDS:
+        var = "THREADSVC_" + name.upper()
+        if var in env and name != "commands":
+            values[name] = _convert(name, env[var])
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in _FIELDS:
+            raise SettingsError(f"unknown setting '{name}'")
+        values[name] = _convert(name, value)
+    return Settings(**values)

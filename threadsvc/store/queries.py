@@ -1,0 +1,40 @@
+"""Named SQL queries, read once from `sql/{dialect}/queries.sql`."""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+
+_NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+
+
+def sql_dir(dialect: str) -> Path:
+    return Path(str(resources.files("threadsvc.store") / "sql" / dialect))
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line for line in body.strip().splitlines() if not line.lstrip().startswith("--")]
+        queries[name] = "\n".join(lines).strip().rstrip(";")
+    return queries
+
+
+@functools.cache
+def load_queries(dialect: str) -> dict[str, str]:
+    return parse_queries((sql_dir(dialect) / "queries.sql").read_text("utf-8"))
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """(version, script) of every numbered migration, in order."""
+    found = []
+    for path in sorted((sql_dir(dialect) / "migrations").glob("[0-9]*.sql")):
+        found.append((int(path.name.split("_", 1)[0]), path.read_text("utf-8")))
+    return found
+
+
+def schema(dialect: str) -> str:
+    return (sql_dir(dialect) / "schema.sql").read_text("utf-8")

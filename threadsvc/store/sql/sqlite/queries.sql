@@ -1,0 +1,179 @@
+-- Named queries of the SQLite store. Each starts with a line `-- name: NAME`.
+-- The PostgreSQL store defines the same names (a test checks).
+
+-- name: get_setting
+SELECT value FROM server_settings WHERE key = :key;
+
+-- name: put_setting_if_absent
+INSERT INTO server_settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
+
+-- name: insert_user
+INSERT INTO users (username, password_hash, is_admin, created)
+VALUES (:username, :password_hash, :is_admin, :created)
+RETURNING id;
+
+-- name: update_user
+UPDATE users SET password_hash = :password_hash, is_admin = :is_admin WHERE username = :username
+RETURNING id;
+
+-- name: get_user_by_name
+SELECT id, username, is_admin, password_hash FROM users WHERE username = :username;
+
+-- name: get_user_by_id
+SELECT id, username, is_admin, password_hash FROM users WHERE id = :id;
+
+-- name: insert_api_token
+INSERT INTO api_tokens (token_hash, user_id, created) VALUES (:token_hash, :user_id, :created);
+
+-- name: user_for_token
+SELECT u.id, u.username, u.is_admin, u.password_hash
+FROM api_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_hash = :token_hash;
+
+-- name: insert_oauth_client
+INSERT INTO oauth_clients (client_id, user_id, secret_hash, created)
+VALUES (:client_id, :user_id, :secret_hash, :created);
+
+-- name: get_oauth_client
+SELECT u.id, u.username, u.is_admin, c.secret_hash
+FROM oauth_clients c JOIN users u ON u.id = c.user_id
+WHERE c.client_id = :client_id;
+
+-- name: insert_group
+INSERT INTO groups (id, name) VALUES (:id, :name) RETURNING id;
+
+-- name: get_group_by_name
+SELECT id, name FROM groups WHERE name = :name;
+
+-- name: get_group_by_id
+SELECT id, name FROM groups WHERE id = :id;
+
+-- name: set_membership
+INSERT INTO memberships (group_id, user_id, role) VALUES (:group_id, :user_id, :role)
+ON CONFLICT (user_id, group_id) DO UPDATE SET role = excluded.role;
+
+-- name: roles_of
+SELECT group_id, role FROM memberships WHERE user_id = :user_id;
+
+-- name: groups_of
+SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_id
+WHERE m.user_id = :user_id ORDER BY g.name;
+
+-- name: get_login_failures
+SELECT failures, window_start, locked_until FROM login_failures WHERE username = :username;
+
+-- name: put_login_failures
+INSERT INTO login_failures (username, failures, window_start, locked_until)
+VALUES (:username, :failures, :window_start, :locked_until)
+ON CONFLICT (username) DO UPDATE SET
+    failures = excluded.failures,
+    window_start = excluded.window_start,
+    locked_until = excluded.locked_until;
+
+-- name: clear_login_failures
+DELETE FROM login_failures WHERE username = :username;
+
+-- name: insert_thread
+INSERT INTO threads (id, name, username, group_id, job, params, status, created, version)
+VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1);
+
+-- name: get_thread
+SELECT * FROM threads WHERE id = :id;
+
+-- name: list_threads
+SELECT * FROM threads WHERE {where} ORDER BY seq DESC LIMIT :limit OFFSET :offset;
+
+-- name: count_threads
+SELECT count(*) FROM threads WHERE {where};
+
+-- name: filter_statuses
+status IN (SELECT value FROM json_each(:statuses))
+
+-- name: filter_group
+group_id = :group_id
+
+-- name: filter_username
+username = :username
+
+-- name: filter_job
+job = :job
+
+-- name: filter_since
+created >= :since
+
+-- name: filter_until
+created <= :until
+
+-- name: claim_threads
+UPDATE threads
+SET status = 'inprogress', started = :now, node = :node, heartbeat = :now, version = version + 1
+WHERE seq IN (
+    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
+)
+RETURNING *;
+
+-- name: update_running_thread
+UPDATE threads
+SET status = :status, message = :message, progress_current = :progress_current,
+    progress_total = :progress_total, warnings = :warnings, errors = :errors,
+    ended = :ended, heartbeat = :heartbeat, version = :version
+WHERE id = :id AND node = :node AND status NOT IN ('completed', 'failed', 'cancelled');
+
+-- name: cancel_initialised
+UPDATE threads
+SET status = 'cancelled', ended = :now, message = :message, version = version + 1
+WHERE id = :id AND status = 'initialised'
+RETURNING *;
+
+-- name: request_cancel
+UPDATE threads SET cancel_requested = 1
+WHERE id = :id AND status IN ('inprogress', 'warning', 'error');
+
+-- name: cancel_requests
+SELECT id FROM threads
+WHERE node = :node AND cancel_requested = 1 AND status IN ('inprogress', 'warning', 'error');
+
+-- name: heartbeat
+UPDATE threads SET heartbeat = :now
+WHERE node = :node AND status IN ('inprogress', 'warning', 'error');
+
+-- name: running_threads
+SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
+
+-- name: fail_orphan
+UPDATE threads
+SET status = 'failed', ended = :now, message = :message, node = NULL, version = version + 1
+WHERE id = :id AND node IS :node AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: requeue_orphan
+UPDATE threads
+SET status = 'initialised', node = NULL, heartbeat = NULL, message = :message,
+    version = version + 1
+WHERE id = :id AND node IS :node AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: delete_thread
+DELETE FROM threads WHERE id = :id AND status IN ('completed', 'failed', 'cancelled');
+
+-- name: delete_logs
+DELETE FROM log_events WHERE thread_id = :id;
+
+-- name: insert_log_event
+INSERT INTO log_events (thread_id, seq, ts, level, text) VALUES (:thread_id, :seq, :ts, :level, :text);
+
+-- name: append_log_event
+INSERT INTO log_events (thread_id, seq, ts, level, text)
+SELECT :thread_id, coalesce(max(seq), 0) + 1, :ts, :level, :text
+FROM log_events WHERE thread_id = :thread_id;
+
+-- name: last_log_seq
+SELECT coalesce(max(seq), 0) FROM log_events WHERE thread_id = :thread_id;
+
+-- name: get_logs
+SELECT seq, ts, level, text FROM log_events
+WHERE thread_id = :thread_id AND seq > :since AND level >= :level
+ORDER BY seq LIMIT :limit;
+
+-- name: count_threads_by_status
+SELECT status, count(*) FROM threads GROUP BY status;

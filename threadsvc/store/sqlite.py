@@ -1,0 +1,497 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+One writer connection on its own thread serialises every write; readers have connections of
+their own on a small pool of threads, so reads never wait behind the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from threadsvc.errors import Conflict, NotFound, StoreUnavailable
+from threadsvc.models import (
+    Group,
+    Level,
+    LogEvent,
+    LogPage,
+    Role,
+    Status,
+    Thread,
+    ThreadFilter,
+    ThreadPage,
+    User,
+    now_ms,
+)
+from threadsvc.store.base import LoginFailures, NewLogEvent, ThreadState
+from threadsvc.store.migrate import migrate_sqlite
+from threadsvc.store.queries import load_queries
+
+T = TypeVar("T")
+Q = load_queries("sqlite")
+_FILTERS = {
+    "group_id": "filter_group",
+    "username": "filter_username",
+    "job": "filter_job",
+    "since": "filter_since",
+    "until": "filter_until",
+}
+
+
+def thread_from_row(row: sqlite3.Row) -> Thread:
+    return Thread(
+        id=row["id"],
+        name=row["name"],
+        username=row["username"],
+        group_id=row["group_id"],
+        job=row["job"],
+        params=json.loads(row["params"]),
+        status=Status(row["status"]),
+        created=row["created"],
+        started=row["started"],
+        ended=row["ended"],
+        message=row["message"],
+        progress_current=row["progress_current"],
+        progress_total=row["progress_total"],
+        warnings=row["warnings"],
+        errors=row["errors"],
+        node=row["node"],
+        heartbeat=row["heartbeat"],
+        cancel_requested=bool(row["cancel_requested"]),
+        version=row["version"],
+    )
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(id=row[0], username=row[1], is_admin=bool(row[2]))
+
+
+def _event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
+    return {
+        "thread_id": thread_id,
+        "seq": event.seq,
+        "ts": event.timestamp,
+        "level": int(event.level),
+        "text": event.text,
+    }
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, readers: int = 4) -> None:
+        self.path = Path(path)
+        self._readers = readers
+        self._local = threading.local()
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # NORMAL in WAL mode: a commit survives a crash of the process; see docs/operations.md.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
+
+        def setup() -> None:
+            conn = self._connect()
+            conn.execute("PRAGMA journal_mode = WAL")
+            migrate_sqlite(conn)
+            self._writer = conn
+
+        await self._run(self._writer_pool, setup)
+
+    async def close(self) -> None:
+        for pool in (self._writer_pool, self._reader_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._writer_pool = self._reader_pool = None
+
+    async def _run(self, pool: ThreadPoolExecutor | None, fn: Callable[[], T]) -> T:
+        if pool is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store: {exc}") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def in_transaction() -> T:
+            conn = self._writer
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(self._writer_pool, in_transaction)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def on_reader() -> T:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = self._connect()
+                conn.execute("PRAGMA query_only = ON")
+            conn.execute("BEGIN")  # one snapshot for every statement of `fn`
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._run(self._reader_pool, on_reader)
+
+    # -- server settings --------------------------------------------------------------------
+    async def get_or_put_setting(self, key: str, value: str) -> str:
+        def do(conn: sqlite3.Connection) -> str:
+            conn.execute(Q["put_setting_if_absent"], {"key": key, "value": value})
+            return str(conn.execute(Q["get_setting"], {"key": key}).fetchone()[0])
+
+        return await self._write(do)
+
+    # -- identity ---------------------------------------------------------------------------
+    async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
+        def do(conn: sqlite3.Connection) -> User:
+            row = conn.execute(
+                Q["insert_user"],
+                {
+                    "username": username,
+                    "password_hash": password_hash,
+                    "is_admin": int(is_admin),
+                    "created": now_ms(),
+                },
+            ).fetchone()
+            return User(id=row[0], username=username, is_admin=is_admin)
+
+        try:
+            return await self._write(do)
+        except Conflict:
+            raise Conflict(f"user '{username}' already exists") from None
+
+    async def update_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
+        def do(conn: sqlite3.Connection) -> User:
+            args = {"username": username, "password_hash": password_hash, "is_admin": is_admin}
+            row = conn.execute(Q["update_user"], args).fetchone()
+            if row is None:
+                raise NotFound(f"no user '{username}'")
+            return User(id=row[0], username=username, is_admin=is_admin)
+
+        return await self._write(do)
+
+    async def get_user(self, username: str) -> tuple[User, str | None] | None:
+        def do(conn: sqlite3.Connection) -> tuple[User, str | None] | None:
+            row = conn.execute(Q["get_user_by_name"], {"username": username}).fetchone()
+            return None if row is None else (_user(row), row[3])
+
+        return await self._read(do)
+
+    async def add_api_token(self, user_id: int, token_hash: str) -> None:
+        args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
+        await self._write(lambda conn: conn.execute(Q["insert_api_token"], args))
+
+    async def user_for_token(self, token_hash: str) -> User | None:
+        def do(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(Q["user_for_token"], {"token_hash": token_hash}).fetchone()
+            return None if row is None else _user(row)
+
+        return await self._read(do)
+
+    async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None:
+        args = {
+            "client_id": client_id,
+            "user_id": user_id,
+            "secret_hash": secret_hash,
+            "created": now_ms(),
+        }
+        await self._write(lambda conn: conn.execute(Q["insert_oauth_client"], args))
+
+    async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
+        def do(conn: sqlite3.Connection) -> tuple[User, str] | None:
+            row = conn.execute(Q["get_oauth_client"], {"client_id": client_id}).fetchone()
+            return None if row is None else (_user(row), row[3])
+
+        return await self._read(do)
+
+    async def create_group(self, name: str, group_id: int | None = None) -> Group:
+        def do(conn: sqlite3.Connection) -> Group:
+            row = conn.execute(Q["insert_group"], {"id": group_id, "name": name}).fetchone()
+            return Group(id=row[0], name=name)
+
+        try:
+            return await self._write(do)
+        except Conflict:
+            raise Conflict(f"a group named '{name}' or with id {group_id} exists") from None
+
+    async def get_group(self, name: str) -> Group | None:
+        def do(conn: sqlite3.Connection) -> Group | None:
+            row = conn.execute(Q["get_group_by_name"], {"name": name}).fetchone()
+            return None if row is None else Group(id=row[0], name=row[1])
+
+        return await self._read(do)
+
+    async def get_group_by_id(self, group_id: int) -> Group | None:
+        def do(conn: sqlite3.Connection) -> Group | None:
+            row = conn.execute(Q["get_group_by_id"], {"id": group_id}).fetchone()
+            return None if row is None else Group(id=row[0], name=row[1])
+
+        return await self._read(do)
+
+    async def set_membership(self, group_id: int, user_id: int, role: Role) -> None:
+        args = {"group_id": group_id, "user_id": user_id, "role": int(role)}
+        await self._write(lambda conn: conn.execute(Q["set_membership"], args))
+
+    async def roles_of(self, user_id: int) -> dict[int, Role]:
+        def do(conn: sqlite3.Connection) -> dict[int, Role]:
+            rows = conn.execute(Q["roles_of"], {"user_id": user_id}).fetchall()
+            return {row[0]: Role(row[1]) for row in rows}
+
+        return await self._read(do)
+
+    async def groups_of(self, user_id: int) -> list[tuple[Group, Role]]:
+        def do(conn: sqlite3.Connection) -> list[tuple[Group, Role]]:
+            rows = conn.execute(Q["groups_of"], {"user_id": user_id}).fetchall()
+            return [(Group(id=row[0], name=row[1]), Role(row[2])) for row in rows]
+
+        return await self._read(do)
+
+    async def get_login_failures(self, username: str) -> LoginFailures | None:
+        def do(conn: sqlite3.Connection) -> LoginFailures | None:
+            row = conn.execute(Q["get_login_failures"], {"username": username}).fetchone()
+            return None if row is None else LoginFailures(row[0], row[1], row[2])
+
+        return await self._read(do)
+
+    async def record_login_failure(
+        self, username: str, now: int, window_ms: int, attempts: int
+    ) -> LoginFailures:
+        def do(conn: sqlite3.Connection) -> LoginFailures:
+            row = conn.execute(Q["get_login_failures"], {"username": username}).fetchone()
+            if row is None or row[1] <= now - window_ms:
+                failures = LoginFailures(1, now, 0)
+            else:
+                failures = LoginFailures(row[0] + 1, row[1], row[2])
+            if failures.failures >= attempts:
+                failures = LoginFailures(failures.failures, failures.window_start, now + window_ms)
+            conn.execute(
+                Q["put_login_failures"],
+                {
+                    "username": username,
+                    "failures": failures.failures,
+                    "window_start": failures.window_start,
+                    "locked_until": failures.locked_until,
+                },
+            )
+            return failures
+
+        return await self._write(do)
+
+    async def clear_login_failures(self, username: str) -> None:
+        args = {"username": username}
+        await self._write(lambda conn: conn.execute(Q["clear_login_failures"], args))
+
+    # -- threads ----------------------------------------------------------------------------
+    async def insert_thread(self, thread: Thread, first_event: LogEvent) -> None:
+        args = {
+            "id": thread.id,
+            "name": thread.name,
+            "username": thread.username,
+            "group_id": thread.group_id,
+            "job": thread.job,
+            "params": json.dumps(thread.params),
+            "status": thread.status.value,
+            "created": thread.created,
+        }
+
+        def do(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["insert_thread"], args)
+            conn.execute(Q["insert_log_event"], _event_row(thread.id, first_event))
+
+        await self._write(do)
+
+    async def get_thread(self, thread_id: str) -> Thread | None:
+        def do(conn: sqlite3.Connection) -> Thread | None:
+            row = conn.execute(Q["get_thread"], {"id": thread_id}).fetchone()
+            return None if row is None else thread_from_row(row)
+
+        return await self._read(do)
+
+    async def list_threads(self, query: ThreadFilter) -> ThreadPage:
+        args: dict[str, Any] = {"statuses": json.dumps(sorted(s.value for s in query.statuses))}
+        where = [Q["filter_statuses"]]
+        for name, fragment in _FILTERS.items():
+            value = getattr(query, name)
+            if value is not None:
+                where.append(Q[fragment])
+                args[name] = value
+        clause = " AND ".join(f"({part})" for part in where)
+        page_args = {
+            **args,
+            "limit": query.pagesize,
+            "offset": (query.page - 1) * query.pagesize,
+        }
+
+        def do(conn: sqlite3.Connection) -> ThreadPage:
+            rows = conn.execute(Q["list_threads"].format(where=clause), page_args).fetchall()
+            total = conn.execute(Q["count_threads"].format(where=clause), args).fetchone()[0]
+            return ThreadPage(
+                threads=[thread_from_row(row) for row in rows],
+                total=total,
+                page=query.page,
+                pagesize=query.pagesize,
+            )
+
+        return await self._read(do)
+
+    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
+        def do(conn: sqlite3.Connection) -> list[Thread]:
+            args = {"node": node, "limit": limit, "now": now}
+            rows = conn.execute(Q["claim_threads"], args).fetchall()
+            return sorted((thread_from_row(row) for row in rows), key=lambda t: t.created)
+
+        return await self._write(do)
+
+    async def write_batch(
+        self, node: str, states: list[ThreadState], events: list[NewLogEvent]
+    ) -> set[str]:
+        def do(conn: sqlite3.Connection) -> set[str]:
+            conn.executemany(
+                Q["insert_log_event"], [_event_row(e.thread_id, e.event) for e in events]
+            )
+            lost = set()
+            for state in states:
+                args = {
+                    "id": state.id,
+                    "node": node,
+                    "status": state.status.value,
+                    "message": state.message,
+                    "progress_current": state.progress_current,
+                    "progress_total": state.progress_total,
+                    "warnings": state.warnings,
+                    "errors": state.errors,
+                    "ended": state.ended,
+                    "heartbeat": state.heartbeat,
+                    "version": state.version,
+                }
+                if conn.execute(Q["update_running_thread"], args).rowcount == 0:
+                    lost.add(state.id)
+            return lost
+
+        return await self._write(do)
+
+    async def cancel_initialised(
+        self, thread_id: str, message: str, event: LogEvent
+    ) -> Thread | None:
+        now = event.timestamp
+
+        def do(conn: sqlite3.Connection) -> Thread | None:
+            args = {"id": thread_id, "now": now, "message": message}
+            row = conn.execute(Q["cancel_initialised"], args).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                Q["append_log_event"],
+                {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
+            )
+            return thread_from_row(row)
+
+        return await self._write(do)
+
+    async def request_cancel(self, thread_id: str) -> None:
+        await self._write(lambda conn: conn.execute(Q["request_cancel"], {"id": thread_id}))
+
+    async def cancel_requests(self, node: str) -> list[str]:
+        def do(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute(Q["cancel_requests"], {"node": node})]
+
+        return await self._read(do)
+
+    async def heartbeat(self, node: str, now: int) -> None:
+        await self._write(lambda conn: conn.execute(Q["heartbeat"], {"node": node, "now": now}))
+
+    async def running_threads(self) -> list[Thread]:
+        def do(conn: sqlite3.Connection) -> list[Thread]:
+            return [thread_from_row(row) for row in conn.execute(Q["running_threads"])]
+
+        return await self._read(do)
+
+    async def recover_thread(
+        self, thread: Thread, requeue: bool, message: str, now: int, level: Level
+    ) -> Thread | None:
+        def do(conn: sqlite3.Connection) -> Thread | None:
+            query = Q["requeue_orphan"] if requeue else Q["fail_orphan"]
+            args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
+            row = conn.execute(query, args).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                Q["append_log_event"],
+                {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
+            )
+            return thread_from_row(row)
+
+        return await self._write(do)
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        def do(conn: sqlite3.Connection) -> bool:
+            if conn.execute(Q["delete_thread"], {"id": thread_id}).rowcount == 0:
+                return False
+            conn.execute(Q["delete_logs"], {"id": thread_id})
+            return True
+
+        return await self._write(do)
+
+    async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
+        def do(conn: sqlite3.Connection) -> LogPage:
+            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
+            rows = conn.execute(Q["get_logs"], args).fetchall()
+            total = conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0]
+            events = [LogEvent(row[0], row[1], Level(row[2]), row[3]) for row in rows[:limit]]
+            return LogPage(
+                thread_id=thread_id,
+                events=events,
+                total=total,
+                next=events[-1].seq if events else since,
+                more=len(rows) > limit,
+            )
+
+        return await self._read(do)
+
+    async def last_log_seq(self, thread_id: str) -> int:
+        def do(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0])
+
+        return await self._read(do)
+
+    async def count_by_status(self) -> dict[Status, int]:
+        def do(conn: sqlite3.Connection) -> dict[Status, int]:
+            rows = conn.execute(Q["count_threads_by_status"]).fetchall()
+            return {Status(row[0]): row[1] for row in rows}
+
+        return await self._read(do)

@@ -1,0 +1,84 @@
+"""The one table from errors to status codes and error ids (SPEC §9)."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from threadsvc import errors
+from threadsvc.web.responses import document, request_path
+from threadsvc.xml.render import error_element
+
+log = logging.getLogger("threadsvc.web")
+
+# Most specific first: the first class an error is an instance of decides.
+TABLE: list[tuple[type[Exception], int, str]] = [
+    (errors.AuthenticationFailed, 401, "0100"),
+    (errors.Forbidden, 403, "0101"),
+    (errors.MethodNotAllowed, 405, "0103"),
+    (errors.UnknownJob, 400, "0205"),
+    (errors.BadParameter, 400, "0201"),
+    (errors.GroupNotFound, 404, "0202"),
+    (errors.ThreadNotFound, 404, "0203"),
+    (errors.ServiceNotFound, 404, "0204"),
+    (errors.NotFound, 404, "0204"),
+    (errors.BodyTooLarge, 413, "0206"),
+    (errors.Conflict, 409, "0208"),
+    (errors.TooManyActiveThreads, 429, "0300"),
+    (errors.AccountLocked, 429, "0301"),
+    (errors.ThreadStillRunning, 409, "0403"),
+    (errors.StoreUnavailable, 503, "0503"),
+]
+
+
+def error_response(request: Request, status: int, error_id: str, message: str,
+                   headers: dict[str, str] | None = None) -> Response:
+    element = error_element(error_id, request_path(request), message)
+    return document(request, element, status, headers)
+
+
+async def threadsvc_error(request: Request, exc: Exception) -> Response:
+    for cls, status, error_id in TABLE:
+        if isinstance(exc, cls):
+            break
+    else:
+        return await internal_error(request, exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.AuthenticationFailed):
+        scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()
+        headers["WWW-Authenticate"] = (
+            'Bearer realm="threadsvc", error="invalid_token"'
+            if scheme == "bearer"
+            else 'Basic realm="threadsvc", charset="UTF-8"'
+        )
+    if isinstance(exc, errors.TooManyActiveThreads | errors.AccountLocked):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, errors.StoreUnavailable):
+        log.warning("store unavailable: %s", exc)
+        headers["Retry-After"] = "5"
+        return error_response(request, status, error_id, "The store is unavailable; try again", headers)
+    return error_response(request, status, error_id, str(exc), headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(request, 404, "0204", f"No service at {request_path(request)}")
+    if exc.status_code == 405:
+        return error_response(
+            request, 405, "0103", f"Method {request.method} is not allowed here",
+            dict(exc.headers or {}),
+        )
+    if exc.status_code == 400:
+        return error_response(request, 400, "0201", f"Bad request: {exc.detail}")
+    if exc.status_code == 413:
+        return error_response(request, 413, "0206", "The body is too large")
+    return error_response(request, exc.status_code, "0500", str(exc.detail))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "0500", "Internal error; it has been logged")

@@ -1,0 +1,68 @@
+"""ASGI middleware: /ps/api as an alias of /ps/service, and the cap on request bodies."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from threadsvc.errors import BodyTooLarge
+from threadsvc.web.responses import FORMAT_KEY, PATH_KEY, PREFIX_KEY
+
+API, SERVICE = "/ps/api", "/ps/service"
+
+
+class ApiAlias:
+    """`/ps/api/...` is `/ps/service/...`; a last segment ending `.xml`/`.json` picks the format."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            scope[PATH_KEY] = path
+            if path == API or path.startswith(API + "/"):
+                head, _, last = path.rpartition("/")
+                for suffix in (".json", ".xml"):
+                    if last.endswith(suffix) and len(last) > len(suffix):
+                        scope[FORMAT_KEY] = suffix[1:]
+                        path = f"{head}/{last[: -len(suffix)]}"
+                        break
+                scope = dict(scope, path=SERVICE + path[len(API):], raw_path=None)
+                scope[PREFIX_KEY] = API
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse bodies above `limit` bytes: at once by Content-Length, else while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > limit
+                except ValueError:
+                    too_large = False
+                if too_large:
+                    scope["threadsvc.too_large"] = True
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            if scope.get("threadsvc.too_large"):
+                raise BodyTooLarge(f"The body is larger than {limit} bytes")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(f"The body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,67 @@
+"""Query parameters of the services, each checked and named when bad."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from threadsvc.errors import BadParameter
+from threadsvc.models import ACTIVE, FINAL, Level, Status
+
+_INT = re.compile(r"[0-9]{1,15}")
+
+
+def integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not _INT.fullmatch(raw.strip()):
+        raise BadParameter(name, f"must be a whole number from {low} to {high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise BadParameter(name, f"must be from {low} to {high}")
+    return value
+
+
+def statuses(raw: str | None) -> frozenset[Status]:
+    if raw is None or raw.strip() == "":
+        return ACTIVE
+    found: set[Status] = set()
+    for word in raw.split(","):
+        word = word.strip().lower()
+        if word == "active":
+            found |= ACTIVE
+        elif word == "finished":
+            found |= FINAL
+        elif word == "all":
+            found |= set(Status)
+        else:
+            try:
+                found.add(Status(word))
+            except ValueError:
+                raise BadParameter("status", f"has an unknown status '{word[:40]}'") from None
+    return frozenset(found)
+
+
+def timestamp(name: str, raw: str | None) -> int | None:
+    """ISO 8601 (UTC when no offset is given) or epoch milliseconds."""
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    if _INT.fullmatch(text):
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise BadParameter(name, "must be an ISO 8601 date-time or epoch milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def level(raw: str | None) -> Level:
+    if raw is None or raw.strip() == "":
+        return Level.DEBUG
+    try:
+        return Level.parse(raw)
+    except ValueError:
+        raise BadParameter("level", "must be DEBUG, INFO, WARN or ERROR") from None

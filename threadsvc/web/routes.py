@@ -1,0 +1,46 @@
+"""The route table, and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from threadsvc.web import api
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+SERVICE = "/ps/service"
+
+
+def by_method(path: str, handlers: dict[str, Handler]) -> Route:
+    """One route for a path whatever the method, so a 405 names every allowed method."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers), name=path)
+
+
+def _thread_routes(base: str) -> list[BaseRoute]:
+    return [
+        by_method(f"{base}/threads", {"GET": api.list_threads, "POST": api.start_thread}),
+        by_method(f"{base}/threads/{{id}}", {"GET": api.get_thread, "DELETE": api.delete}),
+        Route(f"{base}/threads/{{id}}/progress", api.progress, methods=["GET"]),
+        Route(f"{base}/threads/{{id}}/logs", api.logs, methods=["GET"]),
+        Route(f"{base}/threads/{{id}}/cancel", api.cancel, methods=["POST"]),
+    ]
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        *_thread_routes(SERVICE),
+        *_thread_routes(SERVICE + "/groups/{group}"),
+        Route(SERVICE + "/openapi.json", api.openapi, methods=["GET"]),
+        Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),
+        Route("/health", api.health, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,153 @@
+"""The one builder of documents: lxml elements, serialised as XML or mirrored as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from lxml import etree
+
+from threadsvc.models import LogEvent, LogPage, Thread, ThreadPage, iso
+
+Element = etree._Element
+
+# Attributes that JSON carries as numbers or booleans rather than strings.
+_NUMBERS = frozenset(
+    {"groupid", "warnings", "errors", "current", "total", "percent", "page", "pagesize",
+     "seq", "timestamp", "next", "size", "attempts", "code"}
+)
+_BOOLEANS = frozenset({"more"})
+# Roots that JSON renders as a list of their children beside their attributes.
+_LIST_ROOTS = {"threads": "threads", "logs": "logs", "groups": "groups"}
+
+
+def thread_element(thread: Thread, *, admin: bool = False) -> Element:
+    el = etree.Element("thread")
+    el.set("id", thread.id)
+    el.set("name", thread.name)
+    el.set("username", thread.username)
+    el.set("groupid", str(thread.group_id))
+    el.set("status", thread.status.value)
+    el.set("type", thread.job)
+    el.set("created", iso(thread.created))
+    if thread.started is not None:
+        el.set("started", iso(thread.started))
+    if thread.ended is not None:
+        el.set("ended", iso(thread.ended))
+    el.set("warnings", str(thread.warnings))
+    el.set("errors", str(thread.errors))
+    if admin and not thread.final:
+        if thread.node:
+            el.set("node", thread.node)
+        if thread.heartbeat is not None:
+            el.set("heartbeat", iso(thread.heartbeat))
+    if thread.message:
+        etree.SubElement(el, "message").text = thread.message
+    if thread.progress_current is not None or thread.progress_total is not None:
+        progress = etree.SubElement(el, "progress")
+        current = thread.progress_current or 0
+        progress.set("current", str(current))
+        if thread.progress_total is not None:
+            progress.set("total", str(thread.progress_total))
+            if thread.progress_total > 0:
+                progress.set("percent", str(100 * current // thread.progress_total))
+    return el
+
+
+def threads_element(page: ThreadPage, *, admin: bool = False) -> Element:
+    el = etree.Element("threads")
+    el.set("total", str(page.total))
+    el.set("page", str(page.page))
+    el.set("pagesize", str(page.pagesize))
+    for thread in page.threads:
+        el.append(thread_element(thread, admin=admin))
+    return el
+
+
+def thread_cancel_element(thread: Thread | None, *, admin: bool = False) -> Element:
+    el = etree.Element("thread-cancel")
+    if thread is not None:
+        el.append(thread_element(thread, admin=admin))
+    return el
+
+
+def event_element(event: LogEvent) -> Element:
+    el = etree.Element("event")
+    el.set("seq", str(event.seq))
+    el.set("timestamp", str(event.timestamp))
+    el.set("datetime", iso(event.timestamp))
+    el.set("level", event.level.name)
+    el.text = event.text
+    return el
+
+
+def logs_element(page: LogPage) -> Element:
+    el = etree.Element("logs")
+    el.set("thread", page.thread_id)
+    el.set("total", str(page.total))
+    el.set("next", str(page.next))
+    el.set("more", "true" if page.more else "false")
+    for event in page.events:
+        el.append(event_element(event))
+    return el
+
+
+def logs_text(events: Iterable[LogEvent]) -> str:
+    """One line an event: `DATETIME LEVEL text`, newlines inside the text escaped."""
+    return "".join(
+        f"{iso(e.timestamp)} {e.level.name} {e.text.replace(chr(10), ' ')}\n" for e in events
+    )
+
+
+def error_element(error_id: str, request: str, message: str) -> Element:
+    el = etree.Element("error")
+    el.set("id", error_id)
+    etree.SubElement(el, "request").text = request
+    etree.SubElement(el, "message").text = message
+    return el
+
+
+def to_xml(element: Element) -> bytes:
+    return etree.tostring(element, encoding="utf-8", xml_declaration=True)
+
+
+def to_line(element: Element) -> str:
+    """The element as XML on one line (for Server-Sent Events)."""
+    return etree.tostring(element, encoding="unicode").replace("\n", "&#10;")
+
+
+def _value(name: str, text: str) -> Any:
+    if name in _NUMBERS:
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if name in _BOOLEANS:
+        return text == "true"
+    return text
+
+
+def _object(el: Element) -> dict[str, Any]:
+    obj: dict[str, Any] = {name: _value(name, value) for name, value in el.attrib.items()}
+    for child in el:
+        if not child.attrib and len(child) == 0:
+            obj[child.tag] = child.text or ""
+        else:
+            obj[child.tag] = _object(child)
+    if el.text and el.text.strip() and len(el) == 0:
+        obj["text"] = el.text
+    return obj
+
+
+def to_json_data(element: Element) -> dict[str, Any]:
+    """The JSON mirror: `{"thread": {...}}`, `{"threads": [...], "total": N, ...}`."""
+    if element.tag in _LIST_ROOTS:
+        data: dict[str, Any] = {element.tag: [_object(child) for child in element]}
+        data.update({name: _value(name, v) for name, v in element.attrib.items()})
+        return data
+    return {element.tag: _object(element)}
+
+
+def to_json(element: Element) -> bytes:
+    return json.dumps(to_json_data(element), ensure_ascii=False, separators=(",", ":")).encode()
