@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from tests.support import Server, wait_for
+
+
+def test_start_and_complete(server: Server) -> None:
+    with server.client("contributor") as http:
+        started = http.post(
+            "/ps/service/groups/dev/threads", data={"job": "sleep", "seconds": "0.2", "steps": "2"}
+        )
+        assert started.status_code == 202, started.text
+        location = started.headers["content-location"]
+        done = wait_for(http, location, lambda r: 'status="completed"' in r.text)
+        assert done.headers["content-type"] == "application/xml;charset=utf-8"
