@@ -1,0 +1,213 @@
+"""The store contract (threadsvc/store/base.py), on every store."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from threadsvc.errors import Conflict
+from threadsvc.models import (
+    FINAL,
+    Level,
+    LogEvent,
+    Role,
+    Status,
+    Thread,
+    ThreadFilter,
+    now_ms,
+)
+from threadsvc.store.base import NewLogEvent, Store, ThreadState
+
+pytestmark = pytest.mark.anyio
+
+
+def new_thread(created: int, *, group: int = 240, user: str = "alice", job: str = "sleep") -> Thread:
+    return Thread(
+        id=secrets.token_hex(16),
+        name="Sleep thread",
+        username=user,
+        group_id=group,
+        job=job,
+        params={"seconds": 1.5},
+        status=Status.INITIALISED,
+        created=created,
+        version=1,
+    )
+
+
+async def add(store: Store, created: int, **kwargs: object) -> Thread:
+    thread = new_thread(created, **kwargs)  # type: ignore[arg-type]
+    await store.insert_thread(thread, LogEvent(1, created, Level.INFO, "created"))
+    return thread
+
+
+async def test_identity_round_trip(store: Store) -> None:
+    user = await store.create_user("alice", "hash", False)
+    with pytest.raises(Conflict):
+        await store.create_user("alice", "other", True)
+    found = await store.get_user("alice")
+    assert found is not None and found[0] == user and found[1] == "hash"
+    assert await store.get_user("bob") is None
+    await store.add_api_token(user.id, "tokenhash")
+    assert await store.user_for_token("tokenhash") == user
+    assert await store.user_for_token("nope") is None
+    await store.add_oauth_client(user.id, "client", "secrethash")
+    assert await store.get_oauth_client("client") == (user, "secrethash")
+    group = await store.create_group("dev", 240)
+    with pytest.raises(Conflict):
+        await store.create_group("dev")
+    with pytest.raises(Conflict):
+        await store.create_group("other", 240)
+    assert await store.get_group("dev") == group
+    assert await store.get_group_by_id(240) == group
+    await store.set_membership(240, user.id, Role.REVIEWER)
+    await store.set_membership(240, user.id, Role.MANAGER)
+    assert await store.roles_of(user.id) == {240: Role.MANAGER}
+    assert await store.groups_of(user.id) == [(group, Role.MANAGER)]
+
+
+async def test_login_failures_lock_after_attempts(store: Store) -> None:
+    now = 1_000_000
+    for attempt in range(1, 3):
+        failures = await store.record_login_failure("alice", now + attempt, 900_000, 3)
+        assert failures.failures == attempt and failures.locked_until == 0
+    failures = await store.record_login_failure("alice", now + 3, 900_000, 3)
+    assert failures.locked_until == now + 3 + 900_000
+    # a new window once the old one is over
+    later = await store.record_login_failure("alice", now + 2_000_000, 900_000, 3)
+    assert later.failures == 1 and later.locked_until == 0
+    await store.clear_login_failures("alice")
+    assert await store.get_login_failures("alice") is None
+
+
+async def test_secret_setting_is_kept(store: Store) -> None:
+    assert await store.get_or_put_setting("k", "first") == "first"
+    assert await store.get_or_put_setting("k", "second") == "first"
+
+
+async def test_list_newest_first_with_filters_and_pages(store: Store) -> None:
+    base = now_ms()
+    threads = [await add(store, base + i, user="alice" if i % 2 else "bob") for i in range(7)]
+    await add(store, base + 100, group=241, user="carol")
+    page = await store.list_threads(ThreadFilter(group_id=240, pagesize=3))
+    assert [t.id for t in page.threads] == [t.id for t in reversed(threads)][:3]
+    assert page.total == 7
+    page3 = await store.list_threads(ThreadFilter(group_id=240, pagesize=3, page=3))
+    assert [t.id for t in page3.threads] == [threads[0].id]
+    alice = await store.list_threads(ThreadFilter(username="alice"))
+    assert alice.total == 3
+    window = await store.list_threads(ThreadFilter(since=base + 2, until=base + 4, group_id=240))
+    assert [t.created for t in window.threads] == [base + 4, base + 3, base + 2]
+    finished = await store.list_threads(ThreadFilter(statuses=FINAL))
+    assert finished.total == 0
+    assert (await store.list_threads(ThreadFilter(job="other"))).total == 0
+    assert (await store.list_threads(ThreadFilter())).total == 8
+
+
+async def test_claim_oldest_first_up_to_limit(store: Store) -> None:
+    base = now_ms()
+    threads = [await add(store, base + i) for i in range(5)]
+    claimed = await store.claim_threads("node-a", 2, base + 10)
+    assert [t.id for t in claimed] == [threads[0].id, threads[1].id]
+    assert all(t.status is Status.INPROGRESS and t.node == "node-a" for t in claimed)
+    assert all(t.started == base + 10 for t in claimed)
+    rest = await store.claim_threads("node-b", 10, base + 11)
+    assert [t.id for t in rest] == [t.id for t in threads[2:]]
+    assert await store.claim_threads("node-a", 10, base + 12) == []
+
+
+async def test_batch_writes_events_and_state_of_own_threads_only(store: Store) -> None:
+    thread = await add(store, now_ms())
+    [claimed] = await store.claim_threads("node-a", 1, now_ms())
+    state = ThreadState(
+        thread.id, Status.WARNING, "careful", 3, 10, 1, 0, None, now_ms(), claimed.version + 1
+    )
+    event = NewLogEvent(thread.id, LogEvent(2, now_ms(), Level.WARN, "careful"))
+    assert await store.write_batch("node-a", [state], [event]) == set()
+    stored = await store.get_thread(thread.id)
+    assert stored is not None
+    assert (stored.status, stored.message, stored.progress_current, stored.warnings) == (
+        Status.WARNING, "careful", 3, 1
+    )
+    # another node may not write it
+    assert await store.write_batch("node-b", [state], []) == {thread.id}
+    logs = await store.get_logs(thread.id, 0, 10, Level.DEBUG)
+    assert [e.seq for e in logs.events] == [1, 2]
+
+
+async def test_final_state_is_never_overwritten(store: Store) -> None:
+    thread = await add(store, now_ms())
+    await store.claim_threads("n", 1, now_ms())
+    final = ThreadState(thread.id, Status.COMPLETED, None, 1, 1, 0, 0, now_ms(), None, 5)
+    assert await store.write_batch("n", [final], []) == set()
+    again = ThreadState(thread.id, Status.INPROGRESS, None, 1, 1, 0, 0, None, None, 6)
+    assert await store.write_batch("n", [again], []) == {thread.id}
+    stored = await store.get_thread(thread.id)
+    assert stored is not None and stored.status is Status.COMPLETED
+
+
+async def test_cancel_initialised_only(store: Store) -> None:
+    waiting = await add(store, now_ms())
+    event = LogEvent(0, now_ms(), Level.INFO, "Status: cancelled")
+    cancelled = await store.cancel_initialised(waiting.id, "Cancelled by alice", event)
+    assert cancelled is not None and cancelled.status is Status.CANCELLED
+    assert cancelled.started is None and cancelled.ended == event.timestamp
+    assert cancelled.message == "Cancelled by alice"
+    assert await store.cancel_initialised(waiting.id, "again", event) is None
+    logs = await store.get_logs(waiting.id, 0, 10, Level.DEBUG)
+    assert [e.text for e in logs.events] == ["created", "Status: cancelled"]
+    running = await add(store, now_ms())
+    await store.claim_threads("n", 1, now_ms())
+    assert await store.cancel_initialised(running.id, "no", event) is None
+    await store.request_cancel(running.id)
+    assert await store.cancel_requests("n") == [running.id]
+    assert await store.cancel_requests("other") == []
+
+
+async def test_recover_happens_once(store: Store) -> None:
+    thread = await add(store, now_ms())
+    [claimed] = await store.claim_threads("dead", 1, now_ms())
+    assert [t.id for t in await store.running_threads()] == [thread.id]
+    first = await store.recover_thread(claimed, False, "Interrupted", now_ms(), Level.ERROR)
+    assert first is not None and first.status is Status.FAILED and first.message == "Interrupted"
+    assert await store.recover_thread(claimed, False, "again", now_ms(), Level.ERROR) is None
+    other = await add(store, now_ms())
+    [claimed2] = await store.claim_threads("dead", 1, now_ms())
+    requeued = await store.recover_thread(claimed2, True, "again", now_ms(), Level.WARN)
+    assert requeued is not None and requeued.status is Status.INITIALISED and requeued.node is None
+    assert other.id == requeued.id
+    logs = await store.get_logs(other.id, 0, 10, Level.DEBUG)
+    assert [(e.seq, e.level) for e in logs.events] == [(1, Level.INFO), (2, Level.WARN)]
+
+
+async def test_delete_only_final(store: Store) -> None:
+    thread = await add(store, now_ms())
+    assert not await store.delete_thread(thread.id)
+    event = LogEvent(0, now_ms(), Level.INFO, "x")
+    await store.cancel_initialised(thread.id, "x", event)
+    assert await store.delete_thread(thread.id)
+    assert await store.get_thread(thread.id) is None
+    assert (await store.get_logs(thread.id, 0, 10, Level.DEBUG)).total == 0
+    assert not await store.delete_thread(thread.id)
+
+
+async def test_log_pages(store: Store) -> None:
+    thread = await add(store, now_ms())
+    await store.claim_threads("n", 1, now_ms())
+    levels = [Level.DEBUG, Level.INFO, Level.WARN, Level.ERROR] * 5
+    events = [
+        NewLogEvent(thread.id, LogEvent(seq, now_ms(), level, f"e{seq}"))
+        for seq, level in enumerate(levels, start=2)
+    ]
+    await store.write_batch("n", [], events)
+    first = await store.get_logs(thread.id, 0, 8, Level.DEBUG)
+    assert [e.seq for e in first.events] == list(range(1, 9))
+    assert (first.total, first.next, first.more) == (21, 8, True)
+    last = await store.get_logs(thread.id, first.next, 100, Level.DEBUG)
+    assert [e.seq for e in last.events] == list(range(9, 22)) and not last.more
+    errors = await store.get_logs(thread.id, 0, 100, Level.ERROR)
+    assert all(e.level is Level.ERROR for e in errors.events) and len(errors.events) == 5
+    assert errors.total == 21
+    empty = await store.get_logs(thread.id, 21, 100, Level.DEBUG)
+    assert empty.events == [] and empty.next == 21 and not empty.more

@@ -1,0 +1,84 @@
+"""What only the SQLite store promises: its schema, its migrations, and reads beside a writer."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from threadsvc.models import ThreadFilter
+from threadsvc.store.migrate import apply_migrations, latest_version, migrate_sqlite, statements
+from threadsvc.store.queries import load_queries, sql_dir
+from threadsvc.store.sqlite import SQLiteStore
+
+
+def _shape(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    rows = conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name"
+    ).fetchall()
+    return [(kind, name, " ".join(sql.split())) for kind, name, sql in rows]
+
+
+def test_migrations_reach_the_schema(tmp_path: Path) -> None:
+    fresh = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
+    assert migrate_sqlite(fresh) == latest_version()
+    migrated = sqlite3.connect(tmp_path / "migrated.db", isolation_level=None)
+    migrated.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    migrated.execute("INSERT INTO schema_version VALUES (0)")
+    migrated.execute("BEGIN")
+    assert apply_migrations(migrated, 0) == latest_version()
+    migrated.execute("COMMIT")
+    assert _shape(fresh) == _shape(migrated)
+    # and migrating an up-to-date database changes nothing
+    assert migrate_sqlite(migrated) == latest_version()
+
+
+def test_every_query_parses(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    migrate_sqlite(conn)
+    for name, sql in load_queries("sqlite").items():
+        if name.startswith("filter_"):
+            sql = f"SELECT 1 FROM threads WHERE {sql}"
+        conn.execute("EXPLAIN " + sql.format(where="1"), _null_args(sql))
+
+
+def _null_args(sql: str) -> dict[str, None]:
+    import re
+
+    return {name: None for name in re.findall(r":([a-z_]+)", sql)}
+
+
+def test_dialects_define_the_same_queries() -> None:
+    dialects = [p.name for p in sql_dir("sqlite").parent.iterdir() if p.is_dir()]
+    names = {d: set(load_queries(d)) for d in dialects}
+    assert all(found == names["sqlite"] for found in names.values()), names
+
+
+def test_statements_split_whole_statements() -> None:
+    script = "-- c\nCREATE TABLE a (x);\n\nCREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; END;\n"
+    assert len(statements(script)) == 2
+
+
+@pytest.mark.anyio
+async def test_reads_do_not_wait_behind_a_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO groups (name) VALUES ('held')")
+        # The write lock is held and uncommitted: a read must still answer, from its snapshot.
+        page = await store.list_threads(ThreadFilter())
+        assert page.total == 0
+        assert await store.get_group("held") is None
+        other.execute("COMMIT")
+        assert await store.get_group("held") is not None
+    finally:
+        other.close()
+        await store.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
