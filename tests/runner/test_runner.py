@@ -1,0 +1,228 @@
+"""The runner in-process, on a real SQLite file: limits, order, cancel, blocking work, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from threadsvc.models import (
+    Level,
+    LogEvent,
+    Principal,
+    Role,
+    Scope,
+    Status,
+    Thread,
+    ThreadFilter,
+    User,
+)
+from threadsvc.runner.context import Context
+from threadsvc.runner.registry import JobSpec, Registry, job
+from threadsvc.runner.runner import Runner
+from threadsvc.service import Service
+from threadsvc.settings import Settings
+from threadsvc.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+ADMIN = Principal(User(1, "root", True))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    path: Path, jobs: list[JobSpec], **settings: Any
+) -> AsyncIterator[tuple[Service, Runner, SQLiteStore]]:
+    store = SQLiteStore(path / "r.db")
+    await store.open()
+    config = Settings(**{"shutdown_grace": 0.2, "lease_timeout": 3, **settings})
+    registry = Registry(jobs)
+    runner = Runner(store, registry, config)
+    service = Service(store, registry, runner)
+    await runner.start()
+    try:
+        yield service, runner, store
+    finally:
+        await runner.stop()
+        await store.close()
+
+
+async def until_final(service: Service, thread: Thread, timeout: float = 10.0) -> Thread:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = await service.get_thread(ADMIN, None, thread.id)
+        if current.final:
+            return current
+        assert time.monotonic() < deadline, f"not final: {current}"
+        await asyncio.sleep(0.01)
+
+
+active = 0
+peak = 0
+order: list[str] = []
+
+
+@job("counted", scope=Scope.SERVER)
+async def counted(ctx: Context) -> None:
+    global active, peak
+    order.append(ctx.thread_id)
+    active += 1
+    peak = max(peak, active)
+    await asyncio.sleep(0.05)
+    active -= 1
+
+
+async def test_max_running_and_start_order(tmp_path: Path) -> None:
+    order.clear()
+    async with running(tmp_path, [counted], max_running=2) as (service, runner, _):
+        threads = [await service.start(ADMIN, None, "counted", []) for _ in range(7)]
+        for thread in threads:
+            assert (await until_final(service, thread)).status is Status.COMPLETED
+    assert peak == 2
+    assert order == [t.id for t in threads]
+
+
+@job("reporter", scope=Scope.SERVER)
+async def reporter(ctx: Context) -> None:
+    for i in range(500):
+        await ctx.log(f"line {i}", Level.DEBUG)
+    await ctx.progress(5, 10)
+    await ctx.warning("odd")
+    await ctx.progress(6, 10)
+    await ctx.message("done")
+
+
+async def test_every_event_is_stored_before_the_final_status(tmp_path: Path) -> None:
+    async with running(tmp_path, [reporter]) as (service, _, store):
+        thread = await service.start(ADMIN, None, "reporter", [])
+        final = await until_final(service, thread)
+        logs = await store.get_logs(thread.id, 0, 10_000, Level.DEBUG)
+    assert final.status is Status.COMPLETED and final.warnings == 1
+    assert final.message == "done" and final.progress_current == 6
+    assert [e.seq for e in logs.events] == list(range(1, logs.total + 1))
+    texts = [e.text for e in logs.events]
+    assert texts[2:502] == [f"line {i}" for i in range(500)]
+    assert texts[-1] == "Status: completed"
+    assert "Status: inprogress" in texts[502:]  # after the warning, the next step
+
+
+step_seen = threading.Event()
+
+
+@job("blocking", scope=Scope.SERVER)
+async def blocking(ctx: Context) -> None:
+    def work() -> None:
+        for i in range(1000):
+            ctx.check_cancelled()
+            ctx.sync.progress(i, 1000)
+            step_seen.set()
+            time.sleep(0.01)
+
+    await ctx.run_sync(work)
+
+
+async def test_blocking_work_reports_and_is_cancelled(tmp_path: Path) -> None:
+    async with running(tmp_path, [blocking]) as (service, _, _store):
+        thread = await service.start(ADMIN, None, "blocking", [])
+        await asyncio.get_running_loop().run_in_executor(None, step_seen.wait, 5)
+        cancelled = await service.cancel(ADMIN, None, thread.id)
+        assert cancelled is not None and cancelled.status is Status.CANCELLED
+        assert cancelled.message == "Cancelled by root"
+        assert cancelled.progress_total == 1000
+
+
+@job("raises", scope=Scope.SERVER)
+async def raises(ctx: Context) -> None:
+    await ctx.error("first problem")
+    raise ValueError("broken <input> & more")
+
+
+async def test_a_raising_job_fails_with_its_message(tmp_path: Path) -> None:
+    async with running(tmp_path, [raises]) as (service, _, store):
+        thread = await service.start(ADMIN, None, "raises", [])
+        final = await until_final(service, thread)
+        logs = await store.get_logs(thread.id, 0, 100, Level.ERROR)
+    assert final.status is Status.FAILED and final.message == "broken <input> & more"
+    assert final.errors == 1
+    assert [e.text for e in logs.events] == ["first problem", "Status: failed: broken <input> & more"]
+
+
+@job("stubborn", scope=Scope.SERVER)
+async def stubborn(ctx: Context) -> None:
+    await asyncio.sleep(3600)
+
+
+@job("again", scope=Scope.SERVER, retry_safe=True)
+async def again(ctx: Context) -> None:
+    await asyncio.sleep(3600)
+
+
+async def test_shutdown_hands_threads_back(tmp_path: Path) -> None:
+    async with running(tmp_path, [stubborn, again]) as (service, runner, store):
+        plain = await service.start(ADMIN, None, "stubborn", [])
+        safe = await service.start(ADMIN, None, "again", [])
+        while runner.running_count < 2:
+            await asyncio.sleep(0.01)
+    store = SQLiteStore(tmp_path / "r.db")
+    await store.open()
+    try:
+        failed = await store.get_thread(plain.id)
+        requeued = await store.get_thread(safe.id)
+    finally:
+        await store.close()
+    assert failed is not None and failed.status is Status.FAILED
+    assert failed.message is not None and "Interrupted" in failed.message
+    assert requeued is not None and requeued.status is Status.INITIALISED
+
+
+async def test_start_up_recovers_what_a_crash_left_running(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    await store.open()
+    for name in ("stubborn", "again"):
+        thread = Thread(
+            id=secrets.token_hex(16),
+            name=name, username="root", group_id=-1, job=name, params={},
+            status=Status.INITIALISED, created=1, version=1,
+        )
+        await store.insert_thread(thread, LogEvent(1, 1, Level.INFO, "created"))
+    await store.claim_threads("crashed-node", 10, 2)
+    await store.close()
+    async with running(tmp_path, [stubborn, again]) as (service, runner, store):
+        threads = (await store.list_threads(ThreadFilter(statuses=frozenset(Status)))).threads
+        by_job = {t.job: t for t in threads}
+        assert by_job["stubborn"].status is Status.FAILED
+        assert "interrupted" in (by_job["stubborn"].message or "").lower()
+        # the retry-safe one was put back and is running again on this node
+        deadline = time.monotonic() + 5
+        while (await store.get_thread(by_job["again"].id)).node != runner.node:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        logs = await store.get_logs(by_job["stubborn"].id, 0, 100, Level.DEBUG)
+        assert logs.events[0].text == "created" and logs.events[-1].level is Level.ERROR
+
+
+@job("needs-manager", role=Role.MANAGER)
+async def needs_manager(ctx: Context) -> None:
+    pass
+
+
+def test_registry_reports_unknown_jobs_and_duplicates() -> None:
+    registry = Registry([needs_manager])
+    with pytest.raises(Exception, match="no job named"):
+        registry.get("nope")
+    with pytest.raises(ValueError):
+        registry.add(JobSpec("needs-manager", fn=needs_manager.fn))
+    loaded = Registry.load(["tests.runner.test_runner"])
+    assert loaded.get("needs-manager").role is Role.MANAGER
+    assert loaded.get("sleep").scope is Scope.BOTH
