@@ -85,6 +85,7 @@ def print_demo(settings: Settings, accounts: list[tuple[str, str, str]]) -> None
     click.echo(f"  curl {auth} {base}/threads/THREAD_ID/progress")
     click.echo(f"  curl {auth} {base}/groups/demo/threads/THREAD_ID/logs")
     click.echo("")
+    sys.stdout.flush()  # before uvicorn takes over, even when stdout is a pipe
 
 
 @main.group()

@@ -13,6 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import anyio.to_thread
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from threadsvc.errors import AccountLocked, AuthenticationFailed, NotFound
@@ -58,6 +59,11 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password(secrets.token_hex(16))  # so unknown users take as long as known
 
 
+async def _verify(password: str, stored: str) -> bool:
+    """scrypt takes tens of milliseconds: keep it off the event loop."""
+    return await anyio.to_thread.run_sync(verify_password, password, stored)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -81,11 +87,11 @@ class Identity:
 
     # -- creating ---------------------------------------------------------------------------
     async def add_user(self, username: str, password: str | None, is_admin: bool) -> User:
-        hashed = hash_password(password) if password else None
+        hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
         return await self.store.create_user(username, hashed, is_admin)
 
     async def set_user(self, username: str, password: str | None, is_admin: bool) -> User:
-        hashed = hash_password(password) if password else None
+        hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
         return await self.store.update_user(username, hashed, is_admin)
 
     async def new_api_token(self, username: str) -> str:
@@ -116,9 +122,13 @@ class Identity:
             raise AccountLocked(f"Too many failed sign-ins for '{username}'; try later", retry)
         found = await self.store.get_user(username)
         stored = found[1] if found is not None else None
-        if found is not None and stored and self._recently_verified(username, password, found[0]):
-            return found[0]
-        ok = verify_password(password, stored or _DUMMY_HASH) and stored is not None
+        if found is not None and stored is not None:
+            ok = self._recently_verified(username, password, found[0]) or await _verify(
+                password, stored
+            )
+        else:
+            ok = await _verify(password, _DUMMY_HASH)  # as slow as for a known user
+            ok = False
         if not ok or found is None:
             window = self.settings.lockout_seconds * 1000
             await self.store.record_login_failure(

@@ -1,0 +1,86 @@
+"""Credentials (SPEC §9): Basic, API tokens, OAuth client credentials, lockout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import Server, password, running_server
+
+
+@pytest.fixture(scope="module")
+def locking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    settings = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2}
+    for server, _ in running_server(tmp_path_factory.mktemp("locking"), **settings):
+        yield server
+
+
+def _error_id(response: httpx.Response) -> str:
+    assert response.headers["content-type"] == "application/xml;charset=utf-8"
+    return response.text.split('<error id="', 1)[1][:4]
+
+
+def _client(server: Server, user: str) -> tuple[str, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "threadsvc", "client", "add", "--config", str(server.config), user],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    values = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    return values["client_id"], values["client_secret"]
+
+
+def test_api_token(server: Server, tokens: dict[str, str]) -> None:
+    headers = {"Authorization": f"Bearer {tokens['admin']}"}
+    assert httpx.get(f"{server.url}/ps/service/threads", headers=headers).status_code == 200
+    bad = httpx.get(f"{server.url}/ps/service/threads", headers={"Authorization": "Bearer tsv_x"})
+    assert bad.status_code == 401 and _error_id(bad) == "0100"
+    assert "Bearer" in bad.headers["www-authenticate"]
+
+
+def test_oauth_client_credentials(locking: Server) -> None:
+    client_id, secret = _client(locking, "contributor")
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    answer = httpx.post(f"{locking.url}/ps/oauth/token", data=form)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 2
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    listed = httpx.get(f"{locking.url}/ps/service/groups/dev/threads", headers=headers)
+    assert listed.status_code == 200
+    # client id and secret in Basic work too
+    basic = httpx.post(f"{locking.url}/ps/oauth/token", data={"grant_type": "client_credentials"},
+                       auth=(client_id, secret))
+    assert basic.status_code == 200
+    wrong = httpx.post(f"{locking.url}/ps/oauth/token", data={**form, "client_secret": "x"})
+    assert wrong.status_code == 401 and _error_id(wrong) == "0100"
+    grant = httpx.post(f"{locking.url}/ps/oauth/token", data={**form, "grant_type": "password"})
+    assert grant.status_code == 400 and "grant_type" in grant.text
+    tampered = {"Authorization": f"Bearer {body['access_token'][:-2]}xx"}
+    assert httpx.get(f"{locking.url}/ps/service/groups/dev/threads", headers=tampered).status_code == 401
+    time.sleep(3.1)  # access-token-ttl is 2 s (itsdangerous counts whole seconds)
+    expired = httpx.get(f"{locking.url}/ps/service/groups/dev/threads", headers=headers)
+    assert expired.status_code == 401 and _error_id(expired) == "0100"
+
+
+def test_lockout_after_failed_passwords(locking: Server) -> None:
+    url = f"{locking.url}/ps/service/groups/dev/threads"
+    for _ in range(3):
+        assert httpx.get(url, auth=("manager", "wrong")).status_code == 401
+    locked = httpx.get(url, auth=("manager", password("manager")))
+    assert locked.status_code == 429 and _error_id(locked) == "0301"
+    assert int(locked.headers["retry-after"]) >= 1
+    # another user is not affected
+    assert httpx.get(url, auth=("contributor", password("contributor"))).status_code == 200
+    time.sleep(2.1)
+    assert httpx.get(url, auth=("manager", password("manager"))).status_code == 200
+
+
+def test_unknown_users_are_counted_too(locking: Server) -> None:
+    url = f"{locking.url}/ps/service/groups/dev/threads"
+    codes = [httpx.get(url, auth=("nobody", "x")).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]

@@ -1,0 +1,112 @@
+"""The CLI translates arguments into calls on the store that `serve` uses."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+import httpx
+from click.testing import CliRunner
+
+from threadsvc.cli import main
+from threadsvc.identity import verify_password
+from threadsvc.models import Role
+from threadsvc.store.sqlite import SQLiteStore
+from tests.support import free_port
+
+
+def _store_state(path: Path, username: str) -> tuple[object, dict[int, Role]]:
+    async def read() -> tuple[object, dict[int, Role]]:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            found = await store.get_user(username)
+            assert found is not None
+            return found, await store.roles_of(found[0].id)
+        finally:
+            await store.close()
+
+    return anyio.run(read)
+
+
+def test_identity_commands(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    url = f"sqlite:///{db}"
+    runner = CliRunner()
+
+    def ok(*args: str, input: str | None = None) -> str:
+        result = runner.invoke(main, list(args), input=input)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    ok("user", "add", "--db", url, "alice", "--admin", "--password", "s3cret")
+    ok("user", "add", "--db", url, "bob", "--password-stdin", input="from stdin\n")
+    token = ok("user", "token", "--db", url, "bob")
+    assert re.fullmatch(r"tsv_[A-Za-z0-9_-]{40,}\n", token)
+    client = ok("client", "add", "--db", url, "bob")
+    assert re.fullmatch(r"client_id: tsc_[0-9a-f]+\nclient_secret: \S+\n", client)
+    ok("group", "add", "--db", url, "dev-group", "--id", "240")
+    ok("member", "add", "--db", url, "dev-group", "bob", "manager")
+    (bob, bob_hash), roles = _store_state(db, "bob")  # type: ignore[misc]
+    assert verify_password("from stdin", bob_hash) and roles == {240: Role.MANAGER}
+    (alice, _), _ = _store_state(db, "alice")  # type: ignore[misc]
+    assert alice.is_admin
+
+    again = runner.invoke(main, ["user", "add", "--db", url, "alice"])
+    assert again.exit_code == 1 and "already exists" in again.output
+    bad_group = runner.invoke(main, ["group", "add", "--db", url, "Bad Name"])
+    assert bad_group.exit_code == 1 and "must match" in bad_group.output
+    no_user = runner.invoke(main, ["member", "add", "--db", url, "dev-group", "carol", "manager"])
+    assert no_user.exit_code == 1 and "no user 'carol'" in no_user.output
+    bad_role = runner.invoke(main, ["member", "add", "--db", url, "dev-group", "bob", "boss"])
+    assert bad_role.exit_code == 2
+    both = runner.invoke(main, ["user", "add", "--db", url, "x", "--password", "a", "--password-stdin"])
+    assert both.exit_code == 2
+
+
+def test_config_file_names_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'db = "sqlite:///{tmp_path / "from-config.db"}"\n')
+    result = CliRunner().invoke(main, ["user", "add", "--config", str(config), "carol"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "from-config.db").exists()
+
+
+@pytest.mark.timeout(60)
+def test_serve_demo(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "threadsvc", "serve", "--demo", "--port", str(port),
+         "--db", f"sqlite:///{tmp_path / 'demo.db'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        while sum(line.startswith("  curl") for line in lines) < 3:
+            lines.append(process.stdout.readline())
+            assert lines[-1], "serve --demo ended its output early"
+        accounts = {m[0]: m[1] for m in re.findall(r"^  (demo-\S+)\s+(\S+)", "".join(lines), re.M)}
+        assert set(accounts) == {"demo-admin", "demo-reviewer", "demo-contributor",
+                                 "demo-manager", "demo-approver"}
+        curl = [line for line in lines if line.startswith("  curl")]
+        assert len(curl) == 3
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/health")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        started = httpx.post(f"{base}/ps/service/groups/demo/threads",
+                             auth=("demo-contributor", accounts["demo-contributor"]),
+                             data={"job": "sleep", "seconds": "0.1"})
+        assert started.status_code == 202
+    finally:
+        process.terminate()
+        process.wait(20)
