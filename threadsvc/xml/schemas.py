@@ -1,0 +1,90 @@
+"""The published XSDs (the package's `schemas/` directory), compiled once, and `validate()`.
+
+Each schema is read through importlib.resources, so this works from a wheel or a zip as well
+as from a source tree. `xs:include` between them is served by a resolver that only knows the
+schemas directory: compiling a schema never reads another file and never uses the network.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from importlib.resources.abc import Traversable
+
+from lxml import etree
+
+from threadsvc.errors import BadParameter
+from threadsvc.xml.parse import parse_body
+
+# Root element name -> the schema that describes it.
+SCHEMAS: dict[str, str] = {
+    "thread": "thread.xsd",
+    "threads": "threads.xsd",
+    "thread-cancel": "thread-cancel.xsd",
+    "logs": "logs.xsd",
+    "error": "error.xsd",
+}
+
+
+def _directory() -> Traversable:
+    return resources.files("threadsvc") / "schemas"
+
+
+class _SchemaResolver(etree.Resolver):
+    """Resolves `schemaLocation="NAME.xsd"` to the packaged schema NAME.xsd, and nothing else."""
+
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+        name = (system_url or "").replace("\\", "/").rsplit("/", 1)[-1]
+        if name.endswith(".xsd") and name in SCHEMAS.values():
+            return self.resolve_string((_directory() / name).read_bytes(), context)
+        # Anything else is refused: raising here makes the include (so the schema) fail.
+        raise OSError(f"threadsvc schemas may include only each other, not {system_url!r}")
+
+
+def _schema_parser() -> etree.XMLParser:
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+    )
+    parser.resolvers.add(_SchemaResolver())
+    return parser
+
+
+@functools.cache
+def schema(filename: str) -> etree.XMLSchema:
+    """The compiled schema of the packaged file `filename` (compiled once per process)."""
+    data = (_directory() / filename).read_bytes()
+    # The base URL names the file, so that relative includes resolve to sibling names.
+    tree = etree.fromstring(data, _schema_parser(), base_url=f"threadsvc-schemas/{filename}")
+    return etree.XMLSchema(tree)
+
+
+def schema_for(root: str) -> etree.XMLSchema:
+    """The schema that describes a document whose root element is `root`."""
+    filename = SCHEMAS.get(root)
+    if filename is None:
+        raise ValueError(f"No schema for a <{root}> document")
+    return schema(filename)
+
+
+def validate(document: bytes) -> None:
+    """Check a document against the schema chosen by its root element's name.
+
+    Raises ValueError with the schema's error log when the document is invalid, is not
+    well-formed (or has a DOCTYPE), or has a root element that no schema describes.
+    The compiled schemas are shared: call this from one OS thread at a time per schema
+    (lxml keeps the last error log on the schema object)."""
+    try:
+        root = parse_body(document, "document")
+    except BadParameter as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(root.tag, str):
+        raise ValueError("The document has no root element")
+    xsd = schema_for(root.tag)
+    if not xsd.validate(root):
+        details = "\n".join(f"line {e.line}: {e.message}" for e in xsd.error_log)
+        raise ValueError(f"Invalid <{root.tag}> document ({SCHEMAS[root.tag]}):\n{details}")
