@@ -12,3 +12,14 @@ def test_start_and_complete(server: Server) -> None:
         location = started.headers["content-location"]
         done = wait_for(http, location, lambda r: 'status="completed"' in r.text)
         assert done.headers["content-type"] == "application/xml;charset=utf-8"
+
+
+def test_outsider_gets_403_before_the_job_is_looked_up(server: Server) -> None:
+    with server.client("outsider") as http:
+        answer = http.post("/ps/service/groups/dev/threads", data={"job": "no-such-job"})
+    assert answer.status_code == 403 and 'id="0101"' in answer.text
+
+
+def test_openapi_under_api_prefix(server: Server) -> None:
+    with server.client() as http:
+        assert http.get("/ps/api/openapi.json").json()["openapi"].startswith("3.")

@@ -137,6 +137,8 @@ class Service:
         if group_ref is None and not who.is_admin:
             raise Forbidden("Only administrators may start server-level threads")
         group = await self.group(group_ref) if group_ref is not None else None
+        if group is not None and not who.has_role(group.id, Role.REVIEWER):
+            raise Forbidden(f"Only members of group '{group.name}' may start threads there")
         spec = self.registry.get(job_name)
         if not spec.scope.allows(server_level=group is None):
             where = "for a group" if group is None else "at server level"

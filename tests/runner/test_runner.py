@@ -226,3 +226,14 @@ def test_registry_reports_unknown_jobs_and_duplicates() -> None:
     loaded = Registry.load(["tests.runner.test_runner"])
     assert loaded.get("needs-manager").role is Role.MANAGER
     assert loaded.get("sleep").scope is Scope.BOTH
+
+
+@job("overshoots", scope=Scope.SERVER)
+async def overshoots(ctx: Context) -> None:
+    await ctx.progress(11, 10)
+
+
+async def test_progress_beyond_total_is_a_job_error(tmp_path: Path) -> None:
+    async with running(tmp_path, [overshoots]) as (service, _, _store):
+        final = await until_final(service, await service.start(ADMIN, None, "overshoots", []))
+    assert final.status is Status.FAILED and "beyond the total" in (final.message or "")

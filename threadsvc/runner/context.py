@@ -76,6 +76,8 @@ class Context:
             raise ValueError("progress total must be an int or None")
         if total is not None and total < 0:
             raise ValueError("progress total must not be negative")
+        if total is not None and current > total:
+            raise ValueError(f"progress current {current} is beyond the total {total}")
         await self._report(
             self._step_status(), None, progress_current=current, progress_total=total
         )

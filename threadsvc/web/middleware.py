@@ -8,6 +8,7 @@ from threadsvc.errors import BodyTooLarge
 from threadsvc.web.responses import FORMAT_KEY, PATH_KEY, PREFIX_KEY
 
 API, SERVICE = "/ps/api", "/ps/service"
+FILE_NAMES = frozenset({"openapi.json", ".json", ".xml"})  # last segments that are not suffixed
 
 
 class ApiAlias:
@@ -23,7 +24,7 @@ class ApiAlias:
             if path == API or path.startswith(API + "/"):
                 head, _, last = path.rpartition("/")
                 for suffix in (".json", ".xml"):
-                    if last.endswith(suffix) and len(last) > len(suffix):
+                    if last.endswith(suffix) and last not in FILE_NAMES:
                         scope[FORMAT_KEY] = suffix[1:]
                         path = f"{head}/{last[: -len(suffix)]}"
                         break
