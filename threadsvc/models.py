@@ -103,6 +103,20 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class Result:
+    """A thread's result: a file under the data directory, kept until `deletion`."""
+
+    file: str | None  # None once deleted
+    media_type: str
+    size: int
+    name: str  # the file name offered to downloads
+    deletion: int | None = None  # set when the thread ends
+
+    def kept(self, now: int) -> bool:
+        return self.file is not None and (self.deletion is None or now < self.deletion)
+
+
+@dataclass(frozen=True, slots=True)
 class Thread:
     id: str
     name: str
@@ -123,6 +137,7 @@ class Thread:
     heartbeat: int | None = None
     cancel_requested: bool = False
     version: int = 0  # bumped by every visible change; the ETag of progress
+    result: Result | None = None
 
     @property
     def final(self) -> bool:

@@ -17,7 +17,9 @@ from threadsvc.models import (
     ThreadFilter,
     now_ms,
 )
-from threadsvc.store.base import NewLogEvent, Store, ThreadState
+import dataclasses
+
+from threadsvc.store.base import NewLogEvent, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -120,29 +122,30 @@ async def test_claim_oldest_first_up_to_limit(store: Store) -> None:
 async def test_batch_writes_events_and_state_of_own_threads_only(store: Store) -> None:
     thread = await add(store, now_ms())
     [claimed] = await store.claim_threads("node-a", 1, now_ms())
-    state = ThreadState(
-        thread.id, Status.WARNING, "careful", 3, 10, 1, 0, None, now_ms(), claimed.version + 1
+    state = dataclasses.replace(
+        claimed, status=Status.WARNING, message="careful", progress_current=3,
+        progress_total=10, warnings=1, version=claimed.version + 1,
     )
     event = NewLogEvent(thread.id, LogEvent(2, now_ms(), Level.WARN, "careful"))
-    assert await store.write_batch("node-a", [state], [event]) == set()
+    assert await store.write_batch("node-a", [state], [state], [event], now_ms()) == set()
     stored = await store.get_thread(thread.id)
     assert stored is not None
     assert (stored.status, stored.message, stored.progress_current, stored.warnings) == (
         Status.WARNING, "careful", 3, 1
     )
     # another node may not write it
-    assert await store.write_batch("node-b", [state], []) == {thread.id}
+    assert await store.write_batch("node-b", [state], [], [], now_ms()) == {thread.id}
     logs = await store.get_logs(thread.id, 0, 10, Level.DEBUG)
     assert [e.seq for e in logs.events] == [1, 2]
 
 
 async def test_final_state_is_never_overwritten(store: Store) -> None:
     thread = await add(store, now_ms())
-    await store.claim_threads("n", 1, now_ms())
-    final = ThreadState(thread.id, Status.COMPLETED, None, 1, 1, 0, 0, now_ms(), None, 5)
-    assert await store.write_batch("n", [final], []) == set()
-    again = ThreadState(thread.id, Status.INPROGRESS, None, 1, 1, 0, 0, None, None, 6)
-    assert await store.write_batch("n", [again], []) == {thread.id}
+    [claimed] = await store.claim_threads("n", 1, now_ms())
+    final = dataclasses.replace(claimed, status=Status.COMPLETED, ended=now_ms(), version=5)
+    assert await store.write_batch("n", [final], [final], [], now_ms()) == set()
+    again = dataclasses.replace(claimed, status=Status.INPROGRESS, version=6)
+    assert await store.write_batch("n", [again], [again], [], now_ms()) == {thread.id}
     stored = await store.get_thread(thread.id)
     assert stored is not None and stored.status is Status.COMPLETED
 
@@ -200,7 +203,7 @@ async def test_log_pages(store: Store) -> None:
         NewLogEvent(thread.id, LogEvent(seq, now_ms(), level, f"e{seq}"))
         for seq, level in enumerate(levels, start=2)
     ]
-    await store.write_batch("n", [], events)
+    await store.write_batch("n", [], [], events, now_ms())
     first = await store.get_logs(thread.id, 0, 8, Level.DEBUG)
     assert [e.seq for e in first.events] == list(range(1, 9))
     assert (first.total, first.next, first.more) == (21, 8, True)

@@ -13,11 +13,21 @@ from threadsvc.store.queries import load_queries, sql_dir
 from threadsvc.store.sqlite import SQLiteStore
 
 
-def _shape(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    rows = conn.execute(
-        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name"
-    ).fetchall()
-    return [(kind, name, " ".join(sql.split())) for kind, name, sql in rows]
+def _shape(conn: sqlite3.Connection) -> dict[str, object]:
+    """Tables by their columns and foreign keys; indexes by their SQL (ALTER TABLE rewrites a
+    table's CREATE text, so that text cannot be compared)."""
+    shape: dict[str, object] = {}
+    for kind, name, sql in conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+    ):
+        if kind == "table":
+            columns = conn.execute(f"PRAGMA table_info({name})").fetchall()
+            keys = conn.execute(f"PRAGMA foreign_key_list({name})").fetchall()
+            without_rowid = "WITHOUT ROWID" in sql.upper()
+            shape[name] = (columns, keys, without_rowid)
+        else:
+            shape[name] = " ".join(sql.split())
+    return shape
 
 
 def test_migrations_reach_the_schema(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ or message step sets `inprogress` again. Every report is stored by the node's ba
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,18 +17,18 @@ import anyio.to_thread
 
 from threadsvc.models import RUNNING, Level, LogEvent, Status, Thread, now_ms
 from threadsvc.runner.writer import BatchWriter
-from threadsvc.store.base import NewLogEvent, ThreadState
+from threadsvc.store.base import NewLogEvent
+from threadsvc.xml.render import xml_safe
 
 T = TypeVar("T")
 
 MAX_MESSAGE = 4_000
 MAX_LOG_TEXT = 64_000
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def clean_text(text: object, limit: int) -> str:
     """Text that any XML document can hold, cut to `limit` characters."""
-    cleaned = _NOT_XML.sub("\ufffd", str(text))
+    cleaned = xml_safe(str(text))
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
@@ -127,17 +126,16 @@ class Context:
             events.append(self._event(Level.INFO, "Status: inprogress", now))
         if event is not None:
             events.append(self._event(event[0], event[1], now))
-        state = None
+        changed = status is not None and status is not self._thread.status
         if status is not None:
             fields["status"] = status
         if fields:
             fields["version"] = self._thread.version + 1
             self._thread = dataclasses.replace(self._thread, **fields)
-            state = state_of(self._thread)
         for extra in events[:-1]:
             self._writer.put(None, extra)
-        if state is not None or events:
-            self._writer.put(state, events[-1] if events else None)
+        if fields or events:
+            self._writer.put(self._thread if fields else None, events[-1] if events else None, changed)
 
     def _event(self, level: Level, text: str, now: int) -> NewLogEvent:
         event = NewLogEvent(self._thread.id, LogEvent(self._seq, now, level, text))
@@ -154,7 +152,7 @@ class Context:
             self._thread, status=status, message=message, ended=now,
             version=self._thread.version + 1,
         )
-        self._writer.put(state_of(self._thread), event)
+        self._writer.put(self._thread, event, status_changed=True)
         return self._thread
 
     def _started(self, text: str) -> None:
@@ -184,18 +182,3 @@ class SyncContext:
 
     def error(self, text: str) -> None:
         anyio.from_thread.run(self._ctx.error, text)
-
-
-def state_of(thread: Thread) -> ThreadState:
-    return ThreadState(
-        id=thread.id,
-        status=thread.status,
-        message=thread.message,
-        progress_current=thread.progress_current,
-        progress_total=thread.progress_total,
-        warnings=thread.warnings,
-        errors=thread.errors,
-        ended=thread.ended,
-        heartbeat=now_ms(),
-        version=thread.version,
-    )

@@ -13,9 +13,9 @@ import enum
 import logging
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from threadsvc.changes import Changes
 from threadsvc.errors import ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.runner.context import Context, JobCancelled, clean_text
@@ -58,15 +58,17 @@ class Runner:
         settings: Settings,
         *,
         shared_store: bool = False,
-        on_change: Callable[[set[str]], None] | None = None,
+        changes: Changes | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
         self.node = node_id(settings)
         self.shared_store = shared_store
-        self._notify_change = on_change
-        self.writer = BatchWriter(store, self.node, on_written=on_change, on_lost=self._lost)
+        self.changes = changes or Changes()
+        self.writer = BatchWriter(
+            store, self.node, on_written=self.changes.publish, on_lost=self._lost
+        )
         self._running: dict[str, Running] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -181,7 +183,8 @@ class Runner:
         elif exc is not None:
             log.error("thread %s (%s) raised", ctx.thread_id, ctx.thread.job, exc_info=exc)
             text = clean_text(str(exc), 4000).strip() or type(exc).__name__
-            await self._end(item, Status.FAILED, text, level=Level.ERROR)
+            await ctx.log(text, Level.ERROR)
+            await self._end(item, Status.FAILED, text)
         elif ctx.thread.errors:
             errors = ctx.thread.errors
             noun = "error" if errors == 1 else "errors"
@@ -195,7 +198,6 @@ class Runner:
         status: Status,
         message: str | None,
         *,
-        level: Level = Level.INFO,
         log_text: str | None = None,
     ) -> None:
         """Write the final status after every event of the thread; shielded from cancellation."""
@@ -203,7 +205,7 @@ class Runner:
         async def write() -> None:
             detail = log_text or message
             text = f"Status: {status.value}" + (f": {detail}" if detail else "")
-            item.ctx._finish(status, message, level, text)
+            item.ctx._finish(status, message, Level.INFO, text)
             await self.writer.flush()
 
         try:
@@ -221,7 +223,11 @@ class Runner:
             message = "Interrupted: the server shut down while the thread was running"
         try:
             level = Level.WARN if item.retry_safe else Level.ERROR
-            await self.store.recover_thread(thread, item.retry_safe, message, now_ms(), level)
+            handed = await self.store.recover_thread(
+                thread, item.retry_safe, message, now_ms(), level
+            )
+            if handed is not None:
+                self.changes.publish([handed])
         except ThreadsvcError as exc:
             log.warning("could not hand back thread %s: %s", thread.id, exc)
         await self._forget(item)
@@ -230,8 +236,6 @@ class Runner:
         self._running.pop(item.ctx.thread_id, None)
         item.done.set()
         self._wake.set()
-        if self._notify_change is not None:
-            self._notify_change({item.ctx.thread_id})
 
     # -- cancelling -------------------------------------------------------------------------
     def _stop(self, item: Running, reason: StopReason, by: str) -> None:
@@ -293,5 +297,6 @@ class Runner:
             recovered = await self.store.recover_thread(thread, retry, message, now_ms(), level)
             if recovered is not None:
                 log.info("recovered thread %s: %s", thread.id, recovered.status.value)
+                self.changes.publish([recovered])
         if threads:
             self._wake.set()

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 
 from threadsvc.errors import StoreUnavailable
-from threadsvc.store.base import NewLogEvent, Store, ThreadState
+from threadsvc.models import Thread, now_ms
+from threadsvc.store.base import NewLogEvent, Store
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,13 @@ class BatchWriter:
         self,
         store: Store,
         node: str,
-        on_written: Callable[[set[str]], None] | None = None,
+        on_written: Callable[[list[Thread], list[NewLogEvent]], None] | None = None,
         on_lost: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._store = store
         self._node = node
-        self._states: dict[str, ThreadState] = {}
+        self._threads: dict[str, Thread] = {}  # the latest state of each thread
+        self._changes: list[Thread] = []  # every status change, for webhooks
         self._events: list[NewLogEvent] = []
         self._put = 0  # how many puts were made
         self._written = 0  # how many of them are stored
@@ -38,9 +40,13 @@ class BatchWriter:
         self._on_written = on_written
         self._on_lost = on_lost
 
-    def put(self, state: ThreadState | None, event: NewLogEvent | None) -> None:
-        if state is not None:
-            self._states[state.id] = state  # only the latest state of a thread matters
+    def put(
+        self, thread: Thread | None, event: NewLogEvent | None, status_changed: bool = False
+    ) -> None:
+        if thread is not None:
+            self._threads[thread.id] = thread
+            if status_changed:
+                self._changes.append(thread)
         if event is not None:
             self._events.append(event)
         self._put += 1
@@ -61,11 +67,14 @@ class BatchWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            states, events, upto = list(self._states.values()), self._events, self._put
-            self._states, self._events = {}, []
+            threads, changes, events = list(self._threads.values()), self._changes, self._events
+            upto = self._put
+            self._threads, self._changes, self._events = {}, [], []
             while True:
                 try:
-                    lost = await self._store.write_batch(self._node, states, events)
+                    lost = await self._store.write_batch(
+                        self._node, threads, changes, events, now_ms()
+                    )
                     delay = 0.05
                     break
                 except StoreUnavailable as exc:
@@ -75,7 +84,7 @@ class BatchWriter:
                 except Exception:
                     # A batch the store refuses for good (a bug, not an outage): say so loudly
                     # rather than retry forever and stall every thread of the node.
-                    log.exception("dropped a batch of %d states, %d events", len(states), len(events))
+                    log.exception("dropped a batch: %d states, %d events", len(threads), len(events))
                     lost = set()
                     break
             async with self._done:
@@ -83,5 +92,5 @@ class BatchWriter:
                 self._done.notify_all()
             if lost and self._on_lost:
                 self._on_lost(lost)
-            if self._on_written and (states or events):
-                self._on_written({s.id for s in states} | {e.thread_id for e in events})
+            if self._on_written and (threads or events):
+                self._on_written([t for t in threads if t.id not in lost], events)

@@ -25,22 +25,6 @@ from threadsvc.models import (
 
 
 @dataclass(frozen=True, slots=True)
-class ThreadState:
-    """The part of a running thread its runner writes; `version` is the new version."""
-
-    id: str
-    status: Status
-    message: str | None
-    progress_current: int | None
-    progress_total: int | None
-    warnings: int
-    errors: int
-    ended: int | None
-    heartbeat: int | None
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
 class NewLogEvent:
     thread_id: str
     event: LogEvent
@@ -118,9 +102,16 @@ class Store(Protocol):
         """Move up to `limit` of the oldest `initialised` threads to `inprogress` on `node`."""
 
     async def write_batch(
-        self, node: str, states: list[ThreadState], events: list[NewLogEvent]
+        self,
+        node: str,
+        threads: list[Thread],
+        status_changes: list[Thread],
+        events: list[NewLogEvent],
+        now: int,
     ) -> set[str]:
-        """Write log events, then thread states of threads `node` runs, in one transaction.
+        """In one transaction: log events, then the reported state (status, message, progress,
+        counts, ended, result, version; heartbeat = now) of threads that `node` runs, then the
+        webhook deliveries of each status change (`status_changes`, oldest first).
 
         Returns the ids whose state was not written because the thread is no longer this
         node's to run (it was recovered elsewhere or is already final)."""

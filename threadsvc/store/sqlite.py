@@ -21,6 +21,7 @@ from threadsvc.models import (
     Level,
     LogEvent,
     LogPage,
+    Result,
     Role,
     Status,
     Thread,
@@ -29,7 +30,7 @@ from threadsvc.models import (
     User,
     now_ms,
 )
-from threadsvc.store.base import LoginFailures, NewLogEvent, ThreadState
+from threadsvc.store.base import LoginFailures, NewLogEvent
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
 
@@ -65,7 +66,42 @@ def thread_from_row(row: sqlite3.Row) -> Thread:
         heartbeat=row["heartbeat"],
         cancel_requested=bool(row["cancel_requested"]),
         version=row["version"],
+        result=_result(row),
     )
+
+
+def _result(row: sqlite3.Row) -> Result | None:
+    if row["result_type"] is None:
+        return None
+    return Result(
+        file=row["result_file"],
+        media_type=row["result_type"],
+        size=row["result_size"],
+        name=row["result_name"],
+        deletion=row["result_deletion"],
+    )
+
+
+def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
+    result = thread.result
+    return {
+        "id": thread.id,
+        "node": node,
+        "status": thread.status.value,
+        "message": thread.message,
+        "progress_current": thread.progress_current,
+        "progress_total": thread.progress_total,
+        "warnings": thread.warnings,
+        "errors": thread.errors,
+        "ended": thread.ended,
+        "heartbeat": now,
+        "version": thread.version,
+        "result_file": result.file if result else None,
+        "result_type": result.media_type if result else None,
+        "result_size": result.size if result else None,
+        "result_name": result.name if result else None,
+        "result_deletion": result.deletion if result else None,
+    }
 
 
 def _user(row: sqlite3.Row) -> User:
@@ -373,37 +409,38 @@ class SQLiteStore:
         def do(conn: sqlite3.Connection) -> list[Thread]:
             args = {"node": node, "limit": limit, "now": now}
             rows = conn.execute(Q["claim_threads"], args).fetchall()
-            return sorted((thread_from_row(row) for row in rows), key=lambda t: t.created)
+            claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
+            for thread in claimed:
+                self._status_changed(conn, thread)
+            return claimed
 
         return await self._write(do)
 
     async def write_batch(
-        self, node: str, states: list[ThreadState], events: list[NewLogEvent]
+        self,
+        node: str,
+        threads: list[Thread],
+        status_changes: list[Thread],
+        events: list[NewLogEvent],
+        now: int,
     ) -> set[str]:
         def do(conn: sqlite3.Connection) -> set[str]:
             conn.executemany(
                 Q["insert_log_event"], [_event_row(e.thread_id, e.event) for e in events]
             )
             lost = set()
-            for state in states:
-                args = {
-                    "id": state.id,
-                    "node": node,
-                    "status": state.status.value,
-                    "message": state.message,
-                    "progress_current": state.progress_current,
-                    "progress_total": state.progress_total,
-                    "warnings": state.warnings,
-                    "errors": state.errors,
-                    "ended": state.ended,
-                    "heartbeat": state.heartbeat,
-                    "version": state.version,
-                }
-                if conn.execute(Q["update_running_thread"], args).rowcount == 0:
-                    lost.add(state.id)
+            for thread in threads:
+                if conn.execute(Q["update_running_thread"], state_args(thread, node, now)).rowcount == 0:
+                    lost.add(thread.id)
+            for thread in status_changes:
+                if thread.id not in lost:
+                    self._status_changed(conn, thread)
             return lost
 
         return await self._write(do)
+
+    def _status_changed(self, conn: sqlite3.Connection, thread: Thread) -> None:
+        """Inside the transaction that changed `thread`'s status: queue its webhook deliveries."""
 
     async def cancel_initialised(
         self, thread_id: str, message: str, event: LogEvent
@@ -419,7 +456,9 @@ class SQLiteStore:
                 Q["append_log_event"],
                 {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
             )
-            return thread_from_row(row)
+            cancelled = thread_from_row(row)
+            self._status_changed(conn, cancelled)
+            return cancelled
 
         return await self._write(do)
 
@@ -454,7 +493,9 @@ class SQLiteStore:
                 Q["append_log_event"],
                 {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
             )
-            return thread_from_row(row)
+            recovered = thread_from_row(row)
+            self._status_changed(conn, recovered)
+            return recovered
 
         return await self._write(do)
 

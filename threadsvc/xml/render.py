@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,11 +102,19 @@ def logs_text(events: Iterable[LogEvent]) -> str:
 
 
 def error_element(error_id: str, request: str, message: str) -> Element:
+    """Both texts may echo what a client sent, so characters XML cannot hold are replaced."""
     el = etree.Element("error")
     el.set("id", error_id)
-    etree.SubElement(el, "request").text = request
-    etree.SubElement(el, "message").text = message
+    etree.SubElement(el, "request").text = xml_safe(request)
+    etree.SubElement(el, "message").text = xml_safe(message) or "Error"
     return el
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def to_xml(element: Element) -> bytes:

@@ -116,7 +116,9 @@ RETURNING *;
 UPDATE threads
 SET status = :status, message = :message, progress_current = :progress_current,
     progress_total = :progress_total, warnings = :warnings, errors = :errors,
-    ended = :ended, heartbeat = :heartbeat, version = :version
+    ended = :ended, heartbeat = :heartbeat, version = :version,
+    result_file = :result_file, result_type = :result_type, result_size = :result_size,
+    result_name = :result_name, result_deletion = :result_deletion
 WHERE id = :id AND node = :node AND status NOT IN ('completed', 'failed', 'cancelled');
 
 -- name: cancel_initialised
