@@ -155,7 +155,8 @@ async def test_a_raising_job_fails_with_its_message(tmp_path: Path) -> None:
         logs = await store.get_logs(thread.id, 0, 100, Level.ERROR)
     assert final.status is Status.FAILED and final.message == "broken <input> & more"
     assert final.errors == 1
-    assert [e.text for e in logs.events] == ["first problem", "Status: failed: broken <input> & more"]
+    assert [e.text for e in logs.events] == ["first problem", "broken <input> & more"]
+    assert final.message == "broken <input> & more"
 
 
 @job("stubborn", scope=Scope.SERVER)
