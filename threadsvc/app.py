@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -13,6 +14,8 @@ from starlette.middleware import Middleware
 
 from threadsvc.errors import ThreadsvcError
 from threadsvc.identity import Identity
+from threadsvc.jobs.purge import purge_job
+from threadsvc.results import ResultLinks
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.service import Service
@@ -23,6 +26,7 @@ from threadsvc.web import errors
 from threadsvc.web.api import AppState
 from threadsvc.web.middleware import ApiAlias, BodyLimit
 from threadsvc.web.routes import routes
+from threadsvc.webhooks import DeliveryWorker, WebhookService
 
 log = logging.getLogger("threadsvc")
 
@@ -35,22 +39,30 @@ async def secret_keys(settings: Settings, store: Store) -> tuple[str, ...]:
 
 
 def create_app(settings: Settings) -> Starlette:
-    registry = Registry.load(settings.jobs)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        registry = Registry.load(settings.jobs)
         store = make_store(settings)
         await store.open()
         try:
-            identity = Identity(store, settings, await secret_keys(settings, store))
+            keys = await secret_keys(settings, store)
+            identity = Identity(store, settings, keys)
             runner = Runner(store, registry, settings)
-            service = Service(store, registry, runner)
+            registry.add(purge_job(store, runner.files, settings))
+            links = ResultLinks(keys, settings.result_url_ttl)
+            service = Service(store, registry, runner, settings, links)
             app.state.threadsvc = AppState(settings, store, identity, runner, service)
+            app.state.webhooks = WebhookService(store, service, settings)
+            deliveries = DeliveryWorker(store, settings)  # webhooks (SPEC §8)
             await runner.start()
+            await deliveries.start()
+            scheduler = asyncio.create_task(schedule_purge(service, settings), name="purge-schedule")
             log.info("threadsvc node %s serving", runner.node)
             try:
                 yield
             finally:
+                await deliveries.stop()
+                scheduler.cancel()
                 await runner.stop()
         finally:
             await store.close()
@@ -65,3 +77,13 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+async def schedule_purge(service: Service, settings: Settings) -> None:
+    """Start a purge thread every `purge-interval` seconds when there is something to delete."""
+    while True:
+        await asyncio.sleep(settings.purge_interval)
+        try:
+            await service.start_purge()
+        except ThreadsvcError as exc:
+            log.warning("could not start the purge: %s", exc)

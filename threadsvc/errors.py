@@ -15,7 +15,10 @@
     ├── ThreadStillRunning         DELETE of an active thread
     ├── TooManyActiveThreads       a per-user or per-group limit
     ├── StoreUnavailable           the database cannot be reached
-    └── Conflict                   a unique name or id is already taken
+    ├── Conflict                   a unique name or id is already taken
+    ├── LinkRefused                a pre-signed link expired or was tampered with
+    ├── ResultDeleted              the result's deletion moment has passed
+    └── NoResult                   a failed or cancelled thread has no result
 """
 
 from __future__ import annotations
@@ -91,3 +94,19 @@ class StoreUnavailable(ThreadsvcError):
 
 class Conflict(ThreadsvcError):
     pass
+
+
+class LinkRefused(ThreadsvcError):
+    pass
+
+
+class ResultDeleted(ThreadsvcError):
+    pass
+
+
+class NoResult(ThreadsvcError):
+    pass
+
+
+class WebhookNotFound(NotFound):
+    """No such webhook, or none under that group (SPEC §8)."""

@@ -166,6 +166,7 @@ class ThreadFilter:
     job: str | None = None
     since: int | None = None
     until: int | None = None
+    deletion_before: int | None = None  # only threads with a result deleted before this
     page: int = 1
     pagesize: int = 100
 

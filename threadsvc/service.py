@@ -12,11 +12,14 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from threadsvc.errors import (
     BadParameter,
     Forbidden,
     GroupNotFound,
+    NoResult,
+    ResultDeleted,
     ThreadNotFound,
     ThreadStillRunning,
 )
@@ -27,6 +30,7 @@ from threadsvc.models import (
     LogEvent,
     LogPage,
     Principal,
+    Result,
     Role,
     Status,
     Thread,
@@ -34,10 +38,13 @@ from threadsvc.models import (
     ThreadPage,
     now_ms,
 )
+from threadsvc.results import ResultLinks
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner
-from threadsvc.store.base import Store
+from threadsvc.settings import Settings
+from threadsvc.store.base import ActiveLimits, Store
 
+SYSTEM = "system"  # the owner of the server's own threads (the purge)
 _THREAD_ID = re.compile(r"[0-9a-f]{32}")
 _GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -57,11 +64,25 @@ class Scope:
         return self.group.id if self.group else SERVER_GROUP_ID
 
 
+IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
+
+
 class Service:
-    def __init__(self, store: Store, registry: Registry, runner: Runner) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        runner: Runner,
+        settings: Settings,
+        links: ResultLinks,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.runner = runner
+        self.settings = settings
+        self.links = links
+        self.files = runner.files
+        self.changes = runner.changes
 
     # -- where ------------------------------------------------------------------------------
     async def group(self, ref: str) -> Group:
@@ -133,7 +154,9 @@ class Service:
         group_ref: str | None,
         job_name: str,
         fields: Iterable[tuple[str, str]],
-    ) -> Thread:
+        idempotency_key: str | None = None,
+    ) -> tuple[Thread, bool]:
+        """Start a thread; (thread, False) when `idempotency_key` repeats an earlier start."""
         if group_ref is None and not who.is_admin:
             raise Forbidden("Only administrators may start server-level threads")
         group = await self.group(group_ref) if group_ref is not None else None
@@ -146,22 +169,42 @@ class Service:
         if group is not None and not who.has_role(group.id, spec.role):
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
         params = spec.parse_params(fields)
+        return await self._insert(who.username, group, spec.name, spec.thread_name(group),
+                                  params, idempotency_key)
+
+    async def _insert(
+        self,
+        username: str,
+        group: Group | None,
+        job_name: str,
+        name: str,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> tuple[Thread, bool]:
         now = now_ms()
         thread = Thread(
             id=secrets.token_hex(16),
-            name=spec.thread_name(group),
-            username=who.username,
+            name=name,
+            username=username,
             group_id=group.id if group else SERVER_GROUP_ID,
-            job=spec.name,
+            job=job_name,
             params=params,
             status=Status.INITIALISED,
             created=now,
             version=1,
         )
-        first = LogEvent(1, now, Level.INFO, f"Status: initialised (job {spec.name}, by {who.username})")
-        await self.store.insert_thread(thread, first)
-        self.runner.wake()
-        return thread
+        first = LogEvent(1, now, Level.INFO, f"Status: initialised (job {job_name}, by {username})")
+        limits = ActiveLimits(self.settings.max_active_per_user, self.settings.max_active_per_group)
+        stored, created = await self.store.insert_thread(
+            thread,
+            first,
+            limits=limits,
+            idempotency_key=idempotency_key,
+            idempotency_since=now - IDEMPOTENCY_WINDOW,
+        )
+        if created:
+            self.runner.wake()
+        return stored, created
 
     async def cancel(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread | None:
         """The thread as it stands after the request; None when there is no such thread here."""
@@ -175,6 +218,7 @@ class Service:
             event = LogEvent(0, now_ms(), Level.INFO, f"Status: cancelled: {message}")
             done = await self.store.cancel_initialised(thread.id, message, event)
             if done is not None:
+                self.changes.publish([done])
                 return done
             thread = await self._thread(who, thread_id, scope)  # claimed meanwhile: running
         if not thread.final:
@@ -190,6 +234,51 @@ class Service:
             raise ThreadStillRunning(f"Thread '{thread.id}' is {thread.status.value}; cancel it first")
         if not await self.store.delete_thread(thread.id):
             raise ThreadNotFound(f"No thread '{thread_id}'")
+        await self.files.delete(thread.result)
+
+    # -- results ----------------------------------------------------------------------------
+    async def result(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread:
+        """The thread whose result is asked for: running (no answer yet), or final with a
+        result still kept, or completed without one. Raises ResultDeleted or NoResult."""
+        thread = await self.get_thread(who, group_ref, thread_id)
+        if not thread.final:
+            return thread
+        return self.check_result(thread)
+
+    def check_result(self, thread: Thread) -> Thread:
+        result = thread.result
+        if result is not None and not result.kept(now_ms()):
+            raise ResultDeleted(f"The result of thread '{thread.id}' has been deleted")
+        if result is None and thread.status is not Status.COMPLETED:
+            raise NoResult(f"Thread '{thread.id}' {thread.status.value} without a result")
+        return thread
+
+    async def download(self, token: str) -> tuple[Thread, Result]:
+        """The thread and result a pre-signed link names; no credentials needed."""
+        thread = await self.store.get_thread(self.links.verify(token))
+        if thread is None or thread.result is None or not thread.result.kept(now_ms()):
+            raise ResultDeleted("This result has been deleted")
+        return thread, thread.result
+
+    # -- retention --------------------------------------------------------------------------
+    async def start_purge(self) -> Thread | None:
+        """Start the purge as a server-level thread owned by `system`, when there is work and
+        no purge is active already."""
+        now = now_ms()
+        active = await self.store.list_threads(
+            ThreadFilter(job="purge", username=SYSTEM, pagesize=1)
+        )
+        if active.total:
+            return None
+        ttl_before = now - self.settings.thread_ttl * 1000
+        results = await self.store.expired_results(now, 1)
+        threads = await self.store.ended_before(ttl_before, 1)
+        if not results and not threads:
+            await self.store.forget_idempotency_keys(now - IDEMPOTENCY_WINDOW)
+            return None
+        spec = self.registry.get("purge")
+        thread, _ = await self._insert(SYSTEM, None, spec.name, spec.thread_name(None), {}, None)
+        return thread
 
 
 def _with_group(query: ThreadFilter, group_id: int) -> ThreadFilter:

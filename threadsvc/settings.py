@@ -39,6 +39,7 @@ class Settings:
     result_url_ttl: int = 300
     result_ttl: int = 3600
     thread_ttl: int = 30 * 24 * 3600
+    purge_interval: float = 300.0  # how often to look for results and threads to delete
     lease_timeout: int = 30
     max_upload: int = 100 * 1024 * 1024
     lockout_attempts: int = 5

@@ -24,6 +24,7 @@ from threadsvc.models import (
     ThreadFilter,
     User,
 )
+from threadsvc.results import ResultLinks
 from threadsvc.runner.context import Context
 from threadsvc.runner.registry import JobSpec, Registry, job
 from threadsvc.runner.runner import Runner
@@ -46,16 +47,23 @@ async def running(
 ) -> AsyncIterator[tuple[Service, Runner, SQLiteStore]]:
     store = SQLiteStore(path / "r.db")
     await store.open()
-    config = Settings(**{"shutdown_grace": 0.2, "lease_timeout": 3, **settings})
+    config = Settings(**{"shutdown_grace": 0.2, "lease_timeout": 3,
+                         "data_dir": str(path / "data"), **settings})
     registry = Registry(jobs)
     runner = Runner(store, registry, config)
-    service = Service(store, registry, runner)
+    service = Service(store, registry, runner, config, ResultLinks(("k",), 300))
     await runner.start()
     try:
         yield service, runner, store
     finally:
         await runner.stop()
         await store.close()
+
+
+async def start(service: Service, job_name: str, fields: list[tuple[str, str]]) -> Thread:
+    thread, created = await service.start(ADMIN, None, job_name, fields)
+    assert created
+    return thread
 
 
 async def until_final(service: Service, thread: Thread, timeout: float = 10.0) -> Thread:
@@ -86,7 +94,7 @@ async def counted(ctx: Context) -> None:
 async def test_max_running_and_start_order(tmp_path: Path) -> None:
     order.clear()
     async with running(tmp_path, [counted], max_running=2) as (service, runner, _):
-        threads = [await service.start(ADMIN, None, "counted", []) for _ in range(7)]
+        threads = [await start(service, "counted", []) for _ in range(7)]
         for thread in threads:
             assert (await until_final(service, thread)).status is Status.COMPLETED
     assert peak == 2
@@ -105,7 +113,7 @@ async def reporter(ctx: Context) -> None:
 
 async def test_every_event_is_stored_before_the_final_status(tmp_path: Path) -> None:
     async with running(tmp_path, [reporter]) as (service, _, store):
-        thread = await service.start(ADMIN, None, "reporter", [])
+        thread = await start(service, "reporter", [])
         final = await until_final(service, thread)
         logs = await store.get_logs(thread.id, 0, 10_000, Level.DEBUG)
     assert final.status is Status.COMPLETED and final.warnings == 1
@@ -134,7 +142,7 @@ async def blocking(ctx: Context) -> None:
 
 async def test_blocking_work_reports_and_is_cancelled(tmp_path: Path) -> None:
     async with running(tmp_path, [blocking]) as (service, _, _store):
-        thread = await service.start(ADMIN, None, "blocking", [])
+        thread = await start(service, "blocking", [])
         await asyncio.get_running_loop().run_in_executor(None, step_seen.wait, 5)
         cancelled = await service.cancel(ADMIN, None, thread.id)
         assert cancelled is not None and cancelled.status is Status.CANCELLED
@@ -150,7 +158,7 @@ async def raises(ctx: Context) -> None:
 
 async def test_a_raising_job_fails_with_its_message(tmp_path: Path) -> None:
     async with running(tmp_path, [raises]) as (service, _, store):
-        thread = await service.start(ADMIN, None, "raises", [])
+        thread = await start(service, "raises", [])
         final = await until_final(service, thread)
         logs = await store.get_logs(thread.id, 0, 100, Level.ERROR)
     assert final.status is Status.FAILED and final.message == "broken <input> & more"
@@ -171,8 +179,8 @@ async def again(ctx: Context) -> None:
 
 async def test_shutdown_hands_threads_back(tmp_path: Path) -> None:
     async with running(tmp_path, [stubborn, again]) as (service, runner, store):
-        plain = await service.start(ADMIN, None, "stubborn", [])
-        safe = await service.start(ADMIN, None, "again", [])
+        plain = await start(service, "stubborn", [])
+        safe = await start(service, "again", [])
         while runner.running_count < 2:
             await asyncio.sleep(0.01)
     store = SQLiteStore(tmp_path / "r.db")
@@ -236,5 +244,5 @@ async def overshoots(ctx: Context) -> None:
 
 async def test_progress_beyond_total_is_a_job_error(tmp_path: Path) -> None:
     async with running(tmp_path, [overshoots]) as (service, _, _store):
-        final = await until_final(service, await service.start(ADMIN, None, "overshoots", []))
+        final = await until_final(service, await start(service, "overshoots", []))
     assert final.status is Status.FAILED and "beyond the total" in (final.message or "")

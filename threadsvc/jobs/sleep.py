@@ -6,7 +6,7 @@ import asyncio
 
 from threadsvc.models import Role, Scope
 from threadsvc.runner.context import Context
-from threadsvc.runner.params import Integer, Number
+from threadsvc.runner.params import Integer, Number, Text
 from threadsvc.runner.registry import job
 
 
@@ -21,6 +21,7 @@ from threadsvc.runner.registry import job
         "warn": Integer(minimum=1, maximum=10_000, doc="step that reports a warning"),
         "error": Integer(minimum=1, maximum=10_000, doc="step that reports an error"),
         "fail": Integer(minimum=1, maximum=10_000, doc="step that raises"),
+        "result": Text(max_length=1_000_000, doc="complete with this text as a text/plain result"),
     },
 )
 async def sleep(ctx: Context) -> None:
@@ -38,4 +39,6 @@ async def sleep(ctx: Context) -> None:
             await ctx.error(f"Error at step {step}")
         if step == ctx.params["fail"]:
             raise RuntimeError(f"Failed at step {step} as asked")
+    if ctx.params["result"] is not None:
+        await ctx.set_result(ctx.params["result"], "text/plain", "result.txt")
     await ctx.message(f"Slept {seconds:g} seconds in {steps} steps")

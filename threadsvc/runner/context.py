@@ -6,16 +6,18 @@ or message step sets `inprogress` again. Every report is stored by the node's ba
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from threadsvc.models import RUNNING, Level, LogEvent, Status, Thread, now_ms
+from threadsvc.models import RUNNING, Level, LogEvent, Result, Status, Thread, now_ms
+from threadsvc.results import ResultFiles, download_name
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.store.base import NewLogEvent
 from threadsvc.xml.render import xml_safe
@@ -37,10 +39,20 @@ class JobCancelled(Exception):
 
 
 class Context:
-    def __init__(self, thread: Thread, writer: BatchWriter, next_seq: int) -> None:
+    def __init__(
+        self,
+        thread: Thread,
+        writer: BatchWriter,
+        next_seq: int,
+        files: ResultFiles,
+        result_ttl: int,
+    ) -> None:
         self._thread = thread
         self._writer = writer
         self._seq = next_seq
+        self._files = files
+        self._result_ttl = result_ttl
+        self._result: Result | None = None
         self._cancel = threading.Event()
         self.sync = SyncContext(self)
 
@@ -100,6 +112,27 @@ class Context:
         fields = {"errors": self._thread.errors + 1, "message": text or self._thread.message}
         await self._report(Status.ERROR, (Level.ERROR, text or "Error"), **fields)
 
+    @contextlib.asynccontextmanager
+    async def result_file(
+        self, name: str, media_type: str = "application/octet-stream"
+    ) -> AsyncIterator[BinaryIO]:
+        """Write the thread's result as it is produced, into a binary file on disk.
+
+        Writes block, so write large results from `ctx.run_sync`. The result is offered once
+        the thread ends (whatever its final status); a new result replaces an earlier one."""
+        with self._files.writer(self.thread_id) as (out, final):
+            yield out
+        size = (await anyio.Path(final).stat()).st_size
+        self._result = Result(self.thread_id, media_type, size, download_name(name))
+
+    async def set_result(
+        self, data: bytes | str, media_type: str = "text/plain", name: str = "result.txt"
+    ) -> None:
+        """A small result given whole (text is stored as UTF-8)."""
+        body = data.encode() if isinstance(data, str) else data
+        async with self.result_file(name, media_type) as out:
+            await anyio.to_thread.run_sync(out.write, body)
+
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in a worker thread; it may report through `ctx.sync` and
         should call `ctx.check_cancelled()` between steps. A cancel does not wait for it."""
@@ -148,15 +181,19 @@ class Context:
         now = now_ms()
         message = clean_text(message, MAX_MESSAGE) if message else self._thread.message
         event = self._event(level, clean_text(text, MAX_LOG_TEXT), now)
+        result = self._result
+        if result is not None:
+            result = dataclasses.replace(result, deletion=now + self._result_ttl * 1000)
         self._thread = dataclasses.replace(
             self._thread, status=status, message=message, ended=now,
-            version=self._thread.version + 1,
+            version=self._thread.version + 1, result=result,
         )
         self._writer.put(self._thread, event, status_changed=True)
         return self._thread
 
     def _started(self, text: str) -> None:
-        self._writer.put(None, self._event(Level.INFO, text, now_ms()))
+        # The claim stored the new status; putting the thread again publishes it to watchers.
+        self._writer.put(self._thread, self._event(Level.INFO, text, now_ms()))
 
     def _request_cancel(self) -> None:
         self._cancel.set()

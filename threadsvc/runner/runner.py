@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from threadsvc.changes import Changes
 from threadsvc.errors import ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
+from threadsvc.results import ResultFiles
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.writer import BatchWriter
@@ -27,6 +28,7 @@ from threadsvc.store.base import Store
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # claim even without a wake-up this often (another process may add threads)
+CANCEL_POLL_SECONDS = 1.0
 
 
 def node_id(settings: Settings) -> str:
@@ -59,6 +61,7 @@ class Runner:
         *,
         shared_store: bool = False,
         changes: Changes | None = None,
+        files: ResultFiles | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -66,6 +69,7 @@ class Runner:
         self.node = node_id(settings)
         self.shared_store = shared_store
         self.changes = changes or Changes()
+        self.files = files or ResultFiles(settings.data_dir)
         self.writer = BatchWriter(
             store, self.node, on_written=self.changes.publish, on_lost=self._lost
         )
@@ -131,31 +135,45 @@ class Runner:
                 except ThreadsvcError as exc:
                     log.warning("cannot claim threads: %s", exc)
                     claimed = []
-                for thread in claimed:
-                    await self._launch(thread)
+                # Register every claimed thread before the next await, so that a cancel
+                # arriving meanwhile finds it here.
+                items = [self._register(thread) for thread in claimed]
+                for item in items:
+                    await self._launch(item)
                 if len(claimed) == free:
                     continue  # there may be more waiting; claim again once a slot is free
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
 
-    async def _launch(self, thread: Thread) -> None:
-        next_seq = await self.store.last_log_seq(thread.id) + 1
-        ctx = Context(thread, self.writer, next_seq)
+    def _register(self, thread: Thread) -> Running:
+        ctx = Context(thread, self.writer, 0, self.files, self.settings.result_ttl)
+        try:
+            retry_safe = self.registry.get(thread.job).retry_safe
+        except UnknownJob:
+            retry_safe = False
+        item = Running(ctx, retry_safe=retry_safe)
+        self._running[thread.id] = item
+        return item
+
+    async def _launch(self, item: Running) -> None:
+        ctx = item.ctx
+        thread = ctx.thread
+        ctx._seq = await self.store.last_log_seq(thread.id) + 1
+        ctx._started(f"Status: inprogress (node {self.node})")
         try:
             spec = self.registry.get(thread.job)
         except UnknownJob:
-            item = Running(ctx, retry_safe=False)
-            self._running[thread.id] = item
+            message = f"No job named '{thread.job}' on this node"
             item.task = asyncio.create_task(
-                self._end(item, Status.FAILED, f"No job named '{thread.job}' on this node"),
-                name=f"thread-{thread.id}",
+                self._end(item, Status.FAILED, message), name=f"thread-{thread.id}"
             )
             return
-        ctx._started(f"Status: inprogress (node {self.node})")
-        item = Running(ctx, retry_safe=spec.retry_safe)
-        self._running[thread.id] = item
-        item.job_task = asyncio.create_task(spec.fn(ctx), name=f"job-{thread.id}")
+        if item.reason is not None:  # stopped before it could start
+            item.job_task = asyncio.create_task(asyncio.sleep(0), name=f"job-{thread.id}")
+            item.job_task.cancel()
+        else:
+            item.job_task = asyncio.create_task(spec.fn(ctx), name=f"job-{thread.id}")
         item.task = asyncio.create_task(self._supervise(item), name=f"thread-{thread.id}")
 
     # -- running ----------------------------------------------------------------------------
@@ -265,15 +283,23 @@ class Runner:
 
     # -- heartbeat and recovery -------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
+        """Heartbeat every lease-timeout/3; every second, pick up cancels asked through the
+        store (another node, or a request that raced the claim)."""
         interval = max(0.2, min(self.settings.lease_timeout / 3, 10.0))
+        next_beat = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
             try:
+                if self._running:
+                    for thread_id in await self.store.cancel_requests(self.node):
+                        item = self._running.get(thread_id)
+                        if item is not None and item.reason is None:
+                            self._stop(item, StopReason.USER, "")
+                if loop.time() < next_beat:
+                    continue
+                next_beat = loop.time() + interval
                 await self.store.heartbeat(self.node, now_ms())
-                for thread_id in await self.store.cancel_requests(self.node):
-                    item = self._running.get(thread_id)
-                    if item is not None and item.reason is None:
-                        self._stop(item, StopReason.USER, "")
                 if self.shared_store:
                     stale = now_ms() - self.settings.lease_timeout * 1000
                     orphans = [

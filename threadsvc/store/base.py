@@ -8,7 +8,7 @@ transaction: it happens whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from threadsvc.models import (
     Group,
@@ -22,6 +22,15 @@ from threadsvc.models import (
     ThreadPage,
     User,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveLimits:
+    """The most active threads allowed, counting the new one: per user, and per group
+    (`group_id` None for server-level threads, which count against no group)."""
+
+    per_user: int
+    per_group: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +99,21 @@ class Store(Protocol):
     async def clear_login_failures(self, username: str) -> None: ...
 
     # -- threads ----------------------------------------------------------------------------
-    async def insert_thread(self, thread: Thread, first_event: LogEvent) -> None:
-        """Store a new `initialised` thread with the first event of its log; durable on return."""
+    async def insert_thread(
+        self,
+        thread: Thread,
+        first_event: LogEvent,
+        *,
+        limits: ActiveLimits | None = None,
+        idempotency_key: str | None = None,
+        idempotency_since: int = 0,
+    ) -> tuple[Thread, bool]:
+        """Store a new `initialised` thread with the first event of its log; durable on return.
+
+        Atomically: when the same user started a thread with `idempotency_key` created at or
+        after `idempotency_since`, nothing is stored and that thread is returned with False;
+        when `limits` would be exceeded, TooManyActiveThreads is raised and nothing is stored.
+        Otherwise returns (thread, True)."""
 
     async def get_thread(self, thread_id: str) -> Thread | None: ...
 
@@ -146,6 +168,118 @@ class Store(Protocol):
         self, thread_id: str, since: int, limit: int, level: Level
     ) -> LogPage: ...
 
+    async def expired_results(self, now: int, limit: int) -> list[Thread]:
+        """Threads whose result file is still kept although its deletion moment has come."""
+
+    async def forget_result_file(self, thread_id: str) -> None:
+        """Record that the thread's result file is deleted (its deletion moment stays)."""
+
+    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
+        """Final threads that ended before `moment`, oldest first."""
+
+    async def forget_idempotency_keys(self, created_before: int) -> int:
+        """Clear idempotency keys of threads created before the moment; how many."""
+
     async def last_log_seq(self, thread_id: str) -> int: ...
 
     async def count_by_status(self) -> dict[Status, int]: ...
+
+    # -- webhooks (SPEC §8) -----------------------------------------------------------------
+    # Deliveries are queued by the store itself, inside the transaction of each status change
+    # (claim_threads, write_batch, cancel_initialised, recover_thread): for every webhook of the
+    # thread's group and every server webhook (group_id -1), one delivery with event `final`
+    # for a final status, or `status` for an earlier change (webhooks with events `all` only);
+    # none when a thread is created or put back to `initialised`. Each holds a snapshot of the
+    # thread as it was at that change.
+    async def create_webhook(
+        self,
+        group_id: int,
+        url: str,
+        secret: str,
+        events: WebhookEvents,
+        created_by: str,
+        now: int,
+    ) -> Webhook:
+        """Store a webhook of the group (-1: of the server) and return it with its new id."""
+
+    async def get_webhook(self, webhook_id: int) -> Webhook | None: ...
+
+    async def list_webhooks(self, group_id: int) -> list[Webhook]:
+        """The webhooks of one group (-1: the server's), oldest first."""
+
+    async def delete_webhook(self, webhook_id: int) -> bool:
+        """Delete a webhook with all its deliveries; False when there was none."""
+
+    async def recent_deliveries(self, webhook_id: int, limit: int) -> list[Delivery]:
+        """The webhook's latest `limit` deliveries, newest first."""
+
+    async def next_delivery_due(self) -> int | None:
+        """When the earliest deliverable `pending` delivery is due (epoch ms), None if none is.
+
+        Deliverable: no earlier delivery (same webhook, same thread) is still pending."""
+
+    async def claim_deliveries(self, now: int, lease_ms: int, limit: int) -> list[DueDelivery]:
+        """Take up to `limit` deliverable pending deliveries due at `now`, oldest first, each with
+        its webhook and snapshot, and push their `next_attempt` to `now + lease_ms` in the same
+        transaction, so that no other worker takes them while the lease lasts. At most one
+        delivery per (webhook, thread) is pending-and-deliverable, so their order is kept."""
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        now: int,
+        code: int,
+        status: DeliveryStatus,
+        next_attempt: int,
+    ) -> None:
+        """Count one attempt of a pending delivery: its HTTP status `code` (0 without a
+        response), its new `status`, and when to try next (used while `pending`)."""
+
+    async def release_delivery(self, delivery_id: str, now: int) -> None:
+        """Give back a claimed, still pending delivery that was not attempted: due at `now`."""
+
+    async def prune_deliveries(self, created_before: int) -> int:
+        """Delete delivered and failed deliveries created before the moment; how many."""
+
+
+WebhookEvents = Literal["final", "all"]
+DeliveryEvent = Literal["final", "status"]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where to POST a group's (or, with group_id -1, every) thread's changes."""
+
+    id: int
+    group_id: int
+    url: str
+    secret: str  # signs deliveries; never shown
+    events: WebhookEvents
+    created_by: str
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One change of one thread for one webhook, from the outbox, with its attempts so far."""
+
+    id: str  # 32 hex digits, sent as X-Threadsvc-Delivery on every attempt
+    webhook_id: int
+    thread_id: str
+    event: DeliveryEvent
+    status: DeliveryStatus
+    attempts: int
+    next_attempt: int
+    last_attempt: int | None  # None before the first attempt
+    code: int | None  # the last attempt's HTTP status; 0 when no response came
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A claimed delivery, with what it takes to send it."""
+
+    delivery: Delivery
+    webhook: Webhook
+    thread: Thread  # the thread as it was at that change

@@ -25,7 +25,15 @@ def parse_queries(text: str) -> dict[str, str]:
 
 @functools.cache
 def load_queries(dialect: str) -> dict[str, str]:
-    return parse_queries((sql_dir(dialect) / "queries.sql").read_text("utf-8"))
+    """Every named query of the dialect: all its `.sql` files but `schema.sql`."""
+    queries: dict[str, str] = {}
+    for path in sorted(sql_dir(dialect).glob("*.sql")):
+        if path.name != "schema.sql":
+            for name, sql in parse_queries(path.read_text("utf-8")).items():
+                if name in queries:
+                    raise ValueError(f"query {name} is defined twice in {dialect}")
+                queries[name] = sql
+    return queries
 
 
 def migrations(dialect: str) -> list[tuple[int, str]]:

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from threadsvc.errors import Conflict, NotFound, StoreUnavailable
+from threadsvc.errors import Conflict, NotFound, StoreUnavailable, TooManyActiveThreads
 from threadsvc.models import (
+    SERVER_GROUP_ID,
     Group,
     Level,
     LogEvent,
@@ -30,9 +31,10 @@ from threadsvc.models import (
     User,
     now_ms,
 )
-from threadsvc.store.base import LoginFailures, NewLogEvent
+from threadsvc.store.base import ActiveLimits, LoginFailures, NewLogEvent
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
+from threadsvc.store.sqlite_webhooks import WebhookQueries
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
@@ -42,6 +44,7 @@ _FILTERS = {
     "job": "filter_job",
     "since": "filter_since",
     "until": "filter_until",
+    "deletion_before": "filter_deletion_before",
 }
 
 
@@ -104,6 +107,18 @@ def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
     }
 
 
+def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
+    mine = conn.execute(Q["count_active_of_user"], {"username": thread.username}).fetchone()[0]
+    if mine >= limits.per_user:
+        raise TooManyActiveThreads(
+            f"User '{thread.username}' has {mine} active threads, the most allowed"
+        )
+    if thread.group_id != SERVER_GROUP_ID:
+        group = conn.execute(Q["count_active_of_group"], {"group_id": thread.group_id}).fetchone()[0]
+        if group >= limits.per_group:
+            raise TooManyActiveThreads(f"The group has {group} active threads, the most allowed")
+
+
 def _user(row: sqlite3.Row) -> User:
     return User(id=row[0], username=row[1], is_admin=bool(row[2]))
 
@@ -118,7 +133,7 @@ def _event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
     }
 
 
-class SQLiteStore:
+class SQLiteStore(WebhookQueries):
     def __init__(self, path: str | Path, readers: int = 4) -> None:
         self.path = Path(path)
         self._readers = readers
@@ -353,7 +368,15 @@ class SQLiteStore:
         await self._write(lambda conn: conn.execute(Q["clear_login_failures"], args))
 
     # -- threads ----------------------------------------------------------------------------
-    async def insert_thread(self, thread: Thread, first_event: LogEvent) -> None:
+    async def insert_thread(
+        self,
+        thread: Thread,
+        first_event: LogEvent,
+        *,
+        limits: ActiveLimits | None = None,
+        idempotency_key: str | None = None,
+        idempotency_since: int = 0,
+    ) -> tuple[Thread, bool]:
         args = {
             "id": thread.id,
             "name": thread.name,
@@ -365,11 +388,26 @@ class SQLiteStore:
             "created": thread.created,
         }
 
-        def do(conn: sqlite3.Connection) -> None:
+        def do(conn: sqlite3.Connection) -> tuple[Thread, bool]:
+            # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
+            # atomic, so concurrent starts cannot overshoot a limit or duplicate a key.
+            if idempotency_key is not None:
+                key = {"username": thread.username, "key": idempotency_key}
+                row = conn.execute(
+                    Q["find_idempotent"], {**key, "since": idempotency_since}
+                ).fetchone()
+                if row is not None:
+                    return thread_from_row(row), False
+                conn.execute(Q["release_idempotency_key"], {**key, "since": idempotency_since})
+            if limits is not None:
+                _check_limits(conn, thread, limits)
             conn.execute(Q["insert_thread"], args)
             conn.execute(Q["insert_log_event"], _event_row(thread.id, first_event))
+            if idempotency_key is not None:
+                conn.execute(Q["set_idempotency_key"], {"id": thread.id, "key": idempotency_key})
+            return thread, True
 
-        await self._write(do)
+        return await self._write(do)
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         def do(conn: sqlite3.Connection) -> Thread | None:
@@ -438,9 +476,6 @@ class SQLiteStore:
             return lost
 
         return await self._write(do)
-
-    def _status_changed(self, conn: sqlite3.Connection, thread: Thread) -> None:
-        """Inside the transaction that changed `thread`'s status: queue its webhook deliveries."""
 
     async def cancel_initialised(
         self, thread_id: str, message: str, event: LogEvent
@@ -523,6 +558,29 @@ class SQLiteStore:
             )
 
         return await self._read(do)
+
+    async def expired_results(self, now: int, limit: int) -> list[Thread]:
+        def do(conn: sqlite3.Connection) -> list[Thread]:
+            rows = conn.execute(Q["expired_results"], {"now": now, "limit": limit}).fetchall()
+            return [thread_from_row(row) for row in rows]
+
+        return await self._read(do)
+
+    async def forget_result_file(self, thread_id: str) -> None:
+        await self._write(lambda conn: conn.execute(Q["forget_result_file"], {"id": thread_id}))
+
+    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
+        def do(conn: sqlite3.Connection) -> list[Thread]:
+            rows = conn.execute(Q["ended_before"], {"moment": moment, "limit": limit}).fetchall()
+            return [thread_from_row(row) for row in rows]
+
+        return await self._read(do)
+
+    async def forget_idempotency_keys(self, created_before: int) -> int:
+        def do(conn: sqlite3.Connection) -> int:
+            return conn.execute(Q["forget_idempotency_keys"], {"before": created_before}).rowcount
+
+        return await self._write(do)
 
     async def last_log_seq(self, thread_id: str) -> int:
         def do(conn: sqlite3.Connection) -> int:

@@ -6,25 +6,37 @@ No SQL and no XML building here: the service decides, `xml.render` builds.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 
+import anyio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
 
-from threadsvc.errors import AuthenticationFailed, BadParameter, Forbidden, StoreUnavailable
+from threadsvc.errors import (
+    AuthenticationFailed,
+    BadParameter,
+    Forbidden,
+    ResultDeleted,
+    StoreUnavailable,
+)
 from threadsvc.identity import Identity
-from threadsvc.models import Principal, Thread, ThreadFilter
+from threadsvc.models import Principal, Status, Thread, ThreadFilter, now_ms
 from threadsvc.runner.runner import Runner
 from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
-from threadsvc.web import params
+from threadsvc.web import params, waiting
 from threadsvc.web.auth import authenticate, parse_basic
 from threadsvc.web.responses import JSONResponse, document, prefix, wants
 from threadsvc.xml import render
 from threadsvc.xml.parse import parse_job_body
+
+
+SERVICE = "/ps/service"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -50,10 +62,34 @@ def _group(request: Request) -> str | None:
     return request.path_params.get("group")
 
 
+def _absolute(request: Request, path: str) -> str:
+    return str(request.base_url).rstrip("/") + path
+
+
 def _thread_url(request: Request, thread: Thread) -> str:
     group = _group(request)
     where = f"/groups/{group}" if group is not None else ""
     return f"{prefix(request)}{where}/threads/{thread.id}"
+
+
+def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLink | None:
+    """A freshly signed link to the thread's result, when it has one still kept."""
+    if thread.result is None or not thread.result.kept(now_ms()) or not thread.final:
+        return None
+    link = state.service.links.sign(thread.id)
+    return render.ResultLink(_absolute(request, f"{SERVICE}/results/{link.token}"), link.expires)
+
+
+def _thread_doc(
+    request: Request,
+    state: AppState,
+    who: Principal,
+    thread: Thread,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    element = render.thread_element(thread, admin=who.is_admin, link=_link(request, state, thread))
+    return document(request, element, status_code, headers)
 
 
 # -- threads ----------------------------------------------------------------------------------
@@ -66,24 +102,31 @@ async def list_threads(request: Request) -> Response:
         job=q.get("type") or None,
         since=params.timestamp("since", q.get("since")),
         until=params.timestamp("until", q.get("until")),
+        deletion_before=params.timestamp("deletion-before", q.get("deletion-before")),
         page=params.integer("page", q.get("page"), 1, 1, 10**9),
         pagesize=params.integer("pagesize", q.get("pagesize"), 100, 1, 1000),
     )
     page = await state.service.list_threads(who, _group(request), query)
-    return document(request, render.threads_element(page, admin=who.is_admin))
+    links = {t.id: link for t in page.threads if (link := _link(request, state, t))}
+    return document(request, render.threads_element(page, admin=who.is_admin, links=links))
 
 
 async def start_thread(request: Request) -> Response:
     state, who = await _who(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadParameter("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
     job, fields = await _job_request(request)
-    thread = await state.service.start(who, _group(request), job, fields)
+    thread, created = await state.service.start(who, _group(request), job, fields, key)
     url = _thread_url(request, thread)
     headers = {
         "Content-Location": f"{url}/progress",
         "Location": f"{url}/result",
         "Retry-After": "1",
     }
-    return document(request, render.thread_element(thread, admin=who.is_admin), 202, headers)
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return _thread_doc(request, state, who, thread, 202, headers)
 
 
 async def _job_request(request: Request) -> tuple[str, list[tuple[str, str]]]:
@@ -110,16 +153,85 @@ async def _job_request(request: Request) -> tuple[str, list[tuple[str, str]]]:
 
 
 async def get_thread(request: Request) -> Response:
-    """The task resource."""
+    """The task resource: the thread, or 303 to the result once completed with one."""
     state, who = await _who(request)
     thread = await state.service.get_thread(who, _group(request), request.path_params["id"])
-    return document(request, render.thread_element(thread, admin=who.is_admin))
+    if thread.status is Status.COMPLETED and _link(request, state, thread) is not None:
+        headers = {"Location": f"{_thread_url(request, thread)}/result"}
+        return _thread_doc(request, state, who, thread, 303, headers)
+    return _thread_doc(request, state, who, thread)
 
 
 async def progress(request: Request) -> Response:
+    """The thread with an ETag; If-None-Match gives 304, and with `wait` a long-poll."""
     state, who = await _who(request)
-    thread = await state.service.get_thread(who, _group(request), request.path_params["id"])
-    return document(request, render.thread_element(thread, admin=who.is_admin))
+    group, thread_id = _group(request), request.path_params["id"]
+    thread = await state.service.get_thread(who, group, thread_id)
+    seconds = waiting.wait_seconds(request)
+    if seconds is not None and (waiting.matches(request, thread) or not request.headers.get("if-none-match")):
+        baseline = thread.version
+
+        async def reread() -> Thread:
+            return await state.service.get_thread(who, group, thread_id)
+
+        thread = await waiting.wait_for_change(
+            state.runner.changes, thread, seconds, reread, lambda t: t.version == baseline
+        )
+        if thread.version == baseline and not request.headers.get("if-none-match"):
+            return Response(status_code=304, headers={"ETag": waiting.etag(thread)})
+    headers = {"ETag": waiting.etag(thread), "Cache-Control": "no-cache"}
+    if waiting.matches(request, thread):
+        return Response(status_code=304, headers=headers)
+    return _thread_doc(request, state, who, thread, headers=headers)
+
+
+async def events(request: Request) -> Response:
+    """Server-Sent Events: `status` and `log` until the final status."""
+    state, who = await _who(request)
+    group, thread_id = _group(request), request.path_params["id"]
+    thread = await state.service.get_thread(who, group, thread_id)
+
+    async def reread() -> Thread:
+        return await state.service.get_thread(who, group, thread_id)
+
+    def render_thread(current: Thread) -> render.Element:
+        return render.thread_element(
+            current, admin=who.is_admin, link=_link(request, state, current)
+        )
+
+    stream = waiting.event_stream(
+        state.store, state.runner.changes, thread, waiting.last_event_id(request), reread,
+        render_thread,
+    )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+async def result(request: Request) -> Response:
+    """202 while running; 302 to a pre-signed URL; 204 completed without a result."""
+    state, who = await _who(request)
+    thread = await state.service.result(who, _group(request), request.path_params["id"])
+    if not thread.final:
+        return _thread_doc(request, state, who, thread, 202, {"Retry-After": "1"})
+    link = _link(request, state, thread)
+    if link is None:
+        return Response(status_code=204)
+    return Response(status_code=302, headers={"Location": link.href, "Cache-Control": "no-store"})
+
+
+async def download(request: Request) -> Response:
+    """A pre-signed result link: no credentials; Range requests are honoured."""
+    state = app_state(request)
+    thread, found = await state.service.download(request.path_params["token"])
+    path = state.service.files.path(found)
+    if not await anyio.Path(path).is_file():
+        raise ResultDeleted("This result has been deleted")
+    return FileResponse(
+        path,
+        media_type=found.media_type,
+        filename=found.name,
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 async def logs(request: Request) -> Response:
@@ -141,7 +253,8 @@ async def logs(request: Request) -> Response:
 async def cancel(request: Request) -> Response:
     state, who = await _who(request)
     thread = await state.service.cancel(who, _group(request), request.path_params["id"])
-    return document(request, render.thread_cancel_element(thread, admin=who.is_admin))
+    link = _link(request, state, thread) if thread is not None else None
+    return document(request, render.thread_cancel_element(thread, admin=who.is_admin, link=link))
 
 
 async def delete(request: Request) -> Response:

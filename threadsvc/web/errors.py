@@ -21,6 +21,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.MethodNotAllowed, 405, "0103"),
     (errors.UnknownJob, 400, "0205"),
     (errors.BadParameter, 400, "0201"),
+    (errors.WebhookNotFound, 404, "0207"),
     (errors.GroupNotFound, 404, "0202"),
     (errors.ThreadNotFound, 404, "0203"),
     (errors.ServiceNotFound, 404, "0204"),
@@ -30,6 +31,9 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.TooManyActiveThreads, 429, "0300"),
     (errors.AccountLocked, 429, "0301"),
     (errors.ThreadStillRunning, 409, "0403"),
+    (errors.LinkRefused, 403, "0400"),
+    (errors.ResultDeleted, 410, "0401"),
+    (errors.NoResult, 409, "0402"),
     (errors.StoreUnavailable, 503, "0503"),
 ]
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from threadsvc.web import api
+from threadsvc.web import api, webhooks
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -32,6 +32,8 @@ def _thread_routes(base: str) -> list[BaseRoute]:
         Route(f"{base}/threads/{{id}}/progress", api.progress, methods=["GET"]),
         Route(f"{base}/threads/{{id}}/logs", api.logs, methods=["GET"]),
         Route(f"{base}/threads/{{id}}/cancel", api.cancel, methods=["POST"]),
+        Route(f"{base}/threads/{{id}}/result", api.result, methods=["GET"]),
+        Route(f"{base}/threads/{{id}}/events", api.events, methods=["GET"]),
     ]
 
 
@@ -39,8 +41,23 @@ def routes() -> list[BaseRoute]:
     return [
         *_thread_routes(SERVICE),
         *_thread_routes(SERVICE + "/groups/{group}"),
+        *_webhook_routes(SERVICE),
+        *_webhook_routes(SERVICE + "/groups/{group}"),
         Route(SERVICE + "/openapi.json", api.openapi, methods=["GET"]),
+        Route(SERVICE + "/results/{token}", api.download, methods=["GET"]),
         Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+    ]
+
+
+def _webhook_routes(base: str) -> list[BaseRoute]:
+    return [
+        by_method(
+            f"{base}/webhooks", {"GET": webhooks.list_webhooks, "POST": webhooks.register}
+        ),
+        by_method(
+            f"{base}/webhooks/{{id}}",
+            {"GET": webhooks.get_webhook, "DELETE": webhooks.delete_webhook},
+        ),
     ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
 from threadsvc.models import LogEvent, LogPage, Thread, ThreadPage, iso
+from threadsvc.store.base import Delivery, Webhook
 
 Element = etree._Element
 
@@ -23,7 +25,16 @@ _BOOLEANS = frozenset({"more"})
 _LIST_ROOTS = {"threads": "threads", "logs": "logs", "groups": "groups"}
 
 
-def thread_element(thread: Thread, *, admin: bool = False) -> Element:
+@dataclass(frozen=True)
+class ResultLink:
+    href: str  # a pre-signed URL
+    expires: int  # epoch ms
+
+
+def thread_element(
+    thread: Thread, *, admin: bool = False, link: ResultLink | None = None
+) -> Element:
+    """`link` is given when the thread has a result that is still kept."""
     el = etree.Element("thread")
     el.set("id", thread.id)
     el.set("name", thread.name)
@@ -53,23 +64,34 @@ def thread_element(thread: Thread, *, admin: bool = False) -> Element:
             progress.set("total", str(thread.progress_total))
             if thread.progress_total > 0:
                 progress.set("percent", str(100 * current // thread.progress_total))
+    if link is not None and thread.result is not None and thread.result.deletion is not None:
+        result = etree.SubElement(el, "result")
+        result.set("href", link.href)
+        result.set("media-type", thread.result.media_type)
+        result.set("size", str(thread.result.size))
+        result.set("expires", iso(link.expires))
+        result.set("deletion", iso(thread.result.deletion))
     return el
 
 
-def threads_element(page: ThreadPage, *, admin: bool = False) -> Element:
+def threads_element(
+    page: ThreadPage, *, admin: bool = False, links: dict[str, ResultLink] | None = None
+) -> Element:
     el = etree.Element("threads")
     el.set("total", str(page.total))
     el.set("page", str(page.page))
     el.set("pagesize", str(page.pagesize))
     for thread in page.threads:
-        el.append(thread_element(thread, admin=admin))
+        el.append(thread_element(thread, admin=admin, link=(links or {}).get(thread.id)))
     return el
 
 
-def thread_cancel_element(thread: Thread | None, *, admin: bool = False) -> Element:
+def thread_cancel_element(
+    thread: Thread | None, *, admin: bool = False, link: ResultLink | None = None
+) -> Element:
     el = etree.Element("thread-cancel")
     if thread is not None:
-        el.append(thread_element(thread, admin=admin))
+        el.append(thread_element(thread, admin=admin, link=link))
     return el
 
 
@@ -160,3 +182,53 @@ def to_json_data(element: Element) -> dict[str, Any]:
 
 def to_json(element: Element) -> bytes:
     return json.dumps(to_json_data(element), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- webhooks (SPEC §8) ---------------------------------------------------------------------------
+_LIST_ROOTS["webhooks"] = "webhooks"
+
+
+def webhook_element(webhook: Webhook, deliveries: Iterable[Delivery] = ()) -> Element:
+    """`<webhook id url events groupid created>` with `<delivery>` children; never the secret."""
+    el = etree.Element("webhook")
+    el.set("id", str(webhook.id))
+    el.set("url", xml_safe(webhook.url))
+    el.set("events", webhook.events)
+    el.set("groupid", str(webhook.group_id))
+    el.set("created", iso(webhook.created))
+    for delivery in deliveries:
+        el.append(delivery_element(delivery))
+    return el
+
+
+def delivery_element(delivery: Delivery) -> Element:
+    el = etree.Element("delivery")
+    el.set("id", delivery.id)
+    el.set("thread", delivery.thread_id)
+    el.set("event", delivery.event)
+    el.set("status", delivery.status)
+    el.set("attempts", str(delivery.attempts))
+    el.set("created", iso(delivery.created))
+    if delivery.last_attempt is not None:
+        el.set("last-attempt", iso(delivery.last_attempt))
+    if delivery.code is not None:
+        el.set("code", str(delivery.code))
+    if delivery.status == "pending":
+        el.set("next-attempt", iso(delivery.next_attempt))
+    return el
+
+
+def webhooks_element(webhooks: Iterable[Webhook]) -> Element:
+    el = etree.Element("webhooks")
+    for webhook in webhooks:
+        el.append(webhook_element(webhook))
+    return el
+
+
+def webhook_to_json(element: Element) -> bytes:
+    """`{"webhook": {..., "deliveries": [...]}}`: deliveries are a list, which the generic
+    mirror (one key per child element) cannot express."""
+    data = {name: _value(name, value) for name, value in element.attrib.items()}
+    data["deliveries"] = [_object(child) for child in element if child.tag == "delivery"]
+    return json.dumps({element.tag: data}, ensure_ascii=False, separators=(",", ":")).encode()
+

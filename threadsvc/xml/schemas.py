@@ -23,6 +23,8 @@ SCHEMAS: dict[str, str] = {
     "thread-cancel": "thread-cancel.xsd",
     "logs": "logs.xsd",
     "error": "error.xsd",
+    "webhook": "webhook.xsd",
+    "webhooks": "webhooks.xsd",
 }
 
 

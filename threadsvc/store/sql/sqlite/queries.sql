@@ -179,3 +179,42 @@ ORDER BY seq LIMIT :limit;
 
 -- name: count_threads_by_status
 SELECT status, count(*) FROM threads GROUP BY status;
+
+-- name: filter_deletion_before
+result_deletion IS NOT NULL AND result_deletion < :deletion_before
+
+-- name: find_idempotent
+SELECT * FROM threads
+WHERE username = :username AND idempotency_key = :key AND created >= :since;
+
+-- name: release_idempotency_key
+UPDATE threads SET idempotency_key = NULL
+WHERE username = :username AND idempotency_key = :key AND created < :since;
+
+-- name: count_active_of_user
+SELECT count(*) FROM threads
+WHERE username = :username AND status IN ('initialised', 'inprogress', 'warning', 'error');
+
+-- name: count_active_of_group
+SELECT count(*) FROM threads
+WHERE group_id = :group_id AND status IN ('initialised', 'inprogress', 'warning', 'error');
+
+-- name: set_idempotency_key
+UPDATE threads SET idempotency_key = :key WHERE id = :id;
+
+-- name: expired_results
+SELECT * FROM threads
+WHERE result_deletion IS NOT NULL AND result_deletion <= :now AND result_file IS NOT NULL
+ORDER BY result_deletion LIMIT :limit;
+
+-- name: forget_result_file
+UPDATE threads SET result_file = NULL WHERE id = :id;
+
+-- name: ended_before
+SELECT * FROM threads
+WHERE ended IS NOT NULL AND ended < :moment AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY ended LIMIT :limit;
+
+-- name: forget_idempotency_keys
+UPDATE threads SET idempotency_key = NULL
+WHERE idempotency_key IS NOT NULL AND created < :before;

@@ -119,3 +119,6 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX deliveries_due ON webhook_deliveries (status, next_attempt);
 CREATE INDEX deliveries_webhook ON webhook_deliveries (webhook_id, seq);
+CREATE INDEX deliveries_pending_order ON webhook_deliveries (webhook_id, thread_id, seq)
+    WHERE status = 'pending';
+CREATE INDEX deliveries_created ON webhook_deliveries (created) WHERE status <> 'pending';

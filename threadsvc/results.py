@@ -1,0 +1,91 @@
+"""Result files on disk, and the pre-signed links that let anyone holding one download it.
+
+A result is written under `data-dir/results/` as it is produced (never held whole in memory),
+named by the thread's id only, so no caller's text ever reaches a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio.to_thread
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from threadsvc.errors import LinkRefused
+from threadsvc.models import Result
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ResultFiles:
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(data_dir) / "results"
+
+    def path(self, result: Result) -> Path:
+        assert result.file is not None
+        return self.root / result.file
+
+    @contextlib.contextmanager
+    def writer(self, thread_id: str) -> Iterator[tuple[BinaryIO, Path]]:
+        """A file to write the result into; it replaces any earlier one only when complete."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / thread_id
+        partial = self.root / f"{thread_id}.part"
+        try:
+            with open(partial, "wb") as out:
+                yield out, final
+                out.flush()
+                os.fsync(out.fileno())
+            partial.replace(final)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    async def delete(self, result: Result | None) -> None:
+        if result is not None and result.file is not None:
+            await anyio.to_thread.run_sync(self._unlink, self.path(result))
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
+def download_name(name: str) -> str:
+    cleaned = _SAFE_NAME.sub("_", name).strip("._") or "result"
+    return cleaned[:120]
+
+
+@dataclass(frozen=True)
+class Link:
+    token: str
+    expires: int  # epoch ms
+
+
+class ResultLinks:
+    """Signed, expiring tokens naming a thread's result (itsdangerous; key rotation aware)."""
+
+    def __init__(self, secret_keys: tuple[str, ...], ttl: int) -> None:
+        self._signer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="result-link")
+        self.ttl = ttl
+
+    def sign(self, thread_id: str) -> Link:
+        now = int(time.time())
+        return Link(self._signer.dumps(thread_id), (now + self.ttl) * 1000)
+
+    def verify(self, token: str) -> str:
+        try:
+            thread_id = self._signer.loads(token, max_age=self.ttl)
+        except SignatureExpired:
+            raise LinkRefused("This link has expired; ask the service for a new one") from None
+        except BadSignature:
+            raise LinkRefused("This link is not valid") from None
+        if not isinstance(thread_id, str):
+            raise LinkRefused("This link is not valid")
+        return thread_id
+
