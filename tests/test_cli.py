@@ -9,15 +9,15 @@ import time
 from pathlib import Path
 
 import anyio
-import pytest
 import httpx
+import pytest
 from click.testing import CliRunner
 
+from tests.support import free_port
 from threadsvc.cli import main
 from threadsvc.identity import verify_password
 from threadsvc.models import Role
 from threadsvc.store.sqlite import SQLiteStore
-from tests.support import free_port
 
 
 def _store_state(path: Path, username: str) -> tuple[object, dict[int, Role]]:

@@ -54,7 +54,7 @@ def valid_group_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Scope:
+class Where:
     """Where a request addresses threads: a group, or the server (group None)."""
 
     group: Group | None
@@ -96,17 +96,17 @@ class Service:
             raise GroupNotFound(f"No group '{ref[:80]}'")
         return group
 
-    async def _scope(self, who: Principal, group_ref: str | None, minimum: Role) -> Scope:
+    async def _scope(self, who: Principal, group_ref: str | None, minimum: Role) -> Where:
         if group_ref is None:
             if not who.is_admin:
                 raise Forbidden("Only administrators may use this service")
-            return Scope(None)
+            return Where(None)
         group = await self.group(group_ref)
         if not who.has_role(group.id, minimum):
             raise Forbidden(f"This needs the role {minimum.label} in group '{group.name}'")
-        return Scope(group)
+        return Where(group)
 
-    async def _thread(self, who: Principal, thread_id: str, scope: Scope) -> Thread:
+    async def _thread(self, who: Principal, thread_id: str, scope: Where) -> Thread:
         thread = await self.store.get_thread(thread_id) if _THREAD_ID.fullmatch(thread_id) else None
         if thread is None or (scope.group is not None and thread.group_id != scope.group.id):
             raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
@@ -129,7 +129,7 @@ class Service:
         if group_ref is not None:
             scope = await self._scope(who, group_ref, Role.REVIEWER)
             return await self._thread(who, thread_id, scope)
-        thread = await self._thread(who, thread_id, Scope(None))
+        thread = await self._thread(who, thread_id, Where(None))
         if not who.is_admin and thread.username != who.username:
             raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
         return thread

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 import pytest
@@ -17,8 +18,6 @@ from threadsvc.models import (
     ThreadFilter,
     now_ms,
 )
-import dataclasses
-
 from threadsvc.store.base import NewLogEvent, Store
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""Stores: where threads, logs and identities live. `open_store` picks one from the URL."""
+"""Stores: where threads, logs and identities live. `make_store` picks one from the URL."""
 
 from __future__ import annotations
 

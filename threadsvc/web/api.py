@@ -34,7 +34,6 @@ from threadsvc.web.responses import JSONResponse, document, prefix, wants
 from threadsvc.xml import render
 from threadsvc.xml.parse import parse_job_body
 
-
 SERVICE = "/ps/service"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
