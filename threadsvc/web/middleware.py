@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadsvc.errors import BodyTooLarge
@@ -19,7 +21,7 @@ class ApiAlias:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
+            path: str = _routable_path(scope)
             scope[PATH_KEY] = path
             if path == API or path.startswith(API + "/"):
                 head, _, last = path.rpartition("/")
@@ -30,7 +32,19 @@ class ApiAlias:
                         break
                 scope = dict(scope, path=SERVICE + path[len(API):], raw_path=None)
                 scope[PREFIX_KEY] = API
+            elif path != scope["path"]:
+                scope = dict(scope, path=path)
         await self.app(scope, receive, send)
+
+
+def _routable_path(scope: Scope) -> str:
+    """The path with an encoded slash (`%2F`) kept inside its segment, as the client meant
+    it: `/groups/a%2Fb/threads` names a group `a%2Fb` (there is none), not two segments."""
+    raw = scope.get("raw_path")
+    if not raw or b"%2f" not in raw.lower():
+        return str(scope["path"])
+    text = raw.decode("latin-1")
+    return unquote(text.replace("%2F", "%252F").replace("%2f", "%252f"))
 
 
 class BodyLimit:

@@ -1,0 +1,49 @@
+"""A 200 MiB result is written and served as a stream: the server's memory stays flat."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Server, running_server, wait_for
+
+MIB = 200
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    for server, _ in running_server(tmp_path_factory.mktemp("big"), jobs=["tests.jobs_for_tests"]):
+        yield server
+
+
+def rss_mib(server: Server) -> float:
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(300)
+def test_200_mib_result_with_bounded_memory(big: Server) -> None:
+    with big.client("contributor") as http:
+        before = rss_mib(big)
+        answer = http.post("/ps/service/groups/dev/threads", data={"job": "big-result", "mib": str(MIB)})
+        assert answer.status_code == 202, answer.text
+        progress = answer.headers["content-location"]
+        done = wait_for(http, progress, lambda r: 'status="completed"' in r.text, timeout=240)
+        assert f'size="{MIB * 1024 * 1024}"' in done.text
+        after_writing = rss_mib(big)
+        redirect = http.get(answer.headers["location"])
+        assert redirect.status_code == 302
+        received = 0
+        with http.stream("GET", redirect.headers["location"]) as body:
+            assert body.headers["content-length"] == str(MIB * 1024 * 1024)
+            for chunk in body.iter_bytes():
+                received += len(chunk)
+        after_reading = rss_mib(big)
+    assert received == MIB * 1024 * 1024
+    # Neither writing nor serving held the result in memory (it is 200 MiB).
+    assert after_writing - before < 50, (before, after_writing)
+    assert after_reading - before < 50, (before, after_reading)
