@@ -18,7 +18,15 @@ import inspect
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
@@ -53,7 +61,7 @@ CHUNK = 64 * 1024
 T = TypeVar("T")
 
 FileValue = str | os.PathLike[str] | bytes
-Files = Mapping[str, FileValue | list[FileValue] | tuple[FileValue, ...]]
+Files = Mapping[str, FileValue | Sequence[FileValue]]
 ProgressCallback = Callable[["ThreadInfo"], Any]
 
 
@@ -520,7 +528,9 @@ def _multipart(files: Files, opened: list[IO[bytes]]) -> list[tuple[str, tuple[s
     """httpx multipart fields; files named by path are opened (and streamed) here."""
     fields: list[tuple[str, tuple[str, Any]]] = []
     for name, value in files.items():
-        values = list(value) if isinstance(value, list | tuple) else [value]
+        values: list[FileValue] = (
+            [value] if isinstance(value, str | bytes | os.PathLike) else list(value)
+        )
         for item in values:
             if isinstance(item, bytes):
                 fields.append((name, (name, item)))
