@@ -6,12 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.support import Server, free_port, password
+from tests.support import Server, free_port, password, running_server
 from threadsvc.client import (
     AsyncClient,
     Client,
@@ -153,6 +155,35 @@ def test_download_without_result_and_before_the_end(server: Server, tmp_path: Pa
         c.download(running.id, tmp_path / "early")
     assert caught.value.thread.id == running.id and not caught.value.thread.final
     c.cancel(running.id)
+
+
+@pytest.fixture(scope="module")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that deletes results a second after their thread ended."""
+    for server, _ in running_server(tmp_path_factory.mktemp("short"), **{"result-ttl": 1}):
+        yield server
+
+
+def test_download_of_a_deleted_result(short_lived: Server, tmp_path: Path) -> None:
+    c = client(short_lived)
+    thread = c.start("sleep", {"seconds": "0", "result": "brief"})
+    c.wait(thread.id, timeout=20)
+    time.sleep(1.5)
+    with pytest.raises(ClientError) as caught:
+        c.download(thread.id, tmp_path / "gone")
+    assert (caught.value.status, caught.value.error_id) == (410, "0401")
+    assert not list(tmp_path.iterdir())
+
+
+def test_files_go_as_multipart(server: Server, tmp_path: Path) -> None:
+    """No built-in job takes files yet; `sleep` refuses them, naming the multipart field."""
+    document = tmp_path / "doc.xml"
+    document.write_bytes(b"<doc/>")
+    for files in ({"documents": document}, {"documents": [b"<a/>", str(document)]}):
+        with pytest.raises(ClientError) as caught:
+            client(server).start("sleep", {"seconds": "0"}, files=files)  # type: ignore[arg-type]
+        assert (caught.value.status, caught.value.error_id) == (400, "0201")
+        assert "documents" in caught.value.message
 
 
 def test_errors_carry_the_server_error(server: Server) -> None:
