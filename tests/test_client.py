@@ -287,3 +287,18 @@ def test_cli_errors_exit_3(server: Server) -> None:
         check=False, capture_output=True, text=True, env=env, timeout=60,
     )
     assert down.returncode == 3 and down.stderr.startswith("error:")
+
+
+def test_cli_token_from_the_environment(server: Server, tokens: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADSVC_")}
+    env.update(THREADSVC_URL=server.url, THREADSVC_TOKEN=tokens["contributor"])
+    base = [sys.executable, "-m", "threadsvc", "threads"]
+    started = subprocess.run([*base, "start", "--group", "dev", "sleep", "seconds=0"],
+                             check=False, capture_output=True, text=True, env=env, timeout=60)
+    assert started.returncode == 0, started.stderr
+    # --user on the command line beats the token in the environment.
+    as_reviewer = subprocess.run(
+        [*base, "start", "--group", "dev", "--user", "reviewer", "--password", "reviewer-pw",
+         "sleep"], check=False, capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert as_reviewer.returncode == 3 and "0101" in as_reviewer.stderr

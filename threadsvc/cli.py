@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -193,8 +194,17 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_client(url: str, user: str | None, password: str | None, token: str | None,
                 group: str | None) -> Client:
-    if user and token:
-        raise click.UsageError("give --user and --password, or --token, not both")
+    if user and token:  # a flag beats the environment; two flags (or two variables) clash
+        ctx = click.get_current_context()
+        from_env = click.core.ParameterSource.ENVIRONMENT
+        user_env = ctx.get_parameter_source("user") == from_env
+        token_env = ctx.get_parameter_source("token") == from_env
+        if user_env == token_env:
+            raise click.UsageError("give --user and --password, or --token, not both")
+        if token_env:
+            token = None
+        else:
+            user = password = None
     if token:
         return Client(url, token=token, group=group)
     return Client(url, username=user or None, password=password, group=group)
@@ -281,6 +291,8 @@ def threads_start(url: str, user: str | None, password: str | None, token: str |
     fields = dict(_pairs(params, "NAME=VALUE"))
     uploads: dict[str, list[str]] = {}
     for name, path in _pairs(files, "--file"):
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path!r} is not a file", param_hint="--file")
         uploads.setdefault(name, []).append(path)
     client = make_client(url, user, password, token, group)
     thread = calling(lambda: client.start(job, fields, uploads or None, idempotency_key))
