@@ -42,7 +42,14 @@ from threadsvc.errors import BadParameter, Forbidden, StoreUnavailable, WebhookN
 from threadsvc.models import SERVER_GROUP_ID, Principal, Role, Thread, now_ms
 from threadsvc.service import Service
 from threadsvc.settings import Settings
-from threadsvc.store.base import Delivery, DeliveryStatus, DueDelivery, Store, Webhook, WebhookEvents
+from threadsvc.store.base import (
+    Delivery,
+    DeliveryStatus,
+    DueDelivery,
+    Store,
+    Webhook,
+    WebhookEvents,
+)
 from threadsvc.xml import render
 
 log = logging.getLogger(__name__)
@@ -78,7 +85,7 @@ def refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | Non
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return refusal(embedded)
-    for kind in ("loopback", "link_local", "private", "unspecified", "multicast", "reserved"):
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return f"is a {kind.replace('_', '-')} address"
     if not address.is_global:
@@ -257,11 +264,19 @@ class DeliveryWorker:
             )
         self._task = asyncio.create_task(self._loop(), name="webhook-deliveries")
 
-    async def stop(self, grace: float = 2.0) -> None:
-        """Stop claiming; give attempts in flight `grace` seconds, then cancel them (their
-        deliveries are released, due again at once for the next worker)."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; give attempts in flight `grace` seconds (default: the setting
+        `shutdown-grace`, at most SEND_TIMEOUT), then cancel them: their deliveries are
+        released, due again at once for the next worker (or this one after a restart)."""
+        if grace is None:
+            grace = min(self.settings.shutdown_grace, SEND_TIMEOUT)
         self._stopping.set()
+        self._wake.set()
         if self._task is not None:
+            # The loop ends after its current round; cancelling it in the middle of a claim
+            # would leave what it claimed leased for LEASE seconds.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._inflight:
@@ -303,7 +318,9 @@ class DeliveryWorker:
         if due is None or due > now:
             return
         for claimed in await self.store.claim_deliveries(now, int(LEASE * 1000), free):
-            task = asyncio.create_task(self._deliver(claimed), name=f"webhook-{claimed.delivery.id}")
+            task = asyncio.create_task(
+                self._deliver(claimed), name=f"webhook-{claimed.delivery.id}"
+            )
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
@@ -315,6 +332,9 @@ class DeliveryWorker:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.release_delivery(delivery.id, now_ms()))
             raise
+        except Exception:  # a bug, not the receiver's doing: still a failed attempt
+            log.exception("webhook %d delivery %s: attempt failed", due.webhook.id, delivery.id)
+            code = 0
         now = now_ms()
         status: DeliveryStatus
         if 200 <= code < 300:
@@ -325,15 +345,20 @@ class DeliveryWorker:
             status = "failed" if gave_up else "pending"
         try:
             await self.store.record_attempt(delivery.id, now, code, status, next_attempt)
-        except Exception as exc:  # the lease runs out, and it is tried again
+        except StoreUnavailable as exc:  # the lease runs out, and it is tried again
             log.warning("webhook delivery %s: attempt not recorded: %s", delivery.id, exc)
             return
         level = logging.INFO if status == "delivered" else logging.WARNING
         log.log(
             level,
             "webhook %d delivery %s (%s of thread %s): attempt %d, code %d, %s",
-            due.webhook.id, delivery.id, delivery.event, delivery.thread_id,
-            delivery.attempts + 1, code, status,
+            due.webhook.id,
+            delivery.id,
+            delivery.event,
+            delivery.thread_id,
+            delivery.attempts + 1,
+            code,
+            status,
         )
         if status == "delivered":
             self._wake.set()  # the thread's next change may be waiting behind this one
