@@ -34,8 +34,12 @@ async def add_thread(store: Store, group: int = 240) -> Thread:
 
 async def hook(store: Store, group: int = 240, events: str = "final", url: str = "") -> Webhook:
     return await store.create_webhook(
-        group, url or f"http://hooks.example/{secrets.token_hex(4)}", "s3cret",
-        events, "manager", now_ms(),  # type: ignore[arg-type]
+        group,
+        url or f"http://hooks.example/{secrets.token_hex(4)}",
+        "s3cret",
+        events,
+        "manager",
+        now_ms(),  # type: ignore[arg-type]
     )
 
 
@@ -55,7 +59,9 @@ async def change(store: Store, thread: Thread, status: Status, **more: object) -
     return changed
 
 
-async def claim_all(store: Store, now: int | None = None, limit: int = 100) -> list[tuple[str, str]]:
+async def claim_all(
+    store: Store, now: int | None = None, limit: int = 100
+) -> list[tuple[str, str]]:
     claimed = await store.claim_deliveries(now or now_ms(), LEASE, limit)
     return [(d.webhook.url, d.delivery.event) for d in claimed]
 
@@ -91,8 +97,10 @@ async def test_a_final_status_queues_one_delivery_per_webhook_that_hears_it(stor
         # the final one of /all waits for its earlier one, of the same (webhook, thread)
         ("http://a.example/server", "final"),
     ]
-    events = {w.id: [d.event for d in await store.recent_deliveries(w.id, 10)]
-              for w in (mine, everything, server)}
+    events = {
+        w.id: [d.event for d in await store.recent_deliveries(w.id, 10)]
+        for w in (mine, everything, server)
+    }
     assert events == {mine.id: ["final"], everything.id: ["final", "status"], server.id: ["final"]}
 
 
@@ -161,7 +169,10 @@ async def test_failed_attempts_keep_later_changes_waiting(store: Store) -> None:
     assert (earliest.status, earliest.attempts, earliest.code) == ("failed", 2, 0)
     assert earliest.last_attempt == now + 5_000
     assert (latest.status, latest.attempts, latest.code, latest.last_attempt) == (
-        "pending", 0, None, None
+        "pending",
+        0,
+        None,
+        None,
     )
 
 
@@ -191,8 +202,9 @@ async def test_cancel_and_recovery_queue_final_deliveries(store: Store) -> None:
         (running.id, "status"),
         (running.id, "final"),
     ]
-    snapshots = {d.delivery.thread_id: d.thread for d in
-                 await store.claim_deliveries(now_ms(), LEASE, 10)}
+    snapshots = {
+        d.delivery.thread_id: d.thread for d in await store.claim_deliveries(now_ms(), LEASE, 10)
+    }
     assert snapshots[initialised.id].status is Status.CANCELLED
     assert snapshots[initialised.id].message == "Cancelled by admin"
     assert snapshots[initialised.id].started is None
