@@ -53,7 +53,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver.lock:
@@ -120,8 +120,13 @@ def unique(name: str) -> str:
     return f"/{name}-{secrets.token_hex(4)}"
 
 
-def register(http: httpx.Client, url: str, events: str | None = None, where: str = GROUP,
-             secret: str = "s3cret-key") -> dict[str, str]:
+def register(
+    http: httpx.Client,
+    url: str,
+    events: str | None = None,
+    where: str = GROUP,
+    secret: str = "s3cret-key",
+) -> dict[str, str]:
     data = {"url": url, "secret": secret}
     if events:
         data["events"] = events
@@ -223,9 +228,13 @@ def test_registration_answers_the_webhook_without_its_secret(server: Server) -> 
         assert re.fullmatch(r"[1-9][0-9]*", webhook.get("id") or "")
         location = response.headers["location"]
         assert location == f"{GROUP}/{webhook.get('id')}"
-        for answer in (response, http.get(location), http.get(GROUP),
-                       http.get(location, headers={"Accept": "application/json"}),
-                       http.get(GROUP, headers={"Accept": "application/json"})):
+        for answer in (
+            response,
+            http.get(location),
+            http.get(GROUP),
+            http.get(location, headers={"Accept": "application/json"}),
+            http.get(GROUP, headers={"Accept": "application/json"}),
+        ):
             assert secret.encode() not in answer.content
         got = http.get(location)
         assert got.status_code == 200 and got.headers["content-type"] == XML_TYPE
@@ -250,8 +259,13 @@ def test_delete_then_not_found(server: Server) -> None:
         location = f"{GROUP}/{webhook['id']}"
         response = http.delete(location)
         assert response.status_code == 204 and response.content == b""
-        for answer in (http.get(location), http.delete(location), http.get(f"{GROUP}/999999"),
-                       http.get(f"{GROUP}/abc"), http.get(f"{GROUP}/{'9' * 40}")):
+        for answer in (
+            http.get(location),
+            http.delete(location),
+            http.get(f"{GROUP}/999999"),
+            http.get(f"{GROUP}/abc"),
+            http.get(f"{GROUP}/{'9' * 40}"),
+        ):
             assert answer.status_code == 404, answer.text
             assert error_id(answer) == "0207"
             validate(answer.content)
@@ -262,7 +276,9 @@ def test_delete_then_not_found(server: Server) -> None:
         with server.client(user) as http:
             response = http.get(f"/ps/service/groups/other/webhooks/{other['id']}")
             assert response.status_code == 404 and error_id(response) == "0207"
-            assert http.delete(f"/ps/service/groups/other/webhooks/{other['id']}").status_code == 404
+            assert (
+                http.delete(f"/ps/service/groups/other/webhooks/{other['id']}").status_code == 404
+            )
     with server.client("manager") as http:
         assert http.get(f"{GROUP}/{other['id']}").status_code == 200
         http.delete(f"{GROUP}/{other['id']}")
@@ -290,7 +306,9 @@ def test_delete_then_not_found(server: Server) -> None:
         ({"url": "http://127.0.0.1/x", "secret": "k", "colour": "red"}, "colour"),
     ],
 )
-def test_bad_fields_are_400_naming_the_field(server: Server, data: dict[str, str], field: str) -> None:
+def test_bad_fields_are_400_naming_the_field(
+    server: Server, data: dict[str, str], field: str
+) -> None:
     with server.client("manager") as http:
         response = http.post(GROUP, data=data)
     assert response.status_code == 400, response.text
@@ -300,8 +318,11 @@ def test_bad_fields_are_400_naming_the_field(server: Server, data: dict[str, str
 
 def test_repeated_fields_and_other_bodies_are_400(server: Server) -> None:
     with server.client("manager") as http:
-        twice = http.post(GROUP, content=b"url=http://127.0.0.1/a&url=http://127.0.0.1/b&secret=k",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        twice = http.post(
+            GROUP,
+            content=b"url=http://127.0.0.1/a&url=http://127.0.0.1/b&secret=k",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert twice.status_code == 400 and "'url'" in twice.text
         xml = http.post(GROUP, content=b"<webhook/>", headers={"Content-Type": "application/xml"})
         assert xml.status_code == 400 and error_id(xml) == "0201"
@@ -450,7 +471,11 @@ def test_the_final_status_is_delivered_signed(server: Server, receiver: Receiver
         [delivery] = [dict(d.attrib) for d in etree.fromstring(logged)]
         assert delivery["id"] == received.headers["x-threadsvc-delivery"]
         assert delivery["thread"] == thread_id and delivery["event"] == "final"
-        assert (delivery["status"], delivery["attempts"], delivery["code"]) == ("delivered", "1", "204")
+        assert (delivery["status"], delivery["attempts"], delivery["code"]) == (
+            "delivered",
+            "1",
+            "204",
+        )
         assert delivery["last-attempt"].endswith("Z")
         time.sleep(0.6)
         assert len(receiver.received(path)) == 1  # events=final: nothing but the final status
@@ -472,12 +497,16 @@ def test_server_webhooks_hear_every_thread(server: Server, receiver: Receiver) -
             check_signed(received, "srv", "final")
         admin.delete(f"{SERVER}/{webhook['id']}")
     with server.client("othermgr") as other:
-        register(other, receiver.url(other_path), events="all",
-                 where="/ps/service/groups/other/webhooks")
+        register(
+            other, receiver.url(other_path), events="all", where="/ps/service/groups/other/webhooks"
+        )
     with server.client("manager") as http:
         thread_id = start_sleep(http, seconds="0")
-        wait_for(http, f"/ps/service/groups/dev/threads/{thread_id}",
-                 lambda r: b'status="completed"' in r.content)
+        wait_for(
+            http,
+            f"/ps/service/groups/dev/threads/{thread_id}",
+            lambda r: b'status="completed"' in r.content,
+        )
     time.sleep(0.6)
     assert receiver.received(other_path) == []  # another group's webhook hears nothing of dev
 
@@ -549,9 +578,10 @@ def test_failures_are_retried_with_the_same_delivery_id(server: Server, receiver
 def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/down"
-    with contextlib.contextmanager(running_server)(
-        tmp_path, **{"webhook-allow-private": True}
-    ) as (server, _):
+    with contextlib.contextmanager(running_server)(tmp_path, **{"webhook-allow-private": True}) as (
+        server,
+        _,
+    ):
         with server.client("manager") as http:
             webhook = register(http, url, secret="later")
             location = f"{GROUP}/{webhook['id']}"
@@ -603,3 +633,35 @@ def test_delivery_to_a_private_address_is_refused_again_at_delivery(
     finally:
         if server.process is not None:
             server.stop()
+
+
+def test_an_attempt_connects_to_the_address_it_checked(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With private addresses refused, an attempt resolves the host itself, checks the address
+    and connects to that very address, keeping the URL's host in the Host header. (Here the
+    check is told to let 127.0.0.1 pass, standing in for a public address.)"""
+    from threadsvc.models import Status, Thread
+    from threadsvc.settings import Settings
+    from threadsvc.store.base import Delivery, DueDelivery, Webhook
+
+    monkeypatch.setattr(webhooks, "refusal", lambda address: None)
+    path = unique("pinned")
+    url = f"http://2130706433:{receiver.port}{path}"  # 127.0.0.1, resolved by getaddrinfo
+    thread = Thread("ab" * 16, "Sleep thread", "u", 240, "sleep", {}, Status.COMPLETED, 1, 2, 3)
+    due = DueDelivery(
+        Delivery("cd" * 16, 1, thread.id, "final", "pending", 0, 0, None, None, 0),
+        Webhook(1, 240, url, "pin", "final", "manager", 0),
+        thread,
+    )
+
+    async def attempt() -> int:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            worker = webhooks.DeliveryWorker(None, Settings(), client=client)  # type: ignore[arg-type]
+            return await worker.attempt(due)
+
+    assert asyncio.run(attempt()) == 204
+    [received] = receiver.received(path)
+    assert received.headers["host"] == f"2130706433:{receiver.port}"
+    check_signed(received, "pin", "final")
+    assert received.thread.get("status") == "completed"
