@@ -159,9 +159,23 @@ def test_download_without_result_and_before_the_end(server: Server, tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that deletes results a second after their thread ended."""
-    for server, _ in running_server(tmp_path_factory.mktemp("short"), **{"result-ttl": 1}):
+    """A server that deletes results a second after their thread ended, and allows each user
+    two active threads."""
+    settings = {"result-ttl": 1, "max-active-per-user": 2}
+    for server, _ in running_server(tmp_path_factory.mktemp("short"), **settings):
         yield server
+
+
+def test_too_many_active_threads(short_lived: Server) -> None:
+    c = client(short_lived, "manager")
+    running = [c.start("sleep", {"seconds": "30"}) for _ in range(2)]
+    with pytest.raises(ClientError) as caught:
+        c.start("sleep", {"seconds": "30"})
+    assert (caught.value.status, caught.value.error_id) == (429, "0300")
+    assert caught.value.retry_after is not None and caught.value.retry_after > 0
+    for thread in running:
+        c.cancel(thread.id)
+        assert c.wait(thread.id, timeout=10).status == "cancelled"
 
 
 def test_download_of_a_deleted_result(short_lived: Server, tmp_path: Path) -> None:

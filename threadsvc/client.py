@@ -71,14 +71,24 @@ class ThreadsvcClientError(Exception):
 
 
 class ClientError(ThreadsvcClientError):
-    """The server answered with an error: its HTTP status, error id (e.g. "0203") and message."""
+    """The server answered with an error: its HTTP status, error id (e.g. "0203") and message.
 
-    def __init__(self, status: int, error_id: str, message: str, request: str = "") -> None:
+    `retry_after` is the server's Retry-After in seconds (429 and 503), else None."""
+
+    def __init__(
+        self,
+        status: int,
+        error_id: str,
+        message: str,
+        request: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{status} [{error_id or '-'}] {message}")
         self.status = status
         self.error_id = error_id
         self.message = message
         self.request = request
+        self.retry_after = retry_after
 
 
 class ConnectionFailed(ThreadsvcClientError):
@@ -180,7 +190,7 @@ def thread_from_element(el: etree._Element) -> ThreadInfo:
         id=el.get("id", ""),
         name=el.get("name", ""),
         username=el.get("username", ""),
-        groupid=_int(el.get("groupid")) or -1,
+        groupid=-1 if (group := _int(el.get("groupid"))) is None else group,
         status=el.get("status", ""),
         type=el.get("type"),
         created=el.get("created"),
@@ -228,15 +238,22 @@ def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     status = response.status_code
+    retry_after: float | None = None
+    try:
+        retry_after = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        pass
     try:
         el = parse_body(response.content, "response")
     except ThreadsvcError:
         el = None
     if el is not None and el.tag == "error":
         message = el.findtext("message") or response.reason_phrase
-        raise ClientError(status, el.get("id", ""), message, el.findtext("request") or "")
+        request = el.findtext("request") or ""
+        raise ClientError(status, el.get("id", ""), message, request, retry_after)
     text = response.text.strip()[:200] if response.content else ""
-    raise ClientError(status, "", text or response.reason_phrase or f"HTTP {status}")
+    message = text or response.reason_phrase or f"HTTP {status}"
+    raise ClientError(status, "", message, retry_after=retry_after)
 
 
 def _unexpected(response: httpx.Response) -> ClientError:
@@ -505,7 +522,9 @@ class AsyncClient:
         partial_path = target.with_name(target.name + ".part")
         # The pre-signed URL needs no credentials: none are sent (it may be another host).
         try:
-            async with self._http.stream("GET", url, auth=None) as stream:
+            async with self._http.stream(
+                "GET", url, auth=None, headers={"Accept": "*/*"}
+            ) as stream:
                 if stream.status_code >= 400:
                     await stream.aread()
                     _raise_for_error(stream)
