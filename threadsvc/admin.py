@@ -74,6 +74,6 @@ async def ensure_demo(admin: Admin) -> list[tuple[str, str, str]]:
             user = await admin.identity.set_user(username, password, is_admin)
         if role is not None:
             await admin.store.set_membership(group.id, user.id, role)
-        what = "administrator" if is_admin else f"{role.label} in group {DEMO_GROUP}"
+        what = f"{role.label} in group {DEMO_GROUP}" if role is not None else "administrator"
         printed.append((username, password, what))
     return printed

@@ -87,10 +87,10 @@ def _convert(name: str, value: Any) -> Any:
                 raise ValueError("must not be negative")
             return number
         if hint is float:
-            number = float(value)
-            if not 0 <= number < float("inf"):
+            real = float(value)
+            if not 0 <= real < float("inf"):
                 raise ValueError("must be a finite, non-negative number")
-            return number
+            return real
         if hint is str:
             if not isinstance(value, str):
                 raise ValueError("expected a string")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JobFunction = Callable[["Context"], Awaitable[Any]]
+JobFunction = Callable[["Context"], Coroutine[Any, Any, Any]]
 BUILTIN_MODULES = ("threadsvc.jobs.sleep",)
 ENTRY_POINT_GROUP = "threadsvc.jobs"
 

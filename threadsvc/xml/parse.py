@@ -46,14 +46,14 @@ def parse_job_body(data: bytes) -> tuple[str, list[tuple[str, str]]]:
     A parameter's value is its `value` attribute if present, else its text."""
     root = parse_body(data)
     if root.tag != "job":
-        raise BadParameter("body", f"must be a <job> element, not <{root.tag}>")
+        raise BadParameter("body", f"must be a <job> element, not <{root.tag!s}>")
     name = root.get("name")
     if not name:
         raise BadParameter("job", "is missing (the name attribute of <job>)")
     fields: list[tuple[str, str]] = []
     for child in root:
         if child.tag != "param":
-            raise BadParameter("body", f"<job> may hold only <param> elements, not <{child.tag}>")
+            raise BadParameter("body", f"<job> may hold only <param> elements, not <{child.tag!s}>")
         pname = child.get("name")
         if not pname:
             raise BadParameter("body", "has a <param> without a name attribute")

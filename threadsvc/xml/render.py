@@ -160,12 +160,12 @@ def _value(name: str, text: str) -> Any:
 
 
 def _object(el: Element) -> dict[str, Any]:
-    obj: dict[str, Any] = {name: _value(name, value) for name, value in el.attrib.items()}
+    obj: dict[str, Any] = {str(k): _value(str(k), str(v)) for k, v in el.attrib.items()}
     for child in el:
         if not child.attrib and len(child) == 0:
-            obj[child.tag] = child.text or ""
+            obj[str(child.tag)] = child.text or ""
         else:
-            obj[child.tag] = _object(child)
+            obj[str(child.tag)] = _object(child)
     if el.text and el.text.strip() and len(el) == 0:
         obj["text"] = el.text
     return obj
@@ -173,11 +173,12 @@ def _object(el: Element) -> dict[str, Any]:
 
 def to_json_data(element: Element) -> dict[str, Any]:
     """The JSON mirror: `{"thread": {...}}`, `{"threads": [...], "total": N, ...}`."""
-    if element.tag in _LIST_ROOTS:
-        data: dict[str, Any] = {element.tag: [_object(child) for child in element]}
-        data.update({name: _value(name, v) for name, v in element.attrib.items()})
+    tag = str(element.tag)
+    if tag in _LIST_ROOTS:
+        data: dict[str, Any] = {tag: [_object(child) for child in element]}
+        data.update({str(k): _value(str(k), str(v)) for k, v in element.attrib.items()})
         return data
-    return {element.tag: _object(element)}
+    return {tag: _object(element)}
 
 
 def to_json(element: Element) -> bytes:

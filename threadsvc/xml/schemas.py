@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 from lxml import etree
 
@@ -35,7 +36,9 @@ def _directory() -> Traversable:
 class _SchemaResolver(etree.Resolver):
     """Resolves `schemaLocation="NAME.xsd"` to the packaged schema NAME.xsd, and nothing else."""
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> object:
+    def resolve(
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> Any:
         name = (system_url or "").replace("\\", "/").rsplit("/", 1)[-1]
         if name.endswith(".xsd") and name in SCHEMAS.values():
             return self.resolve_string((_directory() / name).read_bytes(), context)
