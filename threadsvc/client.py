@@ -229,7 +229,7 @@ def _parse(response: httpx.Response, root: str) -> etree._Element:
     except ThreadsvcError as exc:
         raise ClientError(response.status_code, "", f"unreadable answer: {exc}") from None
     if el.tag != root:
-        raise ClientError(response.status_code, "", f"expected <{root}>, got <{el.tag}>")
+        raise ClientError(response.status_code, "", f"expected <{root}>, got <{el.tag!s}>")
     return el
 
 
