@@ -169,6 +169,7 @@ class Service:
         if group is not None and not who.has_role(group.id, spec.role):
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
         params = spec.parse_params(fields)
+        spec.check(who, group, params)
         return await self._insert(who.username, group, spec.name, spec.thread_name(group),
                                   params, idempotency_key)
 

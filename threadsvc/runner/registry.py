@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from threadsvc.errors import BadParameter, UnknownJob
-from threadsvc.models import Group, Role, Scope
+from threadsvc.models import Group, Principal, Role, Scope
 from threadsvc.runner.params import Param
 
 if TYPE_CHECKING:
@@ -56,6 +56,11 @@ class JobSpec:
                     raise BadParameter(name, "is required")
                 values[name] = param.default
         return values
+
+    def check(self, who: Principal, group: Group | None, params: dict[str, Any]) -> None:
+        """Checks that depend on the parsed parameters (raise Forbidden or BadParameter);
+        the service calls it after `parse_params`. Jobs whose rules vary by parameter
+        (such as `command`) override it."""
 
     def thread_name(self, group: Group | None) -> str:
         title = self.title or f"{self.name.capitalize()} thread"
