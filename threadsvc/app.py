@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> Starlette:
             keys = await secret_keys(settings, store)
             identity = Identity(store, settings, keys)
             runner = Runner(store, registry, settings)
-            registry.add(purge_job(store, runner.files, settings))
+            registry.add(purge_job(store, runner.files, runner.uploads, settings))
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
             app.state.threadsvc = AppState(settings, store, identity, runner, service)

@@ -43,6 +43,7 @@ from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.settings import Settings
 from threadsvc.store.base import ActiveLimits, Store
+from threadsvc.uploads import Upload
 
 SYSTEM = "system"  # the owner of the server's own threads (the purge)
 _THREAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -82,6 +83,7 @@ class Service:
         self.settings = settings
         self.links = links
         self.files = runner.files
+        self.uploads = runner.uploads
         self.changes = runner.changes
 
     # -- where ------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Service:
         who: Principal,
         group_ref: str | None,
         job_name: str,
-        fields: Iterable[tuple[str, str]],
+        fields: Iterable[tuple[str, str | Upload]],
         idempotency_key: str | None = None,
     ) -> tuple[Thread, bool]:
         """Start a thread; (thread, False) when `idempotency_key` repeats an earlier start."""
@@ -170,11 +172,23 @@ class Service:
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
         params = spec.parse_params(fields)
         spec.check(who, group, params)
-        return await self._insert(who.username, group, spec.name, spec.thread_name(group),
-                                  params, idempotency_key)
+        thread_id = secrets.token_hex(16)
+        params = await self.uploads.save(thread_id, params)
+        try:
+            thread, created = await self._insert(
+                thread_id, who.username, group, spec.name, spec.thread_name(group), params,
+                idempotency_key,
+            )
+        except BaseException:
+            await self.uploads.discard(thread_id)
+            raise
+        if not created:
+            await self.uploads.discard(thread_id)
+        return thread, created
 
     async def _insert(
         self,
+        thread_id: str,
         username: str,
         group: Group | None,
         job_name: str,
@@ -184,7 +198,7 @@ class Service:
     ) -> tuple[Thread, bool]:
         now = now_ms()
         thread = Thread(
-            id=secrets.token_hex(16),
+            id=thread_id,
             name=name,
             username=username,
             group_id=group.id if group else SERVER_GROUP_ID,
@@ -236,6 +250,7 @@ class Service:
         if not await self.store.delete_thread(thread.id):
             raise ThreadNotFound(f"No thread '{thread_id}'")
         await self.files.delete(thread.result)
+        await self.uploads.discard(thread.id)
 
     # -- results ----------------------------------------------------------------------------
     async def result(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread:
@@ -278,7 +293,9 @@ class Service:
             await self.store.forget_idempotency_keys(now - IDEMPOTENCY_WINDOW)
             return None
         spec = self.registry.get("purge")
-        thread, _ = await self._insert(SYSTEM, None, spec.name, spec.thread_name(None), {}, None)
+        thread, _ = await self._insert(
+            secrets.token_hex(16), SYSTEM, None, spec.name, spec.thread_name(None), {}, None
+        )
         return thread
 
 

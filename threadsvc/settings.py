@@ -42,6 +42,7 @@ class Settings:
     purge_interval: float = 300.0  # how often to look for results and threads to delete
     lease_timeout: int = 30
     max_upload: int = 100 * 1024 * 1024
+    max_upload_file: int = 100 * 1024 * 1024  # one uploaded file
     lockout_attempts: int = 5
     lockout_seconds: int = 900
     webhook_allow_private: bool = False

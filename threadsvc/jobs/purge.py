@@ -12,11 +12,12 @@ from threadsvc.runner.context import Context
 from threadsvc.runner.registry import JobSpec, job
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+from threadsvc.uploads import Uploads
 
 BATCH = 500
 
 
-def purge_job(store: Store, files: ResultFiles, settings: Settings) -> JobSpec:
+def purge_job(store: Store, files: ResultFiles, uploads: Uploads, settings: Settings) -> JobSpec:
     @job("purge", scope=Scope.SERVER, role=Role.APPROVER, title="Purge thread")
     async def purge(ctx: Context) -> None:
         """Delete expired results, then threads (with their logs) past thread-ttl."""
@@ -35,6 +36,7 @@ def purge_job(store: Store, files: ResultFiles, settings: Settings) -> JobSpec:
             for thread in batch:
                 if await store.delete_thread(thread.id):
                     await files.delete(thread.result)
+                    await uploads.discard(thread.id)
                     deleted += 1
             threads += deleted
             await ctx.progress(results + threads)

@@ -18,6 +18,7 @@ import anyio.to_thread
 
 from threadsvc.models import RUNNING, Level, LogEvent, Result, Status, Thread, now_ms
 from threadsvc.results import ResultFiles, download_name
+from threadsvc.uploads import InputFile, Uploads
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.store.base import NewLogEvent
 from threadsvc.xml.render import xml_safe
@@ -45,12 +46,14 @@ class Context:
         writer: BatchWriter,
         next_seq: int,
         files: ResultFiles,
+        uploads: Uploads,
         result_ttl: int,
     ) -> None:
         self._thread = thread
         self._writer = writer
         self._seq = next_seq
         self._files = files
+        self._uploads = uploads
         self._result_ttl = result_ttl
         self._result: Result | None = None
         self._cancel = threading.Event()
@@ -69,6 +72,14 @@ class Context:
     @property
     def params(self) -> dict[str, Any]:
         return self._thread.params
+
+    def files(self, name: str) -> list[InputFile]:
+        """The files uploaded for parameter `name` (none when it was not given)."""
+        value = self._thread.params.get(name)
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        return [self._uploads.input_file(item) for item in items]
 
     @property
     def cancelled(self) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from threadsvc.errors import BadParameter
+from threadsvc.uploads import Upload
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,16 @@ class Param:
     required: bool = False
     default: Any = None
     doc: str = ""
+    multiple: bool = False  # may be given more than once (the job gets a list)
 
     def parse(self, name: str, raw: str) -> Any:
         return raw
+
+    def accept(self, name: str, raw: str | Upload) -> Any:
+        """Parse one value as received: text for text parameters, an upload for files."""
+        if isinstance(raw, Upload):
+            raise BadParameter(name, "must be text, not a file")
+        return self.parse(name, raw)
 
     @property
     def kind(self) -> str:
@@ -73,6 +81,17 @@ class Choice(Param):
     def parse(self, name: str, raw: str) -> Any:
         if raw not in self.choices:
             raise BadParameter(name, f"must be one of {', '.join(self.choices)}")
+        return raw
+
+
+@dataclass(frozen=True)
+class File(Param):
+    """An uploaded file (multipart); `multiple` for one or more. The job gets InputFiles
+    through `ctx.files(name)`."""
+
+    def accept(self, name: str, raw: str | Upload) -> Any:
+        if not isinstance(raw, Upload):
+            raise BadParameter(name, "must be a file (send the request as multipart/form-data)")
         return raw
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from threadsvc.errors import BadParameter, UnknownJob
 from threadsvc.models import Group, Principal, Role, Scope
 from threadsvc.runner.params import Param
+from threadsvc.uploads import Upload
 
 if TYPE_CHECKING:
     from threadsvc.runner.context import Context
@@ -40,21 +41,25 @@ class JobSpec:
     description: str = ""
     retry_safe: bool = False  # may run again from the start after its node was lost
 
-    def parse_params(self, fields: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    def parse_params(self, fields: Iterable[tuple[str, str | Upload]]) -> dict[str, Any]:
         """Validate form fields against the declared parameters; a bad one is a BadParameter."""
         values: dict[str, Any] = {}
         for name, raw in fields:
             param = self.params.get(name)
             if param is None:
                 raise BadParameter(name, f"is not a parameter of job '{self.name}'")
-            if name in values:
+            value = param.accept(name, raw)
+            if param.multiple:
+                values.setdefault(name, []).append(value)
+            elif name in values:
                 raise BadParameter(name, "is given more than once")
-            values[name] = param.parse(name, raw)
+            else:
+                values[name] = value
         for name, param in self.params.items():
             if name not in values:
                 if param.required:
                     raise BadParameter(name, "is required")
-                values[name] = param.default
+                values[name] = [] if param.multiple and param.default is None else param.default
         return values
 
     def check(self, who: Principal, group: Group | None, params: dict[str, Any]) -> None:

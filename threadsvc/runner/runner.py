@@ -19,6 +19,7 @@ from threadsvc.changes import Changes
 from threadsvc.errors import ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
+from threadsvc.uploads import Uploads
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.writer import BatchWriter
@@ -70,6 +71,7 @@ class Runner:
         self.shared_store = shared_store
         self.changes = changes or Changes()
         self.files = files or ResultFiles(settings.data_dir)
+        self.uploads = Uploads(settings.data_dir, settings.max_upload_file)
         self.writer = BatchWriter(
             store, self.node, on_written=self.changes.publish, on_lost=self._lost
         )
@@ -147,7 +149,7 @@ class Runner:
             self._wake.clear()
 
     def _register(self, thread: Thread) -> Running:
-        ctx = Context(thread, self.writer, 0, self.files, self.settings.result_ttl)
+        ctx = Context(thread, self.writer, 0, self.files, self.uploads, self.settings.result_ttl)
         try:
             retry_safe = self.registry.get(thread.job).retry_safe
         except UnknownJob:
@@ -230,6 +232,7 @@ class Runner:
             await asyncio.shield(write())
         finally:
             await self._forget(item)
+            await self.uploads.discard(item.ctx.thread_id)  # inputs are not needed any more
 
     async def _hand_back(self, item: Running) -> None:
         """Shutdown: flush what the job wrote, then requeue or fail it through the store."""
@@ -323,6 +326,8 @@ class Runner:
             recovered = await self.store.recover_thread(thread, retry, message, now_ms(), level)
             if recovered is not None:
                 log.info("recovered thread %s: %s", thread.id, recovered.status.value)
+                if recovered.final:
+                    await self.uploads.discard(thread.id)
                 self.changes.publish([recovered])
         if threads:
             self._wake.set()

@@ -5,8 +5,10 @@ No SQL and no XML building here: the service decides, `xml.render` builds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -28,6 +30,7 @@ from threadsvc.runner.runner import Runner
 from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+from threadsvc.uploads import Upload
 from threadsvc.web import params, waiting
 from threadsvc.web.auth import authenticate, parse_basic
 from threadsvc.web.responses import JSONResponse, document, prefix, wants
@@ -115,8 +118,8 @@ async def start_thread(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise BadParameter("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
-    job, fields = await _job_request(request)
-    thread, created = await state.service.start(who, _group(request), job, fields, key)
+    async with _job_request(request) as (job, fields):
+        thread, created = await state.service.start(who, _group(request), job, fields, key)
     url = _thread_url(request, thread)
     headers = {
         "Content-Location": f"{url}/progress",
@@ -128,27 +131,40 @@ async def start_thread(request: Request) -> Response:
     return _thread_doc(request, state, who, thread, 202, headers)
 
 
-async def _job_request(request: Request) -> tuple[str, list[tuple[str, str]]]:
-    """The job name and its fields: from the query, and a form or a `<job>` XML body."""
-    fields = list(request.query_params.multi_items())
+Fields = list[tuple[str, "str | Upload"]]
+
+
+@contextlib.asynccontextmanager
+async def _job_request(request: Request) -> AsyncIterator[tuple[str, Fields]]:
+    """The job name and its fields: from the query, and a form (uploaded files stay readable
+    inside the `async with`) or a `<job>` XML body."""
+    fields: Fields = list(request.query_params.multi_items())
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media in ("application/xml", "text/xml"):
-        name, body_fields = parse_job_body(await request.body())
-        fields = [("job", name), *fields, *body_fields]
-    elif media in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        async with request.form(max_files=1000, max_fields=1000) as form:
+    async with contextlib.AsyncExitStack() as stack:
+        if media in ("application/xml", "text/xml"):
+            name, body_fields = parse_job_body(await request.body())
+            fields = [("job", name), *fields, *body_fields]
+        elif media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            form = await stack.enter_async_context(
+                request.form(max_files=1000, max_fields=1000)
+            )
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    raise BadParameter(key, "must be text, not a file, for this job")
-                fields.append((key, value))
-    elif await request.body():
-        raise BadParameter("body", "must be form fields or a <job> XML document")
-    jobs = [value for key, value in fields if key == "job"]
-    if not jobs or not jobs[0].strip():
-        raise BadParameter("job", "is required")
-    if len(jobs) > 1:
-        raise BadParameter("job", "is given more than once")
-    return jobs[0].strip(), [(k, v) for k, v in fields if k != "job"]
+                    upload = Upload(
+                        value.filename or "", value.content_type or "application/octet-stream",
+                        value.file,
+                    )
+                    fields.append((key, upload))
+                else:
+                    fields.append((key, value))
+        elif await request.body():
+            raise BadParameter("body", "must be form fields or a <job> XML document")
+        jobs = [value for key, value in fields if key == "job"]
+        if not jobs or not isinstance(jobs[0], str) or not jobs[0].strip():
+            raise BadParameter("job", "is required (as text)")
+        if len(jobs) > 1:
+            raise BadParameter("job", "is given more than once")
+        yield jobs[0].strip(), [(k, v) for k, v in fields if k != "job"]
 
 
 async def get_thread(request: Request) -> Response:

@@ -1,0 +1,98 @@
+"""Files uploaded with a start: kept under `data-dir/uploads/THREAD_ID/` from before the 202
+(so a thread that runs after a restart still has them) until the thread ends or is deleted.
+
+Stored names are made by the server (`PARAM-N`); the caller's file name is kept only as data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio.to_thread
+
+from threadsvc.errors import BodyTooLarge
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file as received, before it is stored."""
+
+    filename: str
+    content_type: str
+    file: BinaryIO  # positioned at its start
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A stored upload, as a job sees it."""
+
+    name: str  # the caller's file name (data only: never a path)
+    path: Path
+    size: int
+    content_type: str
+
+
+class Uploads:
+    def __init__(self, data_dir: str | os.PathLike[str], max_file: int) -> None:
+        self.root = Path(data_dir) / "uploads"
+        self.max_file = max_file
+
+    def directory(self, thread_id: str) -> Path:
+        return self.root / thread_id
+
+    async def save(self, thread_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Store every Upload in `params`; returns the parameters with each replaced by a
+        JSON-able description. Nothing is left behind when a file is too large."""
+        try:
+            return await anyio.to_thread.run_sync(self._save, thread_id, params)
+        except BaseException:
+            await self.discard(thread_id)
+            raise
+
+    def _save(self, thread_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        saved: dict[str, Any] = {}
+        for name, value in params.items():
+            if isinstance(value, Upload):
+                saved[name] = self._store(thread_id, name, 0, value)
+            elif isinstance(value, list) and value and isinstance(value[0], Upload):
+                saved[name] = [self._store(thread_id, name, i, u) for i, u in enumerate(value)]
+            else:
+                saved[name] = value
+        return saved
+
+    def _store(self, thread_id: str, param: str, index: int, upload: Upload) -> dict[str, Any]:
+        directory = self.directory(thread_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{param}-{index}"
+        size = 0
+        with open(target, "wb") as out:
+            while chunk := upload.file.read(1024 * 1024):
+                size += len(chunk)
+                if size > self.max_file:
+                    raise BodyTooLarge(
+                        f"File '{upload.filename[:100]}' of '{param}' is larger than "
+                        f"{self.max_file} bytes"
+                    )
+                out.write(chunk)
+        return {
+            "name": upload.filename,
+            "file": str(target.relative_to(self.root.parent)),
+            "size": size,
+            "type": upload.content_type,
+        }
+
+    def input_file(self, saved: dict[str, Any]) -> InputFile:
+        return InputFile(
+            name=str(saved["name"]),
+            path=self.root.parent / str(saved["file"]),
+            size=int(saved["size"]),
+            content_type=str(saved.get("type") or "application/octet-stream"),
+        )
+
+    async def discard(self, thread_id: str) -> None:
+        directory = self.directory(thread_id)
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
