@@ -19,12 +19,12 @@ from threadsvc.changes import Changes
 from threadsvc.errors import ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
-from threadsvc.uploads import Uploads
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+from threadsvc.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
