@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 
 from threadsvc.errors import ThreadsvcError
 from threadsvc.identity import Identity
+from threadsvc.jobs.command import command_job
 from threadsvc.jobs.purge import purge_job
 from threadsvc.results import ResultLinks
 from threadsvc.runner.registry import Registry
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> Starlette:
             identity = Identity(store, settings, keys)
             runner = Runner(store, registry, settings)
             registry.add(purge_job(store, runner.files, runner.uploads, settings))
+            registry.add(command_job(settings))  # the [commands.NAME] tables (SPEC §12)
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
             app.state.threadsvc = AppState(settings, store, identity, runner, service)
