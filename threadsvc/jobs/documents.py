@@ -74,8 +74,11 @@ class DocumentSet:
                 key = str(entry.source.path)
                 if key not in open_zips:
                     open_zips[key] = zipfile.ZipFile(entry.source.path)
-                with open_zips[key].open(entry.member) as member:
-                    data = member.read(entry.size + 1)
+                try:
+                    with open_zips[key].open(entry.member) as member:
+                        data = member.read(entry.size + 1)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise UnsafeUpload(f"Zip entry {entry.path} cannot be read: {exc}") from None
                 if len(data) != entry.size:
                     raise UnsafeUpload(f"Zip entry {entry.path} is not the size its header says")
                 yield entry, data
@@ -103,14 +106,14 @@ class DocumentSet:
             for info in infos:
                 if info.flag_bits & 0x1:
                     raise UnsafeUpload(f"{item.name}: encrypted entries are not supported")
-                if info.file_size > self.limits.max_document:
-                    raise UnsafeUpload(
-                        f"{info.filename[:200]} is larger than {self.limits.max_document} bytes"
-                    )
                 ratio = info.file_size / max(info.compress_size, 1)
                 if info.file_size > self.limits.ratio_floor and ratio > self.limits.max_ratio:
                     raise UnsafeUpload(
                         f"{info.filename[:200]} expands {ratio:.0f} times (a zip bomb?)"
+                    )
+                if info.file_size > self.limits.max_document:
+                    raise UnsafeUpload(
+                        f"{info.filename[:200]} is larger than {self.limits.max_document} bytes"
                     )
                 entries.append(Entry(safe_path(info.filename), item, info.filename, info.file_size))
             return entries
