@@ -95,10 +95,13 @@ class Receiver:
         self.http.server_close()
 
 
+PUBLIC = "https://threads.example.org"
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     """The standard world (conftest's `server` uses this one here), allowing 127.0.0.1."""
-    settings = {"max-running": 64, "webhook-allow-private": True}
+    settings = {"max-running": 64, "webhook-allow-private": True, "public-url": PUBLIC}
     yield from running_server(tmp_path_factory.mktemp("server"), **settings)
 
 
@@ -465,6 +468,11 @@ def test_the_final_status_is_delivered_signed(server: Server, receiver: Receiver
         assert thread.get("ended") and thread.get("started")
         assert thread.find("progress").get("current") == "2"  # type: ignore[union-attr]
         assert "node" not in thread.attrib  # the view of a non-administrator
+        # with public-url set, the body links to the result, signed at delivery
+        result = thread.find("result")
+        assert result is not None and result.get("href", "").startswith(PUBLIC + "/ps/service/")
+        href = result.get("href", "").replace(PUBLIC, server.url)
+        assert httpx.get(href).text == "hello"
         location = f"{GROUP}/{webhook['id']}"
         logged = wait_for(http, location, lambda r: b'status="delivered"' in r.content).content
         validate(logged)

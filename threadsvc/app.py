@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             service = Service(store, registry, runner, settings, links)
             app.state.threadsvc = AppState(settings, store, identity, runner, service)
             app.state.webhooks = WebhookService(store, service, settings)
-            deliveries = DeliveryWorker(store, settings)  # webhooks (SPEC §8)
+            deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (SPEC §8)
             await runner.start()
             await deliveries.start()
             scheduler = asyncio.create_task(schedule_purge(service, settings), name="purge-schedule")

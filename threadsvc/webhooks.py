@@ -40,6 +40,7 @@ import httpx
 from threadsvc import __version__
 from threadsvc.errors import BadParameter, Forbidden, StoreUnavailable, WebhookNotFound
 from threadsvc.models import SERVER_GROUP_ID, Principal, Role, Thread, now_ms
+from threadsvc.results import ResultLinks
 from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store.base import (
@@ -154,8 +155,8 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def delivery_body(thread: Thread) -> bytes:
-    return render.to_xml(render.thread_element(thread, admin=False))
+def delivery_body(thread: Thread, link: render.ResultLink | None = None) -> bytes:
+    return render.to_xml(render.thread_element(thread, admin=False, link=link))
 
 
 def backoff(attempts: int) -> float:
@@ -242,10 +243,15 @@ class WebhookService:
 # -- the delivery worker ------------------------------------------------------------------------
 class DeliveryWorker:
     def __init__(
-        self, store: Store, settings: Settings, client: httpx.AsyncClient | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        client: httpx.AsyncClient | None = None,
+        links: ResultLinks | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self._links = links
         self._client = client
         self._own_client = client is None
         self._stopping = asyncio.Event()
@@ -363,10 +369,20 @@ class DeliveryWorker:
         if status == "delivered":
             self._wake.set()  # the thread's next change may be waiting behind this one
 
+    def _result_link(self, thread: Thread) -> render.ResultLink | None:
+        """A link to the result, signed now, when the server knows its public URL."""
+        base = self.settings.public_url.rstrip("/")
+        if not base or self._links is None or thread.result is None:
+            return None
+        if not thread.final or not thread.result.kept(now_ms()):
+            return None
+        link = self._links.sign(thread.id)
+        return render.ResultLink(f"{base}/ps/service/results/{link.token}", link.expires)
+
     async def attempt(self, due: DueDelivery) -> int:
         """Send once; the HTTP status, or 0 when no response came (refused address included)."""
         assert self._client is not None
-        body = delivery_body(due.thread)
+        body = delivery_body(due.thread, self._result_link(due.thread))
         headers = {
             "Content-Type": CONTENT_TYPE,
             "X-Threadsvc-Signature": signature(due.webhook.secret, body),
