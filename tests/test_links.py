@@ -1,0 +1,33 @@
+"""Pre-signed result links: rotation of the secret key, expiry, tampering."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from threadsvc.errors import LinkRefused
+from threadsvc.results import ResultLinks
+
+
+def test_a_link_survives_key_rotation() -> None:
+    before = ResultLinks(("old-key",), ttl=60)
+    link = before.sign("a" * 32)
+    after = ResultLinks(("new-key", "old-key"), ttl=60)  # the new key signs, both verify
+    assert after.verify(link.token) == "a" * 32
+    with pytest.raises(LinkRefused):
+        before.verify(after.sign("b" * 32).token)  # a node without the new key refuses it
+    dropped = ResultLinks(("new-key",), ttl=60)
+    with pytest.raises(LinkRefused):
+        dropped.verify(link.token)  # once the old key is gone, its links are too
+
+
+def test_expired_and_tampered_links_are_refused() -> None:
+    links = ResultLinks(("k",), ttl=1)
+    link = links.sign("c" * 32)
+    assert link.expires > time.time() * 1000
+    with pytest.raises(LinkRefused, match="not valid"):
+        links.verify(link.token[:-1] + ("A" if link.token[-1] != "A" else "B"))
+    time.sleep(2.1)
+    with pytest.raises(LinkRefused, match="expired"):
+        links.verify(link.token)
