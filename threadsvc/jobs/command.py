@@ -46,6 +46,7 @@ DRAIN_SECONDS = 5.0  # how long output is still read once the process group is g
 MAX_VALUE = 10_000  # characters in one parameter value
 MAX_LINE = 16_384  # bytes of one output line that are logged; the rest of the line is dropped
 READ_CHUNK = 65_536
+EXIT_POLL_SECONDS = 0.02
 
 KEYS = frozenset({"argv", "params", "role", "level", "timeout", "cwd", "env", "grace"})
 RESERVED = frozenset({"name", "job"})  # fields the `command` job itself uses
@@ -54,6 +55,20 @@ PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ARGV_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 PROGRESS = re.compile(r"progress:[ \t]*([0-9]{1,18})[ \t]*/[ \t]*([0-9]{1,18})[ \t]*")
+
+_LIVE: set[int] = set()  # process groups of the commands running on this node
+
+
+def kill_all() -> int:
+    """SIGKILL the process group of every command still running here; returns how many.
+
+    For the server's shutdown: a cancel gives a command `grace` seconds, which the runner's
+    shutdown may not wait for, and a process group outlives the server that started it."""
+    groups = list(_LIVE)
+    for pgid in groups:
+        _killpg(pgid, signal.SIGKILL)
+    return len(groups)
+
 
 # One piece of an argv item: literal text, or the name of a parameter to put there.
 Piece = tuple[bool, str]  # (is_param, text or parameter name)
@@ -342,7 +357,7 @@ async def run_command(ctx: Context, command: Command, argv: list[str]) -> None:
             what = f"{what}: '{exc.filename}'"
         raise CommandFailed(f"Command '{name}' could not start: {what}") from None
     pgid = process.pid
-    await ctx.log(f"Command '{name}' started (process {process.pid})", Level.DEBUG)
+    _LIVE.add(pgid)
 
     async def out_line(text: str) -> None:
         match = PROGRESS.fullmatch(text)
@@ -365,8 +380,9 @@ async def run_command(ctx: Context, command: Command, argv: list[str]) -> None:
     reader_error: BaseException | None = None
     try:
         try:
+            await ctx.log(f"Command '{name}' started (process {process.pid})", Level.DEBUG)
             async with asyncio.timeout(command.timeout):
-                await process.wait()
+                await _exited(process)
         except TimeoutError:
             timed_out = True
             await ctx.log(
@@ -379,7 +395,14 @@ async def run_command(ctx: Context, command: Command, argv: list[str]) -> None:
         raise
     finally:
         _killpg(pgid, signal.SIGKILL)  # whatever the command left behind in its group
-        reader_error = await _drain(readers)
+        try:
+            reader_error = await _drain(readers)
+        finally:
+            _LIVE.discard(pgid)
+            # Output still held open (by a process that left the group) is abandoned.
+            transport = getattr(process, "_transport", None)
+            if transport is not None:
+                transport.close()
     if timed_out:
         raise CommandFailed(f"Command '{name}' timed out after {command.timeout:g} seconds")
     if reader_error is not None:
@@ -401,7 +424,7 @@ async def _terminate(process: asyncio.subprocess.Process, pgid: int, grace: floa
     cancelled = False
     _killpg(pgid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+        await asyncio.wait_for(_exited(process), grace)
     except TimeoutError:
         log.info("process group %d outlived its %g s grace; killing it", pgid, grace)
     except asyncio.CancelledError:
@@ -409,12 +432,20 @@ async def _terminate(process: asyncio.subprocess.Process, pgid: int, grace: floa
     _killpg(pgid, signal.SIGKILL)
     while True:
         try:
-            await asyncio.shield(process.wait())
+            await _exited(process)
             break
         except asyncio.CancelledError:
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError
+
+
+async def _exited(process: asyncio.subprocess.Process) -> int:
+    """The exit status, once the process has ended. Not `process.wait()`: on Python 3.11 that
+    also waits for the end of its output, which a process left behind may hold open."""
+    while (status := process.returncode) is None:
+        await asyncio.sleep(EXIT_POLL_SECONDS)
+    return status
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
