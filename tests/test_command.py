@@ -3,6 +3,7 @@ cancel (SIGTERM, then SIGKILL after the grace, to the whole process group) and t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from lxml import etree
 
 from tests.support import Server, seed, wait_for
-from threadsvc.jobs.command import GRACE_SECONDS, parse_commands
+from threadsvc.jobs.command import GRACE_SECONDS, parse_commands, run_command
 from threadsvc.settings import SettingsError
 from threadsvc.xml.schemas import validate
 
@@ -506,3 +507,48 @@ def test_stopping_the_server_leaves_no_process_behind(tmp_path: Path) -> None:
         for pid in (pgid, child):  # do not leave them to the rest of the suite
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+class _FakeContext:
+    """Just what run_command uses of a Context."""
+
+    thread_id = "fake"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    async def log(self, text: str, level: Any = None) -> None:
+        self.events.append((str(level), text))
+
+    async def progress(self, current: int, total: int | None = None) -> None:
+        self.events.append(("progress", f"{current}/{total}"))
+
+    async def message(self, text: str) -> None:
+        self.events.append(("message", text))
+
+
+def test_a_second_cancel_during_the_grace_kills_at_once() -> None:
+    command = parse_commands({"stubborn": {"argv": [sys.executable, str(SCRIPTS / "stubborn.py")]}})
+    stubborn = command["stubborn"]  # grace 10
+    ctx = _FakeContext()
+
+    async def main() -> float:
+        run = run_command(ctx, stubborn, stubborn.argv_for({}))  # type: ignore[arg-type]
+        task = asyncio.create_task(run)
+        while not any(text.startswith("pids:") for _, text in ctx.events):
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.sleep(0.3)
+        assert not task.done()  # in its grace
+        began = time.monotonic()
+        task.cancel()  # say, the server shutting down
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - began
+
+    assert asyncio.run(main()) < 2
+    started = next(text for _, text in ctx.events if text.startswith("Command 'stubborn'"))
+    pgid = int(re.findall(r"process (\d+)", started)[0])
+    child = int(next(t for _, t in ctx.events if t.startswith("pids:")).split()[1])
+    wait_gone(pgid, child)
+    assert any(text == "ignoring SIGTERM" for _, text in ctx.events)  # SIGTERM came first
