@@ -483,12 +483,6 @@ def test_a_bad_command_table_stops_the_server_at_start_up(tmp_path: Path) -> Non
         server.start()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the app's lifespan to call threadsvc.jobs.command.kill_all() after "
-    "runner.stop(): the runner waits 5 s for cancelled jobs, less than the 10 s grace, and "
-    "uvicorn then ends the process by re-raising SIGTERM, so no cleanup code runs",
-)
 def test_stopping_the_server_leaves_no_process_behind(tmp_path: Path) -> None:
     server = Server(tmp_path)  # shutdown-grace = 1
     with server.config.open("a") as config:

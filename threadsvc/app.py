@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 
 from threadsvc.errors import ThreadsvcError
 from threadsvc.identity import Identity
-from threadsvc.jobs.command import command_job
+from threadsvc.jobs.command import command_job, kill_all
 from threadsvc.jobs.purge import purge_job
 from threadsvc.results import ResultLinks
 from threadsvc.runner.registry import Registry
@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> Starlette:
                 await deliveries.stop()
                 scheduler.cancel()
                 await runner.stop()
+                kill_all()  # commands still in their SIGTERM grace: the process ends now
         finally:
             await store.close()
 

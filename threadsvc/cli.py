@@ -15,6 +15,7 @@ import click
 from threadsvc import admin
 from threadsvc.client import Client, ClientError, ThreadInfo, ThreadsvcClientError
 from threadsvc.errors import ThreadsvcError
+from threadsvc.jobs.command import parse_commands
 from threadsvc.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -62,6 +63,10 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     from threadsvc.app import create_app
 
     settings = settings_from(config, db=db, host=host, port=port)
+    try:
+        parse_commands(settings.commands)  # a bad [commands] table is a usage error, not a crash
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if demo:
         accounts = run(settings, admin.ensure_demo)

@@ -166,7 +166,7 @@ class Service:
             raise Forbidden(f"Only members of group '{group.name}' may start threads there")
         spec = self.registry.get(job_name)
         if not spec.scope.allows(server_level=group is None):
-            where = "for a group" if group is None else "at server level"
+            where = "at server level" if group is None else "for a group"
             raise BadParameter("job", f"'{job_name}' cannot run {where}")
         if group is not None and not who.has_role(group.id, spec.role):
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
