@@ -13,5 +13,12 @@ def make_store(settings: Settings) -> Store:
 
         return SQLiteStore(path)
     if settings.db.startswith(("postgresql://", "postgres://")):
-        raise SettingsError("the PostgreSQL store is not built yet; use db = 'sqlite:///FILE'")
+        try:
+            from threadsvc.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise SettingsError(
+                f"setting 'db': a PostgreSQL URL needs psycopg 3 ({exc}); "
+                "install threadsvc[postgres]"
+            ) from exc
+        return PostgresStore(settings.db)
     raise SettingsError(f"setting 'db': unsupported URL {settings.db!r}")

@@ -1,0 +1,265 @@
+-- Named queries of the PostgreSQL store. Each starts with a line `-- name: NAME`.
+-- The same names as the SQLite store (a test checks), but for the few listed under "Only
+-- PostgreSQL" at the end: the advisory locks that SQLite needs not (it has one writer at a time).
+-- Parameters are psycopg's %(name)s; `{where}` is filled with filter_* fragments.
+
+-- name: get_setting
+SELECT value FROM server_settings WHERE key = %(key)s;
+
+-- name: put_setting_if_absent
+INSERT INTO server_settings (key, value) VALUES (%(key)s, %(value)s) ON CONFLICT (key) DO NOTHING;
+
+-- name: insert_user
+INSERT INTO users (username, password_hash, is_admin, created)
+VALUES (%(username)s, %(password_hash)s, %(is_admin)s, %(created)s)
+RETURNING id;
+
+-- name: update_user
+UPDATE users SET password_hash = %(password_hash)s, is_admin = %(is_admin)s
+WHERE username = %(username)s
+RETURNING id;
+
+-- name: get_user_by_name
+SELECT id, username, is_admin, password_hash FROM users WHERE username = %(username)s;
+
+-- name: get_user_by_id
+SELECT id, username, is_admin, password_hash FROM users WHERE id = %(id)s;
+
+-- name: insert_api_token
+INSERT INTO api_tokens (token_hash, user_id, created) VALUES (%(token_hash)s, %(user_id)s, %(created)s);
+
+-- name: user_for_token
+SELECT u.id, u.username, u.is_admin, u.password_hash
+FROM api_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_hash = %(token_hash)s;
+
+-- name: insert_oauth_client
+INSERT INTO oauth_clients (client_id, user_id, secret_hash, created)
+VALUES (%(client_id)s, %(user_id)s, %(secret_hash)s, %(created)s);
+
+-- name: get_oauth_client
+SELECT u.id, u.username, u.is_admin, c.secret_hash
+FROM oauth_clients c JOIN users u ON u.id = c.user_id
+WHERE c.client_id = %(client_id)s;
+
+-- name: insert_group
+-- With or without an explicit id; either way the identity sequence is moved past the new id, so
+-- that later automatic ids never collide with an explicit one (the caller holds lock_group_ids).
+WITH new AS (
+    INSERT INTO groups (id, name)
+    VALUES (coalesce(%(id)s, nextval(pg_get_serial_sequence('groups', 'id'))), %(name)s)
+    RETURNING id
+)
+SELECT id, setval(
+    pg_get_serial_sequence('groups', 'id'),
+    greatest(id, coalesce(pg_sequence_last_value(pg_get_serial_sequence('groups', 'id')::regclass), 0), 1)
+) AS next_from
+FROM new;
+
+-- name: get_group_by_name
+SELECT id, name FROM groups WHERE name = %(name)s;
+
+-- name: get_group_by_id
+SELECT id, name FROM groups WHERE id = %(id)s;
+
+-- name: set_membership
+INSERT INTO memberships (group_id, user_id, role) VALUES (%(group_id)s, %(user_id)s, %(role)s)
+ON CONFLICT (user_id, group_id) DO UPDATE SET role = excluded.role;
+
+-- name: roles_of
+SELECT group_id, role FROM memberships WHERE user_id = %(user_id)s;
+
+-- name: groups_of
+SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_id
+WHERE m.user_id = %(user_id)s ORDER BY g.name;
+
+-- name: get_login_failures
+SELECT failures, window_start, locked_until FROM login_failures WHERE username = %(username)s;
+
+-- name: put_login_failures
+INSERT INTO login_failures (username, failures, window_start, locked_until)
+VALUES (%(username)s, %(failures)s, %(window_start)s, %(locked_until)s)
+ON CONFLICT (username) DO UPDATE SET
+    failures = excluded.failures,
+    window_start = excluded.window_start,
+    locked_until = excluded.locked_until;
+
+-- name: clear_login_failures
+DELETE FROM login_failures WHERE username = %(username)s;
+
+-- name: insert_thread
+INSERT INTO threads (id, name, username, group_id, job, params, status, created, version)
+VALUES (%(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s, %(created)s, 1);
+
+-- name: get_thread
+SELECT * FROM threads WHERE id = %(id)s;
+
+-- name: list_threads
+SELECT * FROM threads WHERE {where} ORDER BY seq DESC LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_threads
+SELECT count(*) FROM threads WHERE {where};
+
+-- name: filter_statuses
+status = ANY(%(statuses)s)
+
+-- name: filter_group
+group_id = %(group_id)s
+
+-- name: filter_username
+username = %(username)s
+
+-- name: filter_job
+job = %(job)s
+
+-- name: filter_since
+created >= %(since)s
+
+-- name: filter_until
+created <= %(until)s
+
+-- name: claim_threads
+-- SKIP LOCKED: nodes claiming together take different threads, and none waits for another.
+UPDATE threads
+SET status = 'inprogress', started = %(now)s, node = %(node)s, heartbeat = %(now)s,
+    version = version + 1
+WHERE seq IN (
+    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: update_running_thread
+UPDATE threads
+SET status = %(status)s, message = %(message)s, progress_current = %(progress_current)s,
+    progress_total = %(progress_total)s, warnings = %(warnings)s, errors = %(errors)s,
+    ended = %(ended)s, heartbeat = %(heartbeat)s, version = %(version)s,
+    result_file = %(result_file)s, result_type = %(result_type)s, result_size = %(result_size)s,
+    result_name = %(result_name)s, result_deletion = %(result_deletion)s
+WHERE id = %(id)s AND node = %(node)s AND status NOT IN ('completed', 'failed', 'cancelled');
+
+-- name: cancel_initialised
+UPDATE threads
+SET status = 'cancelled', ended = %(now)s, message = %(message)s, version = version + 1
+WHERE id = %(id)s AND status = 'initialised'
+RETURNING *;
+
+-- name: request_cancel
+UPDATE threads SET cancel_requested = true
+WHERE id = %(id)s AND status IN ('inprogress', 'warning', 'error');
+
+-- name: cancel_requests
+SELECT id FROM threads
+WHERE node = %(node)s AND cancel_requested AND status IN ('inprogress', 'warning', 'error');
+
+-- name: heartbeat
+-- Rows another transaction holds (a batch of this node's writer, which sets the heartbeat itself,
+-- or a recovery) are skipped rather than waited for: no lock waits, no deadlock with the writer.
+UPDATE threads SET heartbeat = %(now)s
+WHERE seq IN (
+    SELECT seq FROM threads
+    WHERE node = %(node)s AND status IN ('inprogress', 'warning', 'error')
+    FOR NO KEY UPDATE SKIP LOCKED
+);
+
+-- name: running_threads
+SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
+
+-- name: fail_orphan
+UPDATE threads
+SET status = 'failed', ended = %(now)s, message = %(message)s, node = NULL, version = version + 1
+WHERE id = %(id)s AND node IS NOT DISTINCT FROM %(node)s
+  AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: requeue_orphan
+UPDATE threads
+SET status = 'initialised', node = NULL, heartbeat = NULL, message = %(message)s,
+    version = version + 1
+WHERE id = %(id)s AND node IS NOT DISTINCT FROM %(node)s
+  AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: delete_thread
+DELETE FROM threads WHERE id = %(id)s AND status IN ('completed', 'failed', 'cancelled');
+
+-- name: delete_logs
+DELETE FROM log_events WHERE thread_id = %(id)s;
+
+-- name: insert_log_event
+INSERT INTO log_events (thread_id, seq, ts, level, text)
+VALUES (%(thread_id)s, %(seq)s, %(ts)s, %(level)s, %(text)s);
+
+-- name: append_log_event
+INSERT INTO log_events (thread_id, seq, ts, level, text)
+SELECT %(thread_id)s, coalesce(max(seq), 0) + 1, %(ts)s, %(level)s, %(text)s
+FROM log_events WHERE thread_id = %(thread_id)s;
+
+-- name: last_log_seq
+SELECT coalesce(max(seq), 0) FROM log_events WHERE thread_id = %(thread_id)s;
+
+-- name: get_logs
+SELECT seq, ts, level, text FROM log_events
+WHERE thread_id = %(thread_id)s AND seq > %(since)s AND level >= %(level)s
+ORDER BY seq LIMIT %(limit)s;
+
+-- name: count_threads_by_status
+SELECT status, count(*) FROM threads GROUP BY status;
+
+-- name: filter_deletion_before
+result_deletion IS NOT NULL AND result_deletion < %(deletion_before)s
+
+-- name: find_idempotent
+SELECT * FROM threads
+WHERE username = %(username)s AND idempotency_key = %(key)s AND created >= %(since)s;
+
+-- name: release_idempotency_key
+UPDATE threads SET idempotency_key = NULL
+WHERE username = %(username)s AND idempotency_key = %(key)s AND created < %(since)s;
+
+-- name: count_active_of_user
+SELECT count(*) FROM threads
+WHERE username = %(username)s AND status IN ('initialised', 'inprogress', 'warning', 'error');
+
+-- name: count_active_of_group
+SELECT count(*) FROM threads
+WHERE group_id = %(group_id)s AND status IN ('initialised', 'inprogress', 'warning', 'error');
+
+-- name: set_idempotency_key
+UPDATE threads SET idempotency_key = %(key)s WHERE id = %(id)s;
+
+-- name: expired_results
+SELECT * FROM threads
+WHERE result_deletion IS NOT NULL AND result_deletion <= %(now)s AND result_file IS NOT NULL
+ORDER BY result_deletion LIMIT %(limit)s;
+
+-- name: forget_result_file
+UPDATE threads SET result_file = NULL WHERE id = %(id)s;
+
+-- name: ended_before
+SELECT * FROM threads
+WHERE ended IS NOT NULL AND ended < %(moment)s AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY ended LIMIT %(limit)s;
+
+-- name: forget_idempotency_keys
+UPDATE threads SET idempotency_key = NULL
+WHERE idempotency_key IS NOT NULL AND created < %(before)s;
+
+-- Only PostgreSQL ---------------------------------------------------------------------------
+-- Transaction-level advisory locks, released at commit or rollback. Under READ COMMITTED two
+-- starts could both count 4 active threads and both insert a fifth; holding the user's lock
+-- (then the group's: always in that order, so no deadlock) around count-and-insert makes the
+-- check atomic, as SQLite's single writer does. Each statement after the lock sees what the
+-- previous holder committed.
+
+-- name: lock_user
+-- A user's starts (limits, idempotency keys) and their failed logins.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(%(username)s));
+
+-- name: lock_group
+-- A group's starts (limits).
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(%(group_id)s));
+
+-- name: lock_group_ids
+-- Creating groups, so that insert_group moves the id sequence knowing every committed id.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.groups'), 0);
