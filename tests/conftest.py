@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import PostgresCluster
+from tests.pg import unavailable as pg_unavailable
 from tests.support import Server, running_server
 
 
@@ -27,3 +29,18 @@ def tokens(world: tuple[Server, dict[str, str]]) -> dict[str, str]:
 @pytest.fixture
 def fresh_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server for the session: THREADSVC_TEST_POSTGRES, or a private cluster started
+    here (see tests/pg.py). Skips, saying why, where there is neither. `.new_database()` gives
+    each test a database of its own."""
+    reason = pg_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = PostgresCluster.from_environment()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

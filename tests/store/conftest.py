@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import PostgresCluster
 from threadsvc.store.base import Store
 from threadsvc.store.sqlite import SQLiteStore
 
@@ -14,12 +15,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Every store the project has, opened fresh; the contract suite runs on each."""
-    opened = SQLiteStore(tmp_path / "store.db")
-    await opened.open()
+    if request.param == "sqlite":
+        opened: Store = SQLiteStore(tmp_path / "store.db")
+        await opened.open()
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    from threadsvc.store.postgres import PostgresStore
+
+    cluster: PostgresCluster = request.getfixturevalue("postgres")  # skips without PostgreSQL
+    dsn = cluster.new_database()
+    opened = PostgresStore(dsn)
     try:
+        await opened.open()
         yield opened
     finally:
         await opened.close()
+        cluster.drop_database(dsn)
