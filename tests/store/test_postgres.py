@@ -1,0 +1,320 @@
+"""What only the PostgreSQL store promises: its schema and migrations, migrating once when nodes
+start together, atomic checks under concurrency, and driver errors translated at its boundary.
+The contract it shares with SQLite is tested in test_contract.py and test_webhooks_store.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.pg import PostgresCluster
+from threadsvc.errors import StoreUnavailable, TooManyActiveThreads
+from threadsvc.models import Level, LogEvent, Status, Thread, now_ms
+from threadsvc.settings import Settings
+from threadsvc.store import make_store
+from threadsvc.store.base import ActiveLimits
+from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
+from threadsvc.store.postgres import PostgresStore
+from threadsvc.store.queries import load_queries
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def dsn(postgres: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database."""
+    made = postgres.new_database()
+    try:
+        yield made
+    finally:
+        postgres.drop_database(made)
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[PostgresStore]:
+    opened = PostgresStore(dsn)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def new_thread(user: str = "alice", group: int = 240) -> Thread:
+    return Thread(
+        id=secrets.token_hex(16),
+        name="Sleep thread",
+        username=user,
+        group_id=group,
+        job="sleep",
+        params={"seconds": 1},
+        status=Status.INITIALISED,
+        created=now_ms(),
+        version=1,
+    )
+
+
+def first_event() -> LogEvent:
+    return LogEvent(1, now_ms(), Level.INFO, "created")
+
+
+# -- schema and migrations --------------------------------------------------------------------
+_SHAPE = {
+    "columns": """
+        SELECT table_name, column_name, ordinal_position, data_type, is_nullable,
+               column_default, is_identity, identity_generation
+        FROM information_schema.columns WHERE table_schema = 'public'
+        ORDER BY table_name, ordinal_position""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
+        ORDER BY tablename, indexname""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2""",
+}
+
+
+async def _shape(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        return {
+            name: await (await conn.execute(query)).fetchall() for name, query in _SHAPE.items()
+        }
+
+
+async def test_migrations_reach_the_schema(postgres: PostgresCluster) -> None:
+    fresh, migrated = postgres.new_database(), postgres.new_database()
+    try:
+        async with await psycopg.AsyncConnection.connect(fresh, autocommit=True) as conn:
+            assert await migrate_postgres(conn) == latest_version("postgres")
+        async with (
+            await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO schema_version VALUES (0)")
+            assert await apply_postgres_migrations(conn, 0) == latest_version("postgres")
+        fresh_shape, migrated_shape = await _shape(fresh), await _shape(migrated)
+        assert fresh_shape["columns"] and fresh_shape["indexes"]
+        assert fresh_shape == migrated_shape
+        # and migrating an up-to-date database changes nothing
+        async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+            assert await migrate_postgres(conn) == latest_version("postgres")
+        assert await _shape(migrated) == migrated_shape
+    finally:
+        postgres.drop_database(fresh)
+        postgres.drop_database(migrated)
+
+
+def test_the_migrations_are_those_of_sqlite() -> None:
+    assert latest_version("postgres") == latest_version("sqlite")
+
+
+async def test_every_query_prepares(store: PostgresStore, dsn: str) -> None:
+    """Each named query parses and names real tables and columns (PREPARE checks both)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for name, sql in load_queries("postgres").items():
+            if name.startswith("filter_"):
+                sql = f"SELECT 1 FROM threads WHERE {sql}"
+            try:
+                await conn.execute(f"PREPARE q AS {_numbered(sql.format(where='true'))}".encode())
+            except psycopg.Error as exc:
+                pytest.fail(f"query {name}: {exc}")
+            await conn.execute("DEALLOCATE q")
+
+
+def _numbered(sql: str) -> str:
+    """psycopg's %(name)s placeholders as PostgreSQL's $1, $2... (the same name, the same one)."""
+    numbers: dict[str, int] = {}
+    return re.sub(
+        r"%\((\w+)\)s", lambda m: f"${numbers.setdefault(m.group(1), len(numbers) + 1)}", sql
+    )
+
+
+async def test_nodes_starting_together_migrate_once(dsn: str) -> None:
+    stores = [PostgresStore(dsn, min_size=1, max_size=2) for _ in range(6)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            rows = await (await conn.execute("SELECT version FROM schema_version")).fetchall()
+        assert rows == [(latest_version("postgres"),)]
+        # every one of them works on the same database
+        users = await asyncio.gather(
+            *(s.create_user(f"u{i}", None, False) for i, s in enumerate(stores))
+        )
+        assert len({u.id for u in users}) == len(stores)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+# -- atomic under concurrency -----------------------------------------------------------------
+async def test_limits_hold_when_starts_race(dsn: str) -> None:
+    # Two nodes, each with several connections: READ COMMITTED alone would let several starts
+    # count 3 active threads and all insert; the user's advisory lock makes count-and-insert one.
+    nodes = [PostgresStore(dsn, max_size=8) for _ in range(2)]
+    await asyncio.gather(*(n.open() for n in nodes))
+    try:
+        limits = ActiveLimits(per_user=4, per_group=100)
+        outcomes = await asyncio.gather(
+            *(
+                nodes[i % 2].insert_thread(new_thread(), first_event(), limits=limits)
+                for i in range(16)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(o, tuple) and o[1] for o in outcomes) == 4
+        assert sum(isinstance(o, TooManyActiveThreads) for o in outcomes) == 12
+        # the group's limit, across users
+        group_limits = ActiveLimits(per_user=100, per_group=3)
+        outcomes = await asyncio.gather(
+            *(
+                nodes[i % 2].insert_thread(
+                    new_thread(user=f"user{i}", group=241), first_event(), limits=group_limits
+                )
+                for i in range(12)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(o, tuple) and o[1] for o in outcomes) == 3
+        assert sum(isinstance(o, TooManyActiveThreads) for o in outcomes) == 9
+    finally:
+        await asyncio.gather(*(n.close() for n in nodes))
+
+
+async def test_one_thread_per_idempotency_key_when_starts_race(store: PostgresStore) -> None:
+    outcomes = await asyncio.gather(
+        *(
+            store.insert_thread(
+                new_thread(), first_event(), idempotency_key="key-1", idempotency_since=0
+            )
+            for _ in range(10)
+        )
+    )
+    created = [thread for thread, new in outcomes if new]
+    assert len(created) == 1
+    assert {thread.id for thread, _ in outcomes} == {created[0].id}
+
+
+async def test_nodes_claiming_together_take_different_threads(dsn: str) -> None:
+    nodes = [PostgresStore(dsn, max_size=4) for _ in range(3)]
+    await asyncio.gather(*(n.open() for n in nodes))
+    try:
+        threads = [new_thread() for _ in range(30)]
+        for thread in threads:
+            await nodes[0].insert_thread(thread, first_event())
+        claims = await asyncio.gather(
+            *(nodes[i % 3].claim_threads(f"node-{i}", 4, now_ms()) for i in range(12))
+        )
+        claimed = [t.id for claim in claims for t in claim]
+        assert len(claimed) == len(set(claimed)) == 30
+        assert {t.id for t in threads} == set(claimed)
+    finally:
+        await asyncio.gather(*(n.close() for n in nodes))
+
+
+async def test_login_failures_counted_together_are_all_counted(store: PostgresStore) -> None:
+    await asyncio.gather(
+        *(store.record_login_failure("alice", now_ms(), 900_000, 100) for _ in range(20))
+    )
+    failures = await store.get_login_failures("alice")
+    assert failures is not None and failures.failures == 20
+
+
+async def test_explicit_group_ids_do_not_collide_with_automatic_ones(
+    store: PostgresStore,
+) -> None:
+    first = await store.create_group("first")
+    explicit = await store.create_group("explicit", first.id + 1)
+    after = await store.create_group("after")
+    assert after.id > explicit.id
+    low = await store.create_group("low", 10_000)
+    lower = await store.create_group("lower", 5_000)  # below the sequence: it stays ahead
+    assert (await store.create_group("next")).id == 10_001
+    assert lower.id == 5_000 and low.id == 10_000
+    names = await asyncio.gather(*(store.create_group(f"g{i}") for i in range(10)))
+    assert len({g.id for g in names}) == 10
+
+
+async def test_params_round_trip(store: PostgresStore) -> None:
+    params = {"text": "naïve \u0000 \"quoted\" 100%", "n": 1.5, "big": 2**62, "list": [1, None]}
+    thread = dataclasses.replace(new_thread(), params=params)
+    await store.insert_thread(thread, first_event())
+    stored = await store.get_thread(thread.id)
+    assert stored is not None and stored.params == params
+
+
+# -- errors at the boundary -------------------------------------------------------------------
+async def test_no_server_is_store_unavailable() -> None:
+    with socket_free_port() as port:
+        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/nothing", timeout=1)
+        with pytest.raises(StoreUnavailable):
+            await store.open()
+
+
+async def test_a_closed_store_is_unavailable(dsn: str) -> None:
+    store = PostgresStore(dsn)
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get_thread("x")
+    with pytest.raises(StoreUnavailable):
+        await store.heartbeat("n", now_ms())
+
+
+async def test_an_exhausted_pool_is_unavailable(dsn: str) -> None:
+    store = PostgresStore(dsn, min_size=1, max_size=1, timeout=0.5)
+    await store.open()
+    try:
+        assert store._pool is not None
+        async with store._pool.connection():  # the only connection, held
+            with pytest.raises(StoreUnavailable):
+                await store.get_thread("x")
+        assert await store.get_thread("x") is None
+    finally:
+        await store.close()
+
+
+async def test_a_dropped_connection_is_unavailable_then_replaced(
+    store: PostgresStore, dsn: str
+) -> None:
+    await store.create_user("alice", None, False)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    for _ in range(20):  # the pool's connections were killed: each fails once, then is replaced
+        try:
+            found = await store.get_user("alice")
+        except StoreUnavailable:
+            continue
+        assert found is not None
+        break
+    else:
+        pytest.fail("the pool never replaced its dropped connections")
+
+
+def test_make_store_picks_postgres_for_its_urls() -> None:
+    for url in ("postgresql://u@h/db", "postgres://u@h/db"):
+        store = make_store(Settings(db=url))
+        assert isinstance(store, PostgresStore) and store.dsn == url
+
+
+class socket_free_port:
+    """A port with nothing listening on it, kept bound (not listening) while in use."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        return int(self._sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
