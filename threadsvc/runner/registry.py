@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JobFunction = Callable[["Context"], Coroutine[Any, Any, Any]]
-BUILTIN_MODULES = ("threadsvc.jobs.sleep",)
+BUILTIN_MODULES = ("threadsvc.jobs.sleep", "threadsvc.jobs.validate")
 ENTRY_POINT_GROUP = "threadsvc.jobs"
 
 
