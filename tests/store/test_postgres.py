@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -22,6 +22,7 @@ from threadsvc.store import make_store
 from threadsvc.store.base import ActiveLimits
 from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
 from threadsvc.store.postgres import PostgresStore
+from threadsvc.store.postgres_webhooks import Conn
 from threadsvc.store.queries import load_queries
 
 pytestmark = pytest.mark.anyio
@@ -247,6 +248,30 @@ async def test_params_round_trip(store: PostgresStore) -> None:
     await store.insert_thread(thread, first_event())
     stored = await store.get_thread(thread.id)
     assert stored is not None and stored.params == params
+
+
+async def test_a_deadlocked_transaction_runs_again(store: PostgresStore) -> None:
+    """Of two transactions that deadlock, the server rolls one back: the store runs it again."""
+    await store.create_group("a", 1)
+    await store.create_group("b", 2)
+    both_hold_one = asyncio.Barrier(2)
+    runs = {"ab": 0, "ba": 0}
+
+    def locking(first: int, second: int, key: str) -> Callable[[Conn], Awaitable[str]]:
+        async def fn(conn: Conn) -> str:
+            runs[key] += 1
+            await conn.execute("SELECT 1 FROM groups WHERE id = %s FOR UPDATE", (first,))
+            if runs[key] == 1:
+                await both_hold_one.wait()
+            await conn.execute("SELECT 1 FROM groups WHERE id = %s FOR UPDATE", (second,))
+            return key
+
+        return fn
+
+    done = await asyncio.gather(
+        store._write(locking(1, 2, "ab")), store._write(locking(2, 1, "ba"))
+    )
+    assert list(done) == ["ab", "ba"] and sorted(runs.values()) == [1, 2]
 
 
 # -- errors at the boundary -------------------------------------------------------------------

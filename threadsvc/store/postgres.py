@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, IsolationLevel
-from psycopg.errors import TransactionRollback
+from psycopg.errors import DeadlockDetected, SerializationFailure, TransactionRollback
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -48,6 +48,8 @@ from threadsvc.store.sqlite import state_args
 T = TypeVar("T")
 Q = load_queries("postgres")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
+# SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
+_ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 _FILTERS = {
     "group_id": "filter_group",
     "username": "filter_username",
@@ -191,7 +193,7 @@ class PostgresStore(PostgresWebhookQueries):
                     await _set_mode(conn, snapshot)
                     async with conn.transaction():
                         return await fn(conn)
-            except TransactionRollback as exc:
+            except _ROLLED_BACK as exc:
                 if attempt == ATTEMPTS:
                     raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
             except psycopg.IntegrityError as exc:
