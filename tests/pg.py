@@ -133,13 +133,11 @@ class PostgresCluster:
 
     def _init(self) -> None:
         assert self.root is not None
-        if os.geteuid() == 0:
-            entry = pwd.getpwnam(RUN_AS)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            os.chmod(self.root, 0o700)
         (self.root / "sock").mkdir()
-        if os.geteuid() == 0:
-            os.chown(self.root / "sock", entry.pw_uid, entry.pw_gid)
+        if os.geteuid() == 0:  # the cluster's files belong to the user it runs as
+            entry = pwd.getpwnam(RUN_AS)
+            for path in (self.root, self.root / "sock"):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
         self._cmd(
             "initdb", "-D", str(self.root / "data"), "--auth=trust", "-U", "postgres",
             "--encoding=UTF8", "--no-sync",
