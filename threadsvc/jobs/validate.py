@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any
 
@@ -129,8 +129,7 @@ def _validate_all(ctx: Context, documents: DocumentSet, validator: Validator, sp
         if report.valid:
             valid += 1
             ctx.sync.message(f"Document {entry.path} is valid.")
-        spool.write(json.dumps([entry.path, [list(vars(f).values()) for f in findings]])
-                    .encode() + b"\n")
+        spool.write(json.dumps([entry.path, [astuple(f) for f in findings]]).encode() + b"\n")
         ctx.sync.progress(index, total)
     return valid
 
