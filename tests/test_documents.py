@@ -88,3 +88,7 @@ def test_safe_path_normalises() -> None:
     assert safe_path("", fallback="document.xml") == "document.xml"
     with pytest.raises(UnsafeUpload):
         safe_path("a/\x01b.xml")
+
+
+def test_an_empty_zip_is_an_empty_set(tmp_path: Path) -> None:
+    assert len(DocumentSet([upload(tmp_path, "empty.zip", make_zip({}))])) == 0

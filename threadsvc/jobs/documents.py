@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from threadsvc.uploads import InputFile
 
-ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with entries, an empty zip
 
 
 class UnsafeUpload(ValueError):
@@ -88,7 +88,7 @@ class DocumentSet:
 
     def _entries(self, item: InputFile) -> list[Entry]:
         with open(item.path, "rb") as fh:
-            is_zip = fh.read(4) == ZIP_MAGIC
+            is_zip = fh.read(4) in ZIP_MAGICS
         if not is_zip:
             if item.size > self.limits.max_document:
                 raise UnsafeUpload(f"{item.name} is larger than {self.limits.max_document} bytes")
