@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JobFunction = Callable[["Context"], Coroutine[Any, Any, Any]]
-BUILTIN_MODULES = ("threadsvc.jobs.sleep", "threadsvc.jobs.validate")
+BUILTIN_MODULES = ("threadsvc.jobs.sleep", "threadsvc.jobs.validate", "threadsvc.jobs.transform")
 ENTRY_POINT_GROUP = "threadsvc.jobs"
 
 
