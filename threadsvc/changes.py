@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from threadsvc.models import LogEvent, Thread
 from threadsvc.store.base import NewLogEvent
@@ -18,7 +18,9 @@ MAX_BACKLOG = 10_000  # log events a slow watcher may fall behind before it must
 class Watcher:
     """What one waiting client has seen arrive for one thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, logs: bool) -> None:
+        self.logs = logs  # whether this watcher streams log events
+        self.seq = 0  # the last log event it has (for changes heard from other nodes)
         self.thread: Thread | None = None  # the latest state published, if any
         self.events: deque[LogEvent] = deque()
         self.overflowed = False
@@ -46,8 +48,17 @@ class Watcher:
 class Changes:
     def __init__(self) -> None:
         self._watchers: dict[str, set[Watcher]] = {}
+        # Set where nodes share the store: called with the ids of every change made here.
+        self.announce: Callable[[set[str]], None] | None = None
 
-    def publish(self, threads: Iterable[Thread], events: Iterable[NewLogEvent] = ()) -> None:
+    def publish(
+        self, threads: Iterable[Thread], events: Iterable[NewLogEvent] = (), *, here: bool = True
+    ) -> None:
+        """Wake the watchers of these threads; `here` False for changes heard from other nodes."""
+        threads = list(threads)
+        events = list(events)
+        if here and self.announce is not None and (threads or events):
+            self.announce({t.id for t in threads} | {e.thread_id for e in events})
         by_thread: dict[str, list[LogEvent]] = {}
         for new in events:
             by_thread.setdefault(new.thread_id, []).append(new.event)
@@ -56,9 +67,17 @@ class Changes:
             for watcher in self._watchers.get(thread_id, ()):
                 watcher._push(latest.get(thread_id), by_thread.get(thread_id, ()))
 
+    def watched(self, thread_id: str) -> bool:
+        return thread_id in self._watchers
+
+    def log_seq(self, thread_id: str) -> int | None:
+        """The oldest log position a streaming watcher of the thread has, None if none streams."""
+        seqs = [w.seq for w in self._watchers.get(thread_id, ()) if w.logs]
+        return min(seqs) if seqs else None
+
     @contextlib.contextmanager
-    def watch(self, thread_id: str) -> Iterator[Watcher]:
-        watcher = Watcher()
+    def watch(self, thread_id: str, logs: bool = False) -> Iterator[Watcher]:
+        watcher = Watcher(logs)
         self._watchers.setdefault(thread_id, set()).add(watcher)
         try:
             yield watcher

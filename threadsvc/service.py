@@ -7,6 +7,7 @@ except those an owner may use, which answer 404 to others so as not to reveal th
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import secrets
@@ -22,6 +23,7 @@ from threadsvc.errors import (
     ResultDeleted,
     ThreadNotFound,
     ThreadStillRunning,
+    TooManyActiveThreads,
 )
 from threadsvc.models import (
     SERVER_GROUP_ID,
@@ -66,6 +68,7 @@ class Where:
 
 
 IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
+CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 
 
 class Service:
@@ -195,6 +198,7 @@ class Service:
         name: str,
         params: dict[str, Any],
         idempotency_key: str | None,
+        limits: ActiveLimits | None = None,
     ) -> tuple[Thread, bool]:
         now = now_ms()
         thread = Thread(
@@ -209,7 +213,9 @@ class Service:
             version=1,
         )
         first = LogEvent(1, now, Level.INFO, f"Status: initialised (job {job_name}, by {username})")
-        limits = ActiveLimits(self.settings.max_active_per_user, self.settings.max_active_per_group)
+        limits = limits or ActiveLimits(
+            self.settings.max_active_per_user, self.settings.max_active_per_group
+        )
         stored, created = await self.store.insert_thread(
             thread,
             first,
@@ -218,7 +224,7 @@ class Service:
             idempotency_since=now - IDEMPOTENCY_WINDOW,
         )
         if created:
-            self.runner.wake()
+            self.runner.thread_added()
         return stored, created
 
     async def cancel(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread | None:
@@ -238,9 +244,21 @@ class Service:
             thread = await self._thread(who, thread_id, scope)  # claimed meanwhile: running
         if not thread.final:
             await self.store.request_cancel(thread.id)
-            await self.runner.cancel(thread.id, who.username)
+            if not await self.runner.cancel(thread.id, who.username):
+                await self._until_final(thread, CANCEL_WAIT)  # another node runs it
             thread = await self._thread(who, thread_id, scope)
         return thread
+
+    async def _until_final(self, thread: Thread, seconds: float) -> None:
+        with self.changes.watch(thread.id) as watcher:
+            deadline = asyncio.get_running_loop().time() + seconds
+            current: Thread | None = thread
+            while current is not None and not current.final:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return
+                await watcher.wait(remaining)
+                current = watcher.thread or current
 
     async def delete(self, who: Principal, group_ref: str | None, thread_id: str) -> None:
         scope = await self._scope(who, group_ref, Role.MANAGER)
@@ -293,9 +311,15 @@ class Service:
             await self.store.forget_idempotency_keys(now - IDEMPOTENCY_WINDOW)
             return None
         spec = self.registry.get("purge")
-        thread, _ = await self._insert(
-            secrets.token_hex(16), SYSTEM, None, spec.name, spec.thread_name(None), {}, None
-        )
+        # At most one active thread for `system`: however many nodes look at once, the store
+        # lets one purge start (the limit is checked in the insert's transaction).
+        try:
+            thread, _ = await self._insert(
+                secrets.token_hex(16), SYSTEM, None, spec.name, spec.thread_name(None), {},
+                None, ActiveLimits(per_user=1, per_group=1),
+            )
+        except TooManyActiveThreads:
+            return None
         return thread
 
 

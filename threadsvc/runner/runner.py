@@ -19,6 +19,7 @@ from threadsvc.changes import Changes
 from threadsvc.errors import ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
+from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.writer import BatchWriter
@@ -60,7 +61,6 @@ class Runner:
         registry: Registry,
         settings: Settings,
         *,
-        shared_store: bool = False,
         changes: Changes | None = None,
         files: ResultFiles | None = None,
     ) -> None:
@@ -68,7 +68,7 @@ class Runner:
         self.registry = registry
         self.settings = settings
         self.node = node_id(settings)
-        self.shared_store = shared_store
+        self.shared_store = store.shared  # other nodes may run threads of this store
         self.changes = changes or Changes()
         self.files = files or ResultFiles(settings.data_dir)
         self.uploads = Uploads(settings.data_dir, settings.max_upload_file)
@@ -79,6 +79,11 @@ class Runner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._side_tasks: list[asyncio.Task[None]] = []
+        self.cluster = (
+            Cluster(store, self.node, self.changes, self.wake, self._cancel_heard)
+            if store.shared
+            else None
+        )
 
     # -- life -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,6 +94,7 @@ class Runner:
             ("writer", self.writer.run()),
             ("claim", self._claim_loop()),
             ("heartbeat", self._heartbeat_loop()),
+            *([("listen", self.cluster.listen())] if self.cluster else []),
         ):
             self._side_tasks.append(asyncio.create_task(self._watched(name, coro), name=name))
 
@@ -109,6 +115,12 @@ class Runner:
         for task in self._side_tasks:
             task.cancel()
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
+
+    def thread_added(self) -> None:
+        """A thread was stored: claim it here now, and tell the other nodes."""
+        self.wake()
+        if self.cluster is not None:
+            self.cluster.thread_added()
 
     def wake(self) -> None:
         """A thread was added or a slot freed: claim now rather than at the next poll."""
@@ -268,14 +280,23 @@ class Runner:
             item.job_task.cancel()
 
     async def cancel(self, thread_id: str, by: str, wait: float = 1.0) -> bool:
-        """Cancel a thread if this node runs it, waiting up to `wait` s for it to end."""
+        """Cancel a thread if this node runs it, waiting up to `wait` s for it to end;
+        otherwise ask the other nodes to (False)."""
         item = self._running.get(thread_id)
         if item is None:
+            if self.cluster is not None:
+                self.cluster.cancel_elsewhere(thread_id, by)
             return False
         self._stop(item, StopReason.USER, by)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(item.done.wait(), wait)
         return True
+
+    async def _cancel_heard(self, thread_id: str, by: str) -> bool:
+        item = self._running.get(thread_id)
+        if item is not None and item.reason is None:
+            self._stop(item, StopReason.USER, by)
+        return item is not None
 
     def _lost(self, ids: set[str]) -> None:
         for thread_id in ids:

@@ -7,6 +7,7 @@ transaction: it happens whole or not at all.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -47,10 +48,22 @@ class LoginFailures:
 
 
 class Store(Protocol):
+    shared: bool
+    """True when several nodes may share the store (and so must announce their changes)."""
+
     async def open(self) -> None:
         """Connect and bring the schema up to date (fresh stores get schema.sql)."""
 
     async def close(self) -> None: ...
+
+    # -- between nodes ----------------------------------------------------------------------
+    async def announce(self, message: str) -> None:
+        """Tell every node sharing the store, this one included; a no-op where one node owns
+        it. Messages may be lost (a node must also poll); each is at most 7,000 bytes."""
+
+    def announcements(self) -> AsyncIterator[str]:
+        """The messages announced by any node, as they come, until cancelled; where one node
+        owns the store, it waits forever and yields nothing."""
 
     # -- server settings ------------------------------------------------------------------
     async def get_or_put_setting(self, key: str, value: str) -> str:

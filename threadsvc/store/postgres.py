@@ -13,8 +13,10 @@ Driver errors stop here: unique and other integrity violations become Conflict, 
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -40,14 +42,17 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.store.base import ActiveLimits, LoginFailures, NewLogEvent
+from threadsvc.store.common import state_args
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.postgres_webhooks import Conn, PostgresWebhookQueries
 from threadsvc.store.queries import load_queries
-from threadsvc.store.sqlite import state_args
 
 T = TypeVar("T")
 Q = load_queries("postgres")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
+log = logging.getLogger(__name__)
+CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
+
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 _FILTERS = {
@@ -144,6 +149,8 @@ async def _check_limits(conn: Conn, thread: Thread, limits: ActiveLimits) -> Non
 
 
 class PostgresStore(PostgresWebhookQueries):
+    shared = True  # nodes share it: they announce with NOTIFY and hear with LISTEN
+
     def __init__(
         self, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0
     ) -> None:
@@ -222,6 +229,35 @@ class PostgresStore(PostgresWebhookQueries):
             raise Conflict(_describe(exc)) from exc
         except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
             raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
+
+    # -- between nodes ----------------------------------------------------------------------
+    async def announce(self, message: str) -> None:
+        async def notify(conn: Conn) -> None:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message))
+
+        await self._read(notify)
+
+    async def announcements(self) -> AsyncIterator[str]:
+        """LISTEN on a connection of its own; after a lost connection, listen again (what was
+        announced meanwhile is lost, which the nodes' polling makes up for)."""
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            except psycopg.Error as exc:
+                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    async for notify in conn.notifies():
+                        yield notify.payload
+            except psycopg.Error as exc:
+                log.warning("lost the connection listening for other nodes: %s", exc)
+                await asyncio.sleep(delay)
 
     # -- server settings --------------------------------------------------------------------
     async def get_or_put_setting(self, key: str, value: str) -> str:

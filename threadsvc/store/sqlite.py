@@ -10,7 +10,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.store.base import ActiveLimits, LoginFailures, NewLogEvent
+from threadsvc.store.common import state_args
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
 from threadsvc.store.sqlite_webhooks import WebhookQueries
@@ -85,28 +86,6 @@ def _result(row: sqlite3.Row) -> Result | None:
     )
 
 
-def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
-    result = thread.result
-    return {
-        "id": thread.id,
-        "node": node,
-        "status": thread.status.value,
-        "message": thread.message,
-        "progress_current": thread.progress_current,
-        "progress_total": thread.progress_total,
-        "warnings": thread.warnings,
-        "errors": thread.errors,
-        "ended": thread.ended,
-        "heartbeat": now,
-        "version": thread.version,
-        "result_file": result.file if result else None,
-        "result_type": result.media_type if result else None,
-        "result_size": result.size if result else None,
-        "result_name": result.name if result else None,
-        "result_deletion": result.deletion if result else None,
-    }
-
-
 def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
     mine = conn.execute(Q["count_active_of_user"], {"username": thread.username}).fetchone()[0]
     if mine >= limits.per_user:
@@ -134,6 +113,8 @@ def _event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
 
 
 class SQLiteStore(WebhookQueries):
+    shared = False  # one node owns an embedded store
+
     def __init__(self, path: str | Path, readers: int = 4) -> None:
         self.path = Path(path)
         self._readers = readers
@@ -218,6 +199,14 @@ class SQLiteStore(WebhookQueries):
                 conn.execute("COMMIT")
 
         return await self._run(self._reader_pool, on_reader)
+
+    # -- between nodes: there are none ------------------------------------------------------
+    async def announce(self, message: str) -> None:
+        pass
+
+    async def announcements(self) -> AsyncIterator[str]:
+        await asyncio.Event().wait()
+        yield ""  # never reached: makes this an async generator
 
     # -- server settings --------------------------------------------------------------------
     async def get_or_put_setting(self, key: str, value: str) -> str:

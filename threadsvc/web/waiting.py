@@ -89,13 +89,13 @@ async def event_stream(
 ) -> AsyncIterator[str]:
     """`status` and `log` events until the thread's final status has been sent."""
     seq, version = since
-    with changes.watch(thread.id) as watcher:
+    with changes.watch(thread.id, logs=True) as watcher:
         thread = await reread()
         more = True
         while more:  # the log so far, from the store, then live from the feed
             page = await store.get_logs(thread.id, seq, 1000, Level.DEBUG)
             for event in page.events:
-                seq = event.seq
+                seq = watcher.seq = event.seq
                 yield _sse("log", seq, version, render.to_line(render.event_element(event)))
             more = page.more
         last_status = 0.0
@@ -107,7 +107,7 @@ async def event_stream(
             while watcher.events:
                 event = watcher.events.popleft()
                 if event.seq > seq:
-                    seq = event.seq
+                    seq = watcher.seq = event.seq
                     yield _sse("log", seq, version, render.to_line(render.event_element(event)))
             if watcher.thread is not None and watcher.thread.version > thread.version:
                 thread = watcher.thread
