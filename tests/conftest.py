@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,10 +10,27 @@ from tests.pg import unavailable as pg_unavailable
 from tests.support import Server, running_server
 
 
+NewStore = Callable[[Path], str]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def new_store(request: pytest.FixtureRequest) -> NewStore:
+    """Each store the project has, as a maker of fresh store URLs for servers in `directory`:
+    modules whose servers use it run once on each store."""
+    if request.param == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        return lambda directory: cluster.new_database_url()
+    return lambda directory: f"sqlite:///{directory / 'threadsvc.db'}"
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, new_store: NewStore
+) -> Iterator[tuple[Server, dict[str, str]]]:
     """A real server with the standard world (see tests/support.py), shared by a module."""
-    yield from running_server(tmp_path_factory.mktemp("server"), **{"max-running": 64})
+    directory = tmp_path_factory.mktemp("server")
+    settings = {"max-running": 64, "db": new_store(directory)}
+    yield from running_server(directory, **settings)
 
 
 @pytest.fixture(scope="module")

@@ -184,6 +184,14 @@ class PostgresCluster:
         self.databases.append(name)
         return conninfo.make_conninfo(self.dsn, dbname=name)
 
+    def new_database_url(self) -> str:
+        """Like new_database, as a `postgresql://` URL (what the `db` setting takes)."""
+        parts = conninfo.conninfo_to_dict(self.new_database())
+        user = parts.get("user") or "postgres"
+        host = parts.get("host") or "127.0.0.1"
+        auth = f"{user}:{parts['password']}" if parts.get("password") else str(user)
+        return f"postgresql://{auth}@{host}:{parts.get('port') or 5432}/{parts['dbname']}"
+
     def drop_database(self, dsn: str) -> None:
         name = conninfo.conninfo_to_dict(dsn)["dbname"]
         assert isinstance(name, str)

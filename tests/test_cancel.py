@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from lxml import etree
 
 from tests.support import Server, running_server, wait_for
+from threadsvc.models import Level
+from threadsvc.settings import load_settings
+from threadsvc.store import make_store
 from threadsvc.xml.schemas import validate
 
 XML_TYPE = "application/xml;charset=utf-8"
@@ -246,15 +249,17 @@ def test_cancel_finished_thread_is_unchanged(server: Server) -> None:
 
 # -- delete -----------------------------------------------------------------------------------
 def _stored_log_rows(server: Server, tid: str) -> int:
-    conn = sqlite3.connect(server.directory / "threadsvc.db")
-    try:
-        return int(
-            conn.execute("SELECT count(*) FROM log_events WHERE thread_id = ?", (tid,)).fetchone()[
-                0
-            ]
-        )
-    finally:
-        conn.close()
+    """Read straight from the server's store (whichever it is), not through the server."""
+
+    async def count() -> int:
+        store = make_store(load_settings(server.config, environ={}))
+        await store.open()
+        try:
+            return (await store.get_logs(tid, 0, 100_000, Level.DEBUG)).total
+        finally:
+            await store.close()
+
+    return anyio.run(count)
 
 
 def test_delete_finished_thread(server: Server) -> None:

@@ -12,15 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.conftest import NewStore
 from tests.support import Server, running_server, wait_for
 
 GROUP = "/ps/service/groups/dev"
 
 
 @pytest.fixture(scope="module")
-def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def short(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
     """Short lifetimes, so that expiry and retention can be watched."""
+    directory = tmp_path_factory.mktemp("short")
     settings = {
+        "db": new_store(directory),
         "result-url-ttl": 2,
         "result-ttl": 4,
         "thread-ttl": 6,
@@ -29,7 +32,7 @@ def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "max-active-per-group": 8,
         "max-running": 64,
     }
-    for server, _ in running_server(tmp_path_factory.mktemp("short"), **settings):
+    for server, _ in running_server(directory, **settings):
         yield server
 
 

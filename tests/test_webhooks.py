@@ -20,6 +20,7 @@ import httpx
 import pytest
 from lxml import etree
 
+from tests.conftest import NewStore
 from tests.support import Server, free_port, running_server, wait_for
 from threadsvc import webhooks
 from threadsvc.errors import BadParameter
@@ -99,10 +100,18 @@ PUBLIC = "https://threads.example.org"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, new_store: NewStore
+) -> Iterator[tuple[Server, dict[str, str]]]:
     """The standard world (conftest's `server` uses this one here), allowing 127.0.0.1."""
-    settings = {"max-running": 64, "webhook-allow-private": True, "public-url": PUBLIC}
-    yield from running_server(tmp_path_factory.mktemp("server"), **settings)
+    directory = tmp_path_factory.mktemp("server")
+    settings = {
+        "max-running": 64,
+        "webhook-allow-private": True,
+        "public-url": PUBLIC,
+        "db": new_store(directory),
+    }
+    yield from running_server(directory, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -620,7 +629,8 @@ def test_delivery_to_a_private_address_is_refused_again_at_delivery(
     attempt is refused before any connection (code 0) and the receiver hears nothing."""
     path = unique("refused")
     server = Server(tmp_path, **{"webhook-allow-private": True})
-    from tests.support import seed
+    from tests.conftest import NewStore
+from tests.support import seed
 
     seed(server.config)
     server.start()
