@@ -629,8 +629,7 @@ def test_delivery_to_a_private_address_is_refused_again_at_delivery(
     attempt is refused before any connection (code 0) and the receiver hears nothing."""
     path = unique("refused")
     server = Server(tmp_path, **{"webhook-allow-private": True})
-    from tests.conftest import NewStore
-from tests.support import seed
+    from tests.support import seed
 
     seed(server.config)
     server.start()
