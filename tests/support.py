@@ -60,6 +60,7 @@ class Server:
 
     def __init__(self, directory: Path, **settings: Any) -> None:
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = directory / "threadsvc.toml"
@@ -110,7 +111,7 @@ class Server:
 
     def client(self, user: str | None = None, **kwargs: Any) -> httpx.Client:
         auth = (user, password(user)) if user else None
-        return httpx.Client(base_url=self.url, auth=auth, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.url, auth=auth, **{"timeout": 30, **kwargs})
 
 
 def _toml(value: Any) -> str:

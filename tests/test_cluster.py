@@ -1,0 +1,119 @@
+"""Several nodes on one PostgreSQL database behave as one server (SPEC §10, the multi-node
+issue): threads spread over the nodes, a node killed with SIGKILL loses nothing, and a cancel
+sent through one node stops a thread running on another."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.pg import PostgresCluster
+from tests.support import Server, seed
+
+THREADS = 500
+FINAL = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, postgres: PostgresCluster) -> Iterator[list[Server]]:
+    db = postgres.new_database_url()
+    servers = [
+        Server(tmp_path / f"n{i}", db=db, node=f"n{i}",
+               **{"lease-timeout": 3, "max-running": 60, "max-active-per-user": 1000})
+        for i in (1, 2, 3)
+    ]
+    seed(servers[0].config)
+    for server in servers:
+        server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            if server.process is not None:
+                server.stop(signal.SIGKILL)
+
+
+def _ids(text: str) -> list[str]:
+    return re.findall(r'<thread id="([0-9a-f]{32})"', text)
+
+
+def _attr(text: str, name: str) -> str:
+    found = re.search(rf'<thread [^>]*{name}="([^"]*)"', text)
+    return found.group(1) if found else ""
+
+
+@pytest.mark.timeout(240)
+def test_three_nodes_lose_nothing(nodes: list[Server], tmp_path: Path) -> None:
+    clients = [node.client("admin", timeout=60) for node in nodes]
+    try:
+        def start(i: int) -> str:
+            answer = clients[i % 3].post(
+                "/ps/service/groups/dev/threads",
+                data={"job": "sleep", "seconds": "3", "steps": "6"},
+            )
+            assert answer.status_code == 202, answer.text
+            return _ids(answer.text)[0]
+
+        with ThreadPoolExecutor(12) as pool:
+            started = list(pool.map(start, range(THREADS)))
+        assert len(set(started)) == THREADS
+
+        # wait until the second node runs some, then kill it outright
+        deadline = time.monotonic() + 30
+        while True:
+            listed = clients[0].get("/ps/service/threads", params={"pagesize": "1000"}).text
+            on_n2 = re.findall(r'<thread id="([0-9a-f]{32})"[^>]*node="n2"', listed)
+            if on_n2:
+                break
+            assert time.monotonic() < deadline, "node n2 never ran a thread"
+            time.sleep(0.1)
+        nodes[1].kill()
+        survivors = [clients[0], clients[2]]
+
+        # a cancel sent through one node stops a thread running on the other
+        long = survivors[0].post("/ps/service/threads", data={"job": "sleep", "seconds": "120"})
+        long_id = _ids(long.text)[0]
+        while not _attr(survivors[0].get(f"/ps/service/threads/{long_id}").text, "node"):
+            time.sleep(0.05)
+        runner = _attr(survivors[0].get(f"/ps/service/threads/{long_id}").text, "node")
+        through = survivors[1] if runner == "n1" else survivors[0]
+        sent = time.monotonic()
+        through.post(f"/ps/service/threads/{long_id}/cancel")
+        while _attr(through.get(f"/ps/service/threads/{long_id}").text, "status") != "cancelled":
+            assert time.monotonic() - sent < 5, "the cancel did not reach the other node"
+            time.sleep(0.02)
+
+        # every thread reaches a final status; the lost node's ones say so
+        deadline = time.monotonic() + 120
+        while True:
+            active = survivors[0].get("/ps/service/threads", params={"pagesize": "1"}).text
+            if 'total="0"' in active:
+                break
+            assert time.monotonic() < deadline, active[:300]
+            time.sleep(0.5)
+        every = survivors[0].get(
+            "/ps/service/threads", params={"status": "all", "pagesize": "1000", "type": "sleep"}
+        ).text
+        statuses = dict(re.findall(r'<thread id="([0-9a-f]{32})"[^>]*status="([a-z]+)"', every))
+        assert set(started) <= set(statuses)
+        assert {statuses[t] for t in started} <= {"completed", "failed"}
+        lost = [t for t in started if statuses[t] == "failed"]
+        assert lost and set(on_n2) <= set(lost) | {t for t in started if statuses[t] == "completed"}
+
+        # no thread ran twice, and every log is whole
+        for thread_id in started:
+            logs = survivors[0].get(f"/ps/service/threads/{thread_id}/logs").text
+            seqs = [int(s) for s in re.findall(r'<event seq="(\d+)"', logs)]
+            assert seqs == list(range(1, len(seqs) + 1)), thread_id
+            assert len(re.findall(r"Status: inprogress \(node", logs)) == 1, logs
+            if statuses[thread_id] == "failed":
+                assert "node was lost" in logs
+    finally:
+        for client in clients:
+            client.close()
