@@ -89,6 +89,19 @@ def test_three_nodes_lose_nothing(nodes: list[Server], tmp_path: Path) -> None:
             assert time.monotonic() - sent < 5, "the cancel did not reach the other node"
             time.sleep(0.02)
 
+        # a long-poll on one node wakes for a change made by the node running the thread
+        short = survivors[0].post("/ps/service/threads", data={"job": "sleep", "seconds": "2",
+                                                               "steps": "1"})
+        short_id = _ids(short.text)[0]
+        url = f"/ps/service/threads/{short_id}/progress"
+        while 'current="0"' not in (seen := survivors[0].get(url)).text:
+            time.sleep(0.02)
+        watcher = survivors[1] if _attr(seen.text, "node") == "n1" else survivors[0]
+        tag = watcher.get(url).headers["etag"]
+        began = time.monotonic()
+        woke = watcher.get(url, params={"wait": "30"}, headers={"If-None-Match": tag})
+        assert woke.status_code == 200 and time.monotonic() - began < 15
+
         # every thread reaches a final status; the lost node's ones say so
         deadline = time.monotonic() + 120
         while True:
