@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from threadsvc.models import Thread
+from threadsvc.models import LogEvent, Result, Status, Thread
 
 
 def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
@@ -26,4 +28,51 @@ def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
         "result_size": result.size if result else None,
         "result_name": result.name if result else None,
         "result_deletion": result.deletion if result else None,
+    }
+
+
+def thread_from_row(row: Mapping[str, Any]) -> Thread:
+    return Thread(
+        id=row["id"],
+        name=row["name"],
+        username=row["username"],
+        group_id=row["group_id"],
+        job=row["job"],
+        params=json.loads(row["params"]),
+        status=Status(row["status"]),
+        created=row["created"],
+        started=row["started"],
+        ended=row["ended"],
+        message=row["message"],
+        progress_current=row["progress_current"],
+        progress_total=row["progress_total"],
+        warnings=row["warnings"],
+        errors=row["errors"],
+        node=row["node"],
+        heartbeat=row["heartbeat"],
+        cancel_requested=bool(row["cancel_requested"]),
+        version=row["version"],
+        result=_result(row),
+    )
+
+
+def _result(row: Mapping[str, Any]) -> Result | None:
+    if row["result_type"] is None:
+        return None
+    return Result(
+        file=row["result_file"],
+        media_type=row["result_type"],
+        size=row["result_size"],
+        name=row["result_name"],
+        deletion=row["result_deletion"],
+    )
+
+
+def event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
+    return {
+        "thread_id": thread_id,
+        "seq": event.seq,
+        "ts": event.timestamp,
+        "level": int(event.level),
+        "text": event.text,
     }

@@ -32,7 +32,6 @@ from threadsvc.models import (
     Level,
     LogEvent,
     LogPage,
-    Result,
     Role,
     Status,
     Thread,
@@ -42,7 +41,7 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.store.base import ActiveLimits, LoginFailures, NewLogEvent
-from threadsvc.store.common import state_args
+from threadsvc.store.common import event_row, state_args, thread_from_row
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.postgres_webhooks import Conn, PostgresWebhookQueries
 from threadsvc.store.queries import load_queries
@@ -65,55 +64,8 @@ _FILTERS = {
 }
 
 
-def thread_from_row(row: Mapping[str, Any]) -> Thread:
-    return Thread(
-        id=row["id"],
-        name=row["name"],
-        username=row["username"],
-        group_id=row["group_id"],
-        job=row["job"],
-        params=json.loads(row["params"]),
-        status=Status(row["status"]),
-        created=row["created"],
-        started=row["started"],
-        ended=row["ended"],
-        message=row["message"],
-        progress_current=row["progress_current"],
-        progress_total=row["progress_total"],
-        warnings=row["warnings"],
-        errors=row["errors"],
-        node=row["node"],
-        heartbeat=row["heartbeat"],
-        cancel_requested=bool(row["cancel_requested"]),
-        version=row["version"],
-        result=_result(row),
-    )
-
-
-def _result(row: Mapping[str, Any]) -> Result | None:
-    if row["result_type"] is None:
-        return None
-    return Result(
-        file=row["result_file"],
-        media_type=row["result_type"],
-        size=row["result_size"],
-        name=row["result_name"],
-        deletion=row["result_deletion"],
-    )
-
-
 def _user(row: Mapping[str, Any]) -> User:
     return User(id=row["id"], username=row["username"], is_admin=bool(row["is_admin"]))
-
-
-def _event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
-    return {
-        "thread_id": thread_id,
-        "seq": event.seq,
-        "ts": event.timestamp,
-        "level": int(event.level),
-        "text": event.text,
-    }
 
 
 async def _one(conn: Conn, name: str, args: Mapping[str, Any] | None = None) -> DictRow | None:
@@ -447,7 +399,7 @@ class PostgresStore(PostgresWebhookQueries):
             if limits is not None:
                 await _check_limits(conn, thread, limits)
             await _run(conn, "insert_thread", args)
-            await _run(conn, "insert_log_event", _event_row(thread.id, first_event))
+            await _run(conn, "insert_log_event", event_row(thread.id, first_event))
             if idempotency_key is not None:
                 await _run(conn, "set_idempotency_key", {"id": thread.id, "key": idempotency_key})
             return thread, True
@@ -518,7 +470,7 @@ class PostgresStore(PostgresWebhookQueries):
             if events:
                 async with conn.cursor() as cur:
                     await cur.executemany(
-                        Q["insert_log_event"], [_event_row(e.thread_id, e.event) for e in events]
+                        Q["insert_log_event"], [event_row(e.thread_id, e.event) for e in events]
                     )
             for thread in status_changes:
                 if thread.id not in lost:

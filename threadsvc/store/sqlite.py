@@ -22,7 +22,6 @@ from threadsvc.models import (
     Level,
     LogEvent,
     LogPage,
-    Result,
     Role,
     Status,
     Thread,
@@ -32,7 +31,7 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.store.base import ActiveLimits, LoginFailures, NewLogEvent
-from threadsvc.store.common import state_args
+from threadsvc.store.common import event_row, state_args, thread_from_row
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
 from threadsvc.store.sqlite_webhooks import WebhookQueries
@@ -49,43 +48,6 @@ _FILTERS = {
 }
 
 
-def thread_from_row(row: sqlite3.Row) -> Thread:
-    return Thread(
-        id=row["id"],
-        name=row["name"],
-        username=row["username"],
-        group_id=row["group_id"],
-        job=row["job"],
-        params=json.loads(row["params"]),
-        status=Status(row["status"]),
-        created=row["created"],
-        started=row["started"],
-        ended=row["ended"],
-        message=row["message"],
-        progress_current=row["progress_current"],
-        progress_total=row["progress_total"],
-        warnings=row["warnings"],
-        errors=row["errors"],
-        node=row["node"],
-        heartbeat=row["heartbeat"],
-        cancel_requested=bool(row["cancel_requested"]),
-        version=row["version"],
-        result=_result(row),
-    )
-
-
-def _result(row: sqlite3.Row) -> Result | None:
-    if row["result_type"] is None:
-        return None
-    return Result(
-        file=row["result_file"],
-        media_type=row["result_type"],
-        size=row["result_size"],
-        name=row["result_name"],
-        deletion=row["result_deletion"],
-    )
-
-
 def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
     mine = conn.execute(Q["count_active_of_user"], {"username": thread.username}).fetchone()[0]
     if mine >= limits.per_user:
@@ -100,16 +62,6 @@ def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits
 
 def _user(row: sqlite3.Row) -> User:
     return User(id=row[0], username=row[1], is_admin=bool(row[2]))
-
-
-def _event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
-    return {
-        "thread_id": thread_id,
-        "seq": event.seq,
-        "ts": event.timestamp,
-        "level": int(event.level),
-        "text": event.text,
-    }
 
 
 class SQLiteStore(WebhookQueries):
@@ -391,7 +343,7 @@ class SQLiteStore(WebhookQueries):
             if limits is not None:
                 _check_limits(conn, thread, limits)
             conn.execute(Q["insert_thread"], args)
-            conn.execute(Q["insert_log_event"], _event_row(thread.id, first_event))
+            conn.execute(Q["insert_log_event"], event_row(thread.id, first_event))
             if idempotency_key is not None:
                 conn.execute(Q["set_idempotency_key"], {"id": thread.id, "key": idempotency_key})
             return thread, True
@@ -453,7 +405,7 @@ class SQLiteStore(WebhookQueries):
     ) -> set[str]:
         def do(conn: sqlite3.Connection) -> set[str]:
             conn.executemany(
-                Q["insert_log_event"], [_event_row(e.thread_id, e.event) for e in events]
+                Q["insert_log_event"], [event_row(e.thread_id, e.event) for e in events]
             )
             lost = set()
             for thread in threads:
