@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -25,29 +25,32 @@ from psycopg.errors import DeadlockDetected, SerializationFailure, TransactionRo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from threadsvc.errors import Conflict, NotFound, StoreUnavailable, TooManyActiveThreads
+from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
 from threadsvc.models import (
     SERVER_GROUP_ID,
-    Group,
     Level,
     LogEvent,
     LogPage,
-    Role,
     Status,
     Thread,
     ThreadFilter,
     ThreadPage,
-    User,
-    now_ms,
 )
-from threadsvc.store.base import ActiveLimits, LoginFailures, NewLogEvent
+from threadsvc.store.base import ActiveLimits, NewLogEvent
 from threadsvc.store.common import event_row, state_args, thread_from_row
 from threadsvc.store.migrate import migrate_postgres
-from threadsvc.store.postgres_webhooks import Conn, PostgresWebhookQueries
-from threadsvc.store.queries import load_queries
+from threadsvc.store.postgres_identity import PostgresIdentityQueries
+from threadsvc.store.postgres_sql import (
+    Conn,
+    Q,
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+)
+from threadsvc.store.postgres_webhooks import PostgresWebhookQueries
 
 T = TypeVar("T")
-Q = load_queries("postgres")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
 log = logging.getLogger(__name__)
 CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
@@ -64,43 +67,19 @@ _FILTERS = {
 }
 
 
-def _user(row: Mapping[str, Any]) -> User:
-    return User(id=row["id"], username=row["username"], is_admin=bool(row["is_admin"]))
-
-
-async def _one(conn: Conn, name: str, args: Mapping[str, Any] | None = None) -> DictRow | None:
-    return await (await conn.execute(Q[name], args)).fetchone()
-
-
-async def _all(conn: Conn, sql: str, args: Mapping[str, Any] | None = None) -> list[DictRow]:
-    return await (await conn.execute(sql, args)).fetchall()
-
-
-async def _value(conn: Conn, sql: str, args: Mapping[str, Any] | None = None) -> Any:
-    """The first column of the one row `sql` returns."""
-    row = await (await conn.execute(sql, args)).fetchone()
-    assert row is not None
-    return next(iter(row.values()))
-
-
-async def _run(conn: Conn, name: str, args: Mapping[str, Any] | None = None) -> int:
-    """Execute a named statement; how many rows it changed."""
-    return (await conn.execute(Q[name], args)).rowcount
-
-
 async def _check_limits(conn: Conn, thread: Thread, limits: ActiveLimits) -> None:
-    mine = await _value(conn, Q["count_active_of_user"], {"username": thread.username})
+    mine = await fetch_value(conn, Q["count_active_of_user"], {"username": thread.username})
     if mine >= limits.per_user:
         raise TooManyActiveThreads(
             f"User '{thread.username}' has {mine} active threads, the most allowed"
         )
     if thread.group_id != SERVER_GROUP_ID:
-        group = await _value(conn, Q["count_active_of_group"], {"group_id": thread.group_id})
+        group = await fetch_value(conn, Q["count_active_of_group"], {"group_id": thread.group_id})
         if group >= limits.per_group:
             raise TooManyActiveThreads(f"The group has {group} active threads, the most allowed")
 
 
-class PostgresStore(PostgresWebhookQueries):
+class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
     shared = True  # nodes share it: they announce with NOTIFY and hear with LISTEN
 
     def __init__(
@@ -211,156 +190,6 @@ class PostgresStore(PostgresWebhookQueries):
                 log.warning("lost the connection listening for other nodes: %s", exc)
                 await asyncio.sleep(delay)
 
-    # -- server settings --------------------------------------------------------------------
-    async def get_or_put_setting(self, key: str, value: str) -> str:
-        async def do(conn: Conn) -> str:
-            await _run(conn, "put_setting_if_absent", {"key": key, "value": value})
-            return str(await _value(conn, Q["get_setting"], {"key": key}))
-
-        return await self._write(do)
-
-    # -- identity ---------------------------------------------------------------------------
-    async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
-        async def do(conn: Conn) -> User:
-            args = {
-                "username": username,
-                "password_hash": password_hash,
-                "is_admin": is_admin,
-                "created": now_ms(),
-            }
-            user_id = await _value(conn, Q["insert_user"], args)
-            return User(id=user_id, username=username, is_admin=is_admin)
-
-        try:
-            return await self._write(do)
-        except Conflict:
-            raise Conflict(f"user '{username}' already exists") from None
-
-    async def update_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
-        async def do(conn: Conn) -> User:
-            args = {"username": username, "password_hash": password_hash, "is_admin": is_admin}
-            row = await _one(conn, "update_user", args)
-            if row is None:
-                raise NotFound(f"no user '{username}'")
-            return User(id=row["id"], username=username, is_admin=is_admin)
-
-        return await self._write(do)
-
-    async def get_user(self, username: str) -> tuple[User, str | None] | None:
-        async def do(conn: Conn) -> tuple[User, str | None] | None:
-            row = await _one(conn, "get_user_by_name", {"username": username})
-            return None if row is None else (_user(row), row["password_hash"])
-
-        return await self._read(do)
-
-    async def add_api_token(self, user_id: int, token_hash: str) -> None:
-        args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
-        await self._write(lambda conn: _run(conn, "insert_api_token", args))
-
-    async def user_for_token(self, token_hash: str) -> User | None:
-        async def do(conn: Conn) -> User | None:
-            row = await _one(conn, "user_for_token", {"token_hash": token_hash})
-            return None if row is None else _user(row)
-
-        return await self._read(do)
-
-    async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None:
-        args = {
-            "client_id": client_id,
-            "user_id": user_id,
-            "secret_hash": secret_hash,
-            "created": now_ms(),
-        }
-        await self._write(lambda conn: _run(conn, "insert_oauth_client", args))
-
-    async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
-        async def do(conn: Conn) -> tuple[User, str] | None:
-            row = await _one(conn, "get_oauth_client", {"client_id": client_id})
-            return None if row is None else (_user(row), row["secret_hash"])
-
-        return await self._read(do)
-
-    async def create_group(self, name: str, group_id: int | None = None) -> Group:
-        async def do(conn: Conn) -> Group:
-            await _run(conn, "lock_group_ids")
-            new_id = await _value(conn, Q["insert_group"], {"id": group_id, "name": name})
-            return Group(id=new_id, name=name)
-
-        try:
-            return await self._write(do)
-        except Conflict:
-            raise Conflict(f"a group named '{name}' or with id {group_id} exists") from None
-
-    async def get_group(self, name: str) -> Group | None:
-        async def do(conn: Conn) -> Group | None:
-            row = await _one(conn, "get_group_by_name", {"name": name})
-            return None if row is None else Group(id=row["id"], name=row["name"])
-
-        return await self._read(do)
-
-    async def get_group_by_id(self, group_id: int) -> Group | None:
-        async def do(conn: Conn) -> Group | None:
-            row = await _one(conn, "get_group_by_id", {"id": group_id})
-            return None if row is None else Group(id=row["id"], name=row["name"])
-
-        return await self._read(do)
-
-    async def set_membership(self, group_id: int, user_id: int, role: Role) -> None:
-        args = {"group_id": group_id, "user_id": user_id, "role": int(role)}
-        await self._write(lambda conn: _run(conn, "set_membership", args))
-
-    async def roles_of(self, user_id: int) -> dict[int, Role]:
-        async def do(conn: Conn) -> dict[int, Role]:
-            rows = await _all(conn, Q["roles_of"], {"user_id": user_id})
-            return {row["group_id"]: Role(row["role"]) for row in rows}
-
-        return await self._read(do)
-
-    async def groups_of(self, user_id: int) -> list[tuple[Group, Role]]:
-        async def do(conn: Conn) -> list[tuple[Group, Role]]:
-            rows = await _all(conn, Q["groups_of"], {"user_id": user_id})
-            return [(Group(id=row["id"], name=row["name"]), Role(row["role"])) for row in rows]
-
-        return await self._read(do)
-
-    async def get_login_failures(self, username: str) -> LoginFailures | None:
-        async def do(conn: Conn) -> LoginFailures | None:
-            row = await _one(conn, "get_login_failures", {"username": username})
-            return None if row is None else _failures(row)
-
-        return await self._read(do)
-
-    async def record_login_failure(
-        self, username: str, now: int, window_ms: int, attempts: int
-    ) -> LoginFailures:
-        async def do(conn: Conn) -> LoginFailures:
-            # Failures of one name counted together must not both read the same count.
-            await _run(conn, "lock_user", {"username": username})
-            row = await _one(conn, "get_login_failures", {"username": username})
-            if row is None or row["window_start"] <= now - window_ms:
-                failures = LoginFailures(1, now, 0)
-            else:
-                failures = LoginFailures(row["failures"] + 1, row["window_start"], row["locked_until"])
-            if failures.failures >= attempts:
-                failures = LoginFailures(failures.failures, failures.window_start, now + window_ms)
-            await _run(
-                conn,
-                "put_login_failures",
-                {
-                    "username": username,
-                    "failures": failures.failures,
-                    "window_start": failures.window_start,
-                    "locked_until": failures.locked_until,
-                },
-            )
-            return failures
-
-        return await self._write(do)
-
-    async def clear_login_failures(self, username: str) -> None:
-        args = {"username": username}
-        await self._write(lambda conn: _run(conn, "clear_login_failures", args))
-
     # -- threads ----------------------------------------------------------------------------
     async def insert_thread(
         self,
@@ -387,28 +216,28 @@ class PostgresStore(PostgresWebhookQueries):
             # same user or group wait here, so the checks and the insert are atomic, and each
             # statement after the locks sees what the previous holder committed.
             if idempotency_key is not None or limits is not None:
-                await _run(conn, "lock_user", {"username": thread.username})
+                await execute(conn, "lock_user", {"username": thread.username})
             if limits is not None and thread.group_id != SERVER_GROUP_ID:
-                await _run(conn, "lock_group", {"group_id": thread.group_id})
+                await execute(conn, "lock_group", {"group_id": thread.group_id})
             if idempotency_key is not None:
                 key = {"username": thread.username, "key": idempotency_key}
-                row = await _one(conn, "find_idempotent", {**key, "since": idempotency_since})
+                row = await fetch_one(conn, "find_idempotent", {**key, "since": idempotency_since})
                 if row is not None:
                     return thread_from_row(row), False
-                await _run(conn, "release_idempotency_key", {**key, "since": idempotency_since})
+                await execute(conn, "release_idempotency_key", {**key, "since": idempotency_since})
             if limits is not None:
                 await _check_limits(conn, thread, limits)
-            await _run(conn, "insert_thread", args)
-            await _run(conn, "insert_log_event", event_row(thread.id, first_event))
+            await execute(conn, "insert_thread", args)
+            await execute(conn, "insert_log_event", event_row(thread.id, first_event))
             if idempotency_key is not None:
-                await _run(conn, "set_idempotency_key", {"id": thread.id, "key": idempotency_key})
+                await execute(conn, "set_idempotency_key", {"id": thread.id, "key": idempotency_key})
             return thread, True
 
         return await self._write(do)
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         async def do(conn: Conn) -> Thread | None:
-            row = await _one(conn, "get_thread", {"id": thread_id})
+            row = await fetch_one(conn, "get_thread", {"id": thread_id})
             return None if row is None else thread_from_row(row)
 
         return await self._read(do)
@@ -429,8 +258,8 @@ class PostgresStore(PostgresWebhookQueries):
         }
 
         async def do(conn: Conn) -> ThreadPage:
-            rows = await _all(conn, Q["list_threads"].format(where=clause), page_args)
-            total = await _value(conn, Q["count_threads"].format(where=clause), args)
+            rows = await fetch_all(conn, Q["list_threads"].format(where=clause), page_args)
+            total = await fetch_value(conn, Q["count_threads"].format(where=clause), args)
             return ThreadPage(
                 threads=[thread_from_row(row) for row in rows],
                 total=total,
@@ -443,7 +272,7 @@ class PostgresStore(PostgresWebhookQueries):
     async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
         async def do(conn: Conn) -> list[Thread]:
             args = {"node": node, "limit": limit, "now": now}
-            rows = await _all(conn, Q["claim_threads"], args)
+            rows = await fetch_all(conn, Q["claim_threads"], args)
             claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
             for thread in claimed:
                 await self._status_changed(conn, thread)
@@ -465,7 +294,7 @@ class PostgresStore(PostgresWebhookQueries):
             # instead of deadlocking with it. Inside the transaction the order is not visible.
             lost = set()
             for thread in threads:
-                if await _run(conn, "update_running_thread", state_args(thread, node, now)) == 0:
+                if await execute(conn, "update_running_thread", state_args(thread, node, now)) == 0:
                     lost.add(thread.id)
             if events:
                 async with conn.cursor() as cur:
@@ -486,10 +315,10 @@ class PostgresStore(PostgresWebhookQueries):
 
         async def do(conn: Conn) -> Thread | None:
             args = {"id": thread_id, "now": now, "message": message}
-            row = await _one(conn, "cancel_initialised", args)
+            row = await fetch_one(conn, "cancel_initialised", args)
             if row is None:
                 return None
-            await _run(
+            await execute(
                 conn,
                 "append_log_event",
                 {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
@@ -501,20 +330,20 @@ class PostgresStore(PostgresWebhookQueries):
         return await self._write(do)
 
     async def request_cancel(self, thread_id: str) -> None:
-        await self._write(lambda conn: _run(conn, "request_cancel", {"id": thread_id}))
+        await self._write(lambda conn: execute(conn, "request_cancel", {"id": thread_id}))
 
     async def cancel_requests(self, node: str) -> list[str]:
         async def do(conn: Conn) -> list[str]:
-            return [row["id"] for row in await _all(conn, Q["cancel_requests"], {"node": node})]
+            return [row["id"] for row in await fetch_all(conn, Q["cancel_requests"], {"node": node})]
 
         return await self._read(do)
 
     async def heartbeat(self, node: str, now: int) -> None:
-        await self._write(lambda conn: _run(conn, "heartbeat", {"node": node, "now": now}))
+        await self._write(lambda conn: execute(conn, "heartbeat", {"node": node, "now": now}))
 
     async def running_threads(self) -> list[Thread]:
         async def do(conn: Conn) -> list[Thread]:
-            return [thread_from_row(row) for row in await _all(conn, Q["running_threads"])]
+            return [thread_from_row(row) for row in await fetch_all(conn, Q["running_threads"])]
 
         return await self._read(do)
 
@@ -524,10 +353,10 @@ class PostgresStore(PostgresWebhookQueries):
         async def do(conn: Conn) -> Thread | None:
             query = "requeue_orphan" if requeue else "fail_orphan"
             args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
-            row = await _one(conn, query, args)
+            row = await fetch_one(conn, query, args)
             if row is None:
                 return None
-            await _run(
+            await execute(
                 conn,
                 "append_log_event",
                 {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
@@ -540,9 +369,9 @@ class PostgresStore(PostgresWebhookQueries):
 
     async def delete_thread(self, thread_id: str) -> bool:
         async def do(conn: Conn) -> bool:
-            if await _run(conn, "delete_thread", {"id": thread_id}) == 0:
+            if await execute(conn, "delete_thread", {"id": thread_id}) == 0:
                 return False
-            await _run(conn, "delete_logs", {"id": thread_id})
+            await execute(conn, "delete_logs", {"id": thread_id})
             return True
 
         return await self._write(do)
@@ -550,8 +379,8 @@ class PostgresStore(PostgresWebhookQueries):
     async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
         async def do(conn: Conn) -> LogPage:
             args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
-            rows = await _all(conn, Q["get_logs"], args)
-            total = await _value(conn, Q["last_log_seq"], {"thread_id": thread_id})
+            rows = await fetch_all(conn, Q["get_logs"], args)
+            total = await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id})
             events = [
                 LogEvent(row["seq"], row["ts"], Level(row["level"]), row["text"])
                 for row in rows[:limit]
@@ -568,42 +397,38 @@ class PostgresStore(PostgresWebhookQueries):
 
     async def expired_results(self, now: int, limit: int) -> list[Thread]:
         async def do(conn: Conn) -> list[Thread]:
-            rows = await _all(conn, Q["expired_results"], {"now": now, "limit": limit})
+            rows = await fetch_all(conn, Q["expired_results"], {"now": now, "limit": limit})
             return [thread_from_row(row) for row in rows]
 
         return await self._read(do)
 
     async def forget_result_file(self, thread_id: str) -> None:
-        await self._write(lambda conn: _run(conn, "forget_result_file", {"id": thread_id}))
+        await self._write(lambda conn: execute(conn, "forget_result_file", {"id": thread_id}))
 
     async def ended_before(self, moment: int, limit: int) -> list[Thread]:
         async def do(conn: Conn) -> list[Thread]:
-            rows = await _all(conn, Q["ended_before"], {"moment": moment, "limit": limit})
+            rows = await fetch_all(conn, Q["ended_before"], {"moment": moment, "limit": limit})
             return [thread_from_row(row) for row in rows]
 
         return await self._read(do)
 
     async def forget_idempotency_keys(self, created_before: int) -> int:
         return await self._write(
-            lambda conn: _run(conn, "forget_idempotency_keys", {"before": created_before})
+            lambda conn: execute(conn, "forget_idempotency_keys", {"before": created_before})
         )
 
     async def last_log_seq(self, thread_id: str) -> int:
         async def do(conn: Conn) -> int:
-            return int(await _value(conn, Q["last_log_seq"], {"thread_id": thread_id}))
+            return int(await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id}))
 
         return await self._read(do)
 
     async def count_by_status(self) -> dict[Status, int]:
         async def do(conn: Conn) -> dict[Status, int]:
-            rows = await _all(conn, Q["count_threads_by_status"])
+            rows = await fetch_all(conn, Q["count_threads_by_status"])
             return {Status(row["status"]): row["count"] for row in rows}
 
         return await self._read(do)
-
-
-def _failures(row: Mapping[str, Any]) -> LoginFailures:
-    return LoginFailures(row["failures"], row["window_start"], row["locked_until"])
 
 
 async def _set_mode(conn: Conn, snapshot: bool) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from psycopg import AsyncConnection
-from psycopg.rows import DictRow
-
 from threadsvc.models import Status, Thread, now_ms
 from threadsvc.store.base import (
     Delivery,
@@ -22,11 +19,11 @@ from threadsvc.store.base import (
     Webhook,
     WebhookEvents,
 )
+from threadsvc.store.postgres_sql import Conn
 from threadsvc.store.queries import load_queries
 from threadsvc.store.sqlite_webhooks import snapshot_json, thread_from_snapshot
 
 T = TypeVar("T")
-Conn = AsyncConnection[DictRow]
 Q = load_queries("postgres")
 
 
