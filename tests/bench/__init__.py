@@ -1,0 +1,1 @@
+"""The benchmark suite: `python -m tests.bench` (see run.py). Not part of the pytest run."""

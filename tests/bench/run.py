@@ -1,0 +1,161 @@
+"""The benchmark runner: starts real servers, measures side by side, prints a table and writes
+docs/performance.md.
+
+    python -m tests.bench                      # everything, full sizes, SQLite and PostgreSQL
+    python -m tests.bench --quick              # small sizes: a few minutes
+    python -m tests.bench --store sqlite --only 1,2
+    python -m tests.bench --quick --no-write   # print only
+
+Needs wrk (Debian: apt-get install wrk); item 3 also redis-server and network access for pip
+the first time (it makes tests/bench/.venv-peers with SAQ and procrastinate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tests.bench import report
+from tests.bench.common import (
+    ROOT,
+    Figure,
+    Results,
+    Stores,
+    fmt,
+    load_average,
+    raise_open_files,
+    remove,
+    say,
+    workdir,
+)
+from tests.bench.sizes import FULL, QUICK, Sizes
+
+ITEMS = ("1", "2", "5", "6", "4", "3")  # the order they run in: the peers last
+
+
+def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Path,
+             peers: dict[str, str]) -> None:
+    if item == "1":
+        from tests.bench import polling
+
+        for store in stores.names:
+            polling.run(results, stores, store, sizes, work)
+    elif item == "2":
+        from tests.bench import starts
+
+        for store in stores.names:
+            starts.run(results, stores, store, sizes, work)
+    elif item == "3":
+        from tests.bench import peers as peer_bench
+
+        peers.update(peer_bench.run(results, stores, sizes, work))
+    elif item == "4":
+        from tests.bench import many
+
+        for store in stores.names:
+            many.run(results, stores, store, sizes, work)
+    elif item == "5":
+        from tests.bench import biglogs
+
+        for store in stores.names:
+            biglogs.run(results, stores, store, sizes, work)
+    elif item == "6":
+        from tests.bench import wake
+
+        for store in stores.names:
+            wake.run(results, stores, store, sizes, work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--only", default=",".join(sorted(ITEMS)),
+                        help="items to run, e.g. 1,2,5 (default: all)")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"),
+                        help="where to write the report (default docs/performance.md)")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--conditions", default="",
+                        help="a sentence on the conditions of this run, for the report")
+    args = parser.parse_args(argv)
+
+    os.chdir(ROOT)
+    sizes = QUICK if args.quick else FULL
+    names = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    wanted = [i for i in ITEMS if i in {x.strip() for x in args.only.split(",")}]
+    limit = raise_open_files()
+    say(f"threadsvc benchmarks, {sizes.name} form; stores {', '.join(names)}; items "
+        f"{', '.join(wanted)}; open-file limit {limit}; load average {load_average()}")
+    load_before = load_average()
+    started = time.monotonic()
+    results = Results()
+    work = workdir()
+    stores = Stores(names, work)
+    peers: dict[str, str] = {}
+    failed: list[str] = []
+    try:
+        for item in wanted:
+            say(f"item {item}")
+            try:
+                run_item(item, results, stores, sizes, work, peers)
+            except Exception as exc:  # one broken item must not lose the others' figures
+                traceback.print_exc()
+                failed.append(f"item {item}: {type(exc).__name__}: {exc}")
+                results.add(Figure(f"{item}", "did not complete", "", None, "",
+                                   note=f"{type(exc).__name__}: {str(exc)[:200]}"))
+        postgres = stores.postgres_version()
+    finally:
+        stores.close()
+        remove(work)
+    minutes = (time.monotonic() - started) / 60
+    print_table(results.figures)
+    command = "python -m tests.bench" + (" --quick" if args.quick else "")
+    if args.store != "both":
+        command += f" --store {args.store}"
+    info = {
+        "command": command,
+        "when": report.now_text(),
+        "form": sizes.name,
+        "stores": ", ".join(names),
+        "duration": f"{minutes:.1f} minutes",
+        "conditions": (args.conditions + " " if args.conditions else "")
+        + f"Load average (1, 5, 15 min) {load_before} before the run, {load_average()} after.",
+        "machine": report.machine(),
+        "versions": report.versions(postgres, peers),
+    }
+    raw = ROOT / "tests" / "bench" / "results"
+    raw.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (raw / f"{stamp}-{sizes.name}.json").write_text(
+        json.dumps({"info": info, "figures": results.to_json(), "failed": failed}, indent=2))
+    if not args.no_write:
+        out = Path(args.output)
+        out.write_text(report.markdown(results.figures, info, report.kept_notes(out)))
+        say(f"wrote {out}")
+    for line in failed:
+        say(f"FAILED {line}")
+    return 1 if failed else 0
+
+
+def print_table(figures: list[Figure]) -> None:
+    rows = [("item", "measure", "store", "value", "target", "")]
+    for f in figures:
+        rows.append((f.item, f.what[:58], f.store, f"{fmt(f.value)} {f.unit}".strip(),
+                     f.target_text, f.verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    print()
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""How big each benchmark is: the full form (the issue's figures) and `--quick`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    name: str
+    warmup: float = 2.0  # seconds of wrk before each measured load
+    connections: int = 64
+    # 1 polling
+    poll_seconds: float = 15.0
+    poll_rounds: int = 3
+    # 2 starting and finishing
+    start_seconds: float = 15.0  # wrk POSTs for this long, then every thread runs to its end
+    inproc_threads: int = 20_000
+    start_concurrency: int = 64  # concurrent starts (HTTP connections, or in-process tasks)
+    # 3 peers
+    peer_jobs: int = 20_000
+    # 4 many threads
+    many_threads: int = 10_000
+    many_polls_per_second: int = 200
+    many_poll_seconds: float = 60.0
+    # 5 big logs and big tables
+    log_events: int = 1_000_000
+    table_threads: int = 1_000_000
+    read_repeats: int = 50
+    # 6 long-polls and streams
+    waiters: int = 5_000
+
+
+FULL = Sizes("full")
+QUICK = Sizes(
+    "quick",
+    warmup=1.0,
+    poll_seconds=4.0,
+    poll_rounds=1,
+    start_seconds=4.0,
+    inproc_threads=3_000,
+    peer_jobs=3_000,
+    many_threads=1_000,
+    many_poll_seconds=10.0,
+    log_events=100_000,
+    table_threads=100_000,
+    read_repeats=20,
+    waiters=1_000,
+)
