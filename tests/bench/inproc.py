@@ -1,0 +1,65 @@
+"""No-op threads through the Python API, in this process: Service, Runner and store wired as
+`create_app` wires them, no HTTP. Prints one JSON line.
+
+    python -m tests.bench.inproc DB_URL DATA_DIR THREADS CONCURRENCY MAX_RUNNING
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from threadsvc.models import Principal, Status, User
+from threadsvc.results import ResultLinks
+from threadsvc.runner.registry import Registry
+from threadsvc.runner.runner import Runner
+from threadsvc.service import Service
+from threadsvc.settings import Settings
+from threadsvc.store import make_store
+
+ADMIN = Principal(User(1, "bench", True))
+
+
+async def main(db: str, data_dir: str, threads: int, concurrency: int, max_running: int) -> dict[str, float]:
+    settings = Settings(
+        db=db, data_dir=data_dir, max_running=max_running, max_active_per_user=10**9,
+        max_active_per_group=10**9, shutdown_grace=1.0, secret_key=("bench",),
+        jobs=("tests.bench.jobs",),
+    )
+    store = make_store(settings)
+    await store.open()
+    registry = Registry.load(settings.jobs)
+    runner = Runner(store, registry, settings)
+    service = Service(store, registry, runner, settings, ResultLinks(settings.secret_key, 300))
+    await runner.start()
+    try:
+        todo = iter(range(threads))
+
+        async def starter() -> None:
+            for _ in todo:
+                await service.start(ADMIN, None, "noop", [])
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(starter() for _ in range(concurrency)))
+        started = time.perf_counter() - t0
+        while True:
+            counts = await store.count_by_status()
+            done = counts.get(Status.COMPLETED, 0)
+            if done >= threads:
+                break
+            if sum(counts.get(s, 0) for s in (Status.FAILED, Status.CANCELLED)):
+                raise RuntimeError(f"threads did not complete: {counts}")
+            await asyncio.sleep(0.01)
+        total = time.perf_counter() - t0
+    finally:
+        await runner.stop()
+        await store.close()
+    return {"threads": threads, "seconds": total, "rate": threads / total,
+            "start_seconds": started, "start_rate": threads / started}
+
+
+if __name__ == "__main__":
+    db, data_dir, n, c, m = sys.argv[1:6]
+    print(json.dumps(asyncio.run(main(db, data_dir, int(n), int(c), int(m)))))
