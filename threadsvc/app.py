@@ -25,6 +25,7 @@ from threadsvc.store import make_store
 from threadsvc.store.base import Store
 from threadsvc.web import errors
 from threadsvc.web.api import AppState
+from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit
 from threadsvc.web.routes import routes
 from threadsvc.webhooks import DeliveryWorker, WebhookService
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
             app.state.threadsvc = AppState(settings, store, identity, runner, service)
+            app.state.console = Console(keys)  # the web console's session and CSRF keys
             app.state.webhooks = WebhookService(store, service, settings)
             deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (SPEC §8)
             await runner.start()
@@ -72,7 +74,11 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(ApiAlias), Middleware(BodyLimit, limit=settings.max_upload)],
+        middleware=[
+            Middleware(ApiAlias),
+            Middleware(BodyLimit, limit=settings.max_upload),
+            Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)
+        ],
         exception_handlers={
             ThreadsvcError: errors.threadsvc_error,
             HTTPException: errors.http_error,

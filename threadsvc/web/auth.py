@@ -1,15 +1,28 @@
-"""Who is calling: HTTP Basic or Bearer credentials into a Principal (or AuthenticationFailed)."""
+"""Who is calling: HTTP Basic or Bearer credentials, or the console's session cookie on safe
+methods, into a Principal (or AuthenticationFailed).
+
+The cookie is honoured for GET and HEAD only, so that the console's pages and EventSource work
+while a cross-site POST can never act with it; the console's own forms check a CSRF token and
+then call `session_user` themselves (threadsvc.web.console.session).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 
 from threadsvc.errors import AuthenticationFailed
 from threadsvc.identity import Identity
-from threadsvc.models import Principal
+from threadsvc.models import Principal, User
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+# What a signed-in console session holds, and nothing more: a random session id (fresh at
+# each sign-in), the user's id and username. The user is read again on every request.
+SESSION_ID, SESSION_USER_ID, SESSION_USERNAME = "sid", "uid", "username"
 
 
 def parse_basic(value: str) -> tuple[str, str]:
@@ -23,9 +36,30 @@ def parse_basic(value: str) -> tuple[str, str]:
     return username, password
 
 
+async def session_user(request: Request, identity: Identity) -> User | None:
+    """The user a signed-in console session names, as the store has it now; None when there is
+    no such session, or the user is gone (or is another user of the same name)."""
+    session: Mapping[str, Any] | None = request.scope.get("session")
+    if not session:
+        return None
+    username, user_id = session.get(SESSION_USERNAME), session.get(SESSION_USER_ID)
+    if not isinstance(username, str) or not isinstance(user_id, int):
+        return None
+    if not isinstance(session.get(SESSION_ID), str):
+        return None
+    found = await identity.store.get_user(username)
+    if found is None or found[0].id != user_id:
+        return None
+    return found[0]
+
+
 async def authenticate(request: Request, identity: Identity) -> Principal:
     header = request.headers.get("authorization")
     if not header:
+        if request.method in SAFE_METHODS:
+            user = await session_user(request, identity)
+            if user is not None:
+                return await identity.principal(user)
         raise AuthenticationFailed("Credentials are required (HTTP Basic or Bearer)")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
