@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from threadsvc.web import api, webhooks
+from threadsvc.web.console import routes as console
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 SERVICE = "/ps/service"
+CONSOLE = "/ps/ui"
 
 
 def by_method(path: str, handlers: dict[str, Handler]) -> Route:
@@ -48,7 +50,13 @@ def routes() -> list[BaseRoute]:
         Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        Route(CONSOLE, _to_console, methods=["GET"]),
+        Mount(CONSOLE, app=console.app()),
     ]
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse(CONSOLE + "/groups", status_code=303)
 
 
 def _webhook_routes(base: str) -> list[BaseRoute]:

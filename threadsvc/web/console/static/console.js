@@ -1,0 +1,214 @@
+/* threadsvc console: a little plain JavaScript. Every page works without it.
+ *
+ * - times are shown in the reader's time zone (the page says UTC);
+ * - a form marked data-once cannot be sent twice by a double click;
+ * - a thread page follows its thread live through the Server-Sent Events of the services
+ *   (GET .../threads/{id}/events, SPEC §7): `status` events carry the <thread> XML, `log`
+ *   events one <event>. The stream ends after the final status.
+ */
+(function () {
+  "use strict";
+
+  var MAX_LOG_LINES = 2000;
+
+  function pad(n, width) {
+    var s = String(n);
+    while (s.length < (width || 2)) s = "0" + s;
+    return s;
+  }
+
+  function localise(el) {
+    var iso = el.getAttribute("datetime");
+    var d = new Date(iso);
+    if (!iso || isNaN(d.getTime())) return;
+    el.title = iso;
+    if (el.getAttribute("data-format") === "clock") {
+      el.textContent = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" +
+        pad(d.getSeconds()) + "." + pad(d.getMilliseconds(), 3);
+    } else {
+      el.textContent = d.toLocaleString(undefined, {
+        year: "numeric", month: "short", day: "numeric",
+        hour: "2-digit", minute: "2-digit", second: "2-digit"
+      });
+    }
+  }
+
+  function timeElement(iso, format) {
+    var t = document.createElement("time");
+    t.setAttribute("datetime", iso);
+    if (format) t.setAttribute("data-format", format);
+    t.textContent = iso;
+    localise(t);
+    return t;
+  }
+
+  function onceForms() {
+    var forms = document.querySelectorAll("form[data-once]");
+    Array.prototype.forEach.call(forms, function (form) {
+      form.addEventListener("submit", function () {
+        var buttons = form.querySelectorAll("button[type=submit]");
+        Array.prototype.forEach.call(buttons, function (b) {
+          // after this submit has gone: disabling first would drop the button's value
+          window.setTimeout(function () { b.disabled = true; b.textContent = "Starting…"; }, 0);
+        });
+      });
+    });
+  }
+
+  function parseXml(text) {
+    var doc = new DOMParser().parseFromString(text, "application/xml");
+    if (doc.getElementsByTagName("parsererror").length) return null;
+    return doc.documentElement;
+  }
+
+  function follow(root) {
+    if (!window.EventSource || root.getAttribute("data-final") === "true") return;
+    var field = function (name) { return root.querySelector("[data-field='" + name + "']"); };
+    var live = root.querySelector("[data-live]");
+    var liveText = live && live.querySelector(".live-text");
+    var log = root.querySelector("#log");
+    var lastSeq = parseInt(root.getAttribute("data-last-seq") || "0", 10);
+    var name = root.getAttribute("data-name") || document.title;
+    var finished = false;
+
+    function setLive(state, text) {
+      if (!live) return;
+      live.hidden = false;
+      live.className = "live " + state;
+      liveText.textContent = text;
+    }
+
+    function setTime(el, iso) {
+      if (!el || !iso) return;
+      el.textContent = "";
+      el.appendChild(timeElement(iso));
+    }
+
+    function setStatus(thread) {
+      var status = thread.getAttribute("status");
+      var badge = field("status");
+      if (badge && badge.textContent !== status) {
+        badge.textContent = status;
+        badge.className = "badge s-" + status;
+      }
+      var messageEl = thread.getElementsByTagName("message")[0];
+      var message = field("message");
+      if (message) {
+        message.textContent = messageEl ? messageEl.textContent : "";
+        message.hidden = !messageEl;
+      }
+      var bar = root.querySelector("#progress-wrap progress");
+      var progressEl = thread.getElementsByTagName("progress")[0];
+      var final = status === "completed" || status === "failed" || status === "cancelled";
+      if (bar) {
+        bar.className = "s-" + status;
+        var total = progressEl && parseInt(progressEl.getAttribute("total") || "0", 10);
+        var current = progressEl ? parseInt(progressEl.getAttribute("current") || "0", 10) : 0;
+        var percentAttr = progressEl && progressEl.getAttribute("percent");
+        if (total > 0) {
+          bar.max = total;
+          bar.value = current;
+          bar.textContent = percentAttr + " %";
+          field("percent").textContent = percentAttr + " %";
+          field("counts").textContent = current + " of " + total;
+          document.title = percentAttr + " % · " + name + " · threadsvc";
+        } else if (final) {
+          bar.max = 1;
+          bar.value = status === "completed" ? 1 : 0;
+        }
+      }
+      setTime(field("started"), thread.getAttribute("started"));
+      setTime(field("ended"), thread.getAttribute("ended"));
+      ["warnings", "errors"].forEach(function (key) {
+        var el = field(key);
+        var value = thread.getAttribute(key);
+        if (el && value !== null) {
+          el.textContent = value;
+          el.classList.toggle(key === "warnings" ? "warn" : "err", value !== "0");
+        }
+      });
+      if (final) {
+        finished = true;
+        document.title = name + " · " + status + " · threadsvc";
+        var cancel = root.querySelector("#cancel-form");
+        if (cancel) cancel.remove();
+        var result = thread.getElementsByTagName("result")[0];
+        var box = root.querySelector("#result");
+        if (result && box) {
+          var meta = field("result-meta");
+          if (meta) {
+            meta.textContent = result.getAttribute("media-type") + ", " +
+              result.getAttribute("size") + " bytes; kept until ";
+            meta.appendChild(timeElement(result.getAttribute("deletion")));
+          }
+          box.hidden = false;
+        }
+        root.setAttribute("data-final", "true");
+      }
+    }
+
+    function addLog(event) {
+      if (!log) return; // this role may not read the log: show none of it
+      var seq = parseInt(event.getAttribute("seq"), 10);
+      if (seq <= lastSeq) return; // already on the page
+      lastSeq = seq;
+      var level = event.getAttribute("level");
+      var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+      var li = document.createElement("li");
+      li.className = "l-" + level + " new";
+      li.setAttribute("data-seq", String(seq));
+      li.appendChild(timeElement(event.getAttribute("datetime"), "clock"));
+      var levelEl = document.createElement("span");
+      levelEl.className = "level";
+      levelEl.textContent = level;
+      var text = document.createElement("span");
+      text.className = "text";
+      text.textContent = event.textContent;
+      li.appendChild(levelEl);
+      li.appendChild(text);
+      log.appendChild(li);
+      while (log.children.length > MAX_LOG_LINES) log.removeChild(log.firstChild);
+      var total = field("log-total");
+      if (total) total.textContent = String(Math.max(seq, parseInt(total.textContent, 10) || 0));
+      if (atBottom) log.scrollTop = log.scrollHeight;
+    }
+
+    setLive("", "connecting…");
+    var source = new EventSource(root.getAttribute("data-events"));
+    source.addEventListener("open", function () { setLive("on", "live"); });
+    source.addEventListener("status", function (e) {
+      var thread = parseXml(e.data);
+      if (thread) setStatus(thread);
+      if (finished) {
+        source.close(); // the server ends the stream; do not let EventSource reconnect
+        setLive("", "finished");
+      }
+    });
+    source.addEventListener("log", function (e) {
+      var event = parseXml(e.data);
+      if (event) addLog(event);
+    });
+    source.addEventListener("error", function () {
+      if (finished) return;
+      if (source.readyState === EventSource.CLOSED) {
+        setLive("off", "disconnected: reload the page");
+      } else {
+        setLive("off", "reconnecting…");
+      }
+    });
+    if (log) log.scrollTop = log.scrollHeight;
+  }
+
+  function start() {
+    Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), localise);
+    onceForms();
+    var root = document.querySelector("[data-events]");
+    if (root) follow(root);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
