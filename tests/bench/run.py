@@ -13,6 +13,7 @@ the first time (it makes tests/bench/.venv-peers with SAQ and procrastinate).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -81,12 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "docs" / "performance.md"),
                         help="where to write the report (default docs/performance.md)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument("--size", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one size of tests/bench/sizes.py, e.g. waiters=5000")
     parser.add_argument("--conditions", default="",
                         help="a sentence on the conditions of this run, for the report")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
     sizes = QUICK if args.quick else FULL
+    for item in args.size:
+        name, _, value = item.partition("=")
+        if not hasattr(sizes, name) or name == "name":
+            parser.error(f"--size: no size named {name!r}")
+        kind = type(getattr(sizes, name))
+        sizes = dataclasses.replace(sizes, **{name: kind(value)})
     names = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     wanted = [i for i in ITEMS if i in {x.strip() for x in args.only.split(",")}]
     limit = raise_open_files()
@@ -118,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m tests.bench" + (" --quick" if args.quick else "")
     if args.store != "both":
         command += f" --store {args.store}"
+    command += "".join(f" --size {item}" for item in args.size)
     info = {
         "command": command,
         "when": report.now_text(),
