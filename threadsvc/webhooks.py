@@ -56,7 +56,7 @@ from threadsvc.xml import render
 log = logging.getLogger(__name__)
 
 POLL = 0.5  # seconds between looks for due deliveries
-LEASE = 60.0  # seconds a claimed delivery is this worker's (well above SEND_TIMEOUT)
+LEASE = 30.0  # seconds a claimed delivery is this worker's (three times SEND_TIMEOUT)
 SEND_TIMEOUT = 10.0  # seconds for one attempt: resolving, connecting, sending, the status line
 BACKOFF_BASE = 1.0  # seconds; the first retry comes within this, each later one within twice
 BACKOFF_CAP = 3600.0
@@ -268,6 +268,10 @@ class DeliveryWorker:
                 trust_env=False,  # no proxy from the environment: the checked address is used
                 headers={"User-Agent": f"threadsvc-webhooks/{__version__}"},
             )
+        if not self.store.shared:
+            # Alone on its store: any lease is a crashed predecessor's; send those now rather
+            # than after LEASE (retrying sooner than a backoff planned is harmless).
+            await self.store.release_all_deliveries(now_ms())
         self._task = asyncio.create_task(self._loop(), name="webhook-deliveries")
 
     async def stop(self, grace: float | None = None) -> None:

@@ -251,6 +251,10 @@ class Store(Protocol):
     async def release_delivery(self, delivery_id: str, now: int) -> None:
         """Give back a claimed, still pending delivery that was not attempted: due at `now`."""
 
+    async def release_all_deliveries(self, now: int) -> int:
+        """Make every pending delivery due at `now` (leases and backoff alike); how many. For a
+        node starting alone on its store, whose leases a crash may have left behind."""
+
     async def prune_deliveries(self, created_before: int) -> int:
         """Delete delivered and failed deliveries created before the moment; how many."""
 

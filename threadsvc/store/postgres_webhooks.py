@@ -186,6 +186,11 @@ class PostgresWebhookQueries:
         args = {"id": delivery_id, "now": now}
         await self._write(lambda conn: _rowcount(conn, "release_delivery", args))
 
+    async def release_all_deliveries(self, now: int) -> int:
+        return await self._write(
+            lambda conn: _rowcount(conn, "release_all_deliveries", {"now": now})
+        )
+
     async def prune_deliveries(self, created_before: int) -> int:
         return await self._write(
             lambda conn: _rowcount(conn, "prune_deliveries", {"before": created_before})

@@ -212,6 +212,12 @@ class WebhookQueries:
         args = {"id": delivery_id, "now": now}
         await self._write(lambda conn: conn.execute(Q["release_delivery"], args))
 
+    async def release_all_deliveries(self, now: int) -> int:
+        def do(conn: sqlite3.Connection) -> int:
+            return conn.execute(Q["release_all_deliveries"], {"now": now}).rowcount
+
+        return await self._write(do)
+
     async def prune_deliveries(self, created_before: int) -> int:
         def do(conn: sqlite3.Connection) -> int:
             return conn.execute(Q["prune_deliveries"], {"before": created_before}).rowcount

@@ -63,5 +63,9 @@ WHERE id = %(id)s AND status = 'pending';
 -- name: release_delivery
 UPDATE webhook_deliveries SET next_attempt = %(now)s WHERE id = %(id)s AND status = 'pending';
 
+-- name: release_all_deliveries
+UPDATE webhook_deliveries SET next_attempt = %(now)s
+WHERE status = 'pending' AND next_attempt > %(now)s;
+
 -- name: prune_deliveries
 DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created < %(before)s;

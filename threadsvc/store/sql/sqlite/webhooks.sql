@@ -58,5 +58,8 @@ WHERE id = :id AND status = 'pending';
 -- name: release_delivery
 UPDATE webhook_deliveries SET next_attempt = :now WHERE id = :id AND status = 'pending';
 
+-- name: release_all_deliveries
+UPDATE webhook_deliveries SET next_attempt = :now WHERE status = 'pending' AND next_attempt > :now;
+
 -- name: prune_deliveries
 DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created < :before;

@@ -1,0 +1,149 @@
+"""A real server under a stream of starts, cancels and polls, SIGKILLed at random moments and
+restarted, on each store. Afterwards: every start answered 202 has its thread, every thread
+reaches a final status, none ran twice, no log has a gap, and every final status reached the
+webhook at least once.
+
+The short form runs in CI; `THREADSVC_CHAOS_ROUNDS=20` (kills) runs the long form.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import NewStore
+from tests.support import Server, free_port, seed
+
+ROUNDS = int(os.environ.get("THREADSVC_CHAOS_ROUNDS", "3"))
+GROUP = "/ps/service/groups/dev"
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records the final statuses it hears."""
+
+    def __init__(self) -> None:
+        self.finals: dict[str, set[str]] = {}  # thread id -> delivery ids
+        lock = threading.Lock()
+        finals = self.finals
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                found = re.search(rb'<thread id="([0-9a-f]{32})"', body)
+                if found and self.headers["x-threadsvc-event"] == "final":
+                    with lock:
+                        finals.setdefault(found.group(1).decode(), set()).add(
+                            self.headers["x-threadsvc-delivery"]
+                        )
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Load:
+    """Starts, cancels and polls as fast as one client can, through every crash."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.accepted: list[str] = []
+        self.stop = threading.Event()
+        self.requests = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        with self.server.client("manager", timeout=5) as http:
+            while not self.stop.is_set():
+                self.requests += 1
+                try:
+                    roll = rng.random()
+                    if roll < 0.5 or not self.accepted:
+                        fields = {"job": "sleep", "seconds": f"{rng.uniform(0.05, 0.5):.2f}",
+                                  "steps": str(rng.randint(1, 5))}
+                        answer = http.post(f"{GROUP}/threads", data=fields)
+                        if answer.status_code == 202:
+                            self.accepted.append(re.search(r'id="([0-9a-f]{32})"', answer.text)
+                                                 .group(1))  # type: ignore[union-attr]
+                    elif roll < 0.65:
+                        http.post(f"{GROUP}/threads/{rng.choice(self.accepted)}/cancel")
+                    else:
+                        http.get(f"/ps/service/threads/{rng.choice(self.accepted)}/progress")
+                except httpx.HTTPError:
+                    time.sleep(0.05)  # the server is down: try again
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.server.shutdown()
+
+
+@pytest.mark.timeout(600)
+def test_kills_lose_nothing(tmp_path: Path, new_store: NewStore, receiver: Receiver) -> None:
+    server = Server(tmp_path, db=new_store(tmp_path), **{
+        "max-running": 32, "max-active-per-user": 10_000, "webhook-allow-private": True,
+    })
+    seed(server.config)
+    server.start()
+    with server.client("manager") as http:
+        assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "s"}
+                         ).status_code == 201
+    load = Load(server)
+    load.thread.start()
+    rng = random.Random(11)
+    try:
+        for _ in range(ROUNDS):
+            time.sleep(rng.uniform(0.5, 2.0))
+            server.kill()
+            server.start()
+    finally:
+        time.sleep(1.0)
+        load.stop.set()
+        load.thread.join(10)
+    accepted = list(load.accepted)
+    assert len(accepted) > 20, "the load barely ran"
+    with server.client("admin", timeout=30) as http:
+        deadline = time.monotonic() + 120
+        while 'total="0"' not in http.get("/ps/service/threads", params={"pagesize": "1"}).text:
+            assert time.monotonic() < deadline, "threads stayed active"
+            time.sleep(0.5)
+        listed = http.get("/ps/service/threads",
+                          params={"status": "all", "pagesize": "1000", "type": "sleep"}).text
+        statuses = dict(re.findall(r'<thread id="([0-9a-f]{32})"[^>]*status="([a-z]+)"', listed))
+        missing = [t for t in accepted if t not in statuses]
+        assert not missing, f"{len(missing)} threads answered 202 are gone"
+        assert {statuses[t] for t in accepted} <= {"completed", "failed", "cancelled"}
+        for thread_id in accepted:
+            logs = http.get(f"/ps/service/threads/{thread_id}/logs").text
+            seqs = [int(s) for s in re.findall(r'<event seq="(\d+)"', logs)]
+            assert seqs == list(range(1, len(seqs) + 1)), f"a gap in the log of {thread_id}"
+            assert len(re.findall(r"Status: inprogress \(node", logs)) <= 1, "ran twice"
+    deadline = time.monotonic() + 150  # on PostgreSQL a dead node's lease must run out
+    while set(accepted) - set(receiver.finals):
+        assert time.monotonic() < deadline, (
+            f"{len(set(accepted) - set(receiver.finals))} final statuses never delivered"
+        )
+        time.sleep(0.5)
+    server.stop()
+    figures = Path("test-artifacts/chaos")
+    figures.mkdir(parents=True, exist_ok=True)
+    (figures / f"{tmp_path.name}.txt").write_text(
+        f"kills={ROUNDS} requests={load.requests} accepted={len(accepted)} "
+        f"final_statuses_delivered={len(receiver.finals)}\n"
+    )
