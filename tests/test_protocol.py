@@ -30,6 +30,7 @@ def short(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iter
         "purge-interval": 0.5,
         "max-active-per-user": 5,
         "max-active-per-group": 8,
+        "max-streams-per-user": 2,
         "max-running": 64,
     }
     for server, _ in running_server(directory, **settings):
@@ -230,3 +231,25 @@ def test_event_stream(server: Server) -> None:
         resumed = http.get(f"{GROUP}/threads/{thread_id}/events", headers={"Last-Event-ID": third}).text
     again = [int(s) for s in re.findall(r'<event seq="(\d+)"', resumed)]
     assert again == seqs[3:]
+
+
+def test_open_event_streams_are_limited_per_user(short: Server) -> None:
+    with short.client("reviewer") as http, short.client("manager") as other:
+        thread_id = start(other, seconds="30", steps="1")
+        url = f"{GROUP}/threads/{thread_id}/events"
+        with http.stream("GET", url) as first, http.stream("GET", url) as second:
+            assert first.status_code == second.status_code == 200
+            refused = http.get(url)
+            assert refused.status_code == 429 and 'id="0302"' in refused.text
+            assert "retry-after" in refused.headers
+            with other.stream("GET", url) as theirs:  # another user's quota is their own
+                assert theirs.status_code == 200
+        # both closed: the quota is free again (once the server has seen them go)
+        deadline = time.monotonic() + 10
+        while True:
+            with http.stream("GET", url) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "closed streams were not given back"
+            time.sleep(0.2)
+        other.post(f"{GROUP}/threads/{thread_id}/cancel")

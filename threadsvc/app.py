@@ -28,6 +28,7 @@ from threadsvc.web.api import AppState
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit
 from threadsvc.web.routes import routes
+from threadsvc.web.waiting import StreamQuota
 from threadsvc.webhooks import DeliveryWorker, WebhookService
 
 log = logging.getLogger("threadsvc")
@@ -54,7 +55,8 @@ def create_app(settings: Settings) -> Starlette:
             registry.add(command_job(settings))  # the [commands.NAME] tables (SPEC §12)
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
-            app.state.threadsvc = AppState(settings, store, identity, runner, service)
+            streams = StreamQuota(settings.max_streams_per_user)
+            app.state.threadsvc = AppState(settings, store, identity, runner, service, streams)
             app.state.console = Console(keys)  # the web console's session and CSRF keys
             app.state.webhooks = WebhookService(store, service, settings)
             deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (SPEC §8)

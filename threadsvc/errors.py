@@ -14,6 +14,7 @@
     ├── BodyTooLarge
     ├── ThreadStillRunning         DELETE of an active thread
     ├── TooManyActiveThreads       a per-user or per-group limit
+    ├── TooManyStreams             a user's open event streams
     ├── StoreUnavailable           the database cannot be reached
     ├── Conflict                   a unique name or id is already taken
     ├── LinkRefused                a pre-signed link expired or was tampered with
@@ -83,6 +84,12 @@ class ThreadStillRunning(ThreadsvcError):
 
 
 class TooManyActiveThreads(ThreadsvcError):
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManyStreams(ThreadsvcError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after

@@ -37,6 +37,7 @@ class Settings:
     max_running: int = 16
     max_active_per_user: int = 100
     max_active_per_group: int = 1000
+    max_streams_per_user: int = 50  # open event streams
     result_url_ttl: int = 300
     result_ttl: int = 3600
     thread_ttl: int = 30 * 24 * 3600

@@ -15,7 +15,7 @@ from importlib import resources
 import anyio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, PlainTextResponse, Response
 
 from threadsvc.errors import (
     AuthenticationFailed,
@@ -48,6 +48,7 @@ class AppState:
     identity: Identity
     runner: Runner
     service: Service
+    streams: waiting.StreamQuota
 
 
 def app_state(request: Request) -> AppState:
@@ -218,8 +219,8 @@ async def events(request: Request) -> Response:
         state.store, state.runner.changes, thread, waiting.last_event_id(request), reread,
         render_thread,
     )
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    state.streams.acquire(who.username)  # 429 beyond the user's quota; the response gives it back
+    return waiting.EventStreamResponse(stream, state.streams, who.username)
 
 
 async def result(request: Request) -> Response:

@@ -30,6 +30,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.Conflict, 409, "0208"),
     (errors.TooManyActiveThreads, 429, "0300"),
     (errors.AccountLocked, 429, "0301"),
+    (errors.TooManyStreams, 429, "0302"),
     (errors.ThreadStillRunning, 409, "0403"),
     (errors.LinkRefused, 403, "0400"),
     (errors.ResultDeleted, 410, "0401"),
@@ -58,7 +59,7 @@ async def threadsvc_error(request: Request, exc: Exception) -> Response:
             if scheme == "bearer"
             else 'Basic realm="threadsvc", charset="UTF-8"'
         )
-    if isinstance(exc, errors.TooManyActiveThreads | errors.AccountLocked):
+    if isinstance(exc, errors.TooManyActiveThreads | errors.AccountLocked | errors.TooManyStreams):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.StoreUnavailable):
         log.warning("store unavailable: %s", exc)

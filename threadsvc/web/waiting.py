@@ -12,9 +12,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from threadsvc.changes import Changes
-from threadsvc.errors import BadParameter
+from threadsvc.errors import BadParameter, TooManyStreams
 from threadsvc.models import Level, Thread
 from threadsvc.store.base import Store
 from threadsvc.xml import render
@@ -23,6 +25,40 @@ MAX_WAIT = 60
 STATUS_INTERVAL = 0.25  # at most 4 status events a second
 KEEPALIVE = 15.0
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)", re.IGNORECASE)
+
+
+class StreamQuota:
+    """Open event streams per user, so that one client cannot hold every connection."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: dict[str, int] = {}
+
+    def acquire(self, username: str) -> None:
+        if self._open.get(username, 0) >= self.per_user:
+            raise TooManyStreams(f"User '{username}' has {self.per_user} open event streams")
+        self._open[username] = self._open.get(username, 0) + 1
+
+    def release(self, username: str) -> None:
+        self._open[username] -= 1
+        if not self._open[username]:
+            del self._open[username]
+
+
+class EventStreamResponse(StreamingResponse):
+    """An event stream that gives its user's quota back however it ends (the response is
+    always called, even when the client is already gone)."""
+
+    def __init__(self, stream: AsyncIterator[str], quota: StreamQuota, username: str) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(stream, media_type="text/event-stream", headers=headers)
+        self._quota, self._username = quota, username
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._quota.release(self._username)
 
 
 def etag(thread: Thread) -> str:
