@@ -1,0 +1,159 @@
+"""The console end to end: a real server (tests/support.py) and headless Chromium through
+Playwright. Every browser test leaves a screenshot in test-artifacts/console/.
+
+Chromium is Debian's (/usr/bin/chromium, or THREADSVC_TEST_CHROMIUM); Playwright never
+downloads a browser here. Without either, the browser tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Server, password, running_server
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+UI = "/ps/ui"
+
+
+def chromium_path() -> str | None:
+    explicit = os.environ.get("THREADSVC_TEST_CHROMIUM")
+    if explicit:
+        return explicit if os.path.exists(explicit) else None
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(candidate):
+            return candidate
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The standard world on SQLite (the console does not depend on the store)."""
+    directory = tmp_path_factory.mktemp("console")
+    yield from running_server(directory, **{"max-running": 64})
+
+
+@pytest.fixture(scope="module")
+def browser(server: Server) -> Iterator[Any]:
+    """Chromium for one module. Playwright's sync API runs an event loop in this thread while
+    it is open, so the server is seeded first (anyio.run) and the browser closes with the
+    module, before other modules need the thread."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Chromium is missing (apt-get install chromium, or set "
+                    "THREADSVC_TEST_CHROMIUM to its path)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Browsing:
+    """Browser contexts for one test; the last page opened is photographed at the end."""
+
+    def __init__(self, browser: Any, server: Server, name: str) -> None:
+        self.browser = browser
+        self.server = server
+        self.name = name
+        self.contexts: list[Any] = []
+        self.pages: list[Any] = []
+        self.shots = 0
+
+    def page(self, **options: Any) -> Any:
+        context = self.browser.new_context(
+            base_url=self.server.url, **{"viewport": {"width": 1280, "height": 900}, **options}
+        )
+        context.set_default_timeout(15_000)
+        self.contexts.append(context)
+        page = context.new_page()
+        self.pages.append(page)
+        return page
+
+    def signed_in(self, user: str, **options: Any) -> Any:
+        page = self.page(**options)
+        sign_in(page, user)
+        return page
+
+    def shot(self, page: Any, label: str = "") -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.shots += 1
+        suffix = f"-{label}" if label else ""
+        path = ARTIFACTS / f"{self.name}{suffix}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        from playwright.sync_api import Error
+
+        if self.pages and self.shots == 0:
+            with contextlib.suppress(Error):  # a page that is gone has nothing to show
+                self.shot(self.pages[-1])
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def browsing(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterator[Browsing]:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
+    found = Browsing(browser, server, name)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+def sign_in(page: Any, user: str, secret: str | None = None) -> None:
+    page.goto(f"{UI}/sign-in")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(secret if secret is not None else password(user))
+    page.get_by_role("button", name="Sign in").click()
+    if secret is None:
+        page.wait_for_url(re.compile(r".*/ps/ui/groups$"))
+
+
+def start_sleep(server: Server, user: str, group: str | None = "dev", **params: Any) -> str:
+    """Start a sleep thread through the API; returns its id."""
+    where = f"/groups/{group}" if group else ""
+    data = {"job": "sleep", **{k: str(v) for k, v in params.items()}}
+    with server.client(user) as http:
+        response = http.post(f"/ps/service{where}/threads", data=data)
+    assert response.status_code == 202, response.text
+    found = re.search(r'id="([0-9a-f]{32})"', response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def thread_status(server: Server, thread_id: str) -> str:
+    with server.client("admin") as http:
+        response = http.get(f"/ps/service/threads/{thread_id}/progress")
+    found = re.search(r'status="([a-z]+)"', response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def cancel_all(server: Server, ids: list[str]) -> None:
+    with server.client("admin") as http:
+        for thread_id in ids:
+            http.post(f"/ps/service/threads/{thread_id}/cancel")
+
+
+def anonymous(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=30, follow_redirects=False)
