@@ -76,6 +76,7 @@ class Browsing:
         self.contexts: list[Any] = []
         self.pages: list[Any] = []
         self.shots = 0
+        self.problems: list[str] = []  # script errors and CSP violations: each fails the test
 
     def page(self, **options: Any) -> Any:
         context = self.browser.new_context(
@@ -84,8 +85,15 @@ class Browsing:
         context.set_default_timeout(15_000)
         self.contexts.append(context)
         page = context.new_page()
+        page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
+        page.on("console", self._console)
         self.pages.append(page)
         return page
+
+    def _console(self, message: Any) -> None:
+        # a page answered 403 or 404 on purpose is logged as a failed load: not a problem
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.problems.append(f"console error: {message.text}")  # CSP violations too
 
     def signed_in(self, user: str, **options: Any) -> Any:
         page = self.page(**options)
@@ -108,6 +116,7 @@ class Browsing:
                 self.shot(self.pages[-1])
         for context in self.contexts:
             context.close()
+        assert not self.problems, self.problems
 
 
 @pytest.fixture

@@ -136,7 +136,11 @@ def test_forged_forms_are_refused_and_do_nothing(server: Server) -> None:
 
 
 def test_sign_out_clears_the_session(server: Server) -> None:
+    with anonymous(server) as client:
+        assert client.get(f"{UI}/sign-out").status_code == 303  # to sign in first
     with signed_in(server, "manager") as client:
+        offered = client.get(f"{UI}/sign-out")
+        assert offered.status_code == 200 and "signed in as <strong>manager" in offered.text
         token = csrf_of(client.get(f"{UI}/groups"))
         out = client.post(f"{UI}/sign-out", data={"csrf": token})
         assert out.status_code == 303 and out.headers["location"] == f"{UI}/sign-in?notice=signed-out"

@@ -88,6 +88,13 @@ async def sign_in(request: Request) -> Response:
 
 
 @page
+async def sign_out_form(request: Request) -> Response:
+    """Sign-out is a POST (every page has its button); this page offers one on its own."""
+    await viewer(request)
+    return render(request, "sign_out.html", {})
+
+
+@page
 async def sign_out(request: Request) -> Response:
     async with request.form(max_files=0, max_fields=10) as form:
         token = form.get(CSRF_FIELD)

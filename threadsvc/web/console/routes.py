@@ -30,6 +30,7 @@ def routes() -> list[BaseRoute]:
         Route("/", home, methods=["GET"]),
         Route("/sign-in", forms.sign_in_form, methods=["GET"]),
         Route("/sign-in", forms.sign_in, methods=["POST"]),
+        Route("/sign-out", forms.sign_out_form, methods=["GET"]),
         Route("/sign-out", forms.sign_out, methods=["POST"]),
         Route("/groups", views.groups, methods=["GET"]),
         Route("/groups/open", views.open_group, methods=["GET"]),
