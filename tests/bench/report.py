@@ -196,7 +196,8 @@ in processes of their own.
    sequentially; median latency.
 6. **Long-polls and streams**: N clients (a separate process, raw asyncio sockets) hold either a
    long-poll (`…/progress?wait=60` with `If-None-Match` of the current ETag) or an event stream
-   (`…/events`) on one `hold` thread; once every stream has its first status event and the
+   (`…/events`) on one `hold` thread, all as the one user `contributor` (so
+   `max-streams-per-user` is raised to 10 N); once every stream has its first status event and the
    server is idle, the thread is cancelled, and each client's wake-up latency is the time from
    sending the cancel to receiving the new state. Target: every client woken within 1 s.
 """

@@ -28,7 +28,9 @@ MODES = {"longpoll": "long-polls (?wait=60)", "sse": "event streams (…/events)
 def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:
     directory = work / f"wake-{store}"
     n = sizes.waiters
-    with bench_server(directory, stores.url(store, directory)) as (server, tokens):
+    # Every client is the one user `contributor`: lift the per-user quota of event streams.
+    settings = {"max-streams-per-user": 10 * n}
+    with bench_server(directory, stores.url(store, directory), **settings) as (server, tokens):
         for mode, label in MODES.items():
             with server.bearer(tokens[USER]) as client:
                 thread = start_thread(client, "hold", seconds=86_400)

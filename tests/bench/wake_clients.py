@@ -48,7 +48,9 @@ async def hold(spec: dict[str, Any], client: Client, connect: asyncio.Semaphore,
         while True:
             chunk = await reader.read(65536)
             if not chunk:
-                client.error = client.error or "connection closed before the change"
+                where = "the change" if client.ready.is_set() else "it was ready"
+                client.error = client.error or (
+                    f"connection closed before {where}: {buffer[:200]!r}")
                 return
             buffer += chunk
             if spec["mode"] == "sse" and not client.ready.is_set() and b"event: status" in buffer:
@@ -77,8 +79,8 @@ async def hold(spec: dict[str, Any], client: Client, connect: asyncio.Semaphore,
                 return
     except Exception as exc:  # a client that fails is counted, not fatal
         client.error = f"{type(exc).__name__}: {exc}"
-        client.ready.set()
     finally:
+        client.ready.set()  # a client that failed is ready, as a failure
         if writer is not None:
             writer.close()
 
