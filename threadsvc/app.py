@@ -27,7 +27,7 @@ from threadsvc.web import errors
 from threadsvc.web.api import AppState
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit
-from threadsvc.web.routes import routes
+from threadsvc.web.routes import console_routes, routes
 from threadsvc.web.waiting import StreamQuota
 from threadsvc.webhooks import DeliveryWorker, WebhookService
 
@@ -75,7 +75,7 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *console_routes()],
         middleware=[
             Middleware(ApiAlias),
             Middleware(BodyLimit, limit=settings.max_upload),

@@ -40,6 +40,7 @@ def _thread_routes(base: str) -> list[BaseRoute]:
 
 
 def routes() -> list[BaseRoute]:
+    """The services (each one described in openapi.json)."""
     return [
         *_thread_routes(SERVICE),
         *_thread_routes(SERVICE + "/groups/{group}"),
@@ -50,6 +51,12 @@ def routes() -> list[BaseRoute]:
         Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+    ]
+
+
+def console_routes() -> list[BaseRoute]:
+    """The web console: HTML pages for people, not services (so not in openapi.json)."""
+    return [
         Route(CONSOLE, _to_console, methods=["GET"]),
         Mount(CONSOLE, app=console.app()),
     ]

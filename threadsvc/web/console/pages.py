@@ -198,6 +198,11 @@ def page(handler: Handler) -> Handler:
             return error_page(request, exc)
         except ThreadsvcError as exc:
             return error_page(request, exc)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            context = {"status": 500, "title": "Something went wrong",
+                       "message": "Internal error; it has been logged"}
+            return render(request, "error.html", context, 500)
         return response
 
     return endpoint
@@ -206,9 +211,9 @@ def page(handler: Handler) -> Handler:
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     """The console's answer for a path it does not have."""
     request = Request(scope, receive)
-    exc = ThreadsvcError(f"There is no page at {request.url.path}")
+    message = f"There is no page at {request.url.path}"
     response = render(request, "error.html",
-                      {"status": 404, "title": "Not found", "message": str(exc)}, 404)
+                      {"status": 404, "title": "Not found", "message": message}, 404)
     await response(scope, receive, send)
 
 
