@@ -107,9 +107,7 @@ def _nul_on_postgres(sent: Sent, status: int) -> bool:
 
 def _non_ascii_basic_credentials(sent: Sent, status: int) -> bool:
     return status == 500 and any(
-        name.lower() == "authorization"
-        and value[:6].lower() == "basic "
-        and not value.isascii()
+        name.lower() == "authorization" and value[:6].lower() == "basic " and not value.isascii()
         for name, value in sent.headers.items()
     )
 

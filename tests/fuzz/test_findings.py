@@ -142,7 +142,7 @@ def test_basic_credentials_that_are_not_ascii_are_401(
 ) -> None:
     data = {"grant_type": "client_credentials"} if method == "POST" else None
     with httpx.Client(base_url=sqlite_server.url, timeout=30, trust_env=False) as http:
-        response = http.request(method, path, headers={"Authorization": value}, data=data)
+        response = http.request(method, path, headers={b"Authorization": value}, data=data)
     check_answer(
         method, path, response.status_code, response.headers, response.content, False, count=False
     )

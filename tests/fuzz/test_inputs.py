@@ -80,7 +80,12 @@ def send(http: httpx.Client, method: str, url: str | httpx.URL, **kwargs: Any) -
     """Send, check the answer (checks.check_answer), cancel a thread that was started."""
     request = http.build_request(method, url, **kwargs)
     request.read()  # a multipart body too, so that `Sent` can hold it
-    response = http.send(request)
+    try:
+        response = http.send(request)
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        # The server closes a connection after a 500 (Starlette re-raises to uvicorn), so the
+        # next request on that keep-alive connection fails: send it again, on a new one.
+        response = http.send(request)
     path = request.url.raw_path.decode("ascii")
     sent = Sent(method, path, request.headers, request.content)
     check_answer(
