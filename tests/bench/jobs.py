@@ -2,7 +2,7 @@
 (`jobs = ["tests.bench.jobs"]`).
 
 - `noop`: returns at once (starting and finishing threads).
-- `ticker`: sleeps a second and reports progress, `seconds` times (many threads at once).
+- `ticker`: reports progress every second, `seconds` times (many threads at once).
 - `hold`: reports progress once, then sleeps `seconds` (a running thread that does not change:
   polling, long-polls and event streams).
 - `logger`: logs `events` INFO events as fast as the context takes them (big logs).
@@ -31,10 +31,13 @@ async def noop(ctx: Context) -> None:
     params={"seconds": Integer(minimum=1, maximum=86_400, default=60)},
 )
 async def ticker(ctx: Context) -> None:
-    """Sleep a second and report progress, `seconds` times."""
+    """Report progress every second, `seconds` times: step N is due N seconds after the start
+    (a late wake-up does not push the later steps back)."""
     total = ctx.params["seconds"]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     for step in range(1, total + 1):
-        await asyncio.sleep(1)
+        await asyncio.sleep(max(0.0, start + step - loop.time()))
         await ctx.progress(step, total)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 import threading
@@ -36,6 +37,8 @@ MB = 1024 * 1024
 
 async def start_many(url: str, token: str, n: int, concurrency: int) -> list[str]:
     ids: list[str] = []
+    retries: list[int] = []
+    run_id = secrets.token_hex(4)
     todo = iter(range(n))
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -43,14 +46,28 @@ async def start_many(url: str, token: str, n: int, concurrency: int) -> list[str
                                  timeout=120) as client:
 
         async def starter() -> None:
-            for _ in todo:
-                response = await client.post(group_path(),
-                                             data={"job": "ticker", "seconds": "86400"})
+            for i in todo:
+                # A start whose connection broke is sent again under the same key: the
+                # server answers the thread it made, if it made one, and starts nothing new.
+                key = {"Idempotency-Key": f"bench-many-{run_id}-{i}"}
+                for attempt in range(5):
+                    try:
+                        response = await client.post(
+                            group_path(), data={"job": "ticker", "seconds": "86400"},
+                            headers=key,
+                        )
+                        break
+                    except httpx.TransportError:
+                        if attempt == 4:
+                            raise
+                        retries.append(i)
                 if response.status_code != 202:
                     raise RuntimeError(f"start: {response.status_code} {response.text[:200]}")
                 ids.append(response.json()["thread"]["id"])
 
         await asyncio.gather(*(starter() for _ in range(concurrency)))
+    if retries:
+        say(f"  {len(retries)} starts sent again after a broken connection")
     return ids
 
 
@@ -114,7 +131,7 @@ def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) 
                        note=f"p50 {out['p50_ms']:.1f} ms, max {out['max_ms']:.0f} ms, "
                             f"{out['polls']:,} polls over {sizes.many_poll_seconds:g} s"
                             + (f"; {bad} not 200" if bad else "")))
-    results.add(Figure(ITEM, "progress behind the clock (median of 50 threads)", store,
+    results.add(Figure(ITEM, "stored progress behind schedule (median of 50 threads)", store,
                        lag["median"], "s", higher_is_better=False,
                        note=f"worst {lag['max']:.1f} s; starting {n:,} over HTTP took "
                             f"{started:.1f} s"))
@@ -132,7 +149,8 @@ def run_poller(spec_file: Path, seconds: float) -> dict[str, Any]:
 
 
 def tick_lag(url: str, token: str, ids: list[str]) -> dict[str, float]:
-    """How far each thread's progress is behind the seconds since it started."""
+    """How far each thread's stored progress is behind its schedule (step N due N seconds after
+    it started): under 1 s when the server keeps up."""
     lags = []
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                       timeout=60) as client:
