@@ -81,6 +81,6 @@ def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) 
     results.add(Figure(ITEM, "ratio per server CPU-second (less noisy)", store,
                        per_cpu["threadsvc"] / per_cpu["bare"], "×",
                        note=f"{per_cpu['threadsvc']:,.0f} vs {per_cpu['bare']:,.0f} req per CPU-s"))
-    results.add(Figure(ITEM, "p99 latency threadsvc / bare", store,
+    results.add(Figure(ITEM, "p99 latency, threadsvc", store,
                        max(totals["threadsvc"]["p99"]), "ms",
                        note=f"bare {max(totals['bare']['p99']):.1f} ms", higher_is_better=False))

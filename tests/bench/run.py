@@ -84,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument("--size", action="append", default=[], metavar="NAME=VALUE",
                         help="override one size of tests/bench/sizes.py, e.g. waiters=5000")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="write the report again from a saved run (tests/bench/results/)")
     parser.add_argument("--conditions", default="",
                         help="a sentence on the conditions of this run, for the report")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
+    if args.from_json:
+        return rewrite(Path(args.from_json), Path(args.output), args.conditions)
     sizes = QUICK if args.quick else FULL
     for item in args.size:
         name, _, value = item.partition("=")
@@ -134,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         "form": sizes.name,
         "stores": ", ".join(names),
         "duration": f"{minutes:.1f} minutes",
-        "conditions": (args.conditions + " " if args.conditions else "")
-        + f"Load average (1, 5, 15 min) {load_before} before the run, {load_average()} after.",
+        "conditions": args.conditions,
+        "load": f"Load average (1, 5, 15 min) {load_before} before the run, "
+                f"{load_average()} after.",
         "machine": report.machine(),
         "versions": report.versions(postgres, peers),
     }
@@ -153,9 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def rewrite(saved: Path, out: Path, conditions: str) -> int:
+    """The report again from a saved run (new wording, notes), without measuring anything."""
+    data = json.loads(saved.read_text())
+    figures = [Figure(**{k: v for k, v in f.items() if k != "verdict"}) for f in data["figures"]]
+    info = data["info"]
+    if conditions:
+        info["conditions"] = conditions
+    print_table(figures)
+    out.write_text(report.markdown(figures, info, report.kept_notes(out)))
+    say(f"wrote {out} from {saved}")
+    return 0
+
+
 def print_table(figures: list[Figure]) -> None:
     rows = [("item", "measure", "store", "value", "target", "")]
-    for f in figures:
+    for f in report.in_order(figures):
         rows.append((f.item, f.what[:58], f.store, f"{fmt(f.value)} {f.unit}".strip(),
                      f.target_text, f.verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
