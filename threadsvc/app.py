@@ -52,7 +52,8 @@ def create_app(settings: Settings) -> Starlette:
             identity = Identity(store, settings, keys)
             runner = Runner(store, registry, settings)
             registry.add(purge_job(store, runner.files, runner.uploads, settings))
-            registry.add(command_job(settings))  # the [commands.NAME] tables (SPEC §12)
+            if settings.commands:
+                registry.add(command_job(settings))  # the [commands.NAME] tables (SPEC §12)
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
             streams = StreamQuota(settings.max_streams_per_user)

@@ -170,6 +170,8 @@ class Identity:
         return found[0]
 
     async def issue_access_token(self, client_id: str, secret: str) -> AccessToken:
+        if "\x00" in client_id:  # no store can hold it, so no client has it
+            raise AuthenticationFailed("Unknown client or wrong secret")
         found = await self.store.get_oauth_client(client_id)
         expected = found[1] if found is not None else token_hash(secrets.token_hex(16))
         if not hmac.compare_digest(token_hash(secret), expected) or found is None:

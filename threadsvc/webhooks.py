@@ -210,6 +210,8 @@ class WebhookService:
             raise BadParameter("secret", "is required")
         if len(secret) > MAX_SECRET:
             raise BadParameter("secret", f"is longer than {MAX_SECRET} characters")
+        if "\x00" in secret:
+            raise BadParameter("secret", "may not hold a NUL character")
         events = fields.get("events", "").strip() or "final"
         if events not in ("final", "all"):
             raise BadParameter("events", "must be final or all")

@@ -1,7 +1,6 @@
 """Server bugs the fuzzers found (docs/reliability.md, "Fuzzing"): one minimal regression test
-each, strict xfail while the bug is open. When a fix lands, the test XPASSes, which fails the
-run: then drop its `xfail` mark and its entry in tests/fuzz/checks.py KNOWN_BUGS, which lets
-the fuzzers step over the bug meanwhile.
+each. All three are fixed; a new one gets a strict xfail while it is open, and an entry in
+tests/fuzz/checks.py KNOWN_BUGS, which lets the fuzzers step over the bug meanwhile.
 """
 
 from __future__ import annotations
@@ -50,11 +49,6 @@ def pg_server(
 
 
 # -- 1. `?wait=²` on progress is a 500 -------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: waiting.wait_seconds() accepts `raw.isdigit()` (true for '²', '³', ...) "
-    "then int(raw) raises ValueError: GET .../progress?wait=%C2%B2 answers 500 (error 0500)",
-)
 @pytest.mark.parametrize("value", ["²", "³", "¹", "²0"])
 def test_wait_with_a_non_ascii_digit_is_400(sqlite_server: Server, value: str) -> None:
     thread = start(sqlite_server, seconds="0", steps="1")
@@ -105,14 +99,6 @@ NUL_CASES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: on PostgreSQL, psycopg refuses text holding NUL (DataError: 'PostgreSQL "
-    "text fields cannot contain NUL (0x00) bytes'), and store/postgres.py (_read, _transaction) "
-    "turns every psycopg.Error into StoreUnavailable: the client gets 503 error 0503 'The store "
-    "is unavailable' for its own bad input (a Basic username, the list `username` filter, an "
-    "OAuth client_id, a webhook secret); SQLite takes the same input",
-)
 @pytest.mark.parametrize("case", list(NUL_CASES))
 def test_nul_in_client_text_is_not_503_on_postgres(pg_server: Server, case: str) -> None:
     method, path, kwargs, expected = NUL_CASES[case]
@@ -125,13 +111,6 @@ def test_nul_in_client_text_is_not_503_on_postgres(pg_server: Server, case: str)
 
 
 # -- 3. `Authorization: Basic` followed by bytes that are not ASCII is a 500 ---------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: web/auth.py parse_basic() catches binascii.Error and UnicodeDecodeError, "
-    "but base64.b64decode() raises a plain ValueError for a str that is not ASCII (the header "
-    "as Starlette decodes it, latin-1): `Authorization: Basic \\xff\\xfe` answers 500 (error "
-    "0500) on every authenticated route and on POST /ps/oauth/token",
-)
 @pytest.mark.parametrize(
     "method, path",
     [("GET", f"{GROUP}/threads"), ("GET", "/ps/service/threads"), ("POST", "/ps/oauth/token")],

@@ -42,6 +42,8 @@ class Text(Param):
     def parse(self, name: str, raw: str) -> Any:
         if len(raw) > self.max_length:
             raise BadParameter(name, f"is longer than {self.max_length} characters")
+        if "\x00" in raw:
+            raise BadParameter(name, "may not hold a NUL character")
         if self.pattern is not None and not re.fullmatch(self.pattern, raw):
             raise BadParameter(name, f"must match {self.pattern}")
         return raw

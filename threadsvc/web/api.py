@@ -101,8 +101,8 @@ async def list_threads(request: Request) -> Response:
     q = request.query_params
     query = ThreadFilter(
         statuses=params.statuses(q.get("status")),
-        username=q.get("username") or None,
-        job=q.get("type") or None,
+        username=params.text("username", q.get("username")),
+        job=params.text("type", q.get("type")),
         since=params.timestamp("since", q.get("since")),
         until=params.timestamp("until", q.get("until")),
         deletion_before=params.timestamp("deletion-before", q.get("deletion-before")),

@@ -9,7 +9,6 @@ then call `session_user` themselves (threadsvc.web.console.session).
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,10 +27,10 @@ SESSION_ID, SESSION_USER_ID, SESSION_USERNAME = "sid", "uid", "username"
 def parse_basic(value: str) -> tuple[str, str]:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
         raise AuthenticationFailed("Malformed Basic credentials") from None
     username, sep, password = decoded.partition(":")
-    if not sep or not username:
+    if not sep or not username or "\x00" in decoded:
         raise AuthenticationFailed("Malformed Basic credentials")
     return username, password
 

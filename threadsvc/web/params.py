@@ -11,6 +11,15 @@ from threadsvc.models import ACTIVE, FINAL, Level, Status
 _INT = re.compile(r"[0-9]{1,15}")
 
 
+def text(name: str, raw: str | None) -> str | None:
+    """A text filter: None when absent or empty; a NUL (which no store can hold) is a 400."""
+    if raw is None or raw == "":
+        return None
+    if "\x00" in raw:
+        raise BadParameter(name, "may not hold a NUL character")
+    return raw
+
+
 def integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default

@@ -83,7 +83,7 @@ def wait_seconds(request: Request) -> int | None:
         raw, name = (found.group(1), "Prefer") if found else (None, name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) > MAX_WAIT:
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or int(raw) > MAX_WAIT:
         raise BadParameter(name, f"must be a whole number of seconds from 0 to {MAX_WAIT}")
     return int(raw)
 

@@ -121,7 +121,7 @@ created <= %(until)s
 -- name: claim_threads
 -- SKIP LOCKED: nodes claiming together take different threads, and none waits for another.
 UPDATE threads
-SET status = 'inprogress', started = %(now)s, node = %(node)s, heartbeat = %(now)s,
+SET status = 'inprogress', started = GREATEST(%(now)s, created), node = %(node)s, heartbeat = %(now)s,
     version = version + 1
 WHERE seq IN (
     SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT %(limit)s

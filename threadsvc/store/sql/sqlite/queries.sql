@@ -106,7 +106,7 @@ created <= :until
 
 -- name: claim_threads
 UPDATE threads
-SET status = 'inprogress', started = :now, node = :node, heartbeat = :now, version = version + 1
+SET status = 'inprogress', started = max(:now, created), node = :node, heartbeat = :now, version = version + 1
 WHERE seq IN (
     SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
 )
