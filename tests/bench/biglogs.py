@@ -53,21 +53,23 @@ def timed_gets(client: httpx.Client, path: str, params: dict[str, object], repea
 def big_log(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:
     directory = work / f"biglog-{store}"
     n = sizes.log_events
-    with bench_server(directory, stores.url(store, directory)) as (server, tokens):
-        with server.bearer(tokens[USER]) as client:
-            t0 = time.monotonic()
-            thread = start_thread(client, "logger", events=n)
-            final = wait_thread(client, thread["id"], lambda t: t["status"] in FINAL,
-                                timeout=3600, interval=0.25)
-            wall = time.monotonic() - t0
-            if final["status"] != "completed":
-                raise RuntimeError(f"logger thread {final['status']}: {final.get('message')}")
-            seconds = epoch(final["ended"]) - epoch(final["started"])
-            path = group_path(thread["id"], "/logs")
-            head = client.get(path, params={"limit": 1})
-            total = int(re.search(rb'total="(\d+)"', head.content).group(1))  # type: ignore[union-attr]
-            stats, size = timed_gets(client, path, {"since": total - 1000, "limit": 1000},
-                                     sizes.read_repeats)
+    with (
+        bench_server(directory, stores.url(store, directory)) as (server, tokens),
+        server.bearer(tokens[USER]) as client,
+    ):
+        t0 = time.monotonic()
+        thread = start_thread(client, "logger", events=n)
+        final = wait_thread(client, thread["id"], lambda t: t["status"] in FINAL,
+                            timeout=3600, interval=0.25)
+        wall = time.monotonic() - t0
+        if final["status"] != "completed":
+            raise RuntimeError(f"logger thread {final['status']}: {final.get('message')}")
+        seconds = epoch(final["ended"]) - epoch(final["started"])
+        path = group_path(thread["id"], "/logs")
+        head = client.get(path, params={"limit": 1})
+        total = int(re.search(rb'total="(\d+)"', head.content).group(1))  # type: ignore[union-attr]
+        stats, size = timed_gets(client, path, {"since": total - 1000, "limit": 1000},
+                                 sizes.read_repeats)
     say(f"  logger: {n:,} events in {seconds:.2f} s ({wall:.2f} s wall from POST to final seen)")
     results.add(Figure(ITEM, f"log events written/s (one thread, {n:,} events)", store,
                        n / seconds, "events/s", target=100_000.0,
@@ -133,13 +135,17 @@ def big_table(results: Results, stores: Stores, store: str, sizes: Sizes, work: 
             pages = {}
             last = -(-n // 1000)
             for page, pagesize in ((1, 100), (1000, 100), (last, 1000)):
-                stats, size = timed_gets(
+                stats, _ = timed_gets(
                     client, path, {"status": "all", "page": page, "pagesize": pagesize},
                     sizes.read_repeats,
                 )
                 pages[(page, pagesize)] = stats
     for (page, pagesize), stats in pages.items():
-        last = " (the last page)" if page * pagesize >= n else ""
+        last = ""
+        if (page - 1) * pagesize >= n:
+            last = " (past the end: empty)"
+        elif page * pagesize >= n:
+            last = " (the last page)"
         target = 20.0 if pagesize == 100 else None
         results.add(Figure(
             ITEM, f"list page {page:,} of {n:,} threads, pagesize {pagesize}{last} (median)",

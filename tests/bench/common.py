@@ -270,7 +270,7 @@ def count(client: httpx.Client, status: str) -> int:
 
 
 def epoch(iso_text: str) -> float:
-    return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(iso_text).timestamp()
 
 
 def latency_stats(samples: list[float]) -> dict[str, float]:
@@ -281,7 +281,7 @@ def latency_stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
 
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
     return {"n": len(ordered), "p50": pct(50), "p95": pct(95), "p99": pct(99),
             "max": ordered[-1] * 1000}
@@ -375,7 +375,7 @@ def wrk(
         args += ["-H", f"{name}: {value}"]
     env = {**os.environ, "WRK_METHOD": method, "WRK_BODY": body}
     done = subprocess.run([*args, url], capture_output=True, text=True, env=env,
-                          timeout=seconds + 120)
+                          timeout=seconds + 120, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("WRKJSON "):
             summary: dict[str, Any] = json.loads(line[len("WRKJSON "):])
@@ -389,7 +389,7 @@ def wrk_version() -> str:
     path = shutil.which("wrk")
     if path is None:
         return "not installed"
-    done = subprocess.run([path, "-v"], capture_output=True, text=True)
+    done = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
     first = (done.stdout or done.stderr).strip().splitlines()
     return first[0].split("[")[0].strip() if first else "?"
 
@@ -397,7 +397,7 @@ def wrk_version() -> str:
 def run_json(args: list[str], timeout: float, **kwargs: Any) -> dict[str, Any]:
     """Run a Python helper that prints one JSON object as its last stdout line."""
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                          env=kwargs.pop("env", python_env()), cwd=ROOT, **kwargs)
+                          env=kwargs.pop("env", python_env()), cwd=ROOT, **kwargs, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(args[:4])} failed ({done.returncode}):\n"
@@ -411,12 +411,11 @@ def start_bare(directory: Path, response: dict[str, Any]) -> tuple[subprocess.Po
     spec = directory / "bare-response.json"
     spec.write_text(json.dumps(response))
     port = free_port()
-    log = open(directory / "bare.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.bare", str(port), str(spec)],
-        stdout=log, stderr=subprocess.STDOUT, env=python_env(), cwd=ROOT,
-    )
-    log.close()
+    with open(directory / "bare.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.bare", str(port), str(spec)],
+            stdout=log, stderr=subprocess.STDOUT, env=python_env(), cwd=ROOT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -37,7 +37,7 @@ def peer_python() -> Path:
     python = VENV / "bin" / "python"
     probe = "import saq, procrastinate, redis, psycopg_pool"
     if python.exists() and subprocess.run([str(python), "-c", probe],
-                                          capture_output=True).returncode == 0:
+                                          capture_output=True, check=False).returncode == 0:
         return python
     say(f"  making {VENV.relative_to(ROOT)} with {', '.join(PEERS)}")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
@@ -48,11 +48,11 @@ def peer_python() -> Path:
 def peer_versions(python: Path) -> dict[str, str]:
     code = ("import importlib.metadata as m, redis; "
             "print(m.version('saq'), m.version('procrastinate'), redis.__version__)")
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True).stdout.split()
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False).stdout.split()
     server = shutil.which("redis-server")
     redis_server = ""
     if server:
-        text = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
+        text = subprocess.run([server, "--version"], capture_output=True, text=True, check=False).stdout
         redis_server = next((p.split("=")[1] for p in text.split() if p.startswith("v=")), "?")
     found = {"SAQ": out[0], "procrastinate": out[1], "Redis": redis_server or "not installed"}
     return found if len(out) == 3 else {}
@@ -66,11 +66,12 @@ class Redis:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory), "--protected-mode", "no"],
-            stdout=open(directory / "redis.log", "ab"), stderr=subprocess.STDOUT,
-        )
+        with open(directory / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(directory), "--protected-mode", "no"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

@@ -58,7 +58,7 @@ def _dist(name: str) -> str:
 def _command_version(args: list[str]) -> str:
     if shutil.which(args[0]) is None:
         return "not installed"
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else "?"
 
 
@@ -92,7 +92,7 @@ def _git() -> str:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "threadsvc"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+                               cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
     return f" (git {commit}{', with uncommitted changes in threadsvc/' if dirty else ''})"
@@ -114,10 +114,10 @@ def markdown(
         f"{info['duration']}. {info['conditions']} {info.get('load', '')}".replace("  ", " "),
         "",
         *([
-            "The quick form runs smaller sizes than the targets name (1,000 threads and waiters "
-            "instead of 10,000 and 5,000, 100,000 log events and table rows instead of "
-            "1,000,000): its verdicts are indicative; the full form (no `--quick`) is the one "
-            "that judges the targets.",
+            ("The quick form runs smaller sizes than the targets name (1,000 threads and "
+             "waiters instead of 10,000 and 5,000, 100,000 log events and table rows instead of "
+             "1,000,000): its verdicts are indicative; the full form (no `--quick`) is the one "
+             "that judges the targets."),
             "",
         ] if info["form"] == "quick" else []),
         "## Machine and versions",

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"item {item}")
             try:
                 run_item(item, results, stores, sizes, work, peers)
-            except Exception as exc:  # one broken item must not lose the others' figures
+            except Exception as exc:  # noqa: BLE001 - one broken item must not lose the others
                 traceback.print_exc()
                 failed.append(f"item {item}: {type(exc).__name__}: {exc}")
                 results.add(Figure(f"{item}", "did not complete", "", None, "",

@@ -77,7 +77,7 @@ async def hold(spec: dict[str, Any], client: Client, connect: asyncio.Semaphore,
                     client.early = True
                 client.woken_at = time.perf_counter()
                 return
-    except Exception as exc:  # a client that fails is counted, not fatal
+    except Exception as exc:  # noqa: BLE001 - a client that fails is counted, not fatal
         client.error = f"{type(exc).__name__}: {exc}"
     finally:
         client.ready.set()  # a client that failed is ready, as a failure
@@ -117,7 +117,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     await reader.readuntil(b"\r\n\r\n")
     cancel_answered = time.perf_counter() - t0
     writer.close()
-    done, pending = await asyncio.wait(tasks, timeout=30)
+    _, pending = await asyncio.wait(tasks, timeout=30)
     for task in pending:
         task.cancel()
     woken = [c.woken_at - t0 for c in clients if c.woken_at is not None and not c.early]
