@@ -5,6 +5,7 @@ Nothing here is collected by pytest (no test_*.py file in this folder).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -369,6 +370,7 @@ def wrk(
     script = Path(tempfile.gettempdir()) / f"threadsvc-bench-{os.getpid()}.lua"
     if not script.exists():
         script.write_text(WRK_SCRIPT)
+        atexit.register(script.unlink, missing_ok=True)
     args = [wrk_path(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "30s", "-s", str(script)]
     for name, value in (headers or {}).items():
