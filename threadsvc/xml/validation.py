@@ -23,6 +23,7 @@ last error log on the schema objects).
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -148,7 +149,7 @@ def _text(text: str) -> str:
 
 
 # -- validators -------------------------------------------------------------------------------
-class Validator:
+class Validator(abc.ABC):
     """A compiled schema: `check(document bytes)` gives the document's findings."""
 
     kind: SchemaKind = "dtd"
@@ -202,8 +203,9 @@ class Validator:
             findings.append(Finding("error", ref.sourceline or 0, 0, text))
         return findings
 
+    @abc.abstractmethod
     def _validate(self, root: etree._Element) -> list[Finding]:
-        raise NotImplementedError
+        """The findings of one parsed document; each schema language has its own."""
 
 
 class _Xsd(Validator):
