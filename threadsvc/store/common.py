@@ -76,3 +76,50 @@ def event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
         "level": int(event.level),
         "text": event.text,
     }
+
+
+def insert_args(thread: Thread) -> dict[str, Any]:
+    """The named arguments of `insert_thread` for a new thread."""
+    return {
+        "id": thread.id,
+        "name": thread.name,
+        "username": thread.username,
+        "group_id": thread.group_id,
+        "job": thread.job,
+        "params": json.dumps(thread.params),
+        "status": thread.status.value,
+        "created": thread.created,
+    }
+
+
+_SNAPSHOT_FIELDS = (
+    "id", "name", "username", "group_id", "job", "status", "created", "started", "ended",
+    "message", "progress_current", "progress_total", "warnings", "errors", "version",
+)
+
+
+def snapshot_json(thread: Thread) -> str:
+    """The thread as it is now, as JSON (any store may keep it as text)."""
+    data: dict[str, Any] = {name: getattr(thread, name) for name in _SNAPSHOT_FIELDS}
+    data["status"] = thread.status.value
+    if thread.result is not None:
+        result = thread.result
+        data["result"] = {
+            "file": result.file,
+            "media_type": result.media_type,
+            "size": result.size,
+            "name": result.name,
+            "deletion": result.deletion,
+        }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def thread_from_snapshot(text: str) -> Thread:
+    data = json.loads(text)
+    result = data.pop("result", None)
+    return Thread(
+        **{name: data[name] for name in _SNAPSHOT_FIELDS if name != "status"},
+        params={},
+        status=Status(data["status"]),
+        result=Result(**result) if result is not None else None,
+    )

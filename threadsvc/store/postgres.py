@@ -14,7 +14,6 @@ Driver errors stop here: unique and other integrity violations become Conflict, 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -37,7 +36,7 @@ from threadsvc.models import (
     ThreadPage,
 )
 from threadsvc.store.base import ActiveLimits, NewLogEvent
-from threadsvc.store.common import event_row, state_args, thread_from_row
+from threadsvc.store.common import event_row, insert_args, state_args, thread_from_row
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.postgres_identity import PostgresIdentityQueries
 from threadsvc.store.postgres_sql import (
@@ -200,16 +199,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
     ) -> tuple[Thread, bool]:
-        args = {
-            "id": thread.id,
-            "name": thread.name,
-            "username": thread.username,
-            "group_id": thread.group_id,
-            "job": thread.job,
-            "params": json.dumps(thread.params),
-            "status": thread.status.value,
-            "created": thread.created,
-        }
+        args = insert_args(thread)
 
         async def do(conn: Conn) -> tuple[Thread, bool]:
             # The user's lock, then the group's (always in that order): concurrent starts of the

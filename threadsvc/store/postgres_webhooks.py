@@ -19,9 +19,9 @@ from threadsvc.store.base import (
     Webhook,
     WebhookEvents,
 )
+from threadsvc.store.common import snapshot_json, thread_from_snapshot
 from threadsvc.store.postgres_sql import Conn
 from threadsvc.store.queries import load_queries
-from threadsvc.store.sqlite_webhooks import snapshot_json, thread_from_snapshot
 
 T = TypeVar("T")
 Q = load_queries("postgres")

@@ -27,7 +27,7 @@ from threadsvc.models import (
     ThreadPage,
 )
 from threadsvc.store.base import ActiveLimits, NewLogEvent
-from threadsvc.store.common import event_row, state_args, thread_from_row
+from threadsvc.store.common import event_row, insert_args, state_args, thread_from_row
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
 from threadsvc.store.sqlite_identity import IdentityQueries
@@ -163,16 +163,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
     ) -> tuple[Thread, bool]:
-        args = {
-            "id": thread.id,
-            "name": thread.name,
-            "username": thread.username,
-            "group_id": thread.group_id,
-            "job": thread.job,
-            "params": json.dumps(thread.params),
-            "status": thread.status.value,
-            "created": thread.created,
-        }
+        args = insert_args(thread)
 
         def do(conn: sqlite3.Connection) -> tuple[Thread, bool]:
             # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are

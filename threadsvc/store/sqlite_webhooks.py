@@ -7,12 +7,11 @@ lose neither, and the delivery worker (threadsvc/webhooks.py) finds it in the st
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from threadsvc.models import Result, Status, Thread, now_ms
+from threadsvc.models import Status, Thread, now_ms
 from threadsvc.store.base import (
     Delivery,
     DeliveryEvent,
@@ -21,6 +20,7 @@ from threadsvc.store.base import (
     Webhook,
     WebhookEvents,
 )
+from threadsvc.store.common import snapshot_json, thread_from_snapshot
 from threadsvc.store.queries import load_queries
 
 T = TypeVar("T")
@@ -28,39 +28,6 @@ Q = load_queries("sqlite")
 
 # The fields of a thread that its rendering needs; a snapshot holds these (not its parameters,
 # which may be large and are never shown).
-_SNAPSHOT_FIELDS = (
-    "id", "name", "username", "group_id", "job", "status", "created", "started", "ended",
-    "message", "progress_current", "progress_total", "warnings", "errors", "version",
-)
-
-
-def snapshot_json(thread: Thread) -> str:
-    """The thread as it is now, as JSON (any store may keep it as text)."""
-    data: dict[str, Any] = {name: getattr(thread, name) for name in _SNAPSHOT_FIELDS}
-    data["status"] = thread.status.value
-    if thread.result is not None:
-        result = thread.result
-        data["result"] = {
-            "file": result.file,
-            "media_type": result.media_type,
-            "size": result.size,
-            "name": result.name,
-            "deletion": result.deletion,
-        }
-    return json.dumps(data, separators=(",", ":"))
-
-
-def thread_from_snapshot(text: str) -> Thread:
-    data = json.loads(text)
-    result = data.pop("result", None)
-    return Thread(
-        **{name: data[name] for name in _SNAPSHOT_FIELDS if name != "status"},
-        params={},
-        status=Status(data["status"]),
-        result=Result(**result) if result is not None else None,
-    )
-
-
 def webhook_from_row(row: sqlite3.Row, prefix: str = "") -> Webhook:
     return Webhook(
         id=row["webhook_id" if prefix else "id"],
