@@ -84,3 +84,44 @@ def test_unknown_users_are_counted_too(locking: Server) -> None:
     url = f"{locking.url}/ps/service/groups/dev/threads"
     codes = [httpx.get(url, auth=("nobody", "x")).status_code for _ in range(4)]
     assert codes == [401, 401, 401, 429]
+
+
+def _cli(server: Server, *args: str, stdin: str | None = None) -> str:
+    command = [sys.executable, "-m", "threadsvc", *args[:2], "--config", str(server.config)]
+    return subprocess.run([*command, *args[2:]], input=stdin, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _until(check: object, limit: float) -> float:
+    """Seconds until `check()` holds, polling; fails after `limit` seconds."""
+    start = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - start < limit, "the change was not honoured in time"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_revocations_are_honoured_within_the_auth_cache_time(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Tokens and roles are reused for auth-cache-seconds (1 s here): a revoked token and a
+    removed member are refused after that, and for good."""
+    for server, tokens in running_server(tmp_path_factory.mktemp("cache"), **{"auth-cache-seconds": 1}):
+        _revoke_and_remove(server, tokens["contributor"])
+
+
+def _revoke_and_remove(server: Server, member_token: str) -> None:
+    url = f"{server.url}/ps/service/groups/dev/threads"
+    token = _cli(server, "user", "token", "reviewer").strip()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{url}/0/progress", headers=bearer).status_code == 404  # may read
+    _cli(server, "user", "revoke-token", stdin=token)
+    _until(lambda: httpx.get(url, headers=bearer).status_code == 401, 1 + 3.0)
+    assert all(httpx.get(url, headers=bearer).status_code == 401 for _ in range(5))
+
+    member = {"Authorization": f"Bearer {member_token}"}
+    assert httpx.get(url, headers=member).status_code == 200
+    _cli(server, "member", "remove", "dev", "contributor")
+    _until(lambda: httpx.get(url, headers=member).status_code == 403, 1 + 3.0)
+    _cli(server, "member", "add", "dev", "contributor", "contributor")
+    _until(lambda: httpx.get(url, headers=member).status_code == 200, 1 + 3.0)

@@ -68,6 +68,16 @@ def test_identity_commands(tmp_path: Path) -> None:
     both = runner.invoke(main, ["user", "add", "--db", url, "x", "--password", "a", "--password-stdin"])
     assert both.exit_code == 2
 
+    ok("member", "remove", "--db", url, "dev-group", "bob")
+    assert _store_state(db, "bob")[1] == {}
+    not_member = runner.invoke(main, ["member", "remove", "--db", url, "dev-group", "bob"])
+    assert not_member.exit_code == 1 and "not a member" in not_member.output
+    ok("user", "revoke-token", "--db", url, input=token)
+    twice = runner.invoke(main, ["user", "revoke-token", "--db", url], input=token)
+    assert twice.exit_code == 1 and "no such API token" in twice.output
+    empty = runner.invoke(main, ["user", "revoke-token", "--db", url], input="\n")
+    assert empty.exit_code == 2
+
 
 def test_config_file_names_the_store(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"

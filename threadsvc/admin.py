@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from threadsvc.app import secret_keys
 from threadsvc.errors import BadParameter, Conflict, NotFound
-from threadsvc.identity import Identity
+from threadsvc.identity import Identity, token_hash
 from threadsvc.models import Group, Role
 from threadsvc.service import valid_group_name
 from threadsvc.settings import Settings
@@ -56,6 +56,20 @@ async def add_member(admin: Admin, group_name: str, username: str, role: str) ->
     except ValueError:
         raise BadParameter("role", "must be reviewer, contributor, manager or approver") from None
     await admin.store.set_membership(group.id, found[0].id, parsed)
+
+
+async def remove_member(admin: Admin, group_name: str, username: str) -> None:
+    group = await admin.store.get_group(group_name)
+    found = await admin.store.get_user(username)
+    if group is None or found is None or not await admin.store.remove_membership(
+        group.id, found[0].id
+    ):
+        raise NotFound(f"'{username}' is not a member of group '{group_name}'")
+
+
+async def revoke_token(admin: Admin, token: str) -> None:
+    if not await admin.store.remove_api_token(token_hash(token)):
+        raise NotFound("no such API token")
 
 
 async def ensure_demo(admin: Admin) -> list[tuple[str, str, str]]:

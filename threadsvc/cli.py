@@ -130,6 +130,19 @@ def user_token(config: str | None, db: str | None, username: str) -> None:
     click.echo(run(settings, lambda a: a.identity.new_api_token(username)))
 
 
+@user.command("revoke-token")
+@store_options
+def user_revoke_token(config: str | None, db: str | None) -> None:
+    """Revoke the API token read from standard input (kept off the command line, where other
+    local users could see it). A running server refuses it within `auth-cache-seconds`."""
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise click.UsageError("give the token on standard input")
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.revoke_token(a, token))
+    click.echo("revoked the token", err=True)
+
+
 @main.group()
 def client() -> None:
     """OAuth 2 clients (client credentials)."""
@@ -178,6 +191,17 @@ def member_add(config: str | None, db: str | None, group_name: str, username: st
     settings = settings_from(config, db=db)
     run(settings, lambda a: admin.add_member(a, group_name, username, role))
     click.echo(f"{username} is {role} in {group_name}", err=True)
+
+
+@member.command("remove")
+@store_options
+@click.argument("group_name", metavar="GROUP")
+@click.argument("username")
+def member_remove(config: str | None, db: str | None, group_name: str, username: str) -> None:
+    """Take USERNAME out of GROUP (a running server honours it within `auth-cache-seconds`)."""
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.remove_member(a, group_name, username))
+    click.echo(f"{username} is no longer a member of {group_name}", err=True)
 
 
 # -- threads: a client of a running server (threadsvc.client) ----------------------------------

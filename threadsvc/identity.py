@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 
 import anyio.to_thread
+from cachetools import TTLCache
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from threadsvc.errors import AccountLocked, AuthenticationFailed, NotFound
-from threadsvc.models import Principal, User, now_ms
+from threadsvc.models import Principal, Role, User, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
 
@@ -25,6 +26,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 API_TOKEN_PREFIX = "tsv_"
 CLIENT_ID_PREFIX = "tsc_"
 VERIFIED_TTL = 10.0  # seconds a verified password is remembered (a changed one is honoured after)
+CACHED_USERS = 10_000  # bearer tokens and users whose roles are remembered, at most
 
 
 def hash_password(password: str) -> str:
@@ -84,6 +86,15 @@ class Identity:
         self._access = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="access-token")
         self._verified: dict[str, tuple[float, int]] = {}
         self._pepper = secrets.token_bytes(16)
+        # Polling clients send the same token many times a second: remember what it named
+        # (the user, and until when an access token is valid) and the user's roles briefly.
+        ttl = settings.auth_cache_seconds
+        self._bearers: TTLCache[str, tuple[User, float]] | None = (
+            TTLCache(CACHED_USERS, ttl) if ttl > 0 else None
+        )
+        self._roles: TTLCache[int, dict[int, Role]] | None = (
+            TTLCache(CACHED_USERS, ttl) if ttl > 0 else None
+        )
 
     # -- creating ---------------------------------------------------------------------------
     async def add_user(self, username: str, password: str | None, is_admin: bool) -> User:
@@ -154,20 +165,32 @@ class Identity:
         self._verified[self._cache_key(username, password)] = (expires, user.id)
 
     async def check_bearer(self, token: str) -> User:
+        key = token_hash(token)
+        cached = self._bearers.get(key) if self._bearers is not None else None
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        user, valid_until = await self._bearer_user(token, key)
+        if self._bearers is not None:
+            self._bearers[key] = (user, valid_until)
+        return user
+
+    async def _bearer_user(self, token: str, key: str) -> tuple[User, float]:
+        """The user a token names, and until when (epoch seconds) the token is valid."""
         if token.startswith(API_TOKEN_PREFIX):
-            user = await self.store.user_for_token(token_hash(token))
+            user = await self.store.user_for_token(key)
             if user is not None:
-                return user
+                return user, float("inf")
             raise AuthenticationFailed("Unknown or revoked token")
+        ttl = self.settings.access_token_ttl
         try:
-            data = self._access.loads(token, max_age=self.settings.access_token_ttl)
+            data, signed = self._access.loads(token, max_age=ttl, return_timestamp=True)
         except BadSignature:
             raise AuthenticationFailed("Invalid or expired access token") from None
         username = data.get("u") if isinstance(data, dict) else None
         found = await self.store.get_user(username) if isinstance(username, str) else None
         if found is None:
             raise AuthenticationFailed("Invalid or expired access token")
-        return found[0]
+        return found[0], signed.timestamp() + ttl
 
     async def issue_access_token(self, client_id: str, secret: str) -> AccessToken:
         if "\x00" in client_id:  # no store can hold it, so no client has it
@@ -180,4 +203,9 @@ class Identity:
         return AccessToken(token, self.settings.access_token_ttl)
 
     async def principal(self, user: User) -> Principal:
-        return Principal(user=user, roles=await self.store.roles_of(user.id))
+        roles = self._roles.get(user.id) if self._roles is not None else None
+        if roles is None:
+            roles = await self.store.roles_of(user.id)
+            if self._roles is not None:
+                self._roles[user.id] = roles
+        return Principal(user=user, roles=roles)

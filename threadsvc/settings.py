@@ -50,6 +50,9 @@ class Settings:
     webhook_allow_private: bool = False
     shutdown_grace: float = 10.0
     access_token_ttl: int = 3600
+    # Seconds a checked token and a user's roles are reused: a revoked token, a removed member
+    # or a changed role takes effect within this time (0: read the store on every request).
+    auth_cache_seconds: float = 2.0
     jobs: tuple[str, ...] = ()  # extra modules whose @job functions are registered
     commands: Mapping[str, Any] = field(default_factory=dict)
 

@@ -83,6 +83,9 @@ class Store(Protocol):
 
     async def user_for_token(self, token_hash: str) -> User | None: ...
 
+    async def remove_api_token(self, token_hash: str) -> bool:
+        """False when there was no such token."""
+
     async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None: ...
 
     async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
@@ -96,6 +99,9 @@ class Store(Protocol):
     async def get_group_by_id(self, group_id: int) -> Group | None: ...
 
     async def set_membership(self, group_id: int, user_id: int, role: Role) -> None: ...
+
+    async def remove_membership(self, group_id: int, user_id: int) -> bool:
+        """False when the user was not a member of the group."""
 
     async def roles_of(self, user_id: int) -> dict[int, Role]: ...
 

@@ -89,6 +89,10 @@ class PostgresIdentityQueries:
 
         return await self._read(do)
 
+    async def remove_api_token(self, token_hash: str) -> bool:
+        args = {"token_hash": token_hash}
+        return await self._write(lambda conn: execute(conn, "delete_api_token", args)) > 0
+
     async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None:
         args = {
             "client_id": client_id,
@@ -133,6 +137,10 @@ class PostgresIdentityQueries:
     async def set_membership(self, group_id: int, user_id: int, role: Role) -> None:
         args = {"group_id": group_id, "user_id": user_id, "role": int(role)}
         await self._write(lambda conn: execute(conn, "set_membership", args))
+
+    async def remove_membership(self, group_id: int, user_id: int) -> bool:
+        args = {"group_id": group_id, "user_id": user_id}
+        return await self._write(lambda conn: execute(conn, "delete_membership", args)) > 0
 
     async def roles_of(self, user_id: int) -> dict[int, Role]:
         async def do(conn: Conn) -> dict[int, Role]:

@@ -83,6 +83,12 @@ class IdentityQueries:
 
         return await self._read(do)
 
+    async def remove_api_token(self, token_hash: str) -> bool:
+        args = {"token_hash": token_hash}
+        return await self._write(
+            lambda conn: conn.execute(Q["delete_api_token"], args).fetchone() is not None
+        )
+
     async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None:
         args = {
             "client_id": client_id,
@@ -126,6 +132,12 @@ class IdentityQueries:
     async def set_membership(self, group_id: int, user_id: int, role: Role) -> None:
         args = {"group_id": group_id, "user_id": user_id, "role": int(role)}
         await self._write(lambda conn: conn.execute(Q["set_membership"], args))
+
+    async def remove_membership(self, group_id: int, user_id: int) -> bool:
+        args = {"group_id": group_id, "user_id": user_id}
+        return await self._write(
+            lambda conn: conn.execute(Q["delete_membership"], args).fetchone() is not None
+        )
 
     async def roles_of(self, user_id: int) -> dict[int, Role]:
         def do(conn: sqlite3.Connection) -> dict[int, Role]:
