@@ -10,6 +10,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +36,8 @@ from threadsvc.store.sqlite_webhooks import WebhookQueries
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
+# How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
+BUSY_TIMEOUT_MS = 10_000
 _FILTERS = {
     "group_id": "filter_group",
     "username": "filter_username",
@@ -74,7 +77,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         # NORMAL in WAL mode: a commit survives a crash of the process; see docs/operations.md.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -117,10 +120,22 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             raise StoreUnavailable(f"SQLite store: {exc}") from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # The busy timeout counts from this call, not from the writer thread's turn: while
+        # another process holds the write lock, writes queued behind one that waits would
+        # otherwise each wait it again in turn, and a start answers only after minutes.
+        submitted = time.monotonic()
+
         def in_transaction() -> T:
             conn = self._writer
             assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
+            queued = int((time.monotonic() - submitted) * 1000)
+            if queued > 100:
+                conn.execute(f"PRAGMA busy_timeout = {max(0, BUSY_TIMEOUT_MS - queued)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                if queued > 100:
+                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             try:
                 result = fn(conn)
             except BaseException:
