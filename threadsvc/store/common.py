@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from threadsvc.models import LogEvent, Result, Status, Thread
+from threadsvc.errors import TooManyActiveThreads
+from threadsvc.models import SERVER_GROUP_ID, LogEvent, Result, Status, Thread
+
+if TYPE_CHECKING:
+    from threadsvc.store.base import ActiveLimits
 
 
 def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
@@ -78,8 +82,8 @@ def event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
     }
 
 
-def insert_args(thread: Thread) -> dict[str, Any]:
-    """The named arguments of `insert_thread` for a new thread."""
+def insert_args(thread: Thread, first_event: LogEvent, idempotency_key: str | None) -> dict[str, Any]:
+    """The named arguments of `insert_thread`: a new thread, its key and its first log event."""
     return {
         "id": thread.id,
         "name": thread.name,
@@ -89,7 +93,34 @@ def insert_args(thread: Thread) -> dict[str, Any]:
         "params": json.dumps(thread.params),
         "status": thread.status.value,
         "created": thread.created,
+        "idempotency_key": idempotency_key,
+        "seq": first_event.seq,
+        "ts": first_event.timestamp,
+        "level": int(first_event.level),
+        "text": first_event.text,
     }
+
+
+def columns(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
+    """Rows of named values as one list per name: the arrays that set-based statements take."""
+    return {name: [row[name] for row in rows] for name in names}
+
+
+class ClaimedLogSeqs:
+    """The last log seq of each thread of the latest claim, which `claim_threads` reads in the
+    same statement: the runner asks `last_log_seq` right after claiming, to number the thread's
+    next events, and a hit saves a query per thread. Each is given once; a miss (another claim
+    came between) is simply asked of the store. Nothing but this node appends to the log of a
+    thread it just claimed, so the value is still right when it is asked for."""
+
+    def __init__(self) -> None:
+        self._seqs: dict[str, int] = {}
+
+    def remember(self, seqs: dict[str, int]) -> None:
+        self._seqs = seqs
+
+    def take(self, thread_id: str) -> int | None:
+        return self._seqs.pop(thread_id, None)
 
 
 _SNAPSHOT_FIELDS = (
@@ -123,3 +154,24 @@ def thread_from_snapshot(text: str) -> Thread:
         status=Status(data["status"]),
         result=Result(**result) if result is not None else None,
     )
+
+
+def count_active_args(thread: Thread, limits: ActiveLimits) -> dict[str, Any]:
+    """The arguments of `count_active`: server-level threads count against no group (LIMIT 0)."""
+    per_group = limits.per_group if thread.group_id != SERVER_GROUP_ID else 0
+    return {
+        "username": thread.username,
+        "group_id": thread.group_id,
+        "per_user": max(limits.per_user, 0),
+        "per_group": max(per_group, 0),
+    }
+
+
+def check_limits(thread: Thread, limits: ActiveLimits, mine: int, group: int) -> None:
+    """Refuse a start past a limit, given the counts of `count_active` (capped at the limits)."""
+    if mine >= limits.per_user:
+        raise TooManyActiveThreads(
+            f"User '{thread.username}' has {mine} active threads, the most allowed"
+        )
+    if thread.group_id != SERVER_GROUP_ID and group >= limits.per_group:
+        raise TooManyActiveThreads(f"The group has {group} active threads, the most allowed")

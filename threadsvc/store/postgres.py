@@ -24,7 +24,7 @@ from psycopg.errors import DeadlockDetected, SerializationFailure, TransactionRo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
+from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import (
     SERVER_GROUP_ID,
     Level,
@@ -36,7 +36,17 @@ from threadsvc.models import (
     ThreadPage,
 )
 from threadsvc.store.base import ActiveLimits, NewLogEvent
-from threadsvc.store.common import event_row, insert_args, state_args, thread_from_row
+from threadsvc.store.coalesce import Coalescer
+from threadsvc.store.common import (
+    ClaimedLogSeqs,
+    check_limits,
+    columns,
+    count_active_args,
+    event_row,
+    insert_args,
+    state_args,
+    thread_from_row,
+)
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.postgres_identity import PostgresIdentityQueries
 from threadsvc.store.postgres_sql import (
@@ -67,15 +77,9 @@ _FILTERS = {
 
 
 async def _check_limits(conn: Conn, thread: Thread, limits: ActiveLimits) -> None:
-    mine = await fetch_value(conn, Q["count_active_of_user"], {"username": thread.username})
-    if mine >= limits.per_user:
-        raise TooManyActiveThreads(
-            f"User '{thread.username}' has {mine} active threads, the most allowed"
-        )
-    if thread.group_id != SERVER_GROUP_ID:
-        group = await fetch_value(conn, Q["count_active_of_group"], {"group_id": thread.group_id})
-        if group >= limits.per_group:
-            raise TooManyActiveThreads(f"The group has {group} active threads, the most allowed")
+    row = await fetch_one(conn, "count_active", count_active_args(thread, limits))
+    assert row is not None
+    check_limits(thread, limits, row["user_active"], row["group_active"])
 
 
 class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
@@ -91,6 +95,8 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         self._max_size = max_size
         self._timeout = timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._claimed_seqs = ClaimedLogSeqs()
+        self._coalesced_notify = Coalescer(self._notify)
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -162,6 +168,11 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
 
     # -- between nodes ----------------------------------------------------------------------
     async def announce(self, message: str) -> None:
+        # Coalesced: a node announces `new` after each start, and one NOTIFY sent after a start
+        # was stored tells the other nodes as much as one NOTIFY per start.
+        await self._coalesced_notify(message)
+
+    async def _notify(self, message: str) -> None:
         async def notify(conn: Conn) -> None:
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message))
 
@@ -199,7 +210,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
     ) -> tuple[Thread, bool]:
-        args = insert_args(thread)
+        args = insert_args(thread, first_event, idempotency_key)
 
         async def do(conn: Conn) -> tuple[Thread, bool]:
             # The user's lock, then the group's (always in that order): concurrent starts of the
@@ -217,10 +228,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                 await execute(conn, "release_idempotency_key", {**key, "since": idempotency_since})
             if limits is not None:
                 await _check_limits(conn, thread, limits)
-            await execute(conn, "insert_thread", args)
-            await execute(conn, "insert_log_event", event_row(thread.id, first_event))
-            if idempotency_key is not None:
-                await execute(conn, "set_idempotency_key", {"id": thread.id, "key": idempotency_key})
+            await execute(conn, "insert_thread", args)  # with its first event and its key
             return thread, True
 
         return await self._write(do)
@@ -260,15 +268,16 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         return await self._snapshot(do)
 
     async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
+        async def do(conn: Conn) -> tuple[list[Thread], dict[str, int]]:
             args = {"node": node, "limit": limit, "now": now}
             rows = await fetch_all(conn, Q["claim_threads"], args)
             claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
-            for thread in claimed:
-                await self._status_changed(conn, thread)
-            return claimed
+            await self._status_changed(conn, claimed)
+            return claimed, {row["id"]: row["log_seq"] for row in rows}
 
-        return await self._write(do)
+        claimed, seqs = await self._write(do)
+        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
+        return claimed
 
     async def write_batch(
         self,
@@ -282,18 +291,10 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             # The same writes as SQLite's, in one transaction, but the threads' rows first: a
             # recovery (which locks the row, then appends to the log) then waits for this batch
             # instead of deadlocking with it. Inside the transaction the order is not visible.
-            lost = set()
-            for thread in threads:
-                if await execute(conn, "update_running_thread", state_args(thread, node, now)) == 0:
-                    lost.add(thread.id)
-            if events:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        Q["insert_log_event"], [event_row(e.thread_id, e.event) for e in events]
-                    )
-            for thread in status_changes:
-                if thread.id not in lost:
-                    await self._status_changed(conn, thread)
+            # Each kind of write is one statement for the whole batch, whatever its size.
+            lost = await _update_running(conn, node, threads, now)
+            await _insert_events(conn, events)
+            await self._status_changed(conn, [t for t in status_changes if t.id not in lost])
             return lost
 
         return await self._write(do)
@@ -314,7 +315,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                 {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
             )
             cancelled = thread_from_row(row)
-            await self._status_changed(conn, cancelled)
+            await self._status_changed(conn, [cancelled])
             return cancelled
 
         return await self._write(do)
@@ -352,7 +353,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                 {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
             )
             recovered = thread_from_row(row)
-            await self._status_changed(conn, recovered)
+            await self._status_changed(conn, [recovered])
             return recovered
 
         return await self._write(do)
@@ -408,6 +409,10 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         )
 
     async def last_log_seq(self, thread_id: str) -> int:
+        claimed = self._claimed_seqs.take(thread_id)
+        if claimed is not None:
+            return claimed
+
         async def do(conn: Conn) -> int:
             return int(await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id}))
 
@@ -419,6 +424,29 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             return {Status(row["status"]): row["count"] for row in rows}
 
         return await self._read(do)
+
+
+_STATE_ARRAYS = (
+    "id", "status", "message", "progress_current", "progress_total", "warnings", "errors",
+    "ended", "version", "result_file", "result_type", "result_size", "result_name",
+    "result_deletion",
+)
+_EVENT_ARRAYS = ("thread_id", "seq", "ts", "level", "text")
+
+
+async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int) -> set[str]:
+    """Write the state of `node`'s threads; the ids not written (no longer the node's)."""
+    if not threads:
+        return set()
+    args = columns([state_args(thread, node, now) for thread in threads], _STATE_ARRAYS)
+    rows = await fetch_all(conn, Q["update_running_thread"], {**args, "node": node, "heartbeat": now})
+    return {thread.id for thread in threads} - {row["id"] for row in rows}
+
+
+async def _insert_events(conn: Conn, events: list[NewLogEvent]) -> None:
+    if events:
+        rows = [event_row(e.thread_id, e.event) for e in events]
+        await conn.execute(Q["insert_log_events"], columns(rows, _EVENT_ARRAYS))
 
 
 async def _set_mode(conn: Conn, snapshot: bool) -> None:

@@ -69,17 +69,20 @@ class PostgresWebhookQueries:
         async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
 
     # -- the outbox -------------------------------------------------------------------------
-    async def _status_changed(self, conn: Conn, thread: Thread) -> None:
-        """Inside the transaction that changed `thread`'s status: queue its webhook deliveries."""
-        if thread.status is Status.INITIALISED:
-            return  # created, or put back to run again: not a change webhooks hear of
+    async def _status_changed(self, conn: Conn, changes: list[Thread]) -> None:
+        """Inside the transaction that changed these threads' status (oldest change first):
+        queue their webhook deliveries, all in one statement."""
+        # created, or put back to run again: not a change webhooks hear of
+        changes = [thread for thread in changes if thread.status is not Status.INITIALISED]
+        if not changes:
+            return
         await conn.execute(
             Q["queue_deliveries"],
             {
-                "thread_id": thread.id,
-                "group_id": thread.group_id,
-                "event": "final" if thread.final else "status",
-                "snapshot": snapshot_json(thread),
+                "thread_id": [thread.id for thread in changes],
+                "group_id": [thread.group_id for thread in changes],
+                "event": ["final" if thread.final else "status" for thread in changes],
+                "snapshot": [snapshot_json(thread) for thread in changes],
                 "now": now_ms(),
             },
         )

@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
+from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import (
-    SERVER_GROUP_ID,
     Level,
     LogEvent,
     LogPage,
@@ -28,7 +27,14 @@ from threadsvc.models import (
     ThreadPage,
 )
 from threadsvc.store.base import ActiveLimits, NewLogEvent
-from threadsvc.store.common import event_row, insert_args, state_args, thread_from_row
+from threadsvc.store.common import (
+    ClaimedLogSeqs,
+    check_limits,
+    count_active_args,
+    insert_args,
+    state_args,
+    thread_from_row,
+)
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
 from threadsvc.store.sqlite_identity import IdentityQueries
@@ -49,15 +55,13 @@ _FILTERS = {
 
 
 def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
-    mine = conn.execute(Q["count_active_of_user"], {"username": thread.username}).fetchone()[0]
-    if mine >= limits.per_user:
-        raise TooManyActiveThreads(
-            f"User '{thread.username}' has {mine} active threads, the most allowed"
-        )
-    if thread.group_id != SERVER_GROUP_ID:
-        group = conn.execute(Q["count_active_of_group"], {"group_id": thread.group_id}).fetchone()[0]
-        if group >= limits.per_group:
-            raise TooManyActiveThreads(f"The group has {group} active threads, the most allowed")
+    mine, group = conn.execute(Q["count_active"], count_active_args(thread, limits)).fetchone()
+    check_limits(thread, limits, mine, group)
+
+
+def _event_tuple(thread_id: str, event: LogEvent) -> tuple[str, int, int, int, str]:
+    """The positional arguments of insert_log_events."""
+    return (thread_id, event.seq, event.timestamp, int(event.level), event.text)
 
 
 class SQLiteStore(IdentityQueries, WebhookQueries):
@@ -72,6 +76,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         self._writer: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._claimed_seqs = ClaimedLogSeqs()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -178,7 +183,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
     ) -> tuple[Thread, bool]:
-        args = insert_args(thread)
+        args = insert_args(thread, first_event, idempotency_key)
 
         def do(conn: sqlite3.Connection) -> tuple[Thread, bool]:
             # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
@@ -193,10 +198,8 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
                 conn.execute(Q["release_idempotency_key"], {**key, "since": idempotency_since})
             if limits is not None:
                 _check_limits(conn, thread, limits)
-            conn.execute(Q["insert_thread"], args)
-            conn.execute(Q["insert_log_event"], event_row(thread.id, first_event))
-            if idempotency_key is not None:
-                conn.execute(Q["set_idempotency_key"], {"id": thread.id, "key": idempotency_key})
+            conn.execute(Q["insert_thread"], args)  # with its idempotency key
+            conn.execute(Q["insert_log_events"], _event_tuple(thread.id, first_event))
             return thread, True
 
         return await self._write(do)
@@ -236,15 +239,16 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         return await self._read(do)
 
     async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
+        def do(conn: sqlite3.Connection) -> tuple[list[Thread], dict[str, int]]:
             args = {"node": node, "limit": limit, "now": now}
             rows = conn.execute(Q["claim_threads"], args).fetchall()
             claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
-            for thread in claimed:
-                self._status_changed(conn, thread)
-            return claimed
+            self._status_changed(conn, claimed)
+            return claimed, {row["id"]: row["log_seq"] for row in rows}
 
-        return await self._write(do)
+        claimed, seqs = await self._write(do)
+        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
+        return claimed
 
     async def write_batch(
         self,
@@ -256,15 +260,13 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
     ) -> set[str]:
         def do(conn: sqlite3.Connection) -> set[str]:
             conn.executemany(
-                Q["insert_log_event"], [event_row(e.thread_id, e.event) for e in events]
+                Q["insert_log_events"], [_event_tuple(e.thread_id, e.event) for e in events]
             )
             lost = set()
             for thread in threads:
                 if conn.execute(Q["update_running_thread"], state_args(thread, node, now)).rowcount == 0:
                     lost.add(thread.id)
-            for thread in status_changes:
-                if thread.id not in lost:
-                    self._status_changed(conn, thread)
+            self._status_changed(conn, [t for t in status_changes if t.id not in lost])
             return lost
 
         return await self._write(do)
@@ -284,7 +286,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
                 {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
             )
             cancelled = thread_from_row(row)
-            self._status_changed(conn, cancelled)
+            self._status_changed(conn, [cancelled])
             return cancelled
 
         return await self._write(do)
@@ -321,7 +323,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
                 {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
             )
             recovered = thread_from_row(row)
-            self._status_changed(conn, recovered)
+            self._status_changed(conn, [recovered])
             return recovered
 
         return await self._write(do)
@@ -375,6 +377,10 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         return await self._write(do)
 
     async def last_log_seq(self, thread_id: str) -> int:
+        claimed = self._claimed_seqs.take(thread_id)
+        if claimed is not None:
+            return claimed
+
         def do(conn: sqlite3.Connection) -> int:
             return int(conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0])
 

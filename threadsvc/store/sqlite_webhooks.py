@@ -65,20 +65,27 @@ class WebhookQueries:
         async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
     # -- the outbox -------------------------------------------------------------------------
-    def _status_changed(self, conn: sqlite3.Connection, thread: Thread) -> None:
-        """Inside the transaction that changed `thread`'s status: queue its webhook deliveries."""
-        if thread.status is Status.INITIALISED:
-            return  # created, or put back to run again: not a change webhooks hear of
-        conn.execute(
-            Q["queue_deliveries"],
-            {
-                "thread_id": thread.id,
-                "group_id": thread.group_id,
-                "event": "final" if thread.final else "status",
-                "snapshot": snapshot_json(thread),
-                "now": now_ms(),
-            },
-        )
+    def _status_changed(self, conn: sqlite3.Connection, changes: list[Thread]) -> None:
+        """Inside the transaction that changed these threads' status (oldest change first):
+        queue their webhook deliveries."""
+        # created, or put back to run again: not a change webhooks hear of
+        changes = [thread for thread in changes if thread.status is not Status.INITIALISED]
+        # Where no webhook exists, one look saves a snapshot and an insert per change (exact:
+        # this transaction is the only writer, so none can appear before it commits).
+        if not changes or conn.execute(Q["any_webhooks"]).fetchone() is None:
+            return
+        now = now_ms()
+        for thread in changes:
+            conn.execute(
+                Q["queue_deliveries"],
+                {
+                    "thread_id": thread.id,
+                    "group_id": thread.group_id,
+                    "event": "final" if thread.final else "status",
+                    "snapshot": snapshot_json(thread),
+                    "now": now,
+                },
+            )
 
     # -- webhooks ---------------------------------------------------------------------------
     async def create_webhook(

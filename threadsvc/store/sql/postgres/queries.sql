@@ -88,8 +88,15 @@ ON CONFLICT (username) DO UPDATE SET
 DELETE FROM login_failures WHERE username = %(username)s;
 
 -- name: insert_thread
-INSERT INTO threads (id, name, username, group_id, job, params, status, created, version)
-VALUES (%(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s, %(created)s, 1);
+-- The thread and the first event of its log, in one statement (one round trip per start).
+WITH thread AS (
+    INSERT INTO threads
+        (id, name, username, group_id, job, params, status, created, version, idempotency_key)
+    VALUES (%(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s,
+            %(created)s, 1, %(idempotency_key)s)
+)
+INSERT INTO log_events (thread_id, seq, ts, level, text)
+VALUES (%(id)s, %(seq)s, %(ts)s, %(level)s, %(text)s);
 
 -- name: get_thread
 SELECT * FROM threads WHERE id = %(id)s;
@@ -120,6 +127,7 @@ created <= %(until)s
 
 -- name: claim_threads
 -- SKIP LOCKED: nodes claiming together take different threads, and none waits for another.
+-- log_seq: the last seq of each thread's log, which the runner numbers its next events from.
 UPDATE threads
 SET status = 'inprogress', started = GREATEST(%(now)s, created), node = %(node)s, heartbeat = %(now)s,
     version = version + 1
@@ -127,16 +135,27 @@ WHERE seq IN (
     SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED
 )
-RETURNING *;
+RETURNING *,
+    (SELECT coalesce(max(l.seq), 0) FROM log_events l WHERE l.thread_id = threads.id) AS log_seq;
 
 -- name: update_running_thread
-UPDATE threads
-SET status = %(status)s, message = %(message)s, progress_current = %(progress_current)s,
-    progress_total = %(progress_total)s, warnings = %(warnings)s, errors = %(errors)s,
-    ended = %(ended)s, heartbeat = %(heartbeat)s, version = %(version)s,
-    result_file = %(result_file)s, result_type = %(result_type)s, result_size = %(result_size)s,
-    result_name = %(result_name)s, result_deletion = %(result_deletion)s
-WHERE id = %(id)s AND node = %(node)s AND status NOT IN ('completed', 'failed', 'cancelled');
+-- Every thread of a batch in one statement: each parameter but node and heartbeat is an array
+-- holding one element per thread. Returns the ids it wrote (the others are no longer the node's).
+UPDATE threads AS t
+SET status = s.status, message = s.message, progress_current = s.progress_current,
+    progress_total = s.progress_total, warnings = s.warnings, errors = s.errors,
+    ended = s.ended, heartbeat = %(heartbeat)s, version = s.version,
+    result_file = s.result_file, result_type = s.result_type, result_size = s.result_size,
+    result_name = s.result_name, result_deletion = s.result_deletion
+FROM unnest(
+    %(id)s::text[], %(status)s::text[], %(message)s::text[], %(progress_current)s::bigint[],
+    %(progress_total)s::bigint[], %(warnings)s::bigint[], %(errors)s::bigint[],
+    %(ended)s::bigint[], %(version)s::bigint[], %(result_file)s::text[], %(result_type)s::text[],
+    %(result_size)s::bigint[], %(result_name)s::text[], %(result_deletion)s::bigint[]
+) AS s (id, status, message, progress_current, progress_total, warnings, errors, ended, version,
+        result_file, result_type, result_size, result_name, result_deletion)
+WHERE t.id = s.id AND t.node = %(node)s AND t.status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING t.id;
 
 -- name: cancel_initialised
 UPDATE threads
@@ -186,9 +205,13 @@ DELETE FROM threads WHERE id = %(id)s AND status IN ('completed', 'failed', 'can
 -- name: delete_logs
 DELETE FROM log_events WHERE thread_id = %(id)s;
 
--- name: insert_log_event
+-- name: insert_log_events
+-- Many events in one statement: each parameter is an array with one element per event.
 INSERT INTO log_events (thread_id, seq, ts, level, text)
-VALUES (%(thread_id)s, %(seq)s, %(ts)s, %(level)s, %(text)s);
+SELECT * FROM unnest(
+    %(thread_id)s::text[], %(seq)s::bigint[], %(ts)s::bigint[], %(level)s::integer[],
+    %(text)s::text[]
+);
 
 -- name: append_log_event
 INSERT INTO log_events (thread_id, seq, ts, level, text)
@@ -217,16 +240,18 @@ WHERE username = %(username)s AND idempotency_key = %(key)s AND created >= %(sin
 UPDATE threads SET idempotency_key = NULL
 WHERE username = %(username)s AND idempotency_key = %(key)s AND created < %(since)s;
 
--- name: count_active_of_user
-SELECT count(*) FROM threads
-WHERE username = %(username)s AND status IN ('initialised', 'inprogress', 'warning', 'error');
-
--- name: count_active_of_group
-SELECT count(*) FROM threads
-WHERE group_id = %(group_id)s AND status IN ('initialised', 'inprogress', 'warning', 'error');
-
--- name: set_idempotency_key
-UPDATE threads SET idempotency_key = %(key)s WHERE id = %(id)s;
+-- name: count_active
+-- The active threads of a user and of a group, each counted only up to its limit (all a check
+-- needs to know): the cost stays that of the limit, however many threads are active.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM threads
+        WHERE username = %(username)s AND status IN ('initialised', 'inprogress', 'warning', 'error')
+        LIMIT %(per_user)s) AS mine) AS user_active,
+    (SELECT count(*) FROM (
+        SELECT 1 FROM threads
+        WHERE group_id = %(group_id)s AND status IN ('initialised', 'inprogress', 'warning', 'error')
+        LIMIT %(per_group)s) AS theirs) AS group_active;
 
 -- name: expired_results
 SELECT * FROM threads

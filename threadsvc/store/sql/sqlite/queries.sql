@@ -74,8 +74,8 @@ ON CONFLICT (username) DO UPDATE SET
 DELETE FROM login_failures WHERE username = :username;
 
 -- name: insert_thread
-INSERT INTO threads (id, name, username, group_id, job, params, status, created, version)
-VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1);
+INSERT INTO threads (id, name, username, group_id, job, params, status, created, version, idempotency_key)
+VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :idempotency_key);
 
 -- name: get_thread
 SELECT * FROM threads WHERE id = :id;
@@ -110,7 +110,8 @@ SET status = 'inprogress', started = max(:now, created), node = :node, heartbeat
 WHERE seq IN (
     SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
 )
-RETURNING *;
+RETURNING *,
+    (SELECT coalesce(max(l.seq), 0) FROM log_events l WHERE l.thread_id = threads.id) AS log_seq;
 
 -- name: update_running_thread
 UPDATE threads
@@ -161,8 +162,9 @@ DELETE FROM threads WHERE id = :id AND status IN ('completed', 'failed', 'cancel
 -- name: delete_logs
 DELETE FROM log_events WHERE thread_id = :id;
 
--- name: insert_log_event
-INSERT INTO log_events (thread_id, seq, ts, level, text) VALUES (:thread_id, :seq, :ts, :level, :text);
+-- name: insert_log_events
+-- Positional: executemany binds a tuple faster than a dict, which counts for big logs.
+INSERT INTO log_events (thread_id, seq, ts, level, text) VALUES (?, ?, ?, ?, ?);
 
 -- name: append_log_event
 INSERT INTO log_events (thread_id, seq, ts, level, text)
@@ -191,16 +193,18 @@ WHERE username = :username AND idempotency_key = :key AND created >= :since;
 UPDATE threads SET idempotency_key = NULL
 WHERE username = :username AND idempotency_key = :key AND created < :since;
 
--- name: count_active_of_user
-SELECT count(*) FROM threads
-WHERE username = :username AND status IN ('initialised', 'inprogress', 'warning', 'error');
-
--- name: count_active_of_group
-SELECT count(*) FROM threads
-WHERE group_id = :group_id AND status IN ('initialised', 'inprogress', 'warning', 'error');
-
--- name: set_idempotency_key
-UPDATE threads SET idempotency_key = :key WHERE id = :id;
+-- name: count_active
+-- The active threads of a user and of a group, each counted only up to its limit (all a check
+-- needs to know): the cost stays that of the limit, however many threads are active.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM threads
+        WHERE username = :username AND status IN ('initialised', 'inprogress', 'warning', 'error')
+        LIMIT :per_user) AS mine) AS user_active,
+    (SELECT count(*) FROM (
+        SELECT 1 FROM threads
+        WHERE group_id = :group_id AND status IN ('initialised', 'inprogress', 'warning', 'error')
+        LIMIT :per_group) AS theirs) AS group_active;
 
 -- name: expired_results
 SELECT * FROM threads

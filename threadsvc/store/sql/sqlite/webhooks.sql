@@ -14,6 +14,11 @@ SELECT * FROM webhooks WHERE group_id = :group_id ORDER BY id;
 -- name: delete_webhook
 DELETE FROM webhooks WHERE id = :id;
 
+-- name: any_webhooks
+-- Only SQLite: whether queue_deliveries could insert anything at all (PostgreSQL's one
+-- statement per transaction finds that out for itself).
+SELECT 1 FROM webhooks LIMIT 1;
+
 -- name: queue_deliveries
 -- One delivery per webhook that wants this change: the thread's group's and the server's.
 INSERT INTO webhook_deliveries
