@@ -16,6 +16,7 @@
     ├── TooManyActiveThreads       a per-user or per-group limit
     ├── TooManyStreams             a user's open event streams
     ├── StoreUnavailable           the database cannot be reached
+    ├── StorageFull                no space left for a file (a result, an upload)
     ├── Conflict                   a unique name or id is already taken
     ├── LinkRefused                a pre-signed link expired or was tampered with
     ├── ResultDeleted              the result's deletion moment has passed
@@ -97,6 +98,10 @@ class TooManyStreams(ThreadsvcError):
 
 class StoreUnavailable(ThreadsvcError):
     pass
+
+
+class StorageFull(ThreadsvcError):
+    """The disk under data-dir is full (ENOSPC, EDQUOT, EFBIG): a file could not be stored."""
 
 
 class Conflict(ThreadsvcError):

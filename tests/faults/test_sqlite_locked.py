@@ -55,7 +55,7 @@ class Locker:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path, **{"jobs": ["tests.jobs_for_tests"]})
+    server = Server(tmp_path, jobs=["tests.jobs_for_tests"])
     seed(server.config)
     server.start()
     try:

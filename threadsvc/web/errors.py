@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from starlette.exceptions import HTTPException
@@ -36,6 +37,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.ResultDeleted, 410, "0401"),
     (errors.NoResult, 409, "0402"),
     (errors.StoreUnavailable, 503, "0503"),
+    (errors.StorageFull, 507, "0507"),
 ]
 
 
@@ -84,6 +86,25 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, "0500", str(exc.detail))
 
 
+# An OSError of these numbers is the disk being full, not a bug: 507 (docs/decisions.md).
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, is a full disk."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
+    if out_of_space(exc):  # e.g. an upload written to a full data-dir
+        log.warning("no space left on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            request, 507, "0507", "No space left on the server to store this; try again later"
+        )
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, 500, "0500", "Internal error; it has been logged")
