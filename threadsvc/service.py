@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
+
 from threadsvc.errors import (
     BadParameter,
     Forbidden,
@@ -88,17 +90,22 @@ class Service:
         self.files = runner.files
         self.uploads = runner.uploads
         self.changes = runner.changes
+        # Groups are never renamed or removed: a found one is reused for a few seconds.
+        self._groups: TTLCache[str, Group] = TTLCache(10_000, max(settings.auth_cache_seconds, 1))
 
     # -- where ------------------------------------------------------------------------------
     async def group(self, ref: str) -> Group:
         """A group by name, or by id when `ref` is purely numeric."""
-        group = None
+        group = self._groups.get(ref)
+        if group is not None:
+            return group
         if ref.isascii() and ref.isdigit() and len(ref) < 19:
             group = await self.store.get_group_by_id(int(ref))
         elif valid_group_name(ref):
             group = await self.store.get_group(ref)
         if group is None:
             raise GroupNotFound(f"No group '{ref[:80]}'")
+        self._groups[ref] = group
         return group
 
     async def _scope(self, who: Principal, group_ref: str | None, minimum: Role) -> Where:
@@ -112,7 +119,10 @@ class Service:
         return Where(group)
 
     async def _thread(self, who: Principal, thread_id: str, scope: Where) -> Thread:
-        thread = await self.store.get_thread(thread_id) if _THREAD_ID.fullmatch(thread_id) else None
+        thread = None
+        if _THREAD_ID.fullmatch(thread_id):
+            # A thread running here is read from memory: as new as the store, or newer.
+            thread = self.runner.current(thread_id) or await self.store.get_thread(thread_id)
         if thread is None or (scope.group is not None and thread.group_id != scope.group.id):
             raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
         return thread

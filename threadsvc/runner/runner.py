@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
@@ -79,6 +80,7 @@ class Runner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._side_tasks: list[asyncio.Task[None]] = []
+        self._heartbeat: int | None = None  # when this node's threads last had a heartbeat
         self.cluster = (
             Cluster(store, self.node, self.changes, self.wake, self._cancel_heard)
             if store.shared
@@ -129,6 +131,20 @@ class Runner:
     @property
     def running_count(self) -> int:
         return len(self._running)
+
+    def current(self, thread_id: str) -> Thread | None:
+        """The thread as this node runs it: its store row plus what the batch writer has not
+        written yet. None when it does not run here, or is ending (its final state is read
+        from the store, once stored) or being handed back."""
+        item = self._running.get(thread_id)
+        if item is None or item.reason is not None:
+            return None
+        thread = item.ctx.thread
+        if thread.final:
+            return None
+        if self._heartbeat is not None and self._heartbeat > (thread.heartbeat or 0):
+            thread = dataclasses.replace(thread, heartbeat=self._heartbeat)
+        return thread
 
     async def _watched(self, name: str, coro: object) -> None:
         try:
@@ -323,7 +339,9 @@ class Runner:
                 if loop.time() < next_beat:
                     continue
                 next_beat = loop.time() + interval
-                await self.store.heartbeat(self.node, now_ms())
+                beat = now_ms()
+                await self.store.heartbeat(self.node, beat)
+                self._heartbeat = beat
                 if self.shared_store:
                     stale = now_ms() - self.settings.lease_timeout * 1000
                     orphans = [

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import anyio
+from cachetools import LRUCache
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
@@ -33,7 +34,15 @@ from threadsvc.store.base import Store
 from threadsvc.uploads import Upload
 from threadsvc.web import params, waiting
 from threadsvc.web.auth import authenticate, parse_basic
-from threadsvc.web.responses import JSONResponse, document, prefix, wants
+from threadsvc.web.responses import (
+    JSONResponse,
+    document,
+    prefix,
+    respond,
+    serialise,
+    wants,
+    wants_json,
+)
 from threadsvc.xml import render
 from threadsvc.xml.parse import parse_job_body
 
@@ -83,6 +92,11 @@ def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLin
     return render.ResultLink(_absolute(request, f"{SERVICE}/results/{link.token}"), link.expires)
 
 
+# Polled threads are rendered once per visible state, not once per poll: the version moves with
+# every visible change, the heartbeat (shown to administrators) without one.
+_rendered: LRUCache[tuple[str, int, int | None, bool, bool], bytes] = LRUCache(4096)
+
+
 def _thread_doc(
     request: Request,
     state: AppState,
@@ -91,8 +105,17 @@ def _thread_doc(
     status_code: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    element = render.thread_element(thread, admin=who.is_admin, link=_link(request, state, thread))
-    return document(request, element, status_code, headers)
+    link = _link(request, state, thread)
+    if link is not None:  # freshly signed each time
+        element = render.thread_element(thread, admin=who.is_admin, link=link)
+        return document(request, element, status_code, headers)
+    as_json = wants_json(request)
+    key = (thread.id, thread.version, thread.heartbeat, who.is_admin, as_json)
+    body = _rendered.get(key)
+    if body is None:
+        element = render.thread_element(thread, admin=who.is_admin)
+        body = _rendered[key] = serialise(element, as_json)
+    return respond(as_json, body, status_code, headers)
 
 
 # -- threads ----------------------------------------------------------------------------------
@@ -238,7 +261,7 @@ async def result(request: Request) -> Response:
 async def download(request: Request) -> Response:
     """A pre-signed result link: no credentials; Range requests are honoured."""
     state = app_state(request)
-    thread, found = await state.service.download(request.path_params["token"])
+    _, found = await state.service.download(request.path_params["token"])
     path = state.service.files.path(found)
     if not await anyio.Path(path).is_file():
         raise ResultDeleted("This result has been deleted")

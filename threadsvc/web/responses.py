@@ -67,9 +67,20 @@ def document(
     status_code: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    if wants_json(request):
-        return JSONResponse(render.to_json(element), status_code, headers)
-    return XMLResponse(render.to_xml(element), status_code, headers)
+    as_json = wants_json(request)
+    return respond(as_json, serialise(element, as_json), status_code, headers)
+
+
+def serialise(element: render.Element, as_json: bool) -> bytes:
+    return render.to_json(element) if as_json else render.to_xml(element)
+
+
+def respond(
+    as_json: bool, body: bytes, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A document already serialised by `serialise`."""
+    kind = JSONResponse if as_json else XMLResponse
+    return kind(body, status_code, headers)
 
 
 def prefix(request: Request) -> str:

@@ -98,7 +98,7 @@ class ConsoleSessions:
         console: Console | None = None
         if scope["type"] == "http":
             console = getattr(scope["app"].state, "console", None)
-        if console is None:
+        if console is None or not _may_have_session(scope):
             await self.app(scope, receive, send)
             return
         https = scope.get("scheme") == "https"
@@ -109,3 +109,11 @@ class ConsoleSessions:
                 path=COOKIE_PATH, same_site="lax", https_only=https,
             )
         await middleware(scope, receive, send)
+
+
+def _may_have_session(scope: Scope) -> bool:
+    """Whether the request brings a cookie or is the console's (which may start a session):
+    API calls without cookies skip the session machinery, which costs every poll."""
+    if scope["path"].startswith("/ps/ui"):
+        return True
+    return any(name == b"cookie" for name, _ in scope["headers"])
