@@ -63,6 +63,10 @@ T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
 log = logging.getLogger(__name__)
 CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
+# Seconds a call waits for a pooled connection once the server was found unreachable (instead of
+# the pool's `timeout`), until a call succeeds again: during an outage requests are 503 at once
+# rather than each holding its client for the whole timeout.
+DOWN_WAIT = 1.0
 
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
@@ -95,6 +99,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         self._max_size = max_size
         self._timeout = timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._down = False  # the last call could not reach the server
         self._claimed_seqs = ClaimedLogSeqs()
         self._coalesced_notify = Coalescer(self._notify)
 
@@ -132,18 +137,30 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             raise StoreUnavailable("the store is closed")
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                async with pool.connection() as conn:
+                async with pool.connection(timeout=self._wait()) as conn:
                     await _set_mode(conn, snapshot)
                     async with conn.transaction():
-                        return await fn(conn)
+                        result = await fn(conn)
+                self._down = False
+                return result
             except _ROLLED_BACK as exc:
                 if attempt == ATTEMPTS:
                     raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
             except psycopg.IntegrityError as exc:
                 raise Conflict(_describe(exc)) from exc
             except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
-                raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
+                raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")
+
+    def _wait(self) -> float | None:
+        """How long to wait for a pooled connection: the pool's timeout, or less when down."""
+        return DOWN_WAIT if self._down else None
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        """The error a driver or pool failure becomes; notes when the server is unreachable."""
+        if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+            self._down = True
+        return StoreUnavailable(f"PostgreSQL store: {_describe(exc)}")
 
     async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn` in one READ COMMITTED transaction."""
@@ -159,12 +176,14 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         if pool is None:
             raise StoreUnavailable("the store is closed")
         try:
-            async with pool.connection() as conn:
-                return await fn(conn)
+            async with pool.connection(timeout=self._wait()) as conn:
+                result = await fn(conn)
+            self._down = False
+            return result
         except psycopg.IntegrityError as exc:
             raise Conflict(_describe(exc)) from exc
         except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
-            raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
+            raise self._unavailable(exc) from exc
 
     # -- between nodes ----------------------------------------------------------------------
     async def announce(self, message: str) -> None:
