@@ -67,7 +67,7 @@ def thread_element(
     if link is not None and thread.result is not None and thread.result.deletion is not None:
         result = etree.SubElement(el, "result")
         result.set("href", link.href)
-        result.set("media-type", thread.result.media_type)
+        result.set("media-type", xml_safe(thread.result.media_type))  # a job's own text
         result.set("size", str(thread.result.size))
         result.set("expires", iso(link.expires))
         result.set("deletion", iso(thread.result.deletion))
