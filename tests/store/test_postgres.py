@@ -123,6 +123,9 @@ async def test_every_query_prepares(store: PostgresStore, dsn: str) -> None:
         for name, sql in load_queries("postgres").items():
             if name.startswith("filter_"):
                 sql = f"SELECT 1 FROM threads WHERE {sql}"
+            if sql.startswith("COPY"):  # cannot be prepared: run it, with no rows to copy
+                async with conn.cursor() as cur, cur.copy(sql):
+                    continue
             try:
                 await conn.execute(f"PREPARE q AS {_numbered(sql.format(where='true'))}".encode())
             except psycopg.Error as exc:

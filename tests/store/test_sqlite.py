@@ -64,10 +64,11 @@ def _null_args(sql: str) -> dict[str, None] | tuple[None, ...]:
 
 # Queries only one dialect needs, and why. PostgreSQL: transaction-level advisory locks that make
 # a read-then-write atomic under READ COMMITTED (SQLite has one writer at a time, BEGIN IMMEDIATE).
+# PostgreSQL also: COPY, for big batches of log events.
 # SQLite: whether any webhook exists, before queueing deliveries change by change (PostgreSQL
 # queues a transaction's changes in one statement, which finds that out for itself).
 DIALECT_ONLY = {
-    "postgres": {"lock_user", "lock_group", "lock_group_ids"},
+    "postgres": {"lock_user", "lock_group", "lock_group_ids", "copy_log_events"},
     "sqlite": {"any_webhooks"},
 }
 

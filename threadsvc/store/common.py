@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from threadsvc.errors import TooManyActiveThreads
-from threadsvc.models import SERVER_GROUP_ID, LogEvent, Result, Status, Thread
+from threadsvc.models import (
+    SERVER_GROUP_ID,
+    LogEvent,
+    Result,
+    Status,
+    Thread,
+    ThreadFilter,
+)
+
+ALL_STATUSES = frozenset(Status)
 
 if TYPE_CHECKING:
     from threadsvc.store.base import ActiveLimits
@@ -175,3 +185,62 @@ def check_limits(thread: Thread, limits: ActiveLimits, mine: int, group: int) ->
         )
     if thread.group_id != SERVER_GROUP_ID and group >= limits.per_group:
         raise TooManyActiveThreads(f"The group has {group} active threads, the most allowed")
+
+
+_FILTERS = {
+    "group_id": "filter_group",
+    "username": "filter_username",
+    "job": "filter_job",
+    "since": "filter_since",
+    "until": "filter_until",
+    "deletion_before": "filter_deletion_before",
+}
+_COUNTED = frozenset({"group_id"})  # the filters that thread_counts can total, with statuses
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list's WHERE clause and its arguments, and whether thread_counts can answer for it."""
+
+    where: str
+    args: dict[str, Any]
+    counted: bool
+    limit: int
+    offset: int
+
+    def counts(self, queries: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+        """locate_page, when `counted`: the total, and the bucket where the page starts."""
+        return queries["locate_page"].format(where=self.where), {**self.args, "offset": self.offset}
+
+    def rows(
+        self, queries: Mapping[str, str], bucket: int | None = None, newer: int = 0
+    ) -> tuple[str, dict[str, Any]]:
+        """list_threads, skipping the buckets above `bucket` (and the `newer` threads they
+        hold) rather than counting through them."""
+        where, args = self.where, {**self.args, "limit": self.limit, "offset": self.offset}
+        if bucket is not None:
+            where = f"{where} AND ({queries['filter_below_bucket']})"
+            args.update(bucket=bucket, offset=self.offset - newer)
+        return queries["list_threads"].format(where=where), args
+
+    def total(self, queries: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+        """count_threads, when not `counted`."""
+        return queries["count_threads"].format(where=self.where), self.args
+
+
+def list_query(query: ThreadFilter, queries: Mapping[str, str], statuses: Any) -> ListQuery:
+    """`statuses`: the dialect's form of the statuses argument, used unless every status is
+    asked for (then the clause leaves status out, so that an index without it serves)."""
+    where, args, counted = [], {}, True
+    if query.statuses != ALL_STATUSES:
+        where.append(queries["filter_statuses"])
+        args["statuses"] = statuses
+    for name, fragment in _FILTERS.items():
+        value = getattr(query, name)
+        if value is not None:
+            where.append(queries[fragment])
+            args[name] = value
+            counted = counted and name in _COUNTED
+    clause = " AND ".join(f"({part})" for part in where) or "1 = 1"
+    offset = (query.page - 1) * query.pagesize
+    return ListQuery(clause, args, counted, query.pagesize, offset)

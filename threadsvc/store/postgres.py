@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, IsolationLevel
@@ -44,6 +44,7 @@ from threadsvc.store.common import (
     count_active_args,
     event_row,
     insert_args,
+    list_query,
     state_args,
     thread_from_row,
 )
@@ -67,18 +68,10 @@ CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
 # the pool's `timeout`), until a call succeeds again: during an outage requests are 503 at once
 # rather than each holding its client for the whole timeout.
 DOWN_WAIT = 1.0
+COPY_FROM = 500  # log events in a batch from which COPY stores them
 
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
-_FILTERS = {
-    "group_id": "filter_group",
-    "username": "filter_username",
-    "job": "filter_job",
-    "since": "filter_since",
-    "until": "filter_until",
-    "deletion_before": "filter_deletion_before",
-}
-
 
 async def _check_limits(conn: Conn, thread: Thread, limits: ActiveLimits) -> None:
     row = await fetch_one(conn, "count_active", count_active_args(thread, limits))
@@ -260,23 +253,18 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         return await self._read(do)
 
     async def list_threads(self, query: ThreadFilter) -> ThreadPage:
-        args: dict[str, Any] = {"statuses": sorted(s.value for s in query.statuses)}
-        where = [Q["filter_statuses"]]
-        for name, fragment in _FILTERS.items():
-            value = getattr(query, name)
-            if value is not None:
-                where.append(Q[fragment])
-                args[name] = value
-        clause = " AND ".join(f"({part})" for part in where)
-        page_args = {
-            **args,
-            "limit": query.pagesize,
-            "offset": (query.page - 1) * query.pagesize,
-        }
+        plan = list_query(query, Q, sorted(s.value for s in query.statuses))
 
         async def do(conn: Conn) -> ThreadPage:
-            rows = await fetch_all(conn, Q["list_threads"].format(where=clause), page_args)
-            total = await fetch_value(conn, Q["count_threads"].format(where=clause), args)
+            rows: list[DictRow] = []
+            if plan.counted:
+                found = await fetch_all(conn, *plan.counts(Q))
+                total, bucket, newer = found[0]["total"], found[0]["bucket"], found[0]["newer"]
+                if bucket is not None:
+                    rows = await fetch_all(conn, *plan.rows(Q, bucket, newer))
+            else:
+                rows = await fetch_all(conn, *plan.rows(Q))
+                total = await fetch_value(conn, *plan.total(Q))
             return ThreadPage(
                 threads=[thread_from_row(row) for row in rows],
                 total=total,
@@ -451,6 +439,7 @@ _STATE_ARRAYS = (
     "result_deletion",
 )
 _EVENT_ARRAYS = ("thread_id", "seq", "ts", "level", "text")
+_EVENT_TYPES = ["text", "int8", "int8", "int4", "text"]  # of COPY's binary format, column by column
 
 
 async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int) -> set[str]:
@@ -463,7 +452,18 @@ async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int
 
 
 async def _insert_events(conn: Conn, events: list[NewLogEvent]) -> None:
-    if events:
+    """A batch's log events: one INSERT for a few, COPY for many (a thread logging fast gives
+    batches of thousands, which binary COPY stores two to three times as fast as the INSERT;
+    it costs one more round trip)."""
+    if len(events) >= COPY_FROM:
+        async with conn.cursor() as cur, cur.copy(Q["copy_log_events"]) as copy:
+            copy.set_types(_EVENT_TYPES)
+            for e in events:
+                event = e.event
+                await copy.write_row(
+                    (e.thread_id, event.seq, event.timestamp, int(event.level), event.text)
+                )
+    elif events:
         rows = [event_row(e.thread_id, e.event) for e in events]
         await conn.execute(Q["insert_log_events"], columns(rows, _EVENT_ARRAYS))
 

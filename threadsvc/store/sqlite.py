@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import (
@@ -32,6 +32,7 @@ from threadsvc.store.common import (
     check_limits,
     count_active_args,
     insert_args,
+    list_query,
     state_args,
     thread_from_row,
 )
@@ -44,15 +45,6 @@ T = TypeVar("T")
 Q = load_queries("sqlite")
 # How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
 BUSY_TIMEOUT_MS = 10_000
-_FILTERS = {
-    "group_id": "filter_group",
-    "username": "filter_username",
-    "job": "filter_job",
-    "since": "filter_since",
-    "until": "filter_until",
-    "deletion_before": "filter_deletion_before",
-}
-
 
 def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
     mine, group = conn.execute(Q["count_active"], count_active_args(thread, limits)).fetchone()
@@ -212,23 +204,15 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         return await self._read(do)
 
     async def list_threads(self, query: ThreadFilter) -> ThreadPage:
-        args: dict[str, Any] = {"statuses": json.dumps(sorted(s.value for s in query.statuses))}
-        where = [Q["filter_statuses"]]
-        for name, fragment in _FILTERS.items():
-            value = getattr(query, name)
-            if value is not None:
-                where.append(Q[fragment])
-                args[name] = value
-        clause = " AND ".join(f"({part})" for part in where)
-        page_args = {
-            **args,
-            "limit": query.pagesize,
-            "offset": (query.page - 1) * query.pagesize,
-        }
+        plan = list_query(query, Q, json.dumps(sorted(s.value for s in query.statuses)))
 
         def do(conn: sqlite3.Connection) -> ThreadPage:
-            rows = conn.execute(Q["list_threads"].format(where=clause), page_args).fetchall()
-            total = conn.execute(Q["count_threads"].format(where=clause), args).fetchone()[0]
+            if plan.counted:
+                total, bucket, newer = conn.execute(*plan.counts(Q)).fetchone()
+                rows = [] if bucket is None else conn.execute(*plan.rows(Q, bucket, newer)).fetchall()
+            else:
+                rows = conn.execute(*plan.rows(Q)).fetchall()
+                total = conn.execute(*plan.total(Q)).fetchone()[0]
             return ThreadPage(
                 threads=[thread_from_row(row) for row in rows],
                 total=total,

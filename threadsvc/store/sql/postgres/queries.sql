@@ -1,6 +1,7 @@
 -- Named queries of the PostgreSQL store. Each starts with a line `-- name: NAME`.
 -- The same names as the SQLite store (a test checks), but for the few listed under "Only
--- PostgreSQL" at the end: the advisory locks that SQLite needs not (it has one writer at a time).
+-- PostgreSQL" at the end: the advisory locks that SQLite needs not (it has one writer at a time),
+-- and COPY.
 -- Parameters are psycopg's %(name)s; `{where}` is filled with filter_* fragments.
 
 -- name: get_setting
@@ -102,10 +103,31 @@ VALUES (%(id)s, %(seq)s, %(ts)s, %(level)s, %(text)s);
 SELECT * FROM threads WHERE id = %(id)s;
 
 -- name: list_threads
-SELECT * FROM threads WHERE {where} ORDER BY seq DESC LIMIT %(limit)s OFFSET %(offset)s;
+-- The page's seqs first, from an index alone (a deep page skips index entries, not whole rows;
+-- threads_group_seq serves a group's list), then only the page's rows.
+SELECT * FROM threads WHERE seq IN (
+    SELECT seq FROM threads WHERE {where} ORDER BY seq DESC LIMIT %(limit)s OFFSET %(offset)s
+)
+ORDER BY seq DESC;
 
 -- name: count_threads
 SELECT count(*) FROM threads WHERE {where};
+
+-- name: locate_page
+-- For a filter of statuses and group only (columns thread_counts has too): the total, and the
+-- newest bucket holding the page's first thread, with how many matching threads are newer than
+-- that bucket (the page then starts that many fewer threads below the bucket's top).
+WITH buckets AS (
+    SELECT bucket, sum(n) AS n FROM thread_counts WHERE {where} GROUP BY bucket
+), running AS (
+    SELECT bucket, n, sum(n) OVER (ORDER BY bucket DESC) AS upto FROM buckets
+), page AS (
+    SELECT bucket, upto - n AS newer FROM running WHERE upto > %(offset)s
+    ORDER BY bucket DESC LIMIT 1
+)
+SELECT (SELECT coalesce(sum(n), 0) FROM buckets)::bigint AS total, page.bucket::bigint AS bucket,
+       page.newer::bigint AS newer
+FROM (SELECT 1) AS one LEFT JOIN page ON true;
 
 -- name: filter_statuses
 status = ANY(%(statuses)s)
@@ -229,6 +251,10 @@ ORDER BY seq LIMIT %(limit)s;
 -- name: count_threads_by_status
 SELECT status, count(*) FROM threads GROUP BY status;
 
+-- name: filter_below_bucket
+-- The threads of buckets up to `bucket` (a bucket is 4,096 seqs: seq >> 12).
+seq < (%(bucket)s::bigint + 1) << 12
+
 -- name: filter_deletion_before
 result_deletion IS NOT NULL AND result_deletion < %(deletion_before)s
 
@@ -288,3 +314,8 @@ SELECT pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(%(group_id)s)
 -- name: lock_group_ids
 -- Creating groups, so that insert_group moves the id sequence knowing every committed id.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.groups'), 0);
+
+-- name: copy_log_events
+-- The log events of a big batch (binary: the store gives each column's type), two to three times
+-- as fast as insert_log_events, for one more round trip.
+COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);

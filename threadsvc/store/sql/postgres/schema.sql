@@ -85,6 +85,52 @@ CREATE UNIQUE INDEX threads_idempotency ON threads (username, idempotency_key)
 CREATE INDEX threads_result_deletion ON threads (result_deletion)
     WHERE result_deletion IS NOT NULL;
 CREATE INDEX threads_user_status ON threads (username, status);
+CREATE INDEX threads_group_seq ON threads (group_id, seq, status);
+
+-- How many threads each (group, status) has in each bucket of 4,096 seqs (seq >> 12), kept
+-- by triggers: the totals of lists, and where their deep pages start (see migration 0004).
+CREATE TABLE thread_counts (
+    group_id BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    bucket BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (group_id, status, bucket)
+);
+-- Statement-level, from the transition tables: one upsert per (group, status, bucket) that a
+-- statement changed, taken in one order (ORDER BY). Every transaction moves threads in one
+-- statement at most, so concurrent ones may wait for each other's counts but never deadlock.
+CREATE FUNCTION threads_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO thread_counts AS c (group_id, status, bucket, n)
+        SELECT group_id, status, seq >> 12, count(*) FROM new_rows
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO thread_counts AS c (group_id, status, bucket, n)
+        SELECT group_id, status, seq >> 12, -count(*) FROM old_rows
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = c.n + excluded.n;
+    ELSE
+        INSERT INTO thread_counts AS c (group_id, status, bucket, n)
+        SELECT group_id, status, seq >> 12, sum(d) FROM (
+            SELECT group_id, status, seq, 1 AS d FROM new_rows
+            UNION ALL
+            SELECT group_id, status, seq, -1 AS d FROM old_rows
+        ) AS moved
+        GROUP BY 1, 2, 3 HAVING sum(d) <> 0 ORDER BY 1, 2, 3
+        ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER threads_counted_insert AFTER INSERT ON threads
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION threads_counted();
+CREATE TRIGGER threads_counted_delete AFTER DELETE ON threads
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION threads_counted();
+CREATE TRIGGER threads_counted_update AFTER UPDATE ON threads
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION threads_counted();
 
 CREATE TABLE log_events (
     thread_id TEXT NOT NULL,

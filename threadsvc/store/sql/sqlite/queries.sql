@@ -81,10 +81,31 @@ VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :
 SELECT * FROM threads WHERE id = :id;
 
 -- name: list_threads
-SELECT * FROM threads WHERE {where} ORDER BY seq DESC LIMIT :limit OFFSET :offset;
+-- The page's seqs first, from an index alone (a deep page skips index entries, not whole rows;
+-- threads_group_seq serves a group's list), then only the page's rows.
+SELECT * FROM threads WHERE seq IN (
+    SELECT seq FROM threads WHERE {where} ORDER BY seq DESC LIMIT :limit OFFSET :offset
+)
+ORDER BY seq DESC;
 
 -- name: count_threads
 SELECT count(*) FROM threads WHERE {where};
+
+-- name: locate_page
+-- For a filter of statuses and group only (columns thread_counts has too): the total, and the
+-- newest bucket holding the page's first thread, with how many matching threads are newer than
+-- that bucket (the page then starts that many fewer threads below the bucket's top).
+WITH buckets AS (
+    SELECT bucket, sum(n) AS n FROM thread_counts WHERE {where} GROUP BY bucket
+), running AS (
+    SELECT bucket, n, sum(n) OVER (ORDER BY bucket DESC) AS upto FROM buckets
+), page AS (
+    SELECT bucket, upto - n AS newer FROM running WHERE upto > :offset
+    ORDER BY bucket DESC LIMIT 1
+)
+SELECT (SELECT coalesce(sum(n), 0) FROM buckets) AS total, page.bucket AS bucket,
+       page.newer AS newer
+FROM (SELECT 1) AS one LEFT JOIN page ON true;
 
 -- name: filter_statuses
 status IN (SELECT value FROM json_each(:statuses))
@@ -181,6 +202,10 @@ ORDER BY seq LIMIT :limit;
 
 -- name: count_threads_by_status
 SELECT status, count(*) FROM threads GROUP BY status;
+
+-- name: filter_below_bucket
+-- The threads of buckets up to `bucket` (a bucket is 4,096 seqs: seq >> 12).
+seq < (:bucket + 1) << 12
 
 -- name: filter_deletion_before
 result_deletion IS NOT NULL AND result_deletion < :deletion_before

@@ -82,6 +82,37 @@ CREATE UNIQUE INDEX threads_idempotency ON threads (username, idempotency_key)
 CREATE INDEX threads_result_deletion ON threads (result_deletion)
     WHERE result_deletion IS NOT NULL;
 CREATE INDEX threads_user_status ON threads (username, status);
+CREATE INDEX threads_group_seq ON threads (group_id, seq, status);
+
+-- How many threads each (group, status) has in each bucket of 4,096 seqs (seq >> 12), kept
+-- by triggers: the totals of lists, and where their deep pages start (see migration 0004).
+CREATE TABLE thread_counts (
+    group_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (group_id, status, bucket)
+) WITHOUT ROWID;
+CREATE TRIGGER threads_counted_insert AFTER INSERT ON threads
+BEGIN
+    INSERT INTO thread_counts (group_id, status, bucket, n)
+    VALUES (new.group_id, new.status, new.seq >> 12, 1)
+    ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER threads_counted_delete AFTER DELETE ON threads
+BEGIN
+    UPDATE thread_counts SET n = n - 1
+    WHERE group_id = old.group_id AND status = old.status AND bucket = old.seq >> 12;
+END;
+CREATE TRIGGER threads_counted_update AFTER UPDATE OF group_id, status, seq ON threads
+WHEN old.group_id IS NOT new.group_id OR old.status IS NOT new.status OR old.seq IS NOT new.seq
+BEGIN
+    UPDATE thread_counts SET n = n - 1
+    WHERE group_id = old.group_id AND status = old.status AND bucket = old.seq >> 12;
+    INSERT INTO thread_counts (group_id, status, bucket, n)
+    VALUES (new.group_id, new.status, new.seq >> 12, 1)
+    ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = n + 1;
+END;
 
 CREATE TABLE log_events (
     thread_id TEXT NOT NULL,
