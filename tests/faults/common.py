@@ -84,6 +84,19 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def socket_fds(pid: int) -> int:
+    """Open sockets and pipes (not files: the SQLite store's reader connections, which its pool
+    opens as it needs them and keeps, are not a leak)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        count += target.startswith(("socket:", "pipe:"))
+    return count
+
+
 def os_threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
