@@ -47,6 +47,8 @@ class Uploads:
     async def save(self, thread_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Store every Upload in `params`; returns the parameters with each replaced by a
         JSON-able description. Nothing is left behind when a file is too large."""
+        if not any(map(_holds_upload, params.values())):
+            return dict(params)  # most starts: nothing to write, so no hop to a worker thread
         try:
             return await anyio.to_thread.run_sync(self._save, thread_id, params)
         except BaseException:
@@ -58,7 +60,7 @@ class Uploads:
         for name, value in params.items():
             if isinstance(value, Upload):
                 saved[name] = self._store(thread_id, name, 0, value)
-            elif isinstance(value, list) and value and isinstance(value[0], Upload):
+            elif _holds_upload(value):
                 saved[name] = [self._store(thread_id, name, i, u) for i, u in enumerate(value)]
             else:
                 saved[name] = value
@@ -95,4 +97,14 @@ class Uploads:
 
     async def discard(self, thread_id: str) -> None:
         directory = self.directory(thread_id)
+        # Most threads had no uploads: one stat here is far cheaper than a hop to a worker thread.
+        if not os.path.lexists(directory):
+            return
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
+
+
+def _holds_upload(value: Any) -> bool:
+    """A parameter that is a file, or a list of files (as `_save` stores them)."""
+    return isinstance(value, Upload) or (
+        isinstance(value, list) and bool(value) and isinstance(value[0], Upload)
+    )

@@ -1,0 +1,42 @@
+"""Uploads: a start without files, and the end of a thread that had none, touch no worker thread
+(each hop costs more than the whole rest of a start's file handling)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+
+from threadsvc.uploads import Upload, Uploads
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_no_files_no_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uploads = Uploads(tmp_path, max_file=100)
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("hopped to a worker thread")
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", refuse)
+    params = {"seconds": 1, "names": ["a", "b"], "empty": []}
+    saved = await uploads.save("t" * 32, params)
+    assert saved == params and saved is not params
+    await uploads.discard("t" * 32)
+
+
+async def test_files_are_saved_and_discarded(tmp_path: Path) -> None:
+    uploads = Uploads(tmp_path, max_file=100)
+    upload = Upload("a.xml", "application/xml", io.BytesIO(b"<a/>"))
+    saved = await uploads.save("t" * 32, {"documents": [upload], "n": 1})
+    assert saved["n"] == 1 and saved["documents"][0]["size"] == 4
+    assert uploads.directory("t" * 32).is_dir()
+    await uploads.discard("t" * 32)
+    assert not uploads.directory("t" * 32).exists()
