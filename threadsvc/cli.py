@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -68,6 +70,8 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactResultLinks())
     if demo:
         accounts = run(settings, admin.ensure_demo)
         print_demo(settings, accounts)
@@ -78,7 +82,36 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         proxy_headers=True,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
         log_level="info",
+        log_config=_uvicorn_log_config(),
     )
+
+
+_RESULT_TOKEN = re.compile(r"(/results/)[^/?#\s\"]+")
+
+
+class RedactResultLinks(logging.Filter):
+    """A pre-signed result link works without credentials until it expires, so no log line
+    keeps one: `/results/TOKEN` is logged as `/results/[redacted]` (uvicorn's access log, and
+    threadsvc's own lines that name a request's path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _RESULT_TOKEN.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple):  # uvicorn's access formatter unpacks the args
+            record.args = tuple(_RESULT_TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str)
+                                else arg for arg in record.args)
+        return True
+
+
+def _uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with RedactResultLinks on its handlers."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact-result-links"] = {"()": RedactResultLinks}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact-result-links")
+    return config
 
 
 def print_demo(settings: Settings, accounts: list[tuple[str, str, str]]) -> None:
