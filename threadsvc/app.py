@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
             await runner.start()
             await deliveries.start()
             scheduler = asyncio.create_task(schedule_purge(service, settings), name="purge-schedule")
+            settle_garbage_collector()
             log.info("threadsvc node %s serving", runner.node)
             try:
                 yield
@@ -89,6 +91,12 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+def settle_garbage_collector() -> None:
+    """What start-up made lives as long as the process: full collections stop scanning it."""
+    gc.collect()
+    gc.freeze()
 
 
 async def schedule_purge(service: Service, settings: Settings) -> None:

@@ -38,8 +38,10 @@ class Watcher:
 
     async def wait(self, timeout: float) -> bool:
         """True when something arrived (now or within `timeout` seconds)."""
+        # asyncio.timeout rather than wait_for: no extra task per wait (thousands wake at once)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         arrived = self._wake.is_set()
         self._wake.clear()
         return arrived

@@ -95,6 +95,7 @@ def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLin
 # Polled threads are rendered once per visible state, not once per poll: the version moves with
 # every visible change, the heartbeat (shown to administrators) without one.
 _rendered: LRUCache[tuple[str, int, int | None, bool, bool], bytes] = LRUCache(4096)
+_lines: LRUCache[tuple[str, int, int | None, bool], str] = LRUCache(4096)  # event streams
 
 
 def _thread_doc(
@@ -233,10 +234,16 @@ async def events(request: Request) -> Response:
     async def reread() -> Thread:
         return await state.service.get_thread(who, group, thread_id)
 
-    def render_thread(current: Thread) -> render.Element:
-        return render.thread_element(
-            current, admin=who.is_admin, link=_link(request, state, current)
-        )
+    def render_thread(current: Thread) -> str:
+        """The thread on one line; shared by every stream of the same state (see _rendered)."""
+        link = _link(request, state, current)
+        if link is not None:
+            return render.to_line(render.thread_element(current, admin=who.is_admin, link=link))
+        key = (current.id, current.version, current.heartbeat, who.is_admin)
+        line = _lines.get(key)
+        if line is None:
+            line = _lines[key] = render.to_line(render.thread_element(current, admin=who.is_admin))
+        return line
 
     stream = waiting.event_stream(
         state.store, state.runner.changes, thread, waiting.last_event_id(request), reread,

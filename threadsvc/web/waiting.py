@@ -121,7 +121,7 @@ async def event_stream(
     thread: Thread,
     since: tuple[int, int],
     reread: Callable[[], Awaitable[Thread]],
-    render_thread: Callable[[Thread], render.Element],
+    render_thread: Callable[[Thread], str],
 ) -> AsyncIterator[str]:
     """`status` and `log` events until the thread's final status has been sent."""
     seq, version = since
@@ -154,7 +154,7 @@ async def event_stream(
                     continue
                 version = thread.version
                 last_status = time.monotonic()
-                yield _sse("status", seq, version, render.to_line(render_thread(thread)))
+                yield _sse("status", seq, version, render_thread(thread))
             if thread.final:
                 return
             if not await watcher.wait(KEEPALIVE):
