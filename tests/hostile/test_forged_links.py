@@ -219,7 +219,8 @@ def test_a_revoked_api_token_is_401_within_the_auth_cache(
 def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> None:
     """The key list rotates: ["new", KEY] still accepts what KEY signed, ["new"] refuses it."""
     tid = with_result(server)
-    token = access_token(server, client_credentials(server, "contributor"))
+    assert bearer(server, access_token(server, client_credentials(server, "contributor"))
+                  ).status_code == 200
     config = server.config.read_text()
     try:
         for keys, accepted in ((["new-key", KEY], True), (["new-key"], False)):
@@ -229,7 +230,9 @@ def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> No
                     f'"{k}"' for k in keys) + "]"))
             assert "new-key" in server.config.read_text()
             server.start()
-            link = URLSafeTimedSerializer(KEY, salt="result-link").dumps(tid)  # as KEY signed
+            # as the server signed them with KEY (made now: their lifetimes are 2 s)
+            link = URLSafeTimedSerializer(KEY, salt="result-link").dumps(tid)
+            token = URLSafeTimedSerializer(KEY, salt="access-token").dumps({"u": "contributor"})
             download = httpx.get(results_url(server, link))
             if accepted:
                 assert download.status_code == 200
