@@ -64,12 +64,17 @@ def _null_args(sql: str) -> dict[str, None] | tuple[None, ...]:
 
 # Queries only one dialect needs, and why. PostgreSQL: transaction-level advisory locks that make
 # a read-then-write atomic under READ COMMITTED (SQLite has one writer at a time, BEGIN IMMEDIATE).
-# PostgreSQL also: COPY, for big batches of log events.
+# PostgreSQL also: COPY, for big batches of log events; counting active threads inside the insert
+# of a start (a round trip less while its locks are held), and both locks in one statement.
 # SQLite: whether any webhook exists, before queueing deliveries change by change (PostgreSQL
-# queues a transaction's changes in one statement, which finds that out for itself).
+# queues a transaction's changes in one statement, which finds that out for itself); counting
+# active threads on its own (no round trips to save).
 DIALECT_ONLY = {
-    "postgres": {"lock_user", "lock_group", "lock_group_ids", "copy_log_events"},
-    "sqlite": {"any_webhooks"},
+    "postgres": {
+        "lock_user", "lock_user_and_group", "lock_group_ids", "copy_log_events",
+        "insert_thread_within_limits",
+    },
+    "sqlite": {"any_webhooks", "count_active"},
 }
 
 

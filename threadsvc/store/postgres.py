@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, IsolationLevel
@@ -73,10 +73,17 @@ COPY_FROM = 500  # log events in a batch from which COPY stores them
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 
-async def _check_limits(conn: Conn, thread: Thread, limits: ActiveLimits) -> None:
-    row = await fetch_one(conn, "count_active", count_active_args(thread, limits))
-    assert row is not None
-    check_limits(thread, limits, row["user_active"], row["group_active"])
+async def _insert_within_limits(
+    conn: Conn, thread: Thread, limits: ActiveLimits, args: dict[str, Any]
+) -> None:
+    """insert_thread, unless a limit is reached (TooManyActiveThreads, nothing stored)."""
+    found = await fetch_one(
+        conn, "insert_thread_within_limits", {**args, **count_active_args(thread, limits)}
+    )
+    assert found is not None
+    if not found["inserted"]:
+        check_limits(thread, limits, found["user_active"], found["group_active"])
+        raise AssertionError("a start within the limits was not stored")
 
 
 class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
@@ -228,10 +235,11 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             # The user's lock, then the group's (always in that order): concurrent starts of the
             # same user or group wait here, so the checks and the insert are atomic, and each
             # statement after the locks sees what the previous holder committed.
-            if idempotency_key is not None or limits is not None:
-                await execute(conn, "lock_user", {"username": thread.username})
+            names = {"username": thread.username, "group_id": thread.group_id}
             if limits is not None and thread.group_id != SERVER_GROUP_ID:
-                await execute(conn, "lock_group", {"group_id": thread.group_id})
+                await execute(conn, "lock_user_and_group", names)
+            elif idempotency_key is not None or limits is not None:
+                await execute(conn, "lock_user", names)
             if idempotency_key is not None:
                 key = {"username": thread.username, "key": idempotency_key}
                 row = await fetch_one(conn, "find_idempotent", {**key, "since": idempotency_since})
@@ -239,8 +247,9 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                     return thread_from_row(row), False
                 await execute(conn, "release_idempotency_key", {**key, "since": idempotency_since})
             if limits is not None:
-                await _check_limits(conn, thread, limits)
-            await execute(conn, "insert_thread", args)  # with its first event and its key
+                await _insert_within_limits(conn, thread, limits, args)
+            else:
+                await execute(conn, "insert_thread", args)  # with its first event and its key
             return thread, True
 
         return await self._write(do)

@@ -266,19 +266,6 @@ WHERE username = %(username)s AND idempotency_key = %(key)s AND created >= %(sin
 UPDATE threads SET idempotency_key = NULL
 WHERE username = %(username)s AND idempotency_key = %(key)s AND created < %(since)s;
 
--- name: count_active
--- The active threads of a user and of a group, each counted only up to its limit (all a check
--- needs to know): the cost stays that of the limit, however many threads are active.
-SELECT
-    (SELECT count(*) FROM (
-        SELECT 1 FROM threads
-        WHERE username = %(username)s AND status IN ('initialised', 'inprogress', 'warning', 'error')
-        LIMIT %(per_user)s) AS mine) AS user_active,
-    (SELECT count(*) FROM (
-        SELECT 1 FROM threads
-        WHERE group_id = %(group_id)s AND status IN ('initialised', 'inprogress', 'warning', 'error')
-        LIMIT %(per_group)s) AS theirs) AS group_active;
-
 -- name: expired_results
 SELECT * FROM threads
 WHERE result_deletion IS NOT NULL AND result_deletion <= %(now)s AND result_file IS NOT NULL
@@ -307,9 +294,11 @@ WHERE idempotency_key IS NOT NULL AND created < %(before)s;
 -- A user's starts (limits, idempotency keys) and their failed logins.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(%(username)s));
 
--- name: lock_group
--- A group's starts (limits).
-SELECT pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(%(group_id)s));
+-- name: lock_user_and_group
+-- A group's starts (limits): the user's lock, then the group's (a select list is evaluated left
+-- to right), in one round trip.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(%(username)s)) AS user_lock,
+       pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(%(group_id)s)) AS group_lock;
 
 -- name: lock_group_ids
 -- Creating groups, so that insert_group moves the id sequence knowing every committed id.
@@ -319,3 +308,34 @@ SELECT pg_advisory_xact_lock(hashtext('threadsvc.groups'), 0);
 -- The log events of a big batch (binary: the store gives each column's type), two to three times
 -- as fast as insert_log_events, for one more round trip.
 COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);
+
+-- name: insert_thread_within_limits
+-- insert_thread, only while the user and the group (none for server-level threads, group -1)
+-- have fewer active threads than their limits; counting and inserting in one statement saves a
+-- round trip while the start's locks are held. Each count goes only up to its limit (all the
+-- check needs), so its cost stays that of the limit however many threads are active.
+WITH active AS (
+    SELECT
+        (SELECT count(*) FROM (
+            SELECT 1 FROM threads
+            WHERE username = %(username)s
+              AND status IN ('initialised', 'inprogress', 'warning', 'error')
+            LIMIT %(per_user)s) AS mine) AS user_active,
+        (SELECT count(*) FROM (
+            SELECT 1 FROM threads
+            WHERE group_id = %(group_id)s
+              AND status IN ('initialised', 'inprogress', 'warning', 'error')
+            LIMIT %(per_group)s) AS theirs) AS group_active
+), thread AS (
+    INSERT INTO threads
+        (id, name, username, group_id, job, params, status, created, version, idempotency_key)
+    SELECT %(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s,
+           %(created)s, 1, %(idempotency_key)s
+    FROM active
+    WHERE user_active < %(per_user)s AND (%(group_id)s = -1 OR group_active < %(per_group)s)
+    RETURNING id
+), event AS (
+    INSERT INTO log_events (thread_id, seq, ts, level, text)
+    SELECT id, %(seq)s, %(ts)s, %(level)s, %(text)s FROM thread
+)
+SELECT user_active, group_active, EXISTS (SELECT 1 FROM thread) AS inserted FROM active;
