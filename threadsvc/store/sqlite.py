@@ -7,16 +7,18 @@ their own on a small pool of threads, so reads never wait behind the writer (WAL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from threadsvc.errors import Conflict, StoreUnavailable
+from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
 from threadsvc.models import (
     Level,
     LogEvent,
@@ -69,6 +71,8 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._claimed_seqs = ClaimedLogSeqs()
+        self._queued: list[_QueuedWrite] = []  # writes waiting for the writer thread
+        self._draining = False  # whether the writer thread is taking them
 
     # -- plumbing ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -111,21 +115,56 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             raise StoreUnavailable("the store is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from exc
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite store: {exc}") from exc
+            raise _store_error(exc) from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # The busy timeout counts from this call, not from the writer thread's turn: while
-        # another process holds the write lock, writes queued behind one that waits would
-        # otherwise each wait it again in turn, and a start answers only after minutes.
-        submitted = time.monotonic()
+        """Run `fn` in a write transaction: its own savepoint inside one transaction shared
+        with every write queued meanwhile (group commit: concurrent starts cost one commit,
+        not one each). `fn` raising undoes its own changes only."""
+        if self._writer_pool is None:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._queued.append(_QueuedWrite(fn, future, loop, time.monotonic()))
+            start = not self._draining
+            self._draining = True
+        if start:
+            try:
+                loop.run_in_executor(self._writer_pool, self._drain)
+            except RuntimeError:  # the pool shut down meanwhile: the store is closing
+                with self._lock:
+                    self._queued, self._draining = [], False
+                raise StoreUnavailable("the store is closed") from None
+        return await future
 
-        def in_transaction() -> T:
-            conn = self._writer
-            assert conn is not None
-            queued = int((time.monotonic() - submitted) * 1000)
+    def _drain(self) -> None:
+        """On the writer thread: commit what is queued, batch after batch, until none is."""
+        while True:
+            with self._lock:
+                batch, self._queued = self._queued, []
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                outcomes = self._commit(batch)
+            except sqlite3.Error as exc:  # a savepoint could not be undone: undo everything
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.execute("ROLLBACK")  # type: ignore[union-attr]
+                outcomes = [_store_error(exc)] * len(batch)
+            for write, outcome in zip(batch, outcomes, strict=True):
+                with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+                    write.loop.call_soon_threadsafe(_settle, write.future, outcome)
+
+    def _commit(self, batch: list[_QueuedWrite]) -> list[BaseException | tuple[object]]:
+        conn = self._writer
+        assert conn is not None
+        # The busy timeout counts from the oldest write's call, not from the writer thread's
+        # turn: while another process holds the write lock, writes queued behind one that
+        # waits would otherwise each wait it again in turn, and a start answer after minutes.
+        queued = int((time.monotonic() - batch[0].submitted) * 1000)
+        try:
             if queued > 100:
                 conn.execute(f"PRAGMA busy_timeout = {max(0, BUSY_TIMEOUT_MS - queued)}")
             try:
@@ -133,15 +172,24 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             finally:
                 if queued > 100:
                     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            return [_store_error(exc)] * len(batch)
+        outcomes: list[BaseException | tuple[object]] = []
+        for write in batch:
+            conn.execute("SAVEPOINT one")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                outcomes.append((write.fn(conn),))
+                conn.execute("RELEASE one")
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, not lost
+                conn.execute("ROLLBACK TO one")
+                conn.execute("RELEASE one")
+                outcomes.append(_store_error(exc) if isinstance(exc, sqlite3.Error) else exc)
+        try:
             conn.execute("COMMIT")
-            return result
-
-        return await self._run(self._writer_pool, in_transaction)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            return [_store_error(exc)] * len(batch)
+        return outcomes
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def on_reader() -> T:
@@ -376,3 +424,30 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             return {Status(row[0]): row[1] for row in rows}
 
         return await self._read(do)
+
+
+@dataclass(eq=False)
+class _QueuedWrite:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    submitted: float  # time.monotonic() of the call
+
+
+def _store_error(exc: sqlite3.Error) -> ThreadsvcError:
+    error: ThreadsvcError
+    if isinstance(exc, sqlite3.IntegrityError):
+        error = Conflict(str(exc))
+    else:
+        error = StoreUnavailable(f"SQLite store: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _settle(future: asyncio.Future[Any], outcome: BaseException | tuple[object]) -> None:
+    if future.cancelled():  # the caller gave up; the write stands (as with any commit)
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome[0])
