@@ -74,7 +74,7 @@ def thread_total(server: Server) -> int:
         for path in ("/ps/service/threads", f"{GROUP}/threads"):
             answer = admin.get(path, params={"status": "all", "pagesize": 1})
             assert answer.status_code == 200, answer.text
-            total += int(etree.fromstring(answer.content).get("total"))
+            total += int(etree.fromstring(answer.content).get("total") or "0")
     return total
 
 
@@ -108,7 +108,7 @@ def finish(http: httpx.Client, tid: str, timeout: float = 60) -> Any:
 def thread_logs(http: httpx.Client, tid: str) -> list[tuple[str, str]]:
     response = http.get(f"{GROUP}/threads/{tid}/logs", params={"limit": 10000})
     assert response.status_code == 200, response.text
-    return [(e.get("level"), e.text or "") for e in etree.fromstring(response.content)]
+    return [(e.get("level") or "", e.text or "") for e in etree.fromstring(response.content)]
 
 
 def result_bytes(http: httpx.Client, tid: str) -> bytes | None:

@@ -9,6 +9,7 @@ take, and it keeps serving.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def laughs_in_attribute(root: str = "doc") -> bytes:
                         f'<{root} a="&lol9;"><title/></{root}>').encode()
 
 
-BOMBS = {
+BOMBS: dict[str, Callable[[str], bytes]] = {
     "billion-laughs": billion_laughs,  # 10^9 × "lol" from about 800 bytes
     "billion-laughs-attribute": laughs_in_attribute,
     "quadratic": quadratic_blowup,  # 50 000 × 50 000 characters from 250 kB

@@ -147,7 +147,7 @@ def test_idempotency_keys_with_odd_characters_are_400(server: Server, key: str) 
     before = thread_total(server)
     with server.client("contributor") as http:
         response = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"},
-                             headers={"Idempotency-Key": key.encode("utf-8")})  # type: ignore[dict-item]
+                             headers=[(b"Idempotency-Key", key.encode("utf-8"))])
     check_error(response, 400, "0201", "Idempotency-Key")
     assert_not_split(response)
     assert thread_total(server) == before
