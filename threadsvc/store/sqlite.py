@@ -276,7 +276,10 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             rows = conn.execute(Q["claim_threads"], args).fetchall()
             claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
             self._status_changed(conn, claimed)
-            return claimed, {row["id"]: row["log_seq"] for row in rows}
+            ids = json.dumps([thread.id for thread in claimed])
+            seqs = dict.fromkeys((thread.id for thread in claimed), 0)
+            seqs.update(conn.execute(Q["last_log_seqs"], {"ids": ids}).fetchall())
+            return claimed, seqs
 
         claimed, seqs = await self._write(do)
         self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing

@@ -131,8 +131,13 @@ SET status = 'inprogress', started = max(:now, created), node = :node, heartbeat
 WHERE seq IN (
     SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
 )
-RETURNING *,
-    (SELECT coalesce(max(l.seq), 0) FROM log_events l WHERE l.thread_id = threads.id) AS log_seq;
+RETURNING *;
+
+-- name: last_log_seqs
+-- (Not a subquery in the claim's RETURNING: SQLite runs that one 30 times slower.)
+SELECT thread_id, max(seq) AS log_seq FROM log_events
+WHERE thread_id IN (SELECT value FROM json_each(:ids))
+GROUP BY thread_id;
 
 -- name: update_running_thread
 UPDATE threads
