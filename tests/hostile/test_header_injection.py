@@ -123,11 +123,6 @@ def test_a_media_type_with_control_characters_leaves_the_thread_readable(
 
 
 @pytest.mark.parametrize("media", MEDIA)
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: a job's media type reaches the download's Content-Type unchecked "
-    "(threadsvc/runner/context.py result_file stores any media_type, threadsvc/web/api.py "
-    "download sends it); with a control character h11 refuses the response head: a 500 "
-    "logged, and the client gets a reset instead of the result. Never a split header"))
 def test_a_media_type_with_control_characters_still_downloads(server: Server,
                                                               media: str) -> None:
     tid = start_with_media(server, media)
@@ -135,9 +130,10 @@ def test_a_media_type_with_control_characters_still_downloads(server: Server,
         link = http.get(f"{GROUP}/threads/{tid}/result").headers["location"]
     try:
         download = httpx.get(link)
-    except httpx.TransportError as exc:  # what happens now: the connection is dropped
+    except httpx.TransportError as exc:  # what happened before the fix: a dropped connection
         raise AssertionError(f"no answer: {exc!r}") from None
     assert download.status_code == 200
+    assert download.headers["content-type"] == "application/octet-stream"
     assert_not_split(download)
 
 

@@ -48,6 +48,8 @@ from threadsvc.xml.parse import parse_job_body
 
 SERVICE = "/ps/service"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_MEDIA_TYPE = re.compile(r"[\x21-\x7e]+/[\x21-\x7e]+(?:[ \t]*;[ \t]*[\x21-\x7e]+)*")
+BYTES = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -272,9 +274,11 @@ async def download(request: Request) -> Response:
     path = state.service.files.path(found)
     if not await anyio.Path(path).is_file():
         raise ResultDeleted("This result has been deleted")
+    # A job may have named any media type; one that cannot be a header value is sent as bytes.
+    media_type = found.media_type if _MEDIA_TYPE.fullmatch(found.media_type) else BYTES
     return FileResponse(
         path,
-        media_type=found.media_type,
+        media_type=media_type,
         filename=found.name,
         headers={"Cache-Control": "private, no-store"},
     )
