@@ -165,3 +165,13 @@ async def test_a_big_batch_of_events_is_stored_exactly(store: Store) -> None:
     assert await store.write_batch("n", [claimed], [], batch, now_ms()) == set()
     page = await store.get_logs(thread.id, 1, 2000, Level.DEBUG)
     assert page.events == events and page.total == 1501
+
+
+async def test_the_latest_of_two_states_in_a_batch_wins(store: Store) -> None:
+    thread = await add(store, now_ms())
+    [claimed] = await store.claim_threads("n", 1, now_ms())
+    first = dataclasses.replace(claimed, progress_current=1, version=claimed.version + 1)
+    second = dataclasses.replace(claimed, progress_current=2, version=claimed.version + 2)
+    assert await store.write_batch("n", [first, second], [], [], now_ms()) == set()
+    stored = await store.get_thread(thread.id)
+    assert stored is not None and stored.progress_current == 2

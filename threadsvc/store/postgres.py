@@ -455,9 +455,12 @@ async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int
     """Write the state of `node`'s threads; the ids not written (no longer the node's)."""
     if not threads:
         return set()
-    args = columns([state_args(thread, node, now) for thread in threads], _STATE_ARRAYS)
+    # One state per thread, its latest, as updates one after another would leave it (a row
+    # matched twice by UPDATE ... FROM would take either).
+    latest = {thread.id: thread for thread in threads}
+    args = columns([state_args(thread, node, now) for thread in latest.values()], _STATE_ARRAYS)
     rows = await fetch_all(conn, Q["update_running_thread"], {**args, "node": node, "heartbeat": now})
-    return {thread.id for thread in threads} - {row["id"] for row in rows}
+    return set(latest) - {row["id"] for row in rows}
 
 
 async def _insert_events(conn: Conn, events: list[NewLogEvent]) -> None:
