@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*routes(), *console_routes()],
         middleware=[
             Middleware(ApiAlias),
-            Middleware(BodyLimit, limit=settings.max_upload),
+            Middleware(BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout),
             Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)
         ],
         exception_handlers={

@@ -63,6 +63,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     import uvicorn
 
     from threadsvc.app import create_app
+    from threadsvc.web.protocol import http_protocol
 
     settings = settings_from(config, db=db, host=host, port=port)
     try:
@@ -83,6 +84,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
         log_level="info",
         log_config=_uvicorn_log_config(),
+        http=http_protocol(settings.read_timeout),
     )
 
 

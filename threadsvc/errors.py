@@ -12,6 +12,7 @@
     │   └── ServiceNotFound        no route for that path
     ├── MethodNotAllowed
     ├── BodyTooLarge
+    ├── RequestTooSlow             a body that does not arrive in time
     ├── ThreadStillRunning         DELETE of an active thread
     ├── TooManyActiveThreads       a per-user or per-group limit
     ├── TooManyStreams             a user's open event streams
@@ -77,6 +78,10 @@ class MethodNotAllowed(ThreadsvcError):
 
 
 class BodyTooLarge(ThreadsvcError):
+    pass
+
+
+class RequestTooSlow(ThreadsvcError):
     pass
 
 

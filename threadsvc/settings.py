@@ -49,6 +49,9 @@ class Settings:
     lockout_seconds: int = 900
     webhook_allow_private: bool = False
     shutdown_grace: float = 10.0
+    # Seconds a connection has to send a request's headers (from connecting, or from its last
+    # response); a body must keep arriving at 1 KiB/s on average once this time has passed.
+    read_timeout: float = 12.0
     access_token_ttl: int = 3600
     # Seconds a checked token and a user's roles are reused: a revoked token, a removed member
     # or a changed role takes effect within this time (0: read the store on every request).

@@ -28,6 +28,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.ServiceNotFound, 404, "0204"),
     (errors.NotFound, 404, "0204"),
     (errors.BodyTooLarge, 413, "0206"),
+    (errors.RequestTooSlow, 408, "0209"),
     (errors.Conflict, 409, "0208"),
     (errors.TooManyActiveThreads, 429, "0300"),
     (errors.AccountLocked, 429, "0301"),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadsvc.errors import BodyTooLarge
+from threadsvc.errors import BodyTooLarge, RequestTooSlow
 from threadsvc.web.responses import FORMAT_KEY, PATH_KEY, PREFIX_KEY
 
 API, SERVICE = "/ps/api", "/ps/service"
+MIN_PACE = 1024  # bytes a second a body must average once the read timeout has passed
 FILE_NAMES = frozenset({"openapi.json", ".json", ".xml"})  # last segments that are not suffixed
 
 
@@ -48,17 +51,20 @@ def _routable_path(scope: Scope) -> str:
 
 
 class BodyLimit:
-    """Refuse bodies above `limit` bytes: at once by Content-Length, else while reading."""
+    """Refuse bodies above `limit` bytes: at once by Content-Length, else while reading; and
+    bodies too slow: no byte for `read_timeout` seconds, or, once that time has passed, less
+    than MIN_PACE bytes a second on average (a slowloris body holds a connection for ever)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, read_timeout: float = 0.0) -> None:
         self.app = app
         self.limit = limit
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit
+        limit, timeout = self.limit, self.read_timeout
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -68,16 +74,30 @@ class BodyLimit:
                 if too_large:
                     scope["threadsvc.too_large"] = True
         received = 0
+        complete = False  # the whole body is in: later receives only wait for a disconnect
+        began = time.monotonic()
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, complete
             if scope.get("threadsvc.too_large"):
                 raise BodyTooLarge(f"The body is larger than {limit} bytes")
-            message = await receive()
+            if complete or timeout <= 0:
+                return await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTooSlow(f"No part of the body arrived for {timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise BodyTooLarge(f"The body is larger than {limit} bytes")
+                elapsed = time.monotonic() - began
+                if not complete and elapsed > timeout and received < MIN_PACE * elapsed:
+                    raise RequestTooSlow(
+                        f"The body arrives slower than {MIN_PACE} bytes a second"
+                    )
             return message
 
         await self.app(scope, limited, send)

@@ -1,0 +1,49 @@
+"""uvicorn's HTTP protocol with a deadline for reading a request's head.
+
+uvicorn times out idle keep-alive connections only after a response, and any byte a client
+sends cancels even that; a client that connects and sends nothing, or its headers a byte at a
+time (slowloris), holds its connection for ever. Here every connection must start a request
+(its headers complete) within `read-timeout` seconds of connecting or of its last response,
+or it is closed. The body's pace is BodyLimit's business (threadsvc.web.middleware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+
+def http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's protocol (httptools when installed, else h11) with the deadline."""
+    base: Any = AutoHTTPProtocol
+
+    class DeadlineProtocol(base):  # type: ignore[misc]
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            if read_timeout > 0 and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(read_timeout, self._expire, self.cycle)
+
+        def _expire(self, cycle_when_armed: object) -> None:
+            # A request began since (a new cycle): it is the app's to answer, however long.
+            if self.cycle is cycle_when_armed and not self.transport.is_closing():
+                self.transport.close()
+
+    return DeadlineProtocol
