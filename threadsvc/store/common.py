@@ -117,8 +117,8 @@ def columns(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list[
 
 
 class ClaimedLogSeqs:
-    """The last log seq of each thread of the latest claim, which `claim_threads` reads in the
-    same statement: the runner asks `last_log_seq` right after claiming, to number the thread's
+    """The last log seq of each thread of the latest claim, which `claim_threads` reads in its
+    own transaction: the runner asks `last_log_seq` right after claiming, to number the thread's
     next events, and a hit saves a query per thread. Each is given once; a miss (another claim
     came between) is simply asked of the store. Nothing but this node appends to the log of a
     thread it just claimed, so the value is still right when it is asked for."""
