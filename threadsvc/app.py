@@ -33,6 +33,7 @@ from threadsvc.web.waiting import StreamQuota
 from threadsvc.webhooks import DeliveryWorker, WebhookService
 
 log = logging.getLogger("threadsvc")
+FULL_COLLECTION_EVERY = 100  # collections of the middle generation per full one (CPython: 10)
 
 
 async def secret_keys(settings: Settings, store: Store) -> tuple[str, ...]:
@@ -94,9 +95,15 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def settle_garbage_collector() -> None:
-    """What start-up made lives as long as the process: full collections stop scanning it."""
+    """Shorter and rarer stop-the-world pauses of the cyclic garbage collector. What start-up
+    made lives as long as the process, so full collections stop scanning it; and a full
+    collection, which scans every object (about 40 for each running thread), runs after 100
+    collections of the middle generation rather than 10: with 10,000 threads running, one took
+    0.3-0.4 s and came every few seconds."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 async def schedule_purge(service: Service, settings: Settings) -> None:
