@@ -9,7 +9,7 @@ import pytest
 
 from threadsvc.models import ThreadFilter
 from threadsvc.store.migrate import apply_migrations, latest_version, migrate_sqlite, statements
-from threadsvc.store.queries import load_queries, sql_dir
+from threadsvc.store.queries import load_queries, migrations, sql_dir
 from threadsvc.store.sqlite import SQLiteStore
 
 
@@ -67,8 +67,8 @@ def _null_args(sql: str) -> dict[str, None] | tuple[None, ...]:
 # PostgreSQL also: COPY, for big batches of log events; counting active threads inside the insert
 # of a start (a round trip less while its locks are held), and both locks in one statement.
 # SQLite: whether any webhook exists, before queueing deliveries change by change (PostgreSQL
-# queues a transaction's changes in one statement, which finds that out for itself); counting
-# active threads on its own (no round trips to save); the claimed threads' last log seqs in a
+# queues a transaction's changes in one statement, which finds that out for itself); the active
+# threads of a user and a group from the counts its triggers keep (migration 0005); the claimed threads' last log seqs in a
 # query of their own (PostgreSQL returns them from the claim; in SQLite, a subquery in RETURNING
 # costs half a millisecond a row).
 DIALECT_ONLY = {
@@ -117,3 +117,47 @@ async def test_reads_do_not_wait_behind_a_writer(tmp_path: Path) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_active_counts_follow_every_change(tmp_path: Path) -> None:
+    """The counts the limits read (migration 0005) equal a count of the threads, through
+    inserts, claims, warnings, ends, re-queues and deletes, and a migration back-fills them."""
+    conn = sqlite3.connect(tmp_path / "counts.db", isolation_level=None)
+    migrate_sqlite(conn)
+    active = "('initialised', 'inprogress', 'warning', 'error')"
+
+    def insert(n: int, user: str, group: int, status: str) -> None:
+        conn.execute(
+            "INSERT INTO threads (id, name, username, group_id, job, params, status, created,"
+            " version) VALUES (?, 'n', ?, ?, 'sleep', '{}', ?, 0, 1)",
+            (f"{n:032x}", user, group, status),
+        )
+
+    def check() -> None:
+        by_user = dict(conn.execute(f"SELECT username, count(*) FROM threads WHERE status IN {active} GROUP BY username"))
+        by_group = dict(conn.execute(f"SELECT group_id, count(*) FROM threads WHERE status IN {active} GROUP BY group_id"))
+        kept_user = {k: v for k, v in conn.execute("SELECT username, n FROM active_by_user") if v}
+        kept_group = {k: v for k, v in conn.execute("SELECT group_id, n FROM active_by_group") if v}
+        assert (kept_user, kept_group) == (by_user, by_group)
+
+    for n in range(30):
+        insert(n, f"u{n % 3}", 240 + n % 2, "completed" if n % 5 == 0 else "initialised")
+    check()
+    for new, where in [("inprogress", "rowid % 2 = 0"), ("warning", "rowid % 3 = 0"),
+                       ("completed", "rowid % 4 = 0"), ("initialised", "rowid % 7 = 0"),
+                       ("cancelled", "rowid % 11 = 0"), ("failed", "status = 'warning'")]:
+        conn.execute(f"UPDATE threads SET status = ? WHERE {where}", (new,))
+        check()
+    conn.execute("DELETE FROM threads WHERE rowid % 3 = 1")
+    check()
+    # a database from before 0005: the migration counts what is there
+    conn.execute("DELETE FROM active_by_user")
+    conn.execute("DELETE FROM active_by_group")
+    conn.execute("BEGIN")
+    for _, script in [m for m in migrations("sqlite") if m[0] == 5]:
+        for statement in statements(script):
+            code = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
+            if not code.startswith("CREATE"):  # the back-fill
+                conn.execute(code)
+    conn.execute("COMMIT")
+    check()

@@ -224,17 +224,11 @@ UPDATE threads SET idempotency_key = NULL
 WHERE username = :username AND idempotency_key = :key AND created < :since;
 
 -- name: count_active
--- The active threads of a user and of a group, each counted only up to its limit (all a check
--- needs to know): the cost stays that of the limit, however many threads are active.
+-- The active threads of a user and of a group, from the counts the triggers of migration 0005
+-- keep (two lookups, however many threads are active).
 SELECT
-    (SELECT count(*) FROM (
-        SELECT 1 FROM threads
-        WHERE username = :username AND status IN ('initialised', 'inprogress', 'warning', 'error')
-        LIMIT :per_user) AS mine) AS user_active,
-    (SELECT count(*) FROM (
-        SELECT 1 FROM threads
-        WHERE group_id = :group_id AND status IN ('initialised', 'inprogress', 'warning', 'error')
-        LIMIT :per_group) AS theirs) AS group_active;
+    coalesce((SELECT n FROM active_by_user WHERE username = :username), 0) AS user_active,
+    coalesce((SELECT n FROM active_by_group WHERE group_id = :group_id), 0) AS group_active;
 
 -- name: expired_results
 SELECT * FROM threads

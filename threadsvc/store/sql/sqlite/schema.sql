@@ -153,3 +153,43 @@ CREATE INDEX deliveries_webhook ON webhook_deliveries (webhook_id, seq);
 CREATE INDEX deliveries_pending_order ON webhook_deliveries (webhook_id, thread_id, seq)
     WHERE status = 'pending';
 CREATE INDEX deliveries_created ON webhook_deliveries (created) WHERE status <> 'pending';
+
+-- Active threads per user and per group, for the limits (kept by triggers).
+CREATE TABLE active_by_user (
+    username TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE active_by_group (
+    group_id INTEGER PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TRIGGER threads_active_insert AFTER INSERT ON threads
+WHEN new.status IN ('initialised', 'inprogress', 'warning', 'error')
+BEGIN
+    INSERT INTO active_by_user (username, n) VALUES (new.username, 1)
+    ON CONFLICT (username) DO UPDATE SET n = n + 1;
+    INSERT INTO active_by_group (group_id, n) VALUES (new.group_id, 1)
+    ON CONFLICT (group_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER threads_active_end AFTER UPDATE OF status ON threads
+WHEN old.status IN ('initialised', 'inprogress', 'warning', 'error')
+    AND new.status NOT IN ('initialised', 'inprogress', 'warning', 'error')
+BEGIN
+    UPDATE active_by_user SET n = n - 1 WHERE username = old.username;
+    UPDATE active_by_group SET n = n - 1 WHERE group_id = old.group_id;
+END;
+CREATE TRIGGER threads_active_again AFTER UPDATE OF status ON threads
+WHEN old.status NOT IN ('initialised', 'inprogress', 'warning', 'error')
+    AND new.status IN ('initialised', 'inprogress', 'warning', 'error')
+BEGIN
+    INSERT INTO active_by_user (username, n) VALUES (new.username, 1)
+    ON CONFLICT (username) DO UPDATE SET n = n + 1;
+    INSERT INTO active_by_group (group_id, n) VALUES (new.group_id, 1)
+    ON CONFLICT (group_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER threads_active_delete AFTER DELETE ON threads
+WHEN old.status IN ('initialised', 'inprogress', 'warning', 'error')
+BEGIN
+    UPDATE active_by_user SET n = n - 1 WHERE username = old.username;
+    UPDATE active_by_group SET n = n - 1 WHERE group_id = old.group_id;
+END;
