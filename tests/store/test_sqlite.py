@@ -68,9 +68,9 @@ def _null_args(sql: str) -> dict[str, None] | tuple[None, ...]:
 # of a start (a round trip less while its locks are held), and both locks in one statement.
 # SQLite: whether any webhook exists, before queueing deliveries change by change (PostgreSQL
 # queues a transaction's changes in one statement, which finds that out for itself); the active
-# threads of a user and a group from the counts its triggers keep (migration 0005); the claimed threads' last log seqs in a
-# query of their own (PostgreSQL returns them from the claim; in SQLite, a subquery in RETURNING
-# costs half a millisecond a row).
+# threads of a user and a group from the counts its triggers keep (migration 0005); the claimed
+# threads' last log seqs in a query of their own (PostgreSQL returns them from the claim; in
+# SQLite, a subquery in RETURNING costs half a millisecond a row).
 DIALECT_ONLY = {
     "postgres": {
         "lock_user", "lock_user_and_group", "lock_group_ids", "copy_log_events",
