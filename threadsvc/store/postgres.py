@@ -458,8 +458,9 @@ async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int
     # One state per thread, its latest, as updates one after another would leave it (a row
     # matched twice by UPDATE ... FROM would take either).
     latest = {thread.id: thread for thread in threads}
-    args = columns([state_args(thread, node, now) for thread in latest.values()], _STATE_ARRAYS)
-    rows = await fetch_all(conn, Q["update_running_thread"], {**args, "node": node, "heartbeat": now})
+    states = [state_args(thread, node, now) for thread in latest.values()]
+    args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
+    rows = await fetch_all(conn, Q["update_running_thread"], args)
     return set(latest) - {row["id"] for row in rows}
 
 
