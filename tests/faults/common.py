@@ -59,13 +59,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> floa
 
 
 def all_final(http: httpx.Client, ids: list[str], timeout: float) -> dict[str, str]:
-    """Wait until every thread of `ids` is final; their statuses (admin's listing)."""
+    """Wait until no thread is active and every one of `ids` is final; their statuses (an
+    administrator's `http`)."""
     statuses: dict[str, str] = {}
 
     def done() -> bool:
-        listed = http.get("/ps/service/threads",
-                          params={"status": "all", "pagesize": "1000"}).text
-        statuses.update(re.findall(r'<thread id="([0-9a-f]{32})"[^>]*status="([a-z]+)"', listed))
+        active = http.get("/ps/service/threads", params={"pagesize": "1"}).text
+        if 'total="0"' not in active:
+            return False
+        page = 1
+        while True:  # every page: a soak makes thousands
+            listed = http.get("/ps/service/threads", params={
+                "status": "all", "pagesize": "1000", "page": str(page)}).text
+            found = re.findall(r'<thread id="([0-9a-f]{32})"[^>]*status="([a-z]+)"', listed)
+            statuses.update(found)
+            if len(found) < 1000:
+                break
+            page += 1
         return all(statuses.get(t) in FINAL for t in ids)
 
     wait_until(done, timeout, "every thread to end")

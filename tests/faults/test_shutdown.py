@@ -46,7 +46,7 @@ def store_rows(db: str) -> dict[str, tuple[str, str | None]]:
 @pytest.fixture
 def server(tmp_path: Path, new_store: NewStore) -> Iterator[Server]:
     server = Server(tmp_path, db=new_store(tmp_path), **{
-        "shutdown-grace": GRACE, "max-running": 4,
+        "shutdown-grace": GRACE, "max-running": 4, "max-active-per-user": 10_000,
         "jobs": ["tests.jobs_for_tests", "tests.faults.jobs"],
     })
     seed(server.config)

@@ -6,6 +6,9 @@ only catch a fast leak (its halves are a dozen seconds apart), so its bound is 1
 checks that every request was answered as expected and every thread ended.
 
     THREADSVC_SOAK_SECONDS=300 .venv/bin/pytest tests/faults/test_soak.py -s
+
+`THREADSVC_SOAK_STORE=postgres` runs it on PostgreSQL (tests/pg.py) instead of SQLite: the server
+process then holds no database page cache of its own.
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ LONG_FORM = SECONDS >= 300
 GROWTH_BOUND = 0.05 if LONG_FORM else 0.10
 WARM_UP = max(5.0, SECONDS * 0.2)
 WORKERS = 4
+STORE = os.environ.get("THREADSVC_SOAK_STORE", "sqlite")
 EXPECTED = {"start": {202}, "poll": {200}, "wait": {200, 304}, "logs": {200}, "list": {200},
             "result": {200, 202, 204}, "events": {200}}
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path, **{"max-active-per-user": 10_000, "max-running": 32})
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    settings: dict[str, object] = {"max-active-per-user": 10_000, "max-running": 32}
+    if STORE == "postgres":
+        settings["db"] = request.getfixturevalue("postgres").new_database_url()
+    server = Server(tmp_path, **settings)
     seed(server.config)
     server.start()
     try:
@@ -139,9 +146,11 @@ def test_steady_load_does_not_grow(server: Server) -> None:
     print(f"\nsoak: {SECONDS:g}s after {WARM_UP:g}s warm-up, {requests} requests "
           f"({requests / (WARM_UP + SECONDS):.0f}/s) {dict(load.codes)}, "
           f"{len(load.accepted)} threads {dict(Counter(statuses.values()))}; "
-          f"RSS KiB first {samples[0]}, halves {first:.0f} -> {second:.0f} "
+          f"{STORE}; RSS KiB first {samples[0]}, halves {first:.0f} -> {second:.0f} "
           f"({growth:+.2%}), last {samples[-1]}, max {max(samples)}; "
-          f"sockets after warm-up {sockets_after_warm_up}, at the end {socket_fds(pid)}")
+          f"sockets after warm-up {sockets_after_warm_up}, at the end {socket_fds(pid)}; "
+          f"RSS MiB by tenths of the run: "
+          f"{[round(samples[len(samples) * i // 10] / 1024, 1) for i in range(10)]}")
     assert not load.bad, load.bad[:5]
     assert set(statuses.values()) == {"completed"}
     assert requests > 20 * SECONDS, "the load barely ran"
