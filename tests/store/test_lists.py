@@ -33,6 +33,13 @@ async def assert_totals_exact(store: Store) -> None:
         )
         assert counted.total == counted_rows.total, (sorted(statuses), group)
         assert [t.id for t in counted.threads] == [t.id for t in counted_rows.threads]
+    by_status = await store.count_by_status()
+    for status in Status:
+        counted_rows = await store.list_threads(
+            ThreadFilter(statuses=frozenset({status}), since=0)
+        )
+        assert by_status.get(status, 0) == counted_rows.total, status
+    assert all(n > 0 for n in by_status.values())  # statuses no thread has are left out
 
 
 async def test_totals_follow_every_change(store: Store) -> None:
