@@ -9,7 +9,6 @@ from tests.pg import PostgresCluster
 from tests.pg import unavailable as pg_unavailable
 from tests.support import Server, running_server
 
-
 NewStore = Callable[[Path], str]
 
 

@@ -52,7 +52,7 @@ def test_identity_commands(tmp_path: Path) -> None:
     assert re.fullmatch(r"client_id: tsc_[0-9a-f]+\nclient_secret: \S+\n", client)
     ok("group", "add", "--db", url, "dev-group", "--id", "240")
     ok("member", "add", "--db", url, "dev-group", "bob", "manager")
-    (bob, bob_hash), roles = _store_state(db, "bob")  # type: ignore[misc]
+    (_bob, bob_hash), roles = _store_state(db, "bob")  # type: ignore[misc]
     assert verify_password("from stdin", bob_hash) and roles == {240: Role.MANAGER}
     (alice, _), _ = _store_state(db, "alice")  # type: ignore[misc]
     assert alice.is_admin
@@ -101,7 +101,7 @@ def test_serve_demo(tmp_path: Path) -> None:
         while sum(line.startswith("  curl") for line in lines) < 3:
             lines.append(process.stdout.readline())
             assert lines[-1], "serve --demo ended its output early"
-        accounts = {m[0]: m[1] for m in re.findall(r"^  (demo-\S+)\s+(\S+)", "".join(lines), re.M)}
+        accounts = {m[0]: m[1] for m in re.findall(r"^  (demo-\S+)\s+(\S+)", "".join(lines), re.MULTILINE)}
         assert set(accounts) == {"demo-admin", "demo-reviewer", "demo-contributor",
                                  "demo-manager", "demo-approver"}
         curl = [line for line in lines if line.startswith("  curl")]

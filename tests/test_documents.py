@@ -40,11 +40,13 @@ def test_plain_files_and_zips_make_one_set(tmp_path: Path) -> None:
 
 def test_zip_bomb_is_refused_before_reading(tmp_path: Path) -> None:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("bomb.xml", "w", force_zip64=True) as entry:
-            chunk = b"\0" * (1024 * 1024)
-            for _ in range(200):
-                entry.write(chunk)
+    with (
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("bomb.xml", "w", force_zip64=True) as entry,
+    ):
+        chunk = b"\0" * (1024 * 1024)
+        for _ in range(200):
+            entry.write(chunk)
     bomb = buffer.getvalue()
     assert len(bomb) < 1024 * 1024  # 200 MiB in well under 1 MiB
     with pytest.raises(UnsafeUpload, match="expands"):

@@ -217,16 +217,16 @@ def test_event_stream(server: Server) -> None:
             assert stream.headers["content-type"].startswith("text/event-stream")
             body = "".join(stream.iter_text())
     blocks = [b for b in body.split("\n\n") if b.strip() and not b.startswith(":")]
-    kinds = [re.search(r"^event: (\w+)$", b, re.M).group(1) for b in blocks]  # type: ignore[union-attr]
+    kinds = [re.search(r"^event: (\w+)$", b, re.MULTILINE).group(1) for b in blocks]  # type: ignore[union-attr]
     assert kinds[-1] == "status" and 'status="completed"' in blocks[-1]
     logs = [b for b in blocks if "event: log" in b]
     seqs = [int(re.search(r'seq="(\d+)"', b).group(1)) for b in logs]  # type: ignore[union-attr]
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 5
     assert any('level="WARN"' in b for b in logs)
-    ids = [re.search(r"^id: (\d+):(\d+)$", b, re.M) for b in blocks]
+    ids = [re.search(r"^id: (\d+):(\d+)$", b, re.MULTILINE) for b in blocks]
     assert all(ids)
     # resume after the third log event: only later events come again
-    third = re.search(r"^id: (\S+)$", logs[2], re.M).group(1)  # type: ignore[union-attr]
+    third = re.search(r"^id: (\S+)$", logs[2], re.MULTILINE).group(1)  # type: ignore[union-attr]
     with server.client("contributor") as http:
         resumed = http.get(f"{GROUP}/threads/{thread_id}/events", headers={"Last-Event-ID": third}).text
     again = [int(s) for s in re.findall(r'<event seq="(\d+)"', resumed)]

@@ -7,4 +7,4 @@ from threadsvc.runner.context import Context
 from threadsvc.runner.registry import job
 
 __version__ = "0.1.0"
-__all__ = ["Context", "Role", "Scope", "Status", "job", "__version__"]
+__all__ = ["Context", "Role", "Scope", "Status", "__version__", "job"]

@@ -36,7 +36,7 @@ class Receiver:
         finals = self.finals
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 found = re.search(rb'<thread id="([0-9a-f]{32})"', body)
                 if found and self.headers["x-threadsvc-event"] == "final":

@@ -93,7 +93,7 @@ async def counted(ctx: Context) -> None:
 
 async def test_max_running_and_start_order(tmp_path: Path) -> None:
     order.clear()
-    async with running(tmp_path, [counted], max_running=2) as (service, runner, _):
+    async with running(tmp_path, [counted], max_running=2) as (service, _runner, _):
         threads = [await start(service, "counted", []) for _ in range(7)]
         for thread in threads:
             assert (await until_final(service, thread)).status is Status.COMPLETED
@@ -207,7 +207,7 @@ async def test_start_up_recovers_what_a_crash_left_running(tmp_path: Path) -> No
         await store.insert_thread(thread, LogEvent(1, 1, Level.INFO, "created"))
     await store.claim_threads("crashed-node", 10, 2)
     await store.close()
-    async with running(tmp_path, [stubborn, again]) as (service, runner, store):
+    async with running(tmp_path, [stubborn, again]) as (_service, runner, store):
         threads = (await store.list_threads(ThreadFilter(statuses=frozenset(Status)))).threads
         by_job = {t.job: t for t in threads}
         assert by_job["stubborn"].status is Status.FAILED

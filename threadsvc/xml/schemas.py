@@ -88,8 +88,8 @@ def validate(document: bytes) -> None:
         root = parse_body(document, "document")
     except BadParameter as exc:
         raise ValueError(str(exc)) from None
-    if not isinstance(root.tag, str):
-        raise ValueError("The document has no root element")
+    if not isinstance(root.tag, str):  # a comment or PI, not an element: a bad document
+        raise ValueError("The document has no root element")  # noqa: TRY004
     xsd = schema_for(root.tag)
     if not xsd.validate(root):
         details = "\n".join(f"line {e.line}: {e.message}" for e in xsd.error_log)
