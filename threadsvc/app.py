@@ -94,6 +94,16 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+def stop_waiting(app: Starlette) -> None:
+    """The server is stopping: long-polls and event streams answer now (from a signal
+    handler, so through the loop)."""
+    state: AppState | None = getattr(app.state, "threadsvc", None)
+    if state is not None:
+        loop = state.runner.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(state.runner.changes.close)
+
+
 def settle_garbage_collector() -> None:
     """Shorter and rarer stop-the-world pauses of the cyclic garbage collector. What start-up
     made lives as long as the process, so full collections stop scanning it; and a full

@@ -52,6 +52,14 @@ class Changes:
         self._watchers: dict[str, set[Watcher]] = {}
         # Set where nodes share the store: called with the ids of every change made here.
         self.announce: Callable[[set[str]], None] | None = None
+        self.closing = False  # the server is stopping: waiting clients are answered now
+
+    def close(self) -> None:
+        """Wake every watcher for good: the server stops, and waits no more."""
+        self.closing = True
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher._wake.set()
 
     def publish(
         self, threads: Iterable[Thread], events: Iterable[NewLogEvent] = (), *, here: bool = True

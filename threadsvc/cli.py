@@ -62,8 +62,9 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     """Run the server."""
     import uvicorn
 
-    from threadsvc.app import create_app
-    from threadsvc.web.protocol import http_protocol
+    from threadsvc.app import create_app, stop_waiting
+    from threadsvc.web import serving
+    from threadsvc.web.serving import http_protocol
 
     settings = settings_from(config, db=db, host=host, port=port)
     try:
@@ -76,8 +77,9 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     if demo:
         accounts = run(settings, admin.ensure_demo)
         print_demo(settings, accounts)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    uvicorn_config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         proxy_headers=True,
@@ -86,6 +88,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         log_config=_uvicorn_log_config(),
         http=http_protocol(settings.read_timeout),
     )
+    serving.serve(uvicorn_config, on_exit=lambda: stop_waiting(app))
 
 
 _RESULT_TOKEN = re.compile(r"(/results/)[^/?#\s\"]+")

@@ -26,6 +26,11 @@
 
 from __future__ import annotations
 
+import errno
+
+# The errno values of an OSError that is the disk being full (StorageFull), not a bug.
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 
 class ThreadsvcError(Exception):
     """Base of every error threadsvc raises on purpose; `str()` is safe to show a client."""

@@ -7,7 +7,6 @@ named by the thread's id only, so no caller's text ever reaches a path.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import time
@@ -19,11 +18,10 @@ from typing import BinaryIO
 import anyio.to_thread
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from threadsvc.errors import LinkRefused, StorageFull
+from threadsvc.errors import OUT_OF_SPACE, LinkRefused, StorageFull
 from threadsvc.models import Result
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class ResultFiles:
@@ -47,7 +45,7 @@ class ResultFiles:
                 os.fsync(out.fileno())
             partial.replace(final)
         except OSError as exc:
-            if exc.errno in _OUT_OF_SPACE:  # the job fails saying so; nothing partial is kept
+            if exc.errno in OUT_OF_SPACE:  # the job fails saying so; nothing partial is kept
                 raise StorageFull(f"No space left on the server to store the result: {exc}") from exc
             raise
         finally:

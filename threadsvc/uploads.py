@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import anyio.to_thread
 
-from threadsvc.errors import BodyTooLarge
+from threadsvc.errors import OUT_OF_SPACE, BodyTooLarge, StorageFull
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Uploads:
             return dict(params)  # most starts: nothing to write, so no hop to a worker thread
         try:
             return await anyio.to_thread.run_sync(self._save, thread_id, params)
+        except OSError as exc:
+            await self.discard(thread_id)
+            if exc.errno in OUT_OF_SPACE:
+                raise StorageFull(f"No space left on the server for the upload: {exc}") from exc
+            raise
         except BaseException:
             await self.discard(thread_id)
             raise

@@ -144,11 +144,6 @@ def test_results_and_uploads_on_a_full_disk(server: Server, data_dir: Path) -> N
         assert text.startswith("a.txt 3 "), text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: the upload's OSError(ENOSPC) reaches Starlette's catch-all handler, which "
-    "answers 507 (threadsvc/web/errors.py) and then re-raises, so uvicorn closes the "
-    "connection; fix: threadsvc/uploads.py Uploads.save raises errors.StorageFull from an "
-    "OSError whose errno is ENOSPC, EDQUOT or EFBIG (after discarding), like results.py does"))
 @pytest.mark.timeout(60)
 def test_a_refused_upload_keeps_the_connection(server: Server, data_dir: Path) -> None:
     fill(data_dir)

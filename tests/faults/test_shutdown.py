@@ -191,15 +191,6 @@ def test_sigterm_with_requests_in_flight(server: Server) -> None:
         assert re.search(r'status="failed"', http.get(f"{GROUP}/threads/{stuck}").text)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: uvicorn drains connections (timeout_graceful_shutdown = shutdown-grace + 5 s) "
-    "before the lifespan stops anything, and nothing tells a long-poll or an event stream that "
-    "the server is stopping: they wait on, then uvicorn cancels them, so the long-poll is a "
-    "500 (CancelledError) and the stream is cut mid-chunk. Fix: on SIGTERM set a `stopping` "
-    "event before the drain (cli.py: a uvicorn.Server subclass whose handle_exit sets it, "
-    "passed to create_app); threadsvc/web/waiting.py wait_for_change and event_stream wait on "
-    "it with the watcher and, once set, answer at once (the thread as it is, 200 or 304) or "
-    "end the stream after a last `status` event"))
 @pytest.mark.timeout(60)
 def test_waiting_requests_end_cleanly(tmp_path: Path) -> None:
     server = Server(tmp_path, **{"shutdown-grace": GRACE})

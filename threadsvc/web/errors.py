@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 
 from starlette.exceptions import HTTPException
@@ -87,15 +86,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, "0500", str(exc.detail))
 
 
-# An OSError of these numbers is the disk being full, not a bug: 507 (docs/decisions.md).
-_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
 def out_of_space(exc: BaseException | None) -> bool:
     """Whether `exc`, or an exception it was raised from or during, is a full disk."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
+        if isinstance(exc, OSError) and exc.errno in errors.OUT_OF_SPACE:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

@@ -99,7 +99,7 @@ async def wait_for_change(
     with changes.watch(thread.id) as watcher:
         thread = await reread()  # it may have changed before we subscribed
         deadline = time.monotonic() + seconds
-        while unchanged(thread) and not thread.final:
+        while unchanged(thread) and not thread.final and not changes.closing:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -149,13 +149,13 @@ async def event_stream(
                 thread = watcher.thread
             if thread.version != version:
                 pause = last_status + STATUS_INTERVAL - time.monotonic()
-                if pause > 0 and not thread.final:
+                if pause > 0 and not thread.final and not changes.closing:
                     await asyncio.sleep(pause)  # coalesce: send the latest state after the pause
                     continue
                 version = thread.version
                 last_status = time.monotonic()
                 yield _sse("status", seq, version, render_thread(thread))
-            if thread.final:
+            if thread.final or changes.closing:  # closing: the server stops; clients resume
                 return
             if not await watcher.wait(KEEPALIVE):
                 yield ": keep-alive\n\n"

@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol with a deadline for reading a request's head.
+"""uvicorn as threadsvc runs it: a deadline for reading a request's head, and a shutdown that
+first tells waiting clients.
 
 uvicorn times out idle keep-alive connections only after a response, and any byte a client
 sends cancels even that; a client that connects and sends nothing, or its headers a byte at a
@@ -10,8 +11,12 @@ or it is closed. The body's pace is BodyLimit's business (threadsvc.web.middlewa
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 
@@ -47,3 +52,29 @@ def http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
                 self.transport.close()
 
     return DeadlineProtocol
+
+
+class Server(uvicorn.Server):
+    """On SIGTERM or SIGINT, `on_exit` runs before uvicorn drains its connections: long-polls
+    and event streams answer at once (threadsvc.changes.Changes.close) instead of holding the
+    drain until uvicorn cancels them mid-answer."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._on_exit()
+
+
+def serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    """Run uvicorn's server with `config` (what uvicorn.run does for one process)."""
+    config.load_app()
+    server = Server(config, on_exit)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
