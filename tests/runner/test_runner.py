@@ -246,3 +246,34 @@ async def test_progress_beyond_total_is_a_job_error(tmp_path: Path) -> None:
     async with running(tmp_path, [overshoots]) as (service, _, _store):
         final = await until_final(service, await start(service, "overshoots", []))
     assert final.status is Status.FAILED and "beyond the total" in (final.message or "")
+
+
+@job("brief", scope=Scope.SERVER)
+async def brief(ctx: Context) -> None:
+    await ctx.message("done")
+
+
+async def test_a_store_outage_at_launch_does_not_stop_claiming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a claimed thread's log position fails (the store is away) twice: the thread
+    still runs once it answers, and threads started after it run too."""
+    from threadsvc.errors import StoreUnavailable
+
+    failures = 2
+    original = SQLiteStore.last_log_seq
+
+    async def flaky(self: SQLiteStore, thread_id: str) -> int:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise StoreUnavailable("SQLite store: disk I/O error (injected)")
+        return await original(self, thread_id)
+
+    monkeypatch.setattr(SQLiteStore, "last_log_seq", flaky)
+    async with running(tmp_path, [brief]) as (service, _, _store):
+        first = await start(service, "brief", [])
+        assert (await until_final(service, first)).status is Status.COMPLETED
+        assert failures == 0  # the outage was met, and outlived
+        later = await start(service, "brief", [])
+        assert (await until_final(service, later)).status is Status.COMPLETED

@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 
 from threadsvc.changes import Changes
-from threadsvc.errors import ThreadsvcError, UnknownJob
+from threadsvc.errors import StoreUnavailable, ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
 from threadsvc.runner.cluster import Cluster
@@ -191,7 +191,7 @@ class Runner:
     async def _launch(self, item: Running) -> None:
         ctx = item.ctx
         thread = ctx.thread
-        ctx._seq = await self.store.last_log_seq(thread.id) + 1
+        ctx._seq = await self._last_log_seq(thread.id) + 1
         ctx._started(f"Status: inprogress (node {self.node})")
         try:
             spec = self.registry.get(thread.job)
@@ -207,6 +207,18 @@ class Runner:
         else:
             item.job_task = asyncio.create_task(spec.fn(ctx), name=f"job-{thread.id}")
         item.task = asyncio.create_task(self._supervise(item), name=f"thread-{thread.id}")
+
+    async def _last_log_seq(self, thread_id: str) -> int:
+        """Retried while the store is unavailable: the thread is claimed and registered here,
+        and the claim loop must not die with it (it is cancelled at shutdown)."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.store.last_log_seq(thread_id)
+            except StoreUnavailable as exc:
+                log.warning("cannot read the log of thread %s, retrying: %s", thread_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- running ----------------------------------------------------------------------------
     async def _supervise(self, item: Running) -> None:
