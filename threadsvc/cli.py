@@ -100,6 +100,9 @@ class RedactResultLinks(logging.Filter):
     threadsvc's own lines that name a request's path)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not any(isinstance(part, str) and "/results/" in part for part in (record.msg, *args)):
+            return True  # the access log of every other request: nothing to look for
         if isinstance(record.msg, str):
             record.msg = _RESULT_TOKEN.sub(r"\1[redacted]", record.msg)
         if isinstance(record.args, tuple):  # uvicorn's access formatter unpacks the args

@@ -216,3 +216,43 @@ def test_a_body_at_a_steady_pace_is_taken(quick: tuple[Server, dict[str, str]]) 
     answer = _answer_to(server, head + form, pieces)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]  # read whole: `pad` is no parameter
     assert b'id="0201"' in answer
+
+
+def test_a_long_answer_outlives_the_read_timeout(quick: tuple[Server, dict[str, str]]) -> None:
+    """The deadline is for reading requests: a long-poll of 3 s on a server whose read-timeout
+    is 1 s is answered (304, nothing changed), on a connection still open afterwards."""
+    server, tokens = quick
+    auth = {"Authorization": f"Bearer {tokens['contributor']}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=15) as http:
+        started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "60"})
+        thread = started.text.split('id="', 1)[1][:32]
+        tag = http.get(f"{GROUP}/threads/{thread}/progress").headers["etag"]
+        began = time.monotonic()
+        waited = http.get(f"{GROUP}/threads/{thread}/progress", params={"wait": "3"},
+                          headers={"If-None-Match": tag})
+        assert waited.status_code == 304 and time.monotonic() - began >= 2.9
+        assert http.get("/health").status_code == 200  # the same connection, still open
+        http.post(f"{GROUP}/threads/{thread}/cancel")
+
+
+def test_a_trickle_after_a_response_is_closed(quick: tuple[Server, dict[str, str]]) -> None:
+    """After a response, a client that sends a byte a second of its next request (which
+    cancels uvicorn's keep-alive timer) is closed once read-timeout (1 s) has passed."""
+    server, _ = quick
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        began = time.monotonic()
+        closed = False
+        for byte in b"GET /health HTTP/1.1\r\n":
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], 0.5)
+            if readable and sock.recv(65536, socket.MSG_PEEK) == b"":
+                closed = True
+                break
+        assert closed, "still open after the whole trickle"
+        assert time.monotonic() - began < 5

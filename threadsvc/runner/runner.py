@@ -53,6 +53,7 @@ class Running:
     reason: StopReason | None = None
     cancelled_by: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    shown: tuple[Thread, Thread] | None = None  # (ctx.thread, it with the latest heartbeat)
 
 
 class Runner:
@@ -144,9 +145,12 @@ class Runner:
         thread = item.ctx.thread
         if thread.final:
             return None
-        if self._heartbeat is not None and self._heartbeat > (thread.heartbeat or 0):
-            thread = dataclasses.replace(thread, heartbeat=self._heartbeat)
-        return thread
+        if self._heartbeat is None or self._heartbeat <= (thread.heartbeat or 0):
+            return thread
+        shown = item.shown  # the copy with the node's heartbeat made for the last read
+        if shown is None or shown[0] is not thread or shown[1].heartbeat != self._heartbeat:
+            shown = item.shown = (thread, dataclasses.replace(thread, heartbeat=self._heartbeat))
+        return shown[1]
 
     async def _watched(self, name: str, coro: object) -> None:
         try:

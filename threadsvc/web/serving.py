@@ -26,29 +26,33 @@ def http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
 
     class DeadlineProtocol(base):  # type: ignore[misc]
         _deadline: asyncio.TimerHandle | None = None
+        _idle_since = 0.0  # when the connection last started waiting for a request
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            self._arm()
+            self._idle_since = self.loop.time()
+            if read_timeout > 0:
+                self._deadline = self.loop.call_later(read_timeout, self._expire)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm()
+            # No new timer per request (that would cost every poll): the one running looks
+            # again when it fires.
+            self._idle_since = self.loop.time()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
             super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            if read_timeout > 0 and not self.transport.is_closing():
-                self._deadline = self.loop.call_later(read_timeout, self._expire, self.cycle)
-
-        def _expire(self, cycle_when_armed: object) -> None:
-            # A request began since (a new cycle): it is the app's to answer, however long.
-            if self.cycle is cycle_when_armed and not self.transport.is_closing():
+        def _expire(self) -> None:
+            if self.transport.is_closing():
+                return
+            busy = self.cycle is not None and not self.cycle.response_complete
+            left = read_timeout if busy else self._idle_since + read_timeout - self.loop.time()
+            if left > 0:  # a request is being answered, or one was answered meanwhile
+                self._deadline = self.loop.call_later(left, self._expire)
+            else:
                 self.transport.close()
 
     return DeadlineProtocol
