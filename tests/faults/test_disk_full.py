@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.faults.common import GROUP, check_error, status, thread_id
-from tests.support import Server, seed, wait_for
+from tests.support import Server, running_server, wait_for
 
 SIZE_MIB = 4
 
@@ -53,14 +53,9 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def server(tmp_path: Path, data_dir: Path) -> Iterator[Server]:
-    server = Server(tmp_path, jobs=["tests.jobs_for_tests"], **{"data-dir": str(data_dir)})
-    seed(server.config)
-    server.start()
-    try:
+    settings = {"jobs": ["tests.jobs_for_tests"], "data-dir": str(data_dir)}
+    for server, _ in running_server(tmp_path, **settings):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 def fill(directory: Path) -> Path:

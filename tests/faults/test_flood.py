@@ -29,7 +29,7 @@ from tests.faults.common import (
     thread_id,
     wait_until,
 )
-from tests.support import Server, password, seed, wait_for
+from tests.support import Server, password, running_server, wait_for
 
 SECONDS = float(os.environ.get("THREADSVC_FLOOD_SECONDS", "10"))
 STREAMS = 4  # max-streams-per-user
@@ -40,16 +40,10 @@ MAX_BOUND = 10.0
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path, **{
+    for server, _ in running_server(tmp_path, **{
         "max-streams-per-user": STREAMS, "max-active-per-user": ACTIVE, "max-running": 16,
-    })
-    seed(server.config)
-    server.start()
-    try:
+    }):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 class Flood:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.faults.common import GROUP, all_final, rss_kib, socket_fds, thread_id
-from tests.support import Server, seed
+from tests.support import Server, running_server
 
 SECONDS = float(os.environ.get("THREADSVC_SOAK_SECONDS", "30"))
 LONG_FORM = SECONDS >= 300
@@ -44,14 +44,8 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
     settings: dict[str, object] = {"max-active-per-user": 10_000, "max-running": 32}
     if STORE == "postgres":
         settings["db"] = request.getfixturevalue("postgres").new_database_url()
-    server = Server(tmp_path, **settings)
-    seed(server.config)
-    server.start()
-    try:
+    for server, _ in running_server(tmp_path, **settings):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 class Load:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.faults.common import GROUP, all_final, check_error, status, thread_id, wait_until
-from tests.support import Server, seed, wait_for
+from tests.support import Server, running_server, wait_for
 
 BUSY_TIMEOUT = 10.0  # threadsvc/store/sqlite.py: PRAGMA busy_timeout
 STARTS = 4  # at once, while the lock is held
@@ -55,14 +55,8 @@ class Locker:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path, jobs=["tests.jobs_for_tests"])
-    seed(server.config)
-    server.start()
-    try:
+    for server, _ in running_server(tmp_path, jobs=["tests.jobs_for_tests"]):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 @pytest.mark.timeout(180)

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from tests.hostile.payloads import GROUP, check_error, still_serving
-from tests.support import Server, running_server
+from tests.support import Server, running_server, wait_for
 
 
 def heads(token: str) -> tuple[bytes, bytes]:
@@ -224,9 +224,13 @@ def test_a_long_answer_outlives_the_read_timeout(quick: tuple[Server, dict[str, 
     server, tokens = quick
     auth = {"Authorization": f"Bearer {tokens['contributor']}"}
     with httpx.Client(base_url=server.url, headers=auth, timeout=15) as http:
-        started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "60"})
+        started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "60",
+                                                      "steps": "1"})
         thread = started.text.split('id="', 1)[1][:32]
-        tag = http.get(f"{GROUP}/threads/{thread}/progress").headers["etag"]
+        # running, with its one progress report made: nothing changes for 60 s
+        ready = wait_for(http, f"{GROUP}/threads/{thread}/progress",
+                         lambda r: "<progress" in r.text and "inprogress" in r.text)
+        tag = ready.headers["etag"]
         began = time.monotonic()
         waited = http.get(f"{GROUP}/threads/{thread}/progress", params={"wait": "3"},
                           headers={"If-None-Match": tag})
@@ -241,7 +245,14 @@ def test_a_trickle_after_a_response_is_closed(quick: tuple[Server, dict[str, str
     server, _ = quick
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 "), head
         began = time.monotonic()
         closed = False
         for byte in b"GET /health HTTP/1.1\r\n":
@@ -251,7 +262,8 @@ def test_a_trickle_after_a_response_is_closed(quick: tuple[Server, dict[str, str
                 closed = True
                 break
             readable, _, _ = select.select([sock], [], [], 0.5)
-            if readable and sock.recv(65536, socket.MSG_PEEK) == b"":
+            if readable:
+                assert sock.recv(65536, socket.MSG_PEEK) == b"", "an answer to half a request"
                 closed = True
                 break
         assert closed, "still open after the whole trickle"
