@@ -8,6 +8,7 @@ The standard world: administrator `admin`; group `dev` (id 240) with `reviewer`,
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -145,3 +146,14 @@ def wait_for(client: httpx.Client, path: str, predicate: Any, timeout: float = 1
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting on {path}: {response.text[:500]}")
         time.sleep(0.05)
+
+
+FINAL = ("completed", "failed", "cancelled")
+_FINAL_THREAD = re.compile(r'<thread [^>]*status="(' + "|".join(FINAL) + ')"')
+
+
+def wait_final(client: httpx.Client, tid: str, timeout: float = 60.0,
+               group: str = "dev") -> httpx.Response:
+    """The progress answer of thread `tid` of `group` once its status is final."""
+    return wait_for(client, f"/ps/service/groups/{group}/threads/{tid}/progress",
+                    lambda r: bool(_FINAL_THREAD.search(r.text)), timeout)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, running_server, wait_for
+from tests.support import Server, running_server, wait_final, wait_for
 from threadsvc.xml.schemas import validate as validate_published
 from threadsvc.xml.transform import (
     MAX_OUTPUT,
@@ -38,7 +38,6 @@ DATA = Path(__file__).parent / "data" / "transform"
 ATTACKS = DATA / "attacks"
 DOCS = DATA / "docs"
 GROUP = "/ps/service/groups/dev"
-FINAL = ("completed", "failed", "cancelled")
 PASSWD_LINE = re.compile(r"\w+:[x*!]?:\d+:\d+:")
 MARKER = "SECRET-MARKER-7f3a"
 
@@ -136,9 +135,7 @@ def start(http: httpx.Client, documents: list[Upload], stylesheet: Upload,
 
 def finish(http: httpx.Client, tid: str, timeout: float = 60) -> Any:
     """The thread once final, checked against thread.xsd."""
-    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(FINAL) + ')"')
-    response = wait_for(http, f"{GROUP}/threads/{tid}/progress",
-                        lambda r: bool(pattern.search(r.text)), timeout)
+    response = wait_final(http, tid, timeout)
     validate_published(response.content)
     return etree.fromstring(response.content)
 

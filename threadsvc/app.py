@@ -95,13 +95,15 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def stop_waiting(app: Starlette) -> None:
-    """The server is stopping: long-polls and event streams answer now (from a signal
-    handler, so through the loop)."""
+    """The server is stopping: long-polls and event streams answer now. Called from a signal
+    handler, which interrupts the loop's own thread anywhere: the close is queued on the loop."""
     state: AppState | None = getattr(app.state, "threadsvc", None)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the loop has not started, or has ended: nobody waits
+        return
     if state is not None:
-        loop = state.runner.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(state.runner.changes.close)
+        loop.call_soon_threadsafe(state.runner.changes.close)
 
 
 def settle_garbage_collector() -> None:

@@ -15,12 +15,11 @@ from typing import Any
 import httpx
 from lxml import etree
 
-from tests.support import Server, wait_for
+from tests.support import Server, wait_final
 from threadsvc.xml.schemas import validate
 
 XML_TYPE = "application/xml;charset=utf-8"
 GROUP = "/ps/service/groups/dev"
-FINAL = ("completed", "failed", "cancelled")
 PASSWD_LINE = re.compile(r"\w+:[x*!]?:\d+:\d+:")  # what a line of /etc/passwd looks like
 MARKER = "HOSTILE-MARKER-5c1e"  # planted in files and listeners' answers: must never come back
 
@@ -99,10 +98,7 @@ def start_upload(http: httpx.Client, job: str, uploads: list[tuple[str, Upload]]
 
 def finish(http: httpx.Client, tid: str, timeout: float = 60) -> Any:
     """The thread once final."""
-    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(FINAL) + ')"')
-    response = wait_for(http, f"{GROUP}/threads/{tid}/progress",
-                        lambda r: bool(pattern.search(r.text)), timeout)
-    return etree.fromstring(response.content)
+    return etree.fromstring(wait_final(http, tid, timeout).content)
 
 
 def thread_logs(http: httpx.Client, tid: str) -> list[tuple[str, str]]:

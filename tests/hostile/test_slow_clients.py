@@ -138,17 +138,23 @@ def test_others_are_served_while_slow_clients_hang_on(
     assert slow_headers.closed() == 0  # and are still connected (nothing timed out yet)
 
 
+def _health(sock: socket.socket) -> bytes:
+    """Ask for /health and read the whole answer; its head."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
 def test_a_connection_idle_after_a_response_is_closed(server: Server) -> None:
     """uvicorn's keep-alive timeout (5 s) after a complete exchange."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += sock.recv(65536)
-        head, _, body = answer.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-        while len(body) < length:
-            body += sock.recv(65536)
+        head = _health(sock)
         assert head.startswith(b"HTTP/1.1 200 "), head
         began = time.monotonic()
         assert sock.recv(65536) == b""  # closed by the server, not by this timeout
@@ -244,14 +250,7 @@ def test_a_trickle_after_a_response_is_closed(quick: tuple[Server, dict[str, str
     cancels uvicorn's keep-alive timer) is closed once read-timeout (1 s) has passed."""
     server, _ = quick
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += sock.recv(65536)
-        head, _, body = answer.partition(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
-        while len(body) < length:
-            body += sock.recv(65536)
+        head = _health(sock)
         assert head.startswith(b"HTTP/1.1 200 "), head
         began = time.monotonic()
         closed = False

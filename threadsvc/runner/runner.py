@@ -82,7 +82,6 @@ class Runner:
         self._stopping = False
         self._side_tasks: list[asyncio.Task[None]] = []
         self._heartbeat: int | None = None  # when this node's threads last had a heartbeat
-        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on, once started
         self.cluster = (
             Cluster(store, self.node, self.changes, self.wake, self._cancel_heard)
             if store.shared
@@ -91,7 +90,6 @@ class Runner:
 
     # -- life -------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
         if not self.shared_store:
             # One node owns an embedded store: whatever was left running was interrupted.
             await self._recover(await self.store.running_threads(), "the server stopped")
