@@ -109,6 +109,37 @@ def test_result_answers_without_a_result(server: Server) -> None:
         assert answer.status_code == 409 and 'id="0402"' in answer.text
 
 
+@pytest.fixture(scope="module")
+def public(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
+    """Behind a proxy that clients reach at PUBLIC."""
+    directory = tmp_path_factory.mktemp("public")
+    for server, _ in running_server(directory, db=new_store(directory), **{"public-url": PUBLIC}):
+        yield server
+
+
+PUBLIC = "https://threads.example.org/"
+
+
+def test_result_links_are_on_public_url_whatever_the_host_header(public: Server,
+                                                                 server: Server) -> None:
+    forged = {"Host": "evil.example.net"}
+    with public.client("contributor") as http:
+        thread_id = start(http, seconds="0", steps="1", result="x")
+        finished(http, thread_id)
+        for headers in ({}, forged):
+            href = http.get(f"{GROUP}/threads/{thread_id}/result", headers=headers).headers["location"]
+            assert href.startswith("https://threads.example.org/ps/service/results/"), href
+            listed = http.get(f"{GROUP}/threads", params={"status": "all"}, headers=headers).text
+            assert '<result href="https://threads.example.org/ps/service/results/' in listed
+        # the proxy passes the path on: the link works
+        assert httpx.get(public.url + href.removeprefix(PUBLIC.rstrip("/"))).text == "x"
+    with server.client("contributor") as http:  # without public-url, the request's own host
+        thread_id = start(http, seconds="0", steps="1", result="x")
+        finished(http, thread_id)
+        href = http.get(f"{GROUP}/threads/{thread_id}/result", headers=forged).headers["location"]
+        assert href.startswith("http://evil.example.net/ps/service/results/"), href
+
+
 def test_presigned_url_expires(short: Server) -> None:
     with short.client("contributor") as http:
         thread_id = start(http, seconds="0", steps="1", result="x")

@@ -33,7 +33,7 @@ class Settings:
     secret_key: tuple[str, ...] = ()
     data_dir: str = "threadsvc-data"
     node: str = ""  # this node's id; empty: host name and process id
-    public_url: str = ""  # how clients reach the server (for links in webhook deliveries)
+    public_url: str = ""  # how clients reach the server: the base of every result link
     max_running: int = 16
     max_active_per_user: int = 100
     max_active_per_group: int = 1000

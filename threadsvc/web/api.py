@@ -77,7 +77,10 @@ def _group(request: Request) -> str | None:
 
 
 def _absolute(request: Request, path: str) -> str:
-    return str(request.base_url).rstrip("/") + path
+    """`public-url` when set, so that a forged Host header cannot make the server hand out
+    links to another site; else the address the request came to."""
+    base = app_state(request).settings.public_url or str(request.base_url)
+    return base.rstrip("/") + path
 
 
 def _thread_url(request: Request, thread: Thread) -> str:
