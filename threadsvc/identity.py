@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -61,9 +62,10 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password(secrets.token_hex(16))  # so unknown users take as long as known
 
 
-async def _verify(password: str, stored: str) -> bool:
-    """scrypt takes tens of milliseconds: keep it off the event loop."""
-    return await anyio.to_thread.run_sync(verify_password, password, stored)
+# scrypt takes tens of milliseconds and 16 MiB: at most this many at once, in threads of their
+# own, so that a burst of sign-ins (say, Basic with made-up names, each checked against the
+# dummy hash) queues in bounded memory and leaves anyio's threads to jobs and files.
+PASSWORD_CHECKS = max(2, os.cpu_count() or 1)
 
 
 def token_hash(token: str) -> str:
@@ -86,6 +88,7 @@ class Identity:
         self._access = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="access-token")
         self._verified: dict[str, tuple[float, int]] = {}
         self._pepper = secrets.token_bytes(16)
+        self._checks: anyio.CapacityLimiter | None = None  # made in the loop, on first use
         # Polling clients send the same token many times a second: remember what it named
         # (the user, and until when an access token is valid) and the user's roles briefly.
         ttl = settings.auth_cache_seconds
@@ -134,11 +137,11 @@ class Identity:
         found = await self.store.get_user(username)
         stored = found[1] if found is not None else None
         if found is not None and stored is not None:
-            ok = self._recently_verified(username, password, found[0]) or await _verify(
+            ok = self._recently_verified(username, password, found[0]) or await self._verify(
                 password, stored
             )
         else:
-            ok = await _verify(password, _DUMMY_HASH)  # as slow as for a known user
+            ok = await self._verify(password, _DUMMY_HASH)  # as slow as for a known user
             ok = False
         if not ok or found is None:
             window = self.settings.lockout_seconds * 1000
@@ -150,6 +153,13 @@ class Identity:
             await self.store.clear_login_failures(username)
         self._remember(username, password, found[0])
         return found[0]
+
+    async def _verify(self, password: str, stored: str) -> bool:
+        if self._checks is None:
+            self._checks = anyio.CapacityLimiter(PASSWORD_CHECKS)
+        return await anyio.to_thread.run_sync(
+            verify_password, password, stored, limiter=self._checks
+        )
 
     def _cache_key(self, username: str, password: str) -> str:
         return hmac.new(self._pepper, f"{username}\0{password}".encode(), "sha256").hexdigest()
