@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +16,8 @@ from tests.support import Server, password, running_server
 
 @pytest.fixture(scope="module")
 def locking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    settings = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2}
+    settings = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2,
+                "purge-interval": 0.5}
     for server, _ in running_server(tmp_path_factory.mktemp("locking"), **settings):
         yield server
 
@@ -84,6 +86,25 @@ def test_unknown_users_are_counted_too(locking: Server) -> None:
     url = f"{locking.url}/ps/service/groups/dev/threads"
     codes = [httpx.get(url, auth=("nobody", "x")).status_code for _ in range(4)]
     assert codes == [401, 401, 401, 429]
+
+
+def test_counts_of_failed_sign_ins_are_forgotten_once_over(locking: Server) -> None:
+    """Each made-up name leaves a count; the purge interval deletes it once the window is over
+    (else a stream of random names would grow the table for ever)."""
+    name = f"ghost-{time.monotonic_ns()}"
+    assert httpx.get(f"{locking.url}/ps/service/threads", auth=(name, "x")).status_code == 401
+    database = locking.directory / "threadsvc.db"
+
+    def counted() -> bool:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            return db.execute("SELECT 1 FROM login_failures WHERE username = ?",
+                              (name,)).fetchone() is not None
+
+    assert counted()
+    deadline = time.monotonic() + 10
+    while counted():
+        assert time.monotonic() < deadline, "the count was never forgotten"
+        time.sleep(0.1)
 
 
 def _cli(server: Server, *args: str, stdin: str | None = None) -> str:

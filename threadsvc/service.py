@@ -307,8 +307,10 @@ class Service:
     # -- retention --------------------------------------------------------------------------
     async def start_purge(self) -> Thread | None:
         """Start the purge as a server-level thread owned by `system`, when there is work and
-        no purge is active already."""
+        no purge is active already. Small deletions are done here, every time."""
         now = now_ms()
+        await self.store.forget_idempotency_keys(now - IDEMPOTENCY_WINDOW)
+        await self.store.forget_login_failures(now, self.settings.lockout_seconds * 1000)
         active = await self.store.list_threads(
             ThreadFilter(job="purge", username=SYSTEM, pagesize=1)
         )
@@ -318,7 +320,6 @@ class Service:
         results = await self.store.expired_results(now, 1)
         threads = await self.store.ended_before(ttl_before, 1)
         if not results and not threads:
-            await self.store.forget_idempotency_keys(now - IDEMPOTENCY_WINDOW)
             return None
         spec = self.registry.get("purge")
         # At most one active thread for `system`: however many nodes look at once, the store

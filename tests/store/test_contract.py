@@ -82,6 +82,21 @@ async def test_login_failures_lock_after_attempts(store: Store) -> None:
     assert await store.get_login_failures("alice") is None
 
 
+async def test_login_failures_are_forgotten_once_window_and_lock_are_over(store: Store) -> None:
+    window = 900_000
+    await store.record_login_failure("once", 1_000, window, 3)  # one miss, window over at 901_000
+    for attempt in range(3):  # locked at 2_002 until 902_002
+        await store.record_login_failure("locked", 2_000 + attempt, window, 3)
+    await store.record_login_failure("recent", 500_000, window, 3)
+    assert await store.forget_login_failures(901_000, window) == 1
+    assert await store.get_login_failures("once") is None
+    assert await store.get_login_failures("locked") is not None  # window over, lock not
+    assert await store.forget_login_failures(902_002, window) == 1
+    assert await store.get_login_failures("locked") is None
+    recent = await store.get_login_failures("recent")
+    assert recent is not None and recent.failures == 1
+
+
 async def test_secret_setting_is_kept(store: Store) -> None:
     assert await store.get_or_put_setting("k", "first") == "first"
     assert await store.get_or_put_setting("k", "second") == "first"

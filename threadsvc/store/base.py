@@ -117,6 +117,10 @@ class Store(Protocol):
 
     async def clear_login_failures(self, username: str) -> None: ...
 
+    async def forget_login_failures(self, now: int, window_ms: int) -> int:
+        """Delete the counts that no longer matter: window over and no lock; how many. (Each
+        made-up name tried makes one, so they must not stay.)"""
+
     # -- threads ----------------------------------------------------------------------------
     async def insert_thread(
         self,

@@ -194,3 +194,7 @@ class PostgresIdentityQueries:
         args = {"username": username}
         await self._write(lambda conn: execute(conn, "clear_login_failures", args))
 
+    async def forget_login_failures(self, now: int, window_ms: int) -> int:
+        args = {"now": now, "window_over": now - window_ms}
+        return await self._write(lambda conn: execute(conn, "forget_login_failures", args))
+

@@ -188,3 +188,7 @@ class IdentityQueries:
         args = {"username": username}
         await self._write(lambda conn: conn.execute(Q["clear_login_failures"], args))
 
+    async def forget_login_failures(self, now: int, window_ms: int) -> int:
+        args = {"now": now, "window_over": now - window_ms}
+        return await self._write(lambda conn: conn.execute(Q["forget_login_failures"], args).rowcount)
+

@@ -88,6 +88,9 @@ ON CONFLICT (username) DO UPDATE SET
 -- name: clear_login_failures
 DELETE FROM login_failures WHERE username = %(username)s;
 
+-- name: forget_login_failures
+DELETE FROM login_failures WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
+
 -- name: insert_thread
 -- The thread and the first event of its log, in one statement (one round trip per start).
 WITH thread AS (

@@ -73,6 +73,9 @@ ON CONFLICT (username) DO UPDATE SET
 -- name: clear_login_failures
 DELETE FROM login_failures WHERE username = :username;
 
+-- name: forget_login_failures
+DELETE FROM login_failures WHERE window_start <= :window_over AND locked_until <= :now;
+
 -- name: insert_thread
 INSERT INTO threads (id, name, username, group_id, job, params, status, created, version, idempotency_key)
 VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :idempotency_key);
