@@ -122,8 +122,12 @@ def test_many_guesses_cost_the_attacker_not_the_server(server: Server) -> None:
     scrypt): the server keeps answering others in the meantime."""
     for i in range(ATTEMPTS):
         basic(server, "admin", f"guess-{i}")
+    locked = time.monotonic()
+    codes: list[int] = []
     with httpx.Client(base_url=server.url, auth=("admin", "burst")) as http:
-        codes = {http.get(f"{GROUP}/threads").status_code for _ in range(200)}
-    assert codes == {429}
+        # up to 200 guesses, all while the lock surely holds (a loaded machine sends fewer)
+        while len(codes) < 200 and time.monotonic() - locked < SECONDS - 1:
+            codes.append(http.get(f"{GROUP}/threads").status_code)
+    assert set(codes) == {429} and len(codes) >= 10, codes
     assert basic(server, "contributor", password("contributor")).status_code == 200
     wait_unlocked()
