@@ -274,7 +274,9 @@ async def test_a_deadlocked_transaction_runs_again(store: PostgresStore) -> None
     done = await asyncio.gather(
         store._write(locking(1, 2, "ab")), store._write(locking(2, 1, "ba"))
     )
-    assert list(done) == ["ab", "ba"] and sorted(runs.values()) == [1, 2]
+    # at least one ran again; a retry can meet the other before it took its second lock and
+    # deadlock anew (either side), so more than one retry is possible
+    assert list(done) == ["ab", "ba"] and max(runs.values()) >= 2
 
 
 # -- errors at the boundary -------------------------------------------------------------------
