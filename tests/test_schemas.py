@@ -22,6 +22,7 @@ from threadsvc.models import (
     Thread,
     ThreadPage,
 )
+from threadsvc.web.api import Renderings
 from threadsvc.web.routes import routes
 from threadsvc.xml import render
 from threadsvc.xml.schemas import SCHEMAS, schema, validate
@@ -110,6 +111,26 @@ def test_admin_sees_node_and_heartbeat() -> None:
     assert b'node="host-1-abcd"' in document and b"heartbeat=" in document
     validate(document)
     validate(xml(render.thread_element(thread, admin=False)))
+
+
+def test_renderings_follow_what_each_caller_sees() -> None:
+    """A polled thread is rendered once per state it shows: an administrator's copy follows the
+    heartbeat, a member's (which never shows it) is reused across heartbeats; the forms differ."""
+    renderings = Renderings()
+    beat = make_thread(node="n1", heartbeat=T0, version=4)
+    later = dataclasses.replace(beat, heartbeat=T0 + 10_000)  # same version: no visible change
+    assert renderings.document(beat, admin=False, as_json=False) is renderings.document(
+        later, admin=False, as_json=False)
+    first, second = (renderings.document(t, admin=True, as_json=False) for t in (beat, later))
+    assert first != second and b"heartbeat=" in second
+    member = renderings.document(beat, admin=False, as_json=False)
+    assert b"heartbeat=" not in member and b"node=" not in member
+    as_json = renderings.document(beat, admin=False, as_json=True)
+    assert json.loads(as_json)["thread"]["id"] == beat.id
+    line = renderings.line(beat, admin=False)
+    assert isinstance(line, str) and "\n" not in line and line.startswith("<thread ")
+    moved = dataclasses.replace(beat, version=5, message="next")
+    assert b"next" in renderings.document(moved, admin=False, as_json=False)
 
 
 def test_threads_page() -> None:

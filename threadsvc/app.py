@@ -25,7 +25,7 @@ from threadsvc.settings import Settings
 from threadsvc.store import make_store
 from threadsvc.store.base import Store
 from threadsvc.web import errors
-from threadsvc.web.api import AppState
+from threadsvc.web.api import AppState, Renderings
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit
 from threadsvc.web.routes import console_routes, routes
@@ -59,7 +59,9 @@ def create_app(settings: Settings) -> Starlette:
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
             streams = StreamQuota(settings.max_streams_per_user)
-            app.state.threadsvc = AppState(settings, store, identity, runner, service, streams)
+            app.state.threadsvc = AppState(
+                settings, store, identity, runner, service, streams, Renderings()
+            )
             app.state.console = Console(keys)  # the web console's session and CSRF keys
             app.state.webhooks = WebhookService(store, service, settings)
             deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (SPEC §8)

@@ -52,6 +52,33 @@ _MEDIA_TYPE = re.compile(r"[\x21-\x7e]+/[\x21-\x7e]+(?:[ \t]*;[ \t]*[\x21-\x7e]+
 BYTES = "application/octet-stream"
 
 
+class Renderings:
+    """Polled threads are rendered once per visible state, not once per poll: the version moves
+    with every visible change, the heartbeat (shown to administrators only) without one.
+    Documents (XML or JSON) and event-stream lines share the cache; a thread with a result is
+    never cached, as each answer signs a fresh link."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._cache: LRUCache[tuple[str, int, int | None, bool, str], bytes | str] = LRUCache(size)
+
+    def _key(self, thread: Thread, admin: bool, form: str) -> tuple[str, int, int | None, bool, str]:
+        return thread.id, thread.version, thread.heartbeat if admin else None, admin, form
+
+    def document(self, thread: Thread, admin: bool, as_json: bool) -> bytes:
+        key = self._key(thread, admin, "json" if as_json else "xml")
+        body = self._cache.get(key)
+        if not isinstance(body, bytes):
+            body = self._cache[key] = serialise(render.thread_element(thread, admin=admin), as_json)
+        return body
+
+    def line(self, thread: Thread, admin: bool) -> str:
+        key = self._key(thread, admin, "line")
+        line = self._cache.get(key)
+        if not isinstance(line, str):
+            line = self._cache[key] = render.to_line(render.thread_element(thread, admin=admin))
+        return line
+
+
 @dataclass(frozen=True)
 class AppState:
     settings: Settings
@@ -60,6 +87,7 @@ class AppState:
     runner: Runner
     service: Service
     streams: waiting.StreamQuota
+    renderings: Renderings
 
 
 def app_state(request: Request) -> AppState:
@@ -97,12 +125,6 @@ def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLin
     return render.ResultLink(_absolute(request, f"{SERVICE}/results/{link.token}"), link.expires)
 
 
-# Polled threads are rendered once per visible state, not once per poll: the version moves with
-# every visible change, the heartbeat (shown to administrators) without one.
-_rendered: LRUCache[tuple[str, int, int | None, bool, bool], bytes] = LRUCache(4096)
-_lines: LRUCache[tuple[str, int, int | None, bool], str] = LRUCache(4096)  # event streams
-
-
 def _thread_doc(
     request: Request,
     state: AppState,
@@ -116,11 +138,7 @@ def _thread_doc(
         element = render.thread_element(thread, admin=who.is_admin, link=link)
         return document(request, element, status_code, headers)
     as_json = wants_json(request)
-    key = (thread.id, thread.version, thread.heartbeat, who.is_admin, as_json)
-    body = _rendered.get(key)
-    if body is None:
-        element = render.thread_element(thread, admin=who.is_admin)
-        body = _rendered[key] = serialise(element, as_json)
+    body = state.renderings.document(thread, who.is_admin, as_json)
     return respond(as_json, body, status_code, headers)
 
 
@@ -240,15 +258,11 @@ async def events(request: Request) -> Response:
         return await state.service.get_thread(who, group, thread_id)
 
     def render_thread(current: Thread) -> str:
-        """The thread on one line; shared by every stream of the same state (see _rendered)."""
+        """The thread on one line; shared by every stream of the same state."""
         link = _link(request, state, current)
         if link is not None:
             return render.to_line(render.thread_element(current, admin=who.is_admin, link=link))
-        key = (current.id, current.version, current.heartbeat, who.is_admin)
-        line = _lines.get(key)
-        if line is None:
-            line = _lines[key] = render.to_line(render.thread_element(current, admin=who.is_admin))
-        return line
+        return state.renderings.line(current, who.is_admin)
 
     stream = waiting.event_stream(
         state.store, state.runner.changes, thread, waiting.last_event_id(request), reread,
