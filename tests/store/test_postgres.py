@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from tests.pg import PostgresCluster
-from threadsvc.errors import StoreUnavailable, TooManyActiveThreads
-from threadsvc.models import Level, LogEvent, Status, Thread, now_ms
+from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
+from threadsvc.models import Level, LogEvent, Status, Thread, ThreadFilter, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
 from threadsvc.store.base import ActiveLimits
@@ -189,6 +189,30 @@ async def test_limits_hold_when_starts_race(dsn: str) -> None:
         assert sum(isinstance(o, TooManyActiveThreads) for o in outcomes) == 9
     finally:
         await asyncio.gather(*(n.close() for n in nodes))
+
+
+async def test_a_failed_start_leaves_its_connection_usable(dsn: str) -> None:
+    """A start is one message (BEGIN; lock; insert; COMMIT): when its insert fails the server
+    skips the rest, COMMIT included, and the transaction must be rolled back before the
+    connection serves again. One connection: the next start must find it clean."""
+    store = PostgresStore(dsn, max_size=1)
+    await store.open()
+    try:
+        limits = ActiveLimits(per_user=10, per_group=10)
+        first = new_thread()
+        await store.insert_thread(first, first_event(), limits=limits)
+        with pytest.raises(Conflict):
+            await store.insert_thread(first, first_event(), limits=limits)  # the same id
+        second = new_thread()
+        assert await store.insert_thread(second, first_event(), limits=limits) == (second, True)
+        found = await store.get_thread(second.id)
+        assert found is not None and found.status is Status.INITIALISED
+        with pytest.raises(TooManyActiveThreads):
+            await store.insert_thread(new_thread(), first_event(),
+                                      limits=ActiveLimits(per_user=2, per_group=10))
+        assert (await store.list_threads(ThreadFilter(username="alice"))).total == 2
+    finally:
+        await store.close()
 
 
 async def test_one_thread_per_idempotency_key_when_starts_race(store: PostgresStore) -> None:

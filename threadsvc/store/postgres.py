@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection, IsolationLevel
+from psycopg import AsyncClientCursor, AsyncConnection, IsolationLevel
 from psycopg.errors import DeadlockDetected, SerializationFailure, TransactionRollback
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
@@ -80,6 +80,11 @@ async def _insert_within_limits(
     found = await fetch_one(
         conn, "insert_thread_within_limits", {**args, **count_active_args(thread, limits)}
     )
+    _check_inserted(thread, limits, found)
+
+
+def _check_inserted(thread: Thread, limits: ActiveLimits, found: DictRow | None) -> None:
+    """What insert_thread_within_limits answered: TooManyActiveThreads unless it inserted."""
     assert found is not None
     if not found["inserted"]:
         check_limits(thread, limits, found["user_active"], found["group_active"])
@@ -131,15 +136,22 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         if pool is not None:
             await pool.close()
 
-    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]], snapshot: bool) -> T:
+    async def _transaction(
+        self, fn: Callable[[Conn], Awaitable[T]], snapshot: bool, *, begin: bool = True
+    ) -> T:
+        """Run `fn` in a transaction, again after a rollback by the server; `begin=False`: `fn`
+        sends its own BEGIN and COMMIT."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the store is closed")
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 async with pool.connection(timeout=self._wait()) as conn:
-                    await _set_mode(conn, snapshot)
-                    async with conn.transaction():
+                    if begin:
+                        await _set_mode(conn, snapshot)
+                        async with conn.transaction():
+                            result = await fn(conn)
+                    else:
                         result = await fn(conn)
                 self._down = False
                 return result
@@ -169,6 +181,24 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
     async def _snapshot(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run the statements of `fn` on one snapshot (REPEATABLE READ, READ ONLY)."""
         return await self._transaction(fn, snapshot=True)
+
+    async def _in_one_trip(self, statements: list[str], args: dict[str, Any]) -> DictRow | None:
+        """Run `statements` as one transaction sent in one message (`BEGIN; …; COMMIT`, the
+        arguments bound by the client); the first row of the last statement. A lock the first
+        statement takes is then held only while the server works, never while a reply travels
+        or waits for a busy event loop (which is what serialized one user's starts)."""
+        sql = "; ".join(["BEGIN", *statements, "COMMIT"])
+
+        async def do(conn: Conn) -> DictRow | None:
+            # When a statement fails the server skips the rest, COMMIT too; the pool's
+            # connection context then rolls the transaction back.
+            cursor = AsyncClientCursor(conn, row_factory=dict_row)
+            await cursor.execute(sql, args)
+            for _ in statements:  # past BEGIN's result to the last statement's
+                cursor.nextset()
+            return await cursor.fetchone()
+
+        return await self._transaction(do, snapshot=False, begin=False)
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn`, one statement, outside a transaction (no BEGIN and COMMIT to wait for)."""
@@ -230,6 +260,15 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         idempotency_since: int = 0,
     ) -> tuple[Thread, bool]:
         args = insert_args(thread, first_event, idempotency_key)
+        if limits is not None and idempotency_key is None:  # most starts: one round trip
+            group_level = thread.group_id != SERVER_GROUP_ID
+            lock = Q["lock_user_and_group" if group_level else "lock_user"]
+            found = await self._in_one_trip(
+                [lock, Q["insert_thread_within_limits"]],
+                {**args, **count_active_args(thread, limits)},
+            )
+            _check_inserted(thread, limits, found)
+            return thread, True
 
         async def do(conn: Conn) -> tuple[Thread, bool]:
             # The user's lock, then the group's (always in that order): concurrent starts of the
