@@ -19,7 +19,6 @@ from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
 from threadsvc.models import Level, LogEvent, Status, Thread, ThreadFilter, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
-from threadsvc.store import postgres as postgres_module
 from threadsvc.store.base import ActiveLimits
 from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
 from threadsvc.store.postgres import PostgresStore
@@ -190,25 +189,6 @@ async def test_limits_hold_when_starts_race(dsn: str) -> None:
         assert sum(isinstance(o, TooManyActiveThreads) for o in outcomes) == 9
     finally:
         await asyncio.gather(*(n.close() for n in nodes))
-
-
-async def test_a_batch_larger_than_a_statement_is_written_whole(
-    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """States go in statements of STATE_CHUNK: every state is written, and the threads that are
-    not the node's are reported lost, whichever statement held them."""
-    monkeypatch.setattr(postgres_module, "STATE_CHUNK", 2)
-    for _ in range(5):
-        await store.insert_thread(new_thread(), first_event())
-    mine = await store.claim_threads("node-a", 4, now_ms())
-    [theirs] = await store.claim_threads("node-b", 1, now_ms())
-    states = [dataclasses.replace(t, message=f"step {n}", version=t.version + 1)
-              for n, t in enumerate([*mine[:2], theirs, *mine[2:]])]
-    assert await store.write_batch("node-a", states, [], [], now_ms()) == {theirs.id}
-    for n, state in enumerate(states):
-        stored = await store.get_thread(state.id)
-        assert stored is not None
-        assert stored.message == (None if state.id == theirs.id else f"step {n}")
 
 
 async def test_a_failed_start_leaves_its_connection_usable(dsn: str) -> None:

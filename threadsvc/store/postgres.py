@@ -69,7 +69,6 @@ CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
 # rather than each holding its client for the whole timeout.
 DOWN_WAIT = 1.0
 COPY_FROM = 500  # log events in a batch from which COPY stores them
-STATE_CHUNK = 1000  # thread states in one UPDATE of a batch
 
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
@@ -497,16 +496,11 @@ async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int
         return set()
     # One state per thread, its latest, as updates one after another would leave it (a row
     # matched twice by UPDATE ... FROM would take either).
-    latest = list({thread.id: thread for thread in threads}.values())
-    written: set[str] = set()
-    # In statements of STATE_CHUNK threads: psycopg encodes the arguments on the event loop's
-    # thread, and polls are served between statements rather than after all 10,000 states.
-    for start in range(0, len(latest), STATE_CHUNK):
-        states = [state_args(thread, node, now) for thread in latest[start : start + STATE_CHUNK]]
-        args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
-        rows = await fetch_all(conn, Q["update_running_thread"], args)
-        written.update(row["id"] for row in rows)
-    return {thread.id for thread in latest} - written
+    latest = {thread.id: thread for thread in threads}
+    states = [state_args(thread, node, now) for thread in latest.values()]
+    args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
+    rows = await fetch_all(conn, Q["update_running_thread"], args)
+    return set(latest) - {row["id"] for row in rows}
 
 
 async def _insert_events(conn: Conn, events: list[NewLogEvent]) -> None:
