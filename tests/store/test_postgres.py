@@ -23,7 +23,7 @@ from threadsvc.store.base import ActiveLimits
 from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
 from threadsvc.store.postgres import PostgresStore
 from threadsvc.store.postgres_webhooks import Conn
-from threadsvc.store.queries import load_queries
+from threadsvc.store.queries import load_queries, migrations
 
 pytestmark = pytest.mark.anyio
 
@@ -79,6 +79,12 @@ _SHAPE = {
     "constraints": """
         SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
         WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2""",
+    "functions": """
+        SELECT proname, prosrc FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+        ORDER BY 1""",
+    "triggers": """
+        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger
+        WHERE NOT tgisinternal ORDER BY 1, 2""",
 }
 
 
@@ -111,6 +117,54 @@ async def test_migrations_reach_the_schema(postgres: PostgresCluster) -> None:
     finally:
         postgres.drop_database(fresh)
         postgres.drop_database(migrated)
+
+
+async def test_active_counts_follow_every_change(postgres: PostgresCluster) -> None:
+    """The counts of active threads per user (migration 0006) equal a count of the threads,
+    after the back-fill of a database that had threads, and through inserts, moves of many
+    users' threads in one statement, re-queues and deletes."""
+    dsn = postgres.new_database()
+    active = "('initialised', 'inprogress', 'warning', 'error')"
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+
+            async def insert(first: int, count: int, status: str) -> None:
+                for n in range(first, first + count):
+                    await conn.execute(
+                        "INSERT INTO threads (id, name, username, group_id, job, params, status,"
+                        " created, version) VALUES (%s, 'n', %s, %s, 'sleep', '{}', %s, 0, 1)",
+                        (f"{n:032x}", f"u{n % 3}", 240 + n % 2, status))
+
+            async def check() -> None:
+                counted = await (await conn.execute(
+                    f"SELECT username, count(*) FROM threads WHERE status IN {active}"
+                    " GROUP BY username ORDER BY 1")).fetchall()
+                kept = await (await conn.execute(
+                    "SELECT username, n FROM active_by_user WHERE n <> 0 ORDER BY 1")).fetchall()
+                assert kept == counted
+
+            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO schema_version VALUES (0)")
+            async with conn.transaction():
+                for version, script in migrations("postgres"):
+                    if version < 6:
+                        await conn.execute(script)
+            await insert(0, 20, "initialised")
+            await insert(20, 10, "completed")
+            async with conn.transaction():
+                assert await apply_postgres_migrations(conn, 5) == 6
+            await check()
+            await insert(30, 12, "initialised")
+            await check()
+            for new, where in [("inprogress", "seq %% 2 = 0"), ("warning", "seq %% 3 = 0"),
+                               ("completed", "seq %% 4 = 0"), ("initialised", "seq %% 7 = 0"),
+                               ("cancelled", "seq %% 11 = 0"), ("failed", "status = 'warning'")]:
+                await conn.execute(f"UPDATE threads SET status = %s WHERE {where}", (new,))
+                await check()
+            await conn.execute("DELETE FROM threads WHERE seq % 3 = 1")
+            await check()
+    finally:
+        postgres.drop_database(dsn)
 
 
 def test_the_migrations_are_those_of_sqlite() -> None:

@@ -316,20 +316,15 @@ COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);
 -- name: insert_thread_within_limits
 -- insert_thread, only while the user and the group (none for server-level threads, group -1)
 -- have fewer active threads than their limits; counting and inserting in one statement saves a
--- round trip while the start's locks are held. Each count goes only up to its limit (all the
--- check needs), so its cost stays that of the limit however many threads are active.
+-- round trip while the start's locks are held. The counts are kept by threads_counted() (0006):
+-- two lookups, whatever the number of active threads.
 WITH active AS (
     SELECT
-        (SELECT count(*) FROM (
-            SELECT 1 FROM threads
-            WHERE username = %(username)s
-              AND status IN ('initialised', 'inprogress', 'warning', 'error')
-            LIMIT %(per_user)s) AS mine) AS user_active,
-        (SELECT count(*) FROM (
-            SELECT 1 FROM threads
-            WHERE group_id = %(group_id)s
-              AND status IN ('initialised', 'inprogress', 'warning', 'error')
-            LIMIT %(per_group)s) AS theirs) AS group_active
+        coalesce((SELECT n FROM active_by_user WHERE username = %(username)s), 0) AS user_active,
+        coalesce((SELECT sum(n) FROM thread_counts
+                  WHERE group_id = %(group_id)s
+                    AND status IN ('initialised', 'inprogress', 'warning', 'error'))::bigint, 0)
+            AS group_active
 ), thread AS (
     INSERT INTO threads
         (id, name, username, group_id, job, params, status, created, version, idempotency_key)

@@ -96,9 +96,16 @@ CREATE TABLE thread_counts (
     n BIGINT NOT NULL,
     PRIMARY KEY (group_id, status, bucket)
 );
+-- How many active threads (initialised, inprogress, warning, error) each user has, for the
+-- limits (a group's come from thread_counts); see migration 0006.
+CREATE TABLE active_by_user (
+    username TEXT PRIMARY KEY,
+    n BIGINT NOT NULL
+);
 -- Statement-level, from the transition tables: one upsert per (group, status, bucket) that a
--- statement changed, taken in one order (ORDER BY). Every transaction moves threads in one
--- statement at most, so concurrent ones may wait for each other's counts but never deadlock.
+-- statement changed, then one per user whose active threads it changed, each taken in one
+-- order (ORDER BY). Every transaction moves threads in one statement at most, so concurrent
+-- ones may wait for each other's counts but never deadlock.
 CREATE FUNCTION threads_counted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -106,11 +113,21 @@ BEGIN
         SELECT group_id, status, seq >> 12, count(*) FROM new_rows
         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = c.n + excluded.n;
+        INSERT INTO active_by_user AS a (username, n)
+        SELECT username, count(*) FROM new_rows
+        WHERE status IN ('initialised', 'inprogress', 'warning', 'error')
+        GROUP BY 1 ORDER BY 1
+        ON CONFLICT (username) DO UPDATE SET n = a.n + excluded.n;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO thread_counts AS c (group_id, status, bucket, n)
         SELECT group_id, status, seq >> 12, -count(*) FROM old_rows
         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
         ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = c.n + excluded.n;
+        INSERT INTO active_by_user AS a (username, n)
+        SELECT username, -count(*) FROM old_rows
+        WHERE status IN ('initialised', 'inprogress', 'warning', 'error')
+        GROUP BY 1 ORDER BY 1
+        ON CONFLICT (username) DO UPDATE SET n = a.n + excluded.n;
     ELSE
         INSERT INTO thread_counts AS c (group_id, status, bucket, n)
         SELECT group_id, status, seq >> 12, sum(d) FROM (
@@ -120,6 +137,16 @@ BEGIN
         ) AS moved
         GROUP BY 1, 2, 3 HAVING sum(d) <> 0 ORDER BY 1, 2, 3
         ON CONFLICT (group_id, status, bucket) DO UPDATE SET n = c.n + excluded.n;
+        INSERT INTO active_by_user AS a (username, n)
+        SELECT username, sum(d) FROM (
+            SELECT username, 1 AS d FROM new_rows
+            WHERE status IN ('initialised', 'inprogress', 'warning', 'error')
+            UNION ALL
+            SELECT username, -1 AS d FROM old_rows
+            WHERE status IN ('initialised', 'inprogress', 'warning', 'error')
+        ) AS moved
+        GROUP BY 1 HAVING sum(d) <> 0 ORDER BY 1
+        ON CONFLICT (username) DO UPDATE SET n = a.n + excluded.n;
     END IF;
     RETURN NULL;
 END
