@@ -78,6 +78,7 @@ class Runner:
             store, self.node, on_written=self.changes.publish, on_lost=self._lost
         )
         self._running: dict[str, Running] = {}
+        self._ending: set[str] = set()  # of _running: the job is over, its end being stored
         self._wake = asyncio.Event()
         self._stopping = False
         self._side_tasks: list[asyncio.Task[None]] = []
@@ -162,7 +163,7 @@ class Runner:
     # -- claiming ---------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.settings.max_running - len(self._running)
+            free = self.settings.max_running - (len(self._running) - len(self._ending))
             if free > 0:
                 try:
                     claimed = await self.store.claim_threads(self.node, free, now_ms())
@@ -270,7 +271,14 @@ class Runner:
             detail = log_text or message
             text = f"Status: {status.value}" + (f": {detail}" if detail else "")
             item.ctx._finish(status, message, Level.INFO, text)
-            await self.writer.flush()
+            # The job is over: its slot is free while the final state is being stored, so
+            # that the next claim can share that write's transaction rather than follow it.
+            self._ending.add(item.ctx.thread_id)
+            self._wake.set()
+            try:
+                await self.writer.flush()
+            finally:
+                self._ending.discard(item.ctx.thread_id)
 
         try:
             await asyncio.shield(write())
@@ -299,6 +307,7 @@ class Runner:
 
     async def _forget(self, item: Running) -> None:
         self._running.pop(item.ctx.thread_id, None)
+        self._ending.discard(item.ctx.thread_id)
         item.done.set()
         self._wake.set()
 
