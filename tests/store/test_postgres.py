@@ -245,6 +245,23 @@ async def test_limits_hold_when_starts_race(dsn: str) -> None:
         await asyncio.gather(*(n.close() for n in nodes))
 
 
+async def test_a_start_keeps_awkward_text_as_it_was(store: PostgresStore) -> None:
+    """A start's arguments are bound by the client (one message): quotes, backslashes, percent
+    signs, placeholders and any character come back unchanged."""
+    awkward = "it's 100% \\ \"q\" %(id)s $1 ; COMMIT; -- \u00e9\u6f22\u2028\U0001f600\x01"
+    thread = dataclasses.replace(
+        new_thread(user="o'brien %s"), name=awkward, params={"p": awkward, awkward: [awkward]})
+    event = LogEvent(1, now_ms(), Level.INFO, awkward)
+    limits = ActiveLimits(per_user=10, per_group=10)
+    assert await store.insert_thread(thread, event, limits=limits) == (thread, True)
+    stored = await store.get_thread(thread.id)
+    assert stored is not None
+    assert (stored.name, stored.username, stored.params) == (thread.name, thread.username,
+                                                             thread.params)
+    logs = await store.get_logs(thread.id, 0, 10, Level.DEBUG)
+    assert [e.text for e in logs.events] == [awkward]
+
+
 async def test_a_failed_start_leaves_its_connection_usable(dsn: str) -> None:
     """A start is one message (BEGIN; lock; insert; COMMIT): when its insert fails the server
     skips the rest, COMMIT included, and the transaction must be rolled back before the
