@@ -80,7 +80,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
-        # NORMAL in WAL mode: a commit survives a crash of the process; see docs/operations.md.
+        # NORMAL in WAL mode: a commit survives a crash of the process; see README, Operations.
         conn.execute("PRAGMA synchronous = NORMAL")
         with self._lock:
             self._all.append(conn)
