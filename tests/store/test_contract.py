@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from threadsvc.errors import Conflict
+from threadsvc.errors import Conflict, TooManyActiveThreads
 from threadsvc.models import (
     FINAL,
     Level,
@@ -18,7 +18,7 @@ from threadsvc.models import (
     ThreadFilter,
     now_ms,
 )
-from threadsvc.store.base import NewLogEvent, Store
+from threadsvc.store.base import ActiveLimits, NewLogEvent, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -95,6 +95,32 @@ async def test_login_failures_are_forgotten_once_window_and_lock_are_over(store:
     assert await store.get_login_failures("locked") is None
     recent = await store.get_login_failures("recent")
     assert recent is not None and recent.failures == 1
+
+
+async def test_an_idempotency_key_names_one_thread_for_a_day(store: Store) -> None:
+    limits = ActiveLimits(per_user=2, per_group=10)
+
+    async def start(created: int, key: str, user: str = "alice") -> tuple[Thread, bool]:
+        event = LogEvent(1, created, Level.INFO, "created")
+        return await store.insert_thread(new_thread(created, user=user), event, limits=limits,
+                                         idempotency_key=key, idempotency_since=created - 1000)
+
+    first, created = await start(10_000, "k")
+    assert created
+    again, created = await start(10_500, "k")
+    assert (again.id, created) == (first.id, False)
+    await start(10_600, "other")  # alice is at her limit now, yet a repeat still answers
+    assert (await start(10_700, "k"))[0].id == first.id
+    with pytest.raises(TooManyActiveThreads):
+        await start(10_800, "new")
+    assert (await start(10_900, "k", user="bob"))[1]  # a key is the user's own
+    # a day later (here: more than 1,000 ms), the key names a new thread
+    for thread in (first, again):
+        event = LogEvent(0, 12_000, Level.INFO, "Status: cancelled")
+        await store.cancel_initialised(thread.id, "Cancelled", event)
+    later, created = await start(12_000, "k")
+    assert created and later.id != first.id
+    assert (await start(12_100, "k"))[0].id == later.id
 
 
 async def test_secret_setting_is_kept(store: Store) -> None:

@@ -64,8 +64,9 @@ def _null_args(sql: str) -> dict[str, None] | tuple[None, ...]:
 
 # Queries only one dialect needs, and why. PostgreSQL: transaction-level advisory locks that make
 # a read-then-write atomic under READ COMMITTED (SQLite has one writer at a time, BEGIN IMMEDIATE).
-# PostgreSQL also: COPY, for big batches of log events; counting active threads inside the insert
-# of a start (a round trip less while its locks are held), and both locks in one statement.
+# PostgreSQL also: COPY, for big batches of log events; a start's insert that also reads the
+# counts and finds the idempotency key (its message holds the locks only while the server works),
+# and both locks in one statement. SQLite finds the key and inserts in statements of their own.
 # SQLite: whether any webhook exists, before queueing deliveries change by change (PostgreSQL
 # queues a transaction's changes in one statement, which finds that out for itself); the active
 # threads of a user and a group from the counts its triggers keep (migration 0005); the claimed
@@ -76,7 +77,9 @@ DIALECT_ONLY = {
         "lock_user", "lock_user_and_group", "lock_group_ids", "copy_log_events",
         "insert_thread_within_limits",
     },
-    "sqlite": {"any_webhooks", "count_active", "last_log_seqs"},
+    "sqlite": {
+        "any_webhooks", "count_active", "last_log_seqs", "insert_thread", "find_idempotent",
+    },
 }
 
 

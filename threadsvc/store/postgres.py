@@ -72,23 +72,7 @@ COPY_FROM = 500  # log events in a batch from which COPY stores them
 
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
-
-async def _insert_within_limits(
-    conn: Conn, thread: Thread, limits: ActiveLimits, args: dict[str, Any]
-) -> None:
-    """insert_thread, unless a limit is reached (TooManyActiveThreads, nothing stored)."""
-    found = await fetch_one(
-        conn, "insert_thread_within_limits", {**args, **count_active_args(thread, limits)}
-    )
-    _check_inserted(thread, limits, found)
-
-
-def _check_inserted(thread: Thread, limits: ActiveLimits, found: DictRow | None) -> None:
-    """What insert_thread_within_limits answered: TooManyActiveThreads unless it inserted."""
-    assert found is not None
-    if not found["inserted"]:
-        check_limits(thread, limits, found["user_active"], found["group_active"])
-        raise AssertionError("a start within the limits was not stored")
+NO_LIMITS = ActiveLimits(per_user=2**62, per_group=2**62)  # a start that no limit applies to
 
 
 class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
@@ -259,39 +243,35 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
     ) -> tuple[Thread, bool]:
-        args = insert_args(thread, first_event, idempotency_key)
-        if limits is not None and idempotency_key is None:  # most starts: one round trip
-            group_level = thread.group_id != SERVER_GROUP_ID
-            lock = Q["lock_user_and_group" if group_level else "lock_user"]
-            found = await self._in_one_trip(
-                [lock, Q["insert_thread_within_limits"]],
-                {**args, **count_active_args(thread, limits)},
-            )
-            _check_inserted(thread, limits, found)
-            return thread, True
-
-        async def do(conn: Conn) -> tuple[Thread, bool]:
-            # The user's lock, then the group's (always in that order): concurrent starts of the
-            # same user or group wait here, so the checks and the insert are atomic, and each
-            # statement after the locks sees what the previous holder committed.
-            names = {"username": thread.username, "group_id": thread.group_id}
-            if limits is not None and thread.group_id != SERVER_GROUP_ID:
-                await execute(conn, "lock_user_and_group", names)
-            elif idempotency_key is not None or limits is not None:
-                await execute(conn, "lock_user", names)
-            if idempotency_key is not None:
-                key = {"username": thread.username, "key": idempotency_key}
-                row = await fetch_one(conn, "find_idempotent", {**key, "since": idempotency_since})
-                if row is not None:
-                    return thread_from_row(row), False
-                await execute(conn, "release_idempotency_key", {**key, "since": idempotency_since})
-            if limits is not None:
-                await _insert_within_limits(conn, thread, limits, args)
-            else:
-                await execute(conn, "insert_thread", args)  # with its first event and its key
-            return thread, True
-
-        return await self._write(do)
+        # One message: the user's lock (and the group's, for a group's limit), the user's
+        # expired use of the key released, then the thread inserted unless the key names a
+        # thread or a limit is reached; the locks make that check-and-insert atomic.
+        limits = limits or NO_LIMITS
+        group_level = thread.group_id != SERVER_GROUP_ID
+        statements = [Q["lock_user_and_group" if group_level else "lock_user"]]
+        if idempotency_key is not None:
+            statements.append(Q["release_idempotency_key"])
+        statements.append(Q["insert_thread_within_limits"])
+        args = {
+            **insert_args(thread, first_event, idempotency_key),
+            **count_active_args(thread, limits),
+            "key": idempotency_key,
+            "since": idempotency_since,
+        }
+        found = await self._in_one_trip(statements, args)
+        assert found is not None
+        if found["existing"] is not None:
+            existing = await self.get_thread(found["existing"])
+            if existing is None:  # deleted since: its key went with it
+                return await self.insert_thread(
+                    thread, first_event, limits=limits, idempotency_key=idempotency_key,
+                    idempotency_since=idempotency_since,
+                )
+            return existing, False
+        if not found["inserted"]:
+            check_limits(thread, limits, found["user_active"], found["group_active"])
+            raise AssertionError("a start within the limits was not stored")
+        return thread, True
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         async def do(conn: Conn) -> Thread | None:

@@ -91,17 +91,6 @@ DELETE FROM login_failures WHERE username = %(username)s;
 -- name: forget_login_failures
 DELETE FROM login_failures WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
 
--- name: insert_thread
--- The thread and the first event of its log, in one statement (one round trip per start).
-WITH thread AS (
-    INSERT INTO threads
-        (id, name, username, group_id, job, params, status, created, version, idempotency_key)
-    VALUES (%(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s,
-            %(created)s, 1, %(idempotency_key)s)
-)
-INSERT INTO log_events (thread_id, seq, ts, level, text)
-VALUES (%(id)s, %(seq)s, %(ts)s, %(level)s, %(text)s);
-
 -- name: get_thread
 SELECT * FROM threads WHERE id = %(id)s;
 
@@ -262,10 +251,6 @@ seq < (%(bucket)s::bigint + 1) << 12
 -- name: filter_deletion_before
 result_deletion IS NOT NULL AND result_deletion < %(deletion_before)s
 
--- name: find_idempotent
-SELECT * FROM threads
-WHERE username = %(username)s AND idempotency_key = %(key)s AND created >= %(since)s;
-
 -- name: release_idempotency_key
 UPDATE threads SET idempotency_key = NULL
 WHERE username = %(username)s AND idempotency_key = %(key)s AND created < %(since)s;
@@ -314,27 +299,32 @@ SELECT pg_advisory_xact_lock(hashtext('threadsvc.groups'), 0);
 COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);
 
 -- name: insert_thread_within_limits
--- insert_thread, only while the user and the group (none for server-level threads, group -1)
--- have fewer active threads than their limits; counting and inserting in one statement saves a
--- round trip while the start's locks are held. The counts are kept by threads_counted() (0006):
--- two lookups, whatever the number of active threads.
+-- The thread and the first event of its log, unless the user's idempotency key already names a
+-- thread (`existing`; an expired use of the key was released before) or the user or the group
+-- (none for server-level threads, group -1) has reached its limit of active threads. The counts
+-- are kept by threads_counted() (0006): two lookups, whatever the number of active threads.
+-- Run under the user's lock (and the group's), in the message that takes them.
 WITH active AS (
     SELECT
         coalesce((SELECT n FROM active_by_user WHERE username = %(username)s), 0) AS user_active,
         coalesce((SELECT sum(n) FROM thread_counts
                   WHERE group_id = %(group_id)s
                     AND status IN ('initialised', 'inprogress', 'warning', 'error'))::bigint, 0)
-            AS group_active
+            AS group_active,
+        (SELECT id FROM threads
+         WHERE username = %(username)s AND idempotency_key = %(idempotency_key)s) AS existing
 ), thread AS (
     INSERT INTO threads
         (id, name, username, group_id, job, params, status, created, version, idempotency_key)
     SELECT %(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s,
            %(created)s, 1, %(idempotency_key)s
     FROM active
-    WHERE user_active < %(per_user)s AND (%(group_id)s = -1 OR group_active < %(per_group)s)
+    WHERE existing IS NULL
+      AND user_active < %(per_user)s AND (%(group_id)s = -1 OR group_active < %(per_group)s)
     RETURNING id
 ), event AS (
     INSERT INTO log_events (thread_id, seq, ts, level, text)
     SELECT id, %(seq)s, %(ts)s, %(level)s, %(text)s FROM thread
 )
-SELECT user_active, group_active, EXISTS (SELECT 1 FROM thread) AS inserted FROM active;
+SELECT user_active, group_active, existing, EXISTS (SELECT 1 FROM thread) AS inserted
+FROM active;
