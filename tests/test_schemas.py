@@ -24,7 +24,7 @@ from threadsvc.models import (
 )
 from threadsvc.web.api import Renderings
 from threadsvc.web.routes import routes
-from threadsvc.xml import render
+from threadsvc.xml import answers, render
 from threadsvc.xml.schemas import SCHEMAS, schema, validate
 
 T0 = 1_795_334_400_123  # 2026-11-22T08:00:00.123Z
@@ -131,6 +131,34 @@ def test_renderings_follow_what_each_caller_sees() -> None:
     assert isinstance(line, str) and "\n" not in line and line.startswith("<thread ")
     moved = dataclasses.replace(beat, version=5, message="next")
     assert b"next" in renderings.document(moved, admin=False, as_json=False)
+
+
+def test_the_client_reads_what_the_server_renders() -> None:
+    """threadsvc.xml.answers, the client's reader, against the server's own documents."""
+    thread = make_thread(message="half way", progress_current=3, progress_total=6, node="n1",
+                         heartbeat=T0 + 900)
+    info = answers.read_thread(xml(render.thread_element(thread, admin=True)))
+    assert (info.id, info.groupid, info.status, info.type, info.message) == (
+        ID, 240, "inprogress", "sleep", "half way")
+    assert (info.current, info.total, info.percent, info.node) == (3, 6, 50, "n1")
+    assert not info.final and info.result_href is None
+    page = answers.read_threads(xml(render.threads_element(
+        ThreadPage([thread, make_thread(Status.COMPLETED)], total=9, page=2, pagesize=2))))
+    assert (page.total, page.page, page.pagesize) == (9, 2, 2)
+    assert [t.status for t in page.threads] == ["inprogress", "completed"]
+    assert page.threads[1].final
+    # a newer server's extra parts are ignored; a wrong document is Unreadable
+    extended = b'<thread id="x" name="n" username="u" groupid="-1" status="failed" shiny="yes">' \
+               b'<sparkle/><progress current="bad"/></thread>'
+    odd = answers.read_thread(extended)
+    assert (odd.groupid, odd.current, odd.final) == (-1, None, True)
+    with pytest.raises(answers.Unreadable, match="expected <thread>"):
+        answers.read_thread(b"<threads/>")
+    with pytest.raises(answers.Unreadable):
+        answers.read_thread(b"not xml")
+    assert answers.read_error(b"<threads/>") is None
+    error = answers.read_error(b'<error id="0203"><request>/p</request><message>m</message></error>')
+    assert error == answers.ErrorAnswer("0203", "m", "/p")
 
 
 def test_threads_page() -> None:

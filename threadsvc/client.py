@@ -27,17 +27,26 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 from urllib.parse import quote
 
 import anyio
 import httpx
-from lxml import etree
 
-from threadsvc.errors import ThreadsvcError
-from threadsvc.xml.parse import parse_body
+from threadsvc.xml.answers import (
+    FINAL,
+    LogEntry,
+    LogPage,
+    ThreadInfo,
+    ThreadList,
+    Unreadable,
+    read_cancel,
+    read_error,
+    read_logs,
+    read_thread,
+    read_threads,
+)
 
 __all__ = [
     "FINAL",
@@ -55,7 +64,6 @@ __all__ = [
 ]
 
 SERVICE = "/ps/service"
-FINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_WAIT = 60  # the server's limit on ?wait=N
 CHUNK = 64 * 1024
 T = TypeVar("T")
@@ -111,126 +119,12 @@ class WaitTimeout(ThreadsvcClientError, TimeoutError):
         self.thread = thread
 
 
-# -- what the server answers ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class ThreadInfo:
-    """One `<thread>` element (SPEC §4). Optional parts are None when absent."""
-
-    id: str
-    name: str
-    username: str
-    groupid: int
-    status: str
-    type: str | None = None
-    created: str | None = None
-    started: str | None = None
-    ended: str | None = None
-    warnings: int = 0
-    errors: int = 0
-    message: str | None = None
-    current: int | None = None
-    total: int | None = None
-    percent: int | None = None
-    result_href: str | None = None
-    result_media_type: str | None = None
-    result_size: int | None = None
-    result_expires: str | None = None
-    result_deletion: str | None = None
-    node: str | None = None
-    heartbeat: str | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
-
-
-@dataclass(frozen=True)
-class ThreadList:
-    total: int
-    page: int
-    pagesize: int
-    threads: tuple[ThreadInfo, ...] = ()
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    seq: int
-    timestamp: int  # epoch ms
-    datetime: str  # ISO 8601 UTC
-    level: str
-    text: str
-
-    def line(self) -> str:
-        return f"{self.datetime} {self.level} {self.text.replace(chr(10), ' ')}"
-
-
-@dataclass(frozen=True)
-class LogPage:
-    thread: str
-    total: int
-    next: int
-    more: bool
-    events: tuple[LogEntry, ...] = field(default=())
-
-
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
+def _read(response: httpx.Response, reader: Callable[[bytes], T]) -> T:
+    """The response's document, as `reader` (of threadsvc.xml.answers) makes it."""
     try:
-        return int(value)
-    except ValueError:
-        return None
-
-
-def thread_from_element(el: etree._Element) -> ThreadInfo:
-    message = el.find("message")
-    progress = el.find("progress")
-    result = el.find("result")
-    return ThreadInfo(
-        id=el.get("id", ""),
-        name=el.get("name", ""),
-        username=el.get("username", ""),
-        groupid=-1 if (group := _int(el.get("groupid"))) is None else group,
-        status=el.get("status", ""),
-        type=el.get("type"),
-        created=el.get("created"),
-        started=el.get("started"),
-        ended=el.get("ended"),
-        warnings=_int(el.get("warnings")) or 0,
-        errors=_int(el.get("errors")) or 0,
-        message=message.text if message is not None else None,
-        current=_int(progress.get("current")) if progress is not None else None,
-        total=_int(progress.get("total")) if progress is not None else None,
-        percent=_int(progress.get("percent")) if progress is not None else None,
-        result_href=result.get("href") if result is not None else None,
-        result_media_type=result.get("media-type") if result is not None else None,
-        result_size=_int(result.get("size")) if result is not None else None,
-        result_expires=result.get("expires") if result is not None else None,
-        result_deletion=result.get("deletion") if result is not None else None,
-        node=el.get("node"),
-        heartbeat=el.get("heartbeat"),
-    )
-
-
-def _entry(el: etree._Element) -> LogEntry:
-    return LogEntry(
-        seq=_int(el.get("seq")) or 0,
-        timestamp=_int(el.get("timestamp")) or 0,
-        datetime=el.get("datetime", ""),
-        level=el.get("level", ""),
-        text=el.text or "",
-    )
-
-
-def _parse(response: httpx.Response, root: str) -> etree._Element:
-    """The response's XML document, which must be a `<root>` element."""
-    try:
-        el = parse_body(response.content, "response")
-    except ThreadsvcError as exc:
-        raise ClientError(response.status_code, "", f"unreadable answer: {exc}") from None
-    if el.tag != root:
-        raise ClientError(response.status_code, "", f"expected <{root}>, got <{el.tag!s}>")
-    return el
+        return reader(response.content)
+    except Unreadable as exc:
+        raise ClientError(response.status_code, "", str(exc)) from None
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -243,14 +137,10 @@ def _raise_for_error(response: httpx.Response) -> None:
         retry_after = float(response.headers.get("retry-after", ""))
     except ValueError:
         pass
-    try:
-        el = parse_body(response.content, "response")
-    except ThreadsvcError:
-        el = None
-    if el is not None and el.tag == "error":
-        message = el.findtext("message") or response.reason_phrase
-        request = el.findtext("request") or ""
-        raise ClientError(status, el.get("id", ""), message, request, retry_after)
+    error = read_error(response.content)
+    if error is not None:
+        message = error.message or response.reason_phrase
+        raise ClientError(status, error.id, message, error.request, retry_after)
     text = response.text.strip()[:200] if response.content else ""
     message = text or response.reason_phrase or f"HTTP {status}"
     raise ClientError(status, "", message, retry_after=retry_after)
@@ -353,7 +243,7 @@ class AsyncClient:
         _raise_for_error(response)
         if response.status_code != 202:
             raise _unexpected(response)
-        thread = thread_from_element(_parse(response, "thread"))
+        thread = _read(response, read_thread)
         progress = response.headers.get("content-location")
         result = response.headers.get("location")
         if progress and result:
@@ -376,14 +266,14 @@ class AsyncClient:
         _raise_for_error(response)
         if response.status_code not in (200, 303):
             raise _unexpected(response)
-        return thread_from_element(_parse(response, "thread"))
+        return _read(response, read_thread)
 
     async def progress(self, thread_id: str) -> ThreadInfo:
         response = await self._request("GET", self._progress_url(thread_id))
         _raise_for_error(response)
         if response.status_code != 200:
             raise _unexpected(response)
-        return thread_from_element(_parse(response, "thread"))
+        return _read(response, read_thread)
 
     async def list_threads(
         self,
@@ -400,13 +290,7 @@ class AsyncClient:
         params = {k: str(v) for k, v in query.items() if v is not None}
         response = await self._request("GET", self._threads_path(), params=params)
         _raise_for_error(response)
-        el = _parse(response, "threads")
-        return ThreadList(
-            total=_int(el.get("total")) or 0,
-            page=_int(el.get("page")) or 1,
-            pagesize=_int(el.get("pagesize")) or 0,
-            threads=tuple(thread_from_element(t) for t in el if t.tag == "thread"),
-        )
+        return _read(response, read_threads)
 
     async def wait(
         self,
@@ -447,7 +331,7 @@ class AsyncClient:
                 continue
             if response.status_code != 200:
                 raise _unexpected(response)
-            thread = thread_from_element(_parse(response, "thread"))
+            thread = _read(response, read_thread)
             if etag is None:  # a server without ETags: poll gently rather than spin
                 await anyio.sleep(1)
             if on_progress is not None:
@@ -469,14 +353,7 @@ class AsyncClient:
         params = {k: str(v) for k, v in query.items() if v is not None}
         response = await self._request("GET", self._thread_path(thread_id, "logs"), params=params)
         _raise_for_error(response)
-        el = _parse(response, "logs")
-        return LogPage(
-            thread=el.get("thread", thread_id),
-            total=_int(el.get("total")) or 0,
-            next=_int(el.get("next")) or 0,
-            more=el.get("more") == "true",
-            events=tuple(_entry(e) for e in el if e.tag == "event"),
-        )
+        return _read(response, lambda body: read_logs(body, thread_id))
 
     async def logs(
         self,
@@ -499,9 +376,7 @@ class AsyncClient:
         """The thread as it stands after the request; None when there is no such thread."""
         response = await self._request("POST", self._thread_path(thread_id, "cancel"))
         _raise_for_error(response)
-        el = _parse(response, "thread-cancel")
-        found = el.find("thread")
-        return thread_from_element(found) if found is not None else None
+        return _read(response, read_cancel)
 
     async def download(self, thread_id: str, path: str | os.PathLike[str]) -> Path | None:
         """Save the thread's result to `path`, streamed; None when it completed without one.
@@ -513,7 +388,7 @@ class AsyncClient:
         if response.status_code == 204:
             return None
         if response.status_code == 202:
-            raise NotFinished(thread_from_element(_parse(response, "thread")))
+            raise NotFinished(_read(response, read_thread))
         location = response.headers.get("location")
         if response.status_code not in (301, 302, 303, 307, 308) or not location:
             raise _unexpected(response)
