@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import Server, running_server, wait_for
+from threadsvc.uploads import Uploads
 
 GROUP = "/ps/service/groups/dev"
 
@@ -65,3 +66,13 @@ def test_text_for_a_file_and_a_file_for_text_are_400(uploads: Server) -> None:
         assert upload.status_code == 400 and "'label'" in upload.text
         missing = http.post(f"{GROUP}/threads", data={"job": "checksum", "label": "x"})
         assert missing.status_code == 400 and "'files' is required" in missing.text
+
+
+def test_only_saved_files_make_a_thread_hold_uploads() -> None:
+    """The runner skips looking for an uploads directory unless the stored parameters name a
+    saved file (a dict) or files (a list of them); text, numbers and empty lists do not."""
+    saved = {"name": "a.xml", "file": "uploads/x/documents-0", "size": 3, "type": "text/xml"}
+    assert Uploads.saved_in({"seconds": "1", "schema": saved})
+    assert Uploads.saved_in({"documents": [saved, saved]})
+    assert not Uploads.saved_in({"seconds": "1", "steps": 3, "names": ["a", "b"], "none": []})
+    assert not Uploads.saved_in({})

@@ -100,6 +100,15 @@ class Uploads:
             content_type=str(saved.get("type") or "application/octet-stream"),
         )
 
+    @staticmethod
+    def saved_in(params: dict[str, Any]) -> bool:
+        """Whether a thread's stored parameters name saved files (each one a dict, as `_store`
+        makes it; every other parameter is text): only then has it a directory here."""
+        return any(
+            isinstance(v, dict) or (isinstance(v, list) and bool(v) and isinstance(v[0], dict))
+            for v in params.values()
+        )
+
     async def discard(self, thread_id: str) -> None:
         directory = self.directory(thread_id)
         # Most threads had no uploads: one stat here is far cheaper than a hop to a worker thread.

@@ -284,7 +284,8 @@ class Runner:
             await asyncio.shield(write())
         finally:
             await self._forget(item)
-            await self.uploads.discard(item.ctx.thread_id)  # inputs are not needed any more
+            if self.uploads.saved_in(item.ctx.params):  # inputs are not needed any more
+                await self.uploads.discard(item.ctx.thread_id)
 
     async def _hand_back(self, item: Running) -> None:
         """Shutdown: flush what the job wrote, then requeue or fail it through the store."""
