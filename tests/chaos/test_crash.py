@@ -94,13 +94,22 @@ def receiver() -> Iterator[Receiver]:
     found.server.shutdown()
 
 
-@pytest.mark.timeout(600)
-def test_kills_lose_nothing(tmp_path: Path, new_store: NewStore, receiver: Receiver) -> None:
+@pytest.fixture
+def server(tmp_path: Path, new_store: NewStore) -> Iterator[Server]:
+    """A server of its own, killed at the end whatever happened (a failed check must not leave
+    it running)."""
     server = Server(tmp_path, db=new_store(tmp_path), **{
         "max-running": 32, "max-active-per-user": 10_000, "webhook-allow-private": True,
     })
     seed(server.config)
     server.start()
+    yield server
+    if server.process is not None:
+        server.kill()
+
+
+@pytest.mark.timeout(600)
+def test_kills_lose_nothing(tmp_path: Path, server: Server, receiver: Receiver) -> None:
     with server.client("manager") as http:
         assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "s"}
                          ).status_code == 201
