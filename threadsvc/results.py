@@ -18,6 +18,7 @@ import anyio.to_thread
 from itsdangerous import BadSignature, Serializer, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 
+from threadsvc import private
 from threadsvc.errors import OUT_OF_SPACE, LinkRefused, StorageFull
 from threadsvc.models import Result, now_ms
 
@@ -35,11 +36,11 @@ class ResultFiles:
     @contextlib.contextmanager
     def writer(self, thread_id: str) -> Iterator[tuple[BinaryIO, Path]]:
         """A file to write the result into; it replaces any earlier one only when complete."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(self.root)
         final = self.root / thread_id
         partial = self.root / f"{thread_id}.part"
         try:
-            with open(partial, "wb") as out:
+            with private.create(partial) as out:
                 yield out, final
                 out.flush()
                 os.fsync(out.fileno())
