@@ -40,7 +40,7 @@ def thread(server: Server) -> str:
 
 
 def epoch_ms(iso: str) -> int:
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def wait_until(moment_ms: int) -> None:

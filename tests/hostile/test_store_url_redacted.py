@@ -69,7 +69,7 @@ def assert_hidden(text: str, *passwords: str) -> None:
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "threadsvc", *args], input=stdin,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def urls(host: str, port: int) -> dict[str, str]:
