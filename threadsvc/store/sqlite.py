@@ -94,7 +94,8 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         if str(self.path) != ":memory:":
             # Owner-only before SQLite opens it: SQLite gives its -wal and -shm files the mode
             # of the database file.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, private.FILE_MODE))
+            with contextlib.suppress(OSError):  # SQLite itself says what is wrong
+                os.close(os.open(self.path, os.O_RDONLY | os.O_CREAT, private.FILE_MODE))
             for suffix in ("", "-wal", "-shm"):
                 private.restrict(Path(f"{self.path}{suffix}"))
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
