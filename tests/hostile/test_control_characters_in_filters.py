@@ -1,5 +1,5 @@
 """Control characters in the console's filters and query parameters (and the API's list
-filters, which share the rule): a NUL reached PostgreSQL, which refused it, and the page was a
+parameters, which share the rule): a NUL reached PostgreSQL, which refused it, and the page was a
 503; now every control character (C0, DEL, C1) in a text filter is a 400 naming the
 parameter, on both stores, and the server goes on serving. Numbers and statuses with them are
 400s too; a group name or id with them matches no group (404)."""
@@ -69,10 +69,26 @@ def test_console_group_names(server: Server, browser: httpx.Client, ref: str) ->
     still_serving(server)
 
 
-@pytest.mark.parametrize("name", ["username", "type"])
-def test_api_filters(server: Server, name: str) -> None:
+LIST_PARAMETERS = {"username": "x", "type": "x", "status": "all", "since": "1", "until": "1",
+                   "deletion-before": "1", "page": "1", "pagesize": "10"}
+
+
+@pytest.mark.parametrize("name", list(LIST_PARAMETERS))
+def test_api_list_parameters(server: Server, name: str) -> None:
     with server.client("admin") as http:
         for control in CONTROLS:
             check_error(http.get(f"{GROUP}/threads?{name}={control}"), 400, "0201", name)
             check_error(http.get(f"/ps/service/threads?{name}={control}"), 400, "0201", name)
-        assert http.get(f"{GROUP}/threads?{name}=x").status_code == 200
+        assert http.get(f"{GROUP}/threads?{name}={LIST_PARAMETERS[name]}").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["since", "limit", "level"])
+def test_api_log_parameters(server: Server, name: str) -> None:
+    with server.client("admin") as http:
+        started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"})
+        tid = started.text.split('id="', 1)[1][:32]
+        logs = f"{GROUP}/threads/{tid}/logs"
+        for control in CONTROLS:
+            check_error(http.get(f"{logs}?{name}={control}"), 400, "0201", name)
+        plain = {"since": "0", "limit": "5", "level": "INFO"}[name]
+        assert http.get(f"{logs}?{name}={plain}").status_code == 200
