@@ -33,3 +33,29 @@ def test_expired_and_tampered_links_are_refused() -> None:
     time.sleep(2.1)
     with pytest.raises(LinkRefused, match="expired"):
         links.verify(link.token)
+
+
+def test_a_link_is_refused_from_the_millisecond_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadsvc import results
+
+    links = ResultLinks(("k",), ttl=5)
+    clock = [results.now_ms()]
+    monkeypatch.setattr(results, "now_ms", lambda: clock[0])
+    link = links.sign("d" * 32)
+    assert link.expires == clock[0] + 5000  # what `<result expires>` shows
+    clock[0] = link.expires - 1
+    assert links.verify(link.token) == "d" * 32
+    clock[0] = link.expires
+    with pytest.raises(LinkRefused, match="expired"):
+        links.verify(link.token)
+
+
+def test_a_link_signed_before_links_carried_their_expiry_still_works() -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    legacy = URLSafeTimedSerializer("k", salt="result-link").dumps("e" * 32)
+    assert ResultLinks(("k",), ttl=60).verify(legacy) == "e" * 32
+    for payload in (["e" * 32, True], ["e" * 32, "1"], [1, 2], {"e": 1}, None, ["e" * 32]):
+        token = URLSafeTimedSerializer("k", salt="result-link").dumps(payload)
+        with pytest.raises(LinkRefused, match="not valid"):
+            ResultLinks(("k",), ttl=60).verify(token)

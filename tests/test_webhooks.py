@@ -29,6 +29,7 @@ from threadsvc.xml.schemas import validate
 GROUP = "/ps/service/groups/dev/webhooks"
 SERVER = "/ps/service/webhooks"
 XML_TYPE = "application/xml;charset=utf-8"
+KEY, SRV, LATER = "k" * 16, "server-hook-secret", "later-hook-secret"
 
 
 # -- a receiver -------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def register(
     url: str,
     events: str | None = None,
     where: str = GROUP,
-    secret: str = "s3cret-key",
+    secret: str = "s3cret-key-16-chars",
 ) -> dict[str, str]:
     data = {"url": url, "secret": secret}
     if events:
@@ -171,7 +172,7 @@ def deliveries(http: httpx.Client, location: str) -> list[dict[str, str]]:
 @pytest.mark.parametrize("user", ["manager", "approver", "admin"])
 def test_managers_and_administrators_register_group_webhooks(server: Server, user: str) -> None:
     with server.client(user) as http:
-        response = http.post(GROUP, data={"url": "http://127.0.0.1:9/x", "secret": "k"})
+        response = http.post(GROUP, data={"url": "http://127.0.0.1:9/x", "secret": KEY})
         assert response.status_code == 201, response.text
         http.delete(response.headers["location"])
 
@@ -182,7 +183,7 @@ def test_others_may_not_touch_group_webhooks(server: Server, user: str) -> None:
         webhook = register(http, "http://127.0.0.1:9/x")
     with server.client(user) as http:
         for response in (
-            http.post(GROUP, data={"url": "http://127.0.0.1:9/x", "secret": "k"}),
+            http.post(GROUP, data={"url": "http://127.0.0.1:9/x", "secret": KEY}),
             http.post(GROUP, content=b"not even a form"),  # 403 comes before the 400
             http.get(GROUP),
             http.get(f"{GROUP}/{webhook['id']}"),
@@ -198,7 +199,7 @@ def test_server_webhooks_are_for_administrators(server: Server) -> None:
     for user in ("manager", "approver", "outsider"):
         with server.client(user) as http:
             for response in (
-                http.post(SERVER, data={"url": "http://127.0.0.1:9/x", "secret": "k"}),
+                http.post(SERVER, data={"url": "http://127.0.0.1:9/x", "secret": KEY}),
                 http.get(SERVER),
                 http.get(f"{SERVER}/1"),
                 http.delete(f"{SERVER}/1"),
@@ -301,21 +302,22 @@ def test_delete_then_not_found(server: Server) -> None:
 @pytest.mark.parametrize(
     ("data", "field"),
     [
-        ({"secret": "k"}, "url"),
-        ({"url": "", "secret": "k"}, "url"),
-        ({"url": "ftp://127.0.0.1/x", "secret": "k"}, "url"),
-        ({"url": "127.0.0.1/x", "secret": "k"}, "url"),
-        ({"url": "http:///x", "secret": "k"}, "url"),
-        ({"url": "http://user:pw@127.0.0.1/x", "secret": "k"}, "url"),
-        ({"url": "http://127.0.0.1/a b", "secret": "k"}, "url"),
-        ({"url": "http://127.0.0.1:99999/", "secret": "k"}, "url"),
-        ({"url": "http://[zz]/", "secret": "k"}, "url"),
-        ({"url": "http://127.0.0.1/" + "x" * 2000, "secret": "k"}, "url"),
+        ({"secret": KEY}, "url"),
+        ({"url": "", "secret": KEY}, "url"),
+        ({"url": "ftp://127.0.0.1/x", "secret": KEY}, "url"),
+        ({"url": "127.0.0.1/x", "secret": KEY}, "url"),
+        ({"url": "http:///x", "secret": KEY}, "url"),
+        ({"url": "http://user:pw@127.0.0.1/x", "secret": KEY}, "url"),
+        ({"url": "http://127.0.0.1/a b", "secret": KEY}, "url"),
+        ({"url": "http://127.0.0.1:99999/", "secret": KEY}, "url"),
+        ({"url": "http://[zz]/", "secret": KEY}, "url"),
+        ({"url": "http://127.0.0.1/" + "x" * 2000, "secret": KEY}, "url"),
         ({"url": "http://127.0.0.1/x"}, "secret"),
         ({"url": "http://127.0.0.1/x", "secret": "  "}, "secret"),
         ({"url": "http://127.0.0.1/x", "secret": "k" * 1001}, "secret"),
-        ({"url": "http://127.0.0.1/x", "secret": "k", "events": "some"}, "events"),
-        ({"url": "http://127.0.0.1/x", "secret": "k", "colour": "red"}, "colour"),
+        ({"url": "http://127.0.0.1/x", "secret": "k" * 15}, "secret"),
+        ({"url": "http://127.0.0.1/x", "secret": KEY, "events": "some"}, "events"),
+        ({"url": "http://127.0.0.1/x", "secret": KEY, "colour": "red"}, "colour"),
     ],
 )
 def test_bad_fields_are_400_naming_the_field(
@@ -332,13 +334,13 @@ def test_repeated_fields_and_other_bodies_are_400(server: Server) -> None:
     with server.client("manager") as http:
         twice = http.post(
             GROUP,
-            content=b"url=http://127.0.0.1/a&url=http://127.0.0.1/b&secret=k",
+            content=b"url=http://127.0.0.1/a&url=http://127.0.0.1/b&secret=" + KEY.encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert twice.status_code == 400 and "'url'" in twice.text
         xml = http.post(GROUP, content=b"<webhook/>", headers={"Content-Type": "application/xml"})
         assert xml.status_code == 400 and error_id(xml) == "0201"
-        query = http.post(f"{GROUP}?url=http://127.0.0.1/x&secret=k")  # fields come from the body
+        query = http.post(f"{GROUP}?url=http://127.0.0.1/x&secret={KEY}")  # fields come from the body
         assert query.status_code == 400 and "'url'" in query.text
 
 
@@ -383,7 +385,7 @@ def test_wrong_methods_are_405_naming_the_allowed_ones(server: Server) -> None:
 )
 def test_private_addresses_are_refused(strict: Server, url: str) -> None:
     with strict.client("manager") as http:
-        response = http.post(GROUP, data={"url": url, "secret": "k"})
+        response = http.post(GROUP, data={"url": url, "secret": KEY})
         assert response.status_code == 400, response.text
         assert error_id(response) == "0201"
         assert "'url'" in response.text
@@ -449,18 +451,47 @@ def test_signature_and_backoff() -> None:
     body = b"<thread/>"
     expected = hmac.new(b"key", body, hashlib.sha256).hexdigest()
     assert webhooks.signature("key", body) == f"sha256={expected}"
+    timed = hmac.new(b"key", b"1796000000.ab12.<thread/>", hashlib.sha256).hexdigest()
+    assert webhooks.timed_signature("key", 1796000000, "ab12", body) == f"t=1796000000,v1={timed}"
     for attempts in range(1, 60):
         delay = webhooks.backoff(attempts)
         assert 0 <= delay <= min(webhooks.BACKOFF_CAP, webhooks.BACKOFF_BASE * 2 ** (attempts - 1))
 
 
 # -- deliveries -------------------------------------------------------------------------------
+TOLERANCE = 300  # seconds a receiver accepts between a delivery's timestamp and its clock
+
+
+def verify_timed(headers: dict[str, str], body: bytes, secret: str) -> bool:
+    """What docs/webhooks.md tells receivers to do with `X-Threadsvc-Signature-V2`."""
+    fields = dict(part.split("=", 1) for part in headers["x-threadsvc-signature-v2"].split(","))
+    timestamp, delivery = fields["t"], headers["x-threadsvc-delivery"]
+    if timestamp != headers["x-threadsvc-timestamp"] or not timestamp.isdigit():
+        return False
+    if abs(time.time() - int(timestamp)) > TOLERANCE:
+        return False
+    signed = f"{timestamp}.{delivery}.".encode() + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"])
+
+
 def check_signed(received: Received, secret: str, event: str) -> None:
+    """Both signatures hold; the timed one not for the same body under another delivery id,
+    nor at another time."""
     assert received.headers["content-type"] == XML_TYPE
     assert received.headers["x-threadsvc-event"] == event
     assert re.fullmatch(r"[0-9a-f]{32}", received.headers["x-threadsvc-delivery"])
     mac = hmac.new(secret.encode(), received.body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(received.headers["x-threadsvc-signature"], f"sha256={mac}")
+    assert verify_timed(received.headers, received.body, secret)
+    replayed = {**received.headers, "x-threadsvc-delivery": secrets.token_hex(16)}
+    assert not verify_timed(replayed, received.body, secret)
+    stamp = str(int(received.headers["x-threadsvc-timestamp"]) + 1)
+    later = {**received.headers, "x-threadsvc-timestamp": stamp,
+             "x-threadsvc-signature-v2": received.headers["x-threadsvc-signature-v2"].replace(
+                 f"t={received.headers['x-threadsvc-timestamp']},", f"t={stamp},")}
+    assert not verify_timed(later, received.body, secret)
+    assert not verify_timed(received.headers, received.body + b" ", secret)
     validate(received.body)
 
 
@@ -501,7 +532,7 @@ def test_the_final_status_is_delivered_signed(server: Server, receiver: Receiver
 def test_server_webhooks_hear_every_thread(server: Server, receiver: Receiver) -> None:
     path, other_path = unique("server"), unique("other")
     with server.client("admin") as admin:
-        webhook = register(admin, receiver.url(path), where=SERVER, secret="srv")
+        webhook = register(admin, receiver.url(path), where=SERVER, secret=SRV)
         group_thread = start_sleep(admin, seconds="0")
         started = admin.post("/ps/service/threads", data={"job": "sleep", "seconds": "0"})
         assert started.status_code == 202
@@ -511,7 +542,7 @@ def test_server_webhooks_hear_every_thread(server: Server, receiver: Receiver) -
             assert time.monotonic() < deadline, "a final status was not delivered"
             time.sleep(0.05)
         for received in receiver.received(path):
-            check_signed(received, "srv", "final")
+            check_signed(received, SRV, "final")
         admin.delete(f"{SERVER}/{webhook['id']}")
     with server.client("othermgr") as other:
         register(
@@ -531,13 +562,13 @@ def test_server_webhooks_hear_every_thread(server: Server, receiver: Receiver) -
 def test_events_all_follow_every_change_in_order(server: Server, receiver: Receiver) -> None:
     path = unique("all")
     with server.client("manager") as http:
-        register(http, receiver.url(path), events="all", secret="every")
+        register(http, receiver.url(path), events="all", secret="every-change-secret")
         thread_id = start_sleep(http, seconds="0.8", steps="4", warn="2")
         got = receiver.wait(path, 4)
         time.sleep(0.6)
         got = for_thread(receiver.received(path), thread_id)
     for received in got:
-        check_signed(received, "every", received.headers["x-threadsvc-event"])
+        check_signed(received, "every-change-secret", received.headers["x-threadsvc-event"])
     changes = [(r.headers["x-threadsvc-event"], r.thread.get("status")) for r in got]
     assert changes == [
         ("status", "inprogress"),
@@ -565,7 +596,7 @@ def test_a_cancelled_thread_is_delivered_as_cancelled(server: Server, receiver: 
 
 
 def test_failures_are_retried_with_the_same_delivery_id(server: Server, receiver: Receiver) -> None:
-    path, secret = unique("retry"), "retry-secret"
+    path, secret = unique("retry"), "retry-secret-of-16+"
     receiver.fail[path] = 2
     with server.client("manager") as http:
         webhook = register(http, receiver.url(path), secret=secret)
@@ -600,7 +631,7 @@ def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
         _,
     ):
         with server.client("manager") as http:
-            webhook = register(http, url, secret="later")
+            webhook = register(http, url, secret=LATER)
             location = f"{GROUP}/{webhook['id']}"
             thread_id = start_sleep(http, seconds="0")
             # nothing listens: attempts fail with no connection (code 0)
@@ -610,7 +641,7 @@ def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
         try:
             server.start()
             [received] = receiver.wait("/down", 1)
-            check_signed(received, "later", "final")
+            check_signed(received, LATER, "final")
             assert received.thread.get("id") == thread_id
             assert received.thread.get("status") == "completed"
             with server.client("manager") as http:
@@ -668,7 +699,7 @@ def test_an_attempt_connects_to_the_address_it_checked(
     thread = Thread("ab" * 16, "Sleep thread", "u", 240, "sleep", {}, Status.COMPLETED, 1, 2, 3)
     due = DueDelivery(
         Delivery("cd" * 16, 1, thread.id, "final", "pending", 0, 0, None, None, 0),
-        Webhook(1, 240, url, "pin", "final", "manager", 0),
+        Webhook(1, 240, url, "pin", "final", "manager", 0),  # a short secret from before the rule
         thread,
     )
 

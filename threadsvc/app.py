@@ -27,7 +27,7 @@ from threadsvc.store.base import Store
 from threadsvc.web import errors
 from threadsvc.web.api import AppState, Renderings
 from threadsvc.web.console import Console, ConsoleSessions
-from threadsvc.web.middleware import ApiAlias, BodyLimit
+from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
 from threadsvc.web.routes import console_routes, routes
 from threadsvc.web.waiting import StreamQuota
 from threadsvc.webhooks import DeliveryWorker, WebhookService
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*routes(), *console_routes()],
         middleware=[
+            Middleware(NoSniff),  # outermost: every answer, including those of the others
             Middleware(ApiAlias),
             Middleware(BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout),
             Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)

@@ -9,17 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio.to_thread
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, Serializer, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
+from threadsvc import private
 from threadsvc.errors import OUT_OF_SPACE, LinkRefused, StorageFull
-from threadsvc.models import Result
+from threadsvc.models import Result, now_ms
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -35,11 +36,11 @@ class ResultFiles:
     @contextlib.contextmanager
     def writer(self, thread_id: str) -> Iterator[tuple[BinaryIO, Path]]:
         """A file to write the result into; it replaces any earlier one only when complete."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(self.root)
         final = self.root / thread_id
         partial = self.root / f"{thread_id}.part"
         try:
-            with open(partial, "wb") as out:
+            with private.create(partial) as out:
                 yield out, final
                 out.flush()
                 os.fsync(out.fileno())
@@ -71,25 +72,49 @@ class Link:
     expires: int  # epoch ms
 
 
+class _Uncompressed(URLSafeTimedSerializer):
+    """Tokens of three dot-separated parts always (itsdangerous may compress a payload, which
+    adds a leading dot); ours are short anyway."""
+
+    def dump_payload(self, obj: object) -> bytes:
+        return base64_encode(Serializer.dump_payload(self, obj))
+
+
 class ResultLinks:
-    """Signed, expiring tokens naming a thread's result (itsdangerous; key rotation aware)."""
+    """Signed, expiring tokens naming a thread's result (itsdangerous; key rotation aware).
+
+    A token carries the thread id and the exact moment (epoch ms) it stops working, the one
+    shown as `<result expires>`: from that millisecond on it is refused. (itsdangerous's own
+    timestamp counts whole seconds, so alone it let a link work up to a second longer.)"""
 
     def __init__(self, secret_keys: tuple[str, ...], ttl: int) -> None:
-        self._signer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="result-link")
+        self._signer = _Uncompressed(list(reversed(secret_keys)), salt="result-link")
         self.ttl = ttl
 
     def sign(self, thread_id: str) -> Link:
-        now = int(time.time())
-        return Link(self._signer.dumps(thread_id), (now + self.ttl) * 1000)
+        expires = now_ms() + self.ttl * 1000
+        return Link(self._signer.dumps([thread_id, expires]), expires)
 
     def verify(self, token: str) -> str:
         try:
-            thread_id = self._signer.loads(token, max_age=self.ttl)
+            # The signed second is checked too (a bound on any token, whatever it claims).
+            payload = self._signer.loads(token, max_age=self.ttl + 1)
         except SignatureExpired:
-            raise LinkRefused("This link has expired; ask the service for a new one") from None
+            raise LinkRefused(EXPIRED) from None
         except BadSignature:
             raise LinkRefused("This link is not valid") from None
-        if not isinstance(thread_id, str):
-            raise LinkRefused("This link is not valid")
-        return thread_id
+        match payload:
+            case [str(thread_id), int(expires)] if not isinstance(expires, bool):
+                if now_ms() >= expires:
+                    raise LinkRefused(EXPIRED)
+                return thread_id
+            case str(thread_id):  # signed before links carried their expiry: whole seconds
+                try:
+                    self._signer.loads(token, max_age=self.ttl)
+                except SignatureExpired:
+                    raise LinkRefused(EXPIRED) from None
+                return thread_id
+        raise LinkRefused("This link is not valid")
 
+
+EXPIRED = "This link has expired; ask the service for a new one"

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import anyio.to_thread
 
+from threadsvc import private
 from threadsvc.errors import OUT_OF_SPACE, BodyTooLarge, StorageFull
 
 
@@ -73,10 +74,10 @@ class Uploads:
 
     def _store(self, thread_id: str, param: str, index: int, upload: Upload) -> dict[str, Any]:
         directory = self.directory(thread_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(directory)
         target = directory / f"{param}-{index}"
         size = 0
-        with open(target, "wb") as out:
+        with private.create(target) as out:
             while chunk := upload.file.read(1024 * 1024):
                 size += len(chunk)
                 if size > self.max_file:

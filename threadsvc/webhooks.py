@@ -10,7 +10,8 @@ app's lifespan beside the runner) and sends what is due:
 - it claims each delivery before sending it (its `next_attempt` moves `LEASE` ahead), so no
   other worker or node sends it meanwhile; only the oldest pending delivery of a (webhook,
   thread) is ever claimable, so a thread's changes arrive in order;
-- each attempt POSTs the `<thread>` of the snapshot, signed, within `SEND_TIMEOUT` seconds;
+- each attempt POSTs the `<thread>` of the snapshot, signed (the body alone, and the attempt's
+  timestamp with the delivery id and the body), within `SEND_TIMEOUT` seconds;
   any 2xx is success, anything else (a redirect included: they are not followed) is retried
   after a random delay of up to BACKOFF_BASE × 2^(attempts-1) seconds (full jitter), at
   most BACKOFF_CAP, until GIVE_UP_AFTER after the change, when the delivery is `failed`.
@@ -66,6 +67,7 @@ PRUNE_EVERY = 600.0  # seconds between deletions of deliveries older than `threa
 RECENT = 20  # deliveries shown with a webhook
 
 MAX_URL = 2000
+MIN_SECRET = 16  # characters: a short secret is guessed offline from one signed delivery
 MAX_SECRET = 1000
 CONTENT_TYPE = "application/xml;charset=utf-8"
 
@@ -155,6 +157,27 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
+def timed_signature(secret: str, timestamp: int, delivery_id: str, body: bytes) -> str:
+    """`t=TIMESTAMP,v1=HEX`: HMAC-SHA256 of `TIMESTAMP.DELIVERY_ID.BODY`, keyed as above.
+
+    The body signature alone lets a captured delivery be replayed at any time, and under any
+    delivery id (a receiver that ignores repeats would take it as new); this one binds the
+    body to its delivery id and to the moment of the attempt, which a receiver checks against
+    its clock (docs/webhooks.md)."""
+    signed = f"{timestamp}.{delivery_id}.".encode("ascii") + body
+    mac = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def signed_headers(secret: str, delivery_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The signature headers of one attempt; `timestamp` in whole seconds since the epoch."""
+    return {
+        "X-Threadsvc-Signature": signature(secret, body),
+        "X-Threadsvc-Timestamp": str(timestamp),
+        "X-Threadsvc-Signature-V2": timed_signature(secret, timestamp, delivery_id, body),
+    }
+
+
 def delivery_body(thread: Thread, link: render.ResultLink | None = None) -> bytes:
     return render.to_xml(render.thread_element(thread, admin=False, link=link))
 
@@ -208,6 +231,8 @@ class WebhookService:
         secret = fields.get("secret", "")
         if not secret.strip():
             raise BadParameter("secret", "is required")
+        if len(secret) < MIN_SECRET:  # webhooks registered before this rule keep theirs
+            raise BadParameter("secret", f"must be at least {MIN_SECRET} characters")
         if len(secret) > MAX_SECRET:
             raise BadParameter("secret", f"is longer than {MAX_SECRET} characters")
         if "\x00" in secret:
@@ -391,7 +416,7 @@ class DeliveryWorker:
         body = delivery_body(due.thread, self._result_link(due.thread))
         headers = {
             "Content-Type": CONTENT_TYPE,
-            "X-Threadsvc-Signature": signature(due.webhook.secret, body),
+            **signed_headers(due.webhook.secret, due.delivery.id, body, now_ms() // 1000),
             "X-Threadsvc-Delivery": due.delivery.id,
             "X-Threadsvc-Event": due.delivery.event,
         }

@@ -35,6 +35,7 @@ from threadsvc.models import (
     ThreadFilter,
     ThreadPage,
 )
+from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.base import ActiveLimits, NewLogEvent
 from threadsvc.store.coalesce import Coalescer
 from threadsvc.store.common import (
@@ -64,6 +65,7 @@ T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
 log = logging.getLogger(__name__)
 CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
+DRIVER_LOGGERS = ("psycopg", "psycopg.pool")
 # Seconds a call waits for a pooled connection once the server was found unreachable (instead of
 # the pool's `timeout`), until a call succeeds again: during an outage requests are 503 at once
 # rather than each holding its client for the whole timeout.
@@ -91,6 +93,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         self._down = False  # the last call could not reach the server
         self._claimed_seqs = ClaimedLogSeqs()
         self._coalesced_notify = Coalescer(self._notify)
+        self._redact_logs = RedactStoreUrl(dsn)
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -104,21 +107,42 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             open=False,
             name="threadsvc",
         )
+        for name in DRIVER_LOGGERS:  # the pool logs each failed connection, quoting libpq
+            logging.getLogger(name).addFilter(self._redact_logs)
         try:
             await pool.open(wait=True, timeout=self._timeout)
             async with pool.connection() as conn:
                 await migrate_postgres(conn)
         except BaseException as exc:
             await pool.close()
+            self._remove_log_filters()
             if isinstance(exc, psycopg.Error):
-                raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
+                reason = _describe(exc, self.dsn)
+                if isinstance(exc, PoolTimeout):  # the pool says only that it gave up: why?
+                    reason = await self._why_not(reason)
+                raise StoreUnavailable(f"PostgreSQL store: {reason}") from _safe(exc, self.dsn)
             raise
         self._pool = pool
+
+    async def _why_not(self, default: str) -> str:
+        """The driver's reason for refusing a connection now (a wrong password, an unknown
+        host...), redacted; `default` when it connects after all."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=5)
+        except psycopg.Error as exc:
+            return _describe(exc, self.dsn)
+        await conn.close()
+        return default
+
+    def _remove_log_filters(self) -> None:
+        for name in DRIVER_LOGGERS:
+            logging.getLogger(name).removeFilter(self._redact_logs)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        self._remove_log_filters()
 
     async def _transaction(
         self, fn: Callable[[Conn], Awaitable[T]], snapshot: bool, *, begin: bool = True
@@ -141,11 +165,13 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                 return result
             except _ROLLED_BACK as exc:
                 if attempt == ATTEMPTS:
-                    raise StoreUnavailable(f"PostgreSQL store: {_describe(exc)}") from exc
+                    raise StoreUnavailable(
+                        f"PostgreSQL store: {_describe(exc, self.dsn)}"
+                    ) from _safe(exc, self.dsn)
             except psycopg.IntegrityError as exc:
                 raise Conflict(_describe(exc)) from exc
             except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
-                raise self._unavailable(exc) from exc
+                raise self._unavailable(exc) from _safe(exc, self.dsn)
         raise AssertionError("unreachable")
 
     def _wait(self) -> float | None:
@@ -156,7 +182,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         """The error a driver or pool failure becomes; notes when the server is unreachable."""
         if isinstance(exc, psycopg.OperationalError | PoolTimeout):
             self._down = True
-        return StoreUnavailable(f"PostgreSQL store: {_describe(exc)}")
+        return StoreUnavailable(f"PostgreSQL store: {_describe(exc, self.dsn)}")
 
     async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `fn` in one READ COMMITTED transaction."""
@@ -219,7 +245,8 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             except psycopg.Error as exc:
-                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", delay, exc)
+                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", delay,
+                            _describe(exc, self.dsn))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -230,7 +257,8 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                     async for notify in conn.notifies():
                         yield notify.payload
             except psycopg.Error as exc:
-                log.warning("lost the connection listening for other nodes: %s", exc)
+                log.warning("lost the connection listening for other nodes: %s",
+                            _describe(exc, self.dsn))
                 await asyncio.sleep(delay)
 
     # -- threads ----------------------------------------------------------------------------
@@ -510,6 +538,13 @@ async def _set_mode(conn: Conn, snapshot: bool) -> None:
         await conn.set_read_only(read_only)
 
 
-def _describe(exc: BaseException) -> str:
-    """The driver's message on one line (server messages may carry DETAIL lines)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _describe(exc: BaseException, dsn: str | None = None) -> str:
+    """The driver's message on one line (server messages may carry DETAIL lines), without
+    the store URL's password (libpq quotes a connection string it cannot parse)."""
+    return redact(" ".join(str(exc).split()), dsn) or type(exc).__name__
+
+
+def _safe(exc: BaseException, dsn: str) -> BaseException | None:
+    """`exc` as the cause of the error raised for it, unless its text (which a logged
+    traceback shows) holds the password."""
+    return exc if redact(str(exc), dsn) == str(exc) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
 from threadsvc.models import (
     Level,
@@ -88,7 +90,14 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
 
     async def open(self) -> None:
         if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(self.path.parent)
+        if str(self.path) != ":memory:":
+            # Owner-only before SQLite opens it: SQLite gives its -wal and -shm files the mode
+            # of the database file.
+            with contextlib.suppress(OSError):  # SQLite itself says what is wrong
+                os.close(os.open(self.path, os.O_RDONLY | os.O_CREAT, private.FILE_MODE))
+            for suffix in ("", "-wal", "-shm"):
+                private.restrict(Path(f"{self.path}{suffix}"))
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
 

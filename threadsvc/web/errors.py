@@ -96,11 +96,17 @@ def out_of_space(exc: BaseException | None) -> bool:
     return False
 
 
+# Starlette sends what `internal_error` answers outside every middleware (NoSniff included).
+OUTSIDE_MIDDLEWARE = {"X-Content-Type-Options": "nosniff"}
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     if out_of_space(exc):  # e.g. an upload written to a full data-dir
         log.warning("no space left on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
-            request, 507, "0507", "No space left on the server to store this; try again later"
+            request, 507, "0507", "No space left on the server to store this; try again later",
+            dict(OUTSIDE_MIDDLEWARE),
         )
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, 500, "0500", "Internal error; it has been logged")
+    return error_response(request, 500, "0500", "Internal error; it has been logged",
+                          dict(OUTSIDE_MIDDLEWARE))

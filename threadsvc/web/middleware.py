@@ -1,4 +1,5 @@
-"""ASGI middleware: /ps/api as an alias of /ps/service, and the cap on request bodies."""
+"""ASGI middleware: /ps/api as an alias of /ps/service, the cap on request bodies, and the
+headers every answer carries."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import time
 from urllib.parse import unquote
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadsvc.errors import BodyTooLarge, RequestTooSlow
@@ -101,3 +103,24 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class NoSniff:
+    """`X-Content-Type-Options: nosniff` on every answer (errors, 304s, redirects, downloads,
+    event streams, console pages, /health): a browser must not guess that a result, a log or
+    an error message naming a client's text is HTML or script."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, sending)

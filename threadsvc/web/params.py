@@ -8,31 +8,41 @@ from datetime import UTC, datetime
 from threadsvc.errors import BadParameter
 from threadsvc.models import ACTIVE, FINAL, Level, Status
 
-_INT = re.compile(r"[0-9]{1,15}")
+_INT = re.compile(r"[0-9]{1,15}")  # epoch milliseconds
+_DIGITS = re.compile(r"[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def text(name: str, raw: str | None) -> str | None:
-    """A text filter: None when absent or empty; a NUL (which no store can hold) is a 400."""
-    if raw is None or raw == "":
-        return None
-    if "\x00" in raw:
-        raise BadParameter(name, "may not hold a NUL character")
+def _no_controls(name: str, raw: str) -> str:
+    """A control character in any parameter is a 400: no name, job, group, number or date
+    holds one, and a NUL would reach the store (PostgreSQL refuses it)."""
+    if _CONTROL.search(raw):
+        raise BadParameter(name, "may not hold control characters")
     return raw
 
 
+def text(name: str, raw: str | None) -> str | None:
+    """A text filter: None when absent or empty."""
+    if raw is None or raw == "":
+        return None
+    return _no_controls(name, raw)
+
+
 def integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    """A whole number from `low` to `high`, both accepted (ASCII digits only)."""
     if raw is None or raw == "":
         return default
-    if not _INT.fullmatch(raw.strip()):
+    digits = _no_controls(name, raw).strip()
+    if not _DIGITS.fullmatch(digits) or len(digits.lstrip("0")) > len(str(high)):
         raise BadParameter(name, f"must be a whole number from {low} to {high}")
-    value = int(raw)
+    value = int(digits)
     if not low <= value <= high:
         raise BadParameter(name, f"must be from {low} to {high}")
     return value
 
 
 def statuses(raw: str | None) -> frozenset[Status]:
-    if raw is None or raw.strip() == "":
+    if raw is None or _no_controls("status", raw).strip() == "":
         return ACTIVE
     found: set[Status] = set()
     for word in raw.split(","):
@@ -53,7 +63,7 @@ def statuses(raw: str | None) -> frozenset[Status]:
 
 def timestamp(name: str, raw: str | None) -> int | None:
     """ISO 8601 (UTC when no offset is given) or epoch milliseconds."""
-    if raw is None or raw.strip() == "":
+    if raw is None or _no_controls(name, raw).strip() == "":
         return None
     text = raw.strip()
     if _INT.fullmatch(text):
@@ -68,7 +78,7 @@ def timestamp(name: str, raw: str | None) -> int | None:
 
 
 def level(raw: str | None) -> Level:
-    if raw is None or raw.strip() == "":
+    if raw is None or _no_controls("level", raw).strip() == "":
         return Level.DEBUG
     try:
         return Level.parse(raw)

@@ -116,8 +116,8 @@ async def _listing(
     status = q.get("status") or default_status
     query = ThreadFilter(
         statuses=params.statuses(status),
-        username=q.get("user") or None,
-        job=q.get("job") or None,
+        username=params.text("user", q.get("user")),
+        job=params.text("job", q.get("job")),
         page=params.integer("page", q.get("page"), 1, 1, 10**9),
         pagesize=PAGESIZE,
     )
