@@ -14,7 +14,9 @@ CREATE TABLE users (
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT,
     is_admin BOOLEAN NOT NULL DEFAULT false,
-    created BIGINT NOT NULL
+    created BIGINT NOT NULL,
+    disabled BOOLEAN NOT NULL DEFAULT false,
+    credential_version BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE TABLE groups (
@@ -42,11 +44,16 @@ CREATE TABLE oauth_clients (
     created BIGINT NOT NULL
 );
 
+-- Sign-in attempts per name ('client:ID' for OAuth clients), and per client address when
+-- lockout-per-address is on ('' when it is off). `failures` counts attempts reserved in the
+-- window, checked or still being checked.
 CREATE TABLE login_failures (
-    username TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
     failures BIGINT NOT NULL,
     window_start BIGINT NOT NULL,
-    locked_until BIGINT NOT NULL DEFAULT 0
+    locked_until BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (username, address)
 );
 
 CREATE TABLE threads (

@@ -11,7 +11,9 @@ CREATE TABLE users (
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT,
     is_admin INTEGER NOT NULL DEFAULT 0,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    credential_version INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE groups (
@@ -39,11 +41,16 @@ CREATE TABLE oauth_clients (
     created INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Sign-in attempts per name ('client:ID' for OAuth clients), and per client address when
+-- lockout-per-address is on ('' when it is off). `failures` counts attempts reserved in the
+-- window, checked or still being checked.
 CREATE TABLE login_failures (
-    username TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
     failures INTEGER NOT NULL,
     window_start INTEGER NOT NULL,
-    locked_until INTEGER NOT NULL DEFAULT 0
+    locked_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (username, address)
 ) WITHOUT ROWID;
 
 CREATE TABLE threads (

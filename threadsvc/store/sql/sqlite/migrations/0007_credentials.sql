@@ -1,0 +1,15 @@
+-- 0007: accounts that can be disabled, a credential version that ends console sessions, and
+-- sign-in attempts counted per name and client address. The counts only matter for minutes,
+-- so the old table is dropped rather than copied (a lock in force when the store is migrated
+-- is lifted).
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN credential_version INTEGER NOT NULL DEFAULT 0;
+DROP TABLE login_failures;
+CREATE TABLE login_failures (
+    username TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    failures INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (username, address)
+) WITHOUT ROWID;
