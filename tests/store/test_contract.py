@@ -126,6 +126,9 @@ async def test_disabled_and_removed_users_are_no_users(store: Store) -> None:
     assert [e.user.username for e in await store.list_users()] == ["bob"]
     assert await store.remove_user("bob")
     assert not await store.remove_user("bob")
+    namesake = await store.create_user("bob", None, True)
+    assert namesake.id != user.id  # the newest user removed: its id is still not given again
+    assert await store.remove_user("bob")
     assert not await store.set_password("bob", None)
     assert not await store.set_disabled("bob", True)
 

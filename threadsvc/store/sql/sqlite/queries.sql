@@ -8,8 +8,13 @@ SELECT value FROM server_settings WHERE key = :key;
 INSERT INTO server_settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
 
 -- name: insert_user
-INSERT INTO users (username, password_hash, is_admin, created)
-VALUES (:username, :password_hash, :is_admin, :created)
+-- Never the id of a removed user (SQLite would reuse the highest): what named that user (a
+-- console session) must not name the new one. users_removed keeps the highest removed id.
+INSERT INTO users (id, username, password_hash, is_admin, created)
+VALUES (
+    max(coalesce((SELECT max(id) FROM users), 0),
+        coalesce((SELECT CAST(value AS INTEGER) FROM server_settings WHERE key = 'removed-user-id'), 0)) + 1,
+    :username, :password_hash, :is_admin, :created)
 RETURNING id;
 
 -- name: update_user

@@ -15,6 +15,11 @@ CREATE TABLE users (
     disabled INTEGER NOT NULL DEFAULT 0,
     credential_version INTEGER NOT NULL DEFAULT 0
 );
+CREATE TRIGGER users_removed AFTER DELETE ON users
+BEGIN
+    INSERT INTO server_settings (key, value) VALUES ('removed-user-id', old.id)
+    ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), old.id);
+END;
 
 CREATE TABLE groups (
     id INTEGER PRIMARY KEY,

@@ -4,6 +4,12 @@
 -- is lifted).
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN credential_version INTEGER NOT NULL DEFAULT 0;
+-- A removed user's id is never given again (see insert_user).
+CREATE TRIGGER users_removed AFTER DELETE ON users
+BEGIN
+    INSERT INTO server_settings (key, value) VALUES ('removed-user-id', old.id)
+    ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), old.id);
+END;
 DROP TABLE login_failures;
 CREATE TABLE login_failures (
     username TEXT NOT NULL,
