@@ -46,4 +46,4 @@ INSERT INTO server_settings (key, value) VALUES (%(key)s, %(value)s)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: clear_login_failures_from
-DELETE FROM login_failures WHERE username = %(username)s AND address = %(address)s;
+DELETE FROM sign_in_attempts WHERE username = %(username)s AND address = %(address)s;

@@ -79,11 +79,11 @@ SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_i
 WHERE m.user_id = %(user_id)s ORDER BY g.name;
 
 -- name: get_login_failures
-SELECT failures, window_start, locked_until FROM login_failures
+SELECT failures, window_start, locked_until FROM sign_in_attempts
 WHERE username = %(username)s AND address = %(address)s;
 
 -- name: put_login_failures
-INSERT INTO login_failures (username, address, failures, window_start, locked_until)
+INSERT INTO sign_in_attempts (username, address, failures, window_start, locked_until)
 VALUES (%(username)s, %(address)s, %(failures)s, %(window_start)s, %(locked_until)s)
 ON CONFLICT (username, address) DO UPDATE SET
     failures = excluded.failures,
@@ -91,10 +91,10 @@ ON CONFLICT (username, address) DO UPDATE SET
     locked_until = excluded.locked_until;
 
 -- name: clear_login_failures
-DELETE FROM login_failures WHERE username = %(username)s;
+DELETE FROM sign_in_attempts WHERE username = %(username)s;
 
 -- name: forget_login_failures
-DELETE FROM login_failures WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
+DELETE FROM sign_in_attempts WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
 
 -- name: get_thread
 SELECT * FROM threads WHERE id = %(id)s;

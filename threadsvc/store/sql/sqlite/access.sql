@@ -46,4 +46,4 @@ INSERT INTO server_settings (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: clear_login_failures_from
-DELETE FROM login_failures WHERE username = :username AND address = :address;
+DELETE FROM sign_in_attempts WHERE username = :username AND address = :address;

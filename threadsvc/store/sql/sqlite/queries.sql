@@ -70,11 +70,11 @@ SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_i
 WHERE m.user_id = :user_id ORDER BY g.name;
 
 -- name: get_login_failures
-SELECT failures, window_start, locked_until FROM login_failures
+SELECT failures, window_start, locked_until FROM sign_in_attempts
 WHERE username = :username AND address = :address;
 
 -- name: put_login_failures
-INSERT INTO login_failures (username, address, failures, window_start, locked_until)
+INSERT INTO sign_in_attempts (username, address, failures, window_start, locked_until)
 VALUES (:username, :address, :failures, :window_start, :locked_until)
 ON CONFLICT (username, address) DO UPDATE SET
     failures = excluded.failures,
@@ -82,10 +82,10 @@ ON CONFLICT (username, address) DO UPDATE SET
     locked_until = excluded.locked_until;
 
 -- name: clear_login_failures
-DELETE FROM login_failures WHERE username = :username;
+DELETE FROM sign_in_attempts WHERE username = :username;
 
 -- name: forget_login_failures
-DELETE FROM login_failures WHERE window_start <= :window_over AND locked_until <= :now;
+DELETE FROM sign_in_attempts WHERE window_start <= :window_over AND locked_until <= :now;
 
 -- name: insert_thread
 INSERT INTO threads (id, name, username, group_id, job, params, status, created, version, idempotency_key)

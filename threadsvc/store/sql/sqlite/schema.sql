@@ -46,10 +46,19 @@ CREATE TABLE oauth_clients (
     created INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Unused since 0007 (sign_in_attempts): kept so that nodes of the previous version keep
+-- working on a migrated store until they are replaced.
+CREATE TABLE login_failures (
+    username TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
 -- Sign-in attempts per name ('client:ID' for OAuth clients), and per client address when
 -- lockout-per-address is on ('' when it is off). `failures` counts attempts reserved in the
 -- window, checked or still being checked.
-CREATE TABLE login_failures (
+CREATE TABLE sign_in_attempts (
     username TEXT NOT NULL,
     address TEXT NOT NULL DEFAULT '',
     failures INTEGER NOT NULL,

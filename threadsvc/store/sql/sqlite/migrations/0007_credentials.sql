@@ -1,7 +1,6 @@
 -- 0007: accounts that can be disabled, a credential version that ends console sessions, and
--- sign-in attempts counted per name and client address. The counts only matter for minutes,
--- so the old table is dropped rather than copied (a lock in force when the store is migrated
--- is lifted).
+-- sign-in attempts counted per name and client address, in a new table (login_failures stays
+-- for nodes of the previous version; a lock in force when the store is migrated is lifted).
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN credential_version INTEGER NOT NULL DEFAULT 0;
 -- A removed user's id is never given again (see insert_user).
@@ -10,8 +9,7 @@ BEGIN
     INSERT INTO server_settings (key, value) VALUES ('removed-user-id', old.id)
     ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), old.id);
 END;
-DROP TABLE login_failures;
-CREATE TABLE login_failures (
+CREATE TABLE sign_in_attempts (
     username TEXT NOT NULL,
     address TEXT NOT NULL DEFAULT '',
     failures INTEGER NOT NULL,
