@@ -161,3 +161,16 @@ def test_odd_sign_in_names_are_never_a_5xx(server: Server, raw: bytes) -> None:
                            b"client_secret=s&client_id=" + raw,
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert client.status_code in (400, 401, 413), client.status_code
+
+
+@pytest.mark.parametrize("name", ["ctl\x01name", "esc\x1b[0m", "bidi\u202eeman", "\ufffe"])
+def test_a_locked_odd_name_is_a_clean_429(server: Server, name: str) -> None:
+    """The lock's message names what was locked, which the client chose: it stays XML."""
+    basic = base64.b64encode(f"{name}:pw".encode()).decode()
+    for _ in range(ATTEMPTS):
+        check_error(httpx.get(f"{server.url}{GROUP}/threads",
+                              headers={"Authorization": f"Basic {basic}"}), 401, "0100")
+        check_error(token_request(server, name, "secret"), 401, "0100")
+    check_error(httpx.get(f"{server.url}{GROUP}/threads",
+                          headers={"Authorization": f"Basic {basic}"}), 429, "0301")
+    check_error(token_request(server, name, "secret"), 429, "0301")
