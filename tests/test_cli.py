@@ -180,7 +180,11 @@ def test_account_commands(tmp_path: Path) -> None:
         "user", "list", "--db", url)
     assert client_id not in call("client", "list", "--db", url)  # deleted with the tokens
     assert "no user 'dana'" in call("user", "token", "--db", url, "dana", code=1)
+    assert "disabled: yes" in call("user", "show", "--db", url, "dana")
     call("user", "enable", "--db", url, "dana")
+    assert "disabled: no" in call("user", "show", "--db", url, "dana")
+    assert '"groups": {}' in call("user", "show", "--db", url, "dana", "--json")
+    assert "no user 'erin'" in call("user", "show", "--db", url, "erin", code=1)
     listed = call("user", "list", "--db", url, "--json")
     assert '"username": "dana"' in listed and '"disabled": false' in listed
 

@@ -102,6 +102,14 @@ async def list_users(admin: Admin) -> list[UserEntry]:
     return await admin.store.list_users()
 
 
+async def show_user(admin: Admin, username: str) -> tuple[UserEntry, list[tuple[Group, Role]]]:
+    """The user (disabled or not) and their groups with their role in each."""
+    entry = next((e for e in await admin.store.list_users() if e.user.username == username), None)
+    if entry is None:
+        raise NotFound(f"no user '{username}'")
+    return entry, await admin.store.groups_of(entry.user.id)
+
+
 async def remove_client(admin: Admin, client_id: str) -> None:
     """The client; its access tokens end (within `auth-cache-seconds` on a running server)."""
     if not await admin.store.remove_oauth_client(client_id):

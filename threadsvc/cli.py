@@ -260,6 +260,27 @@ def user_list(config: str | None, db: str | None, as_json: bool) -> None:
         click.echo(f"{e.user.username:24} {flags}".rstrip())
 
 
+@user.command("show")
+@store_options
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True, help="JSON rather than lines")
+def user_show(config: str | None, db: str | None, username: str, as_json: bool) -> None:
+    """USERNAME: administrator or not, disabled or not, and their role in each group."""
+    settings = settings_from(config, db=db)
+    entry, groups = run(settings, lambda a: admin.show_user(a, username))
+    roles = {group.name: role.label for group, role in groups}
+    if as_json:
+        click.echo(json.dumps({"username": entry.user.username, "admin": entry.user.is_admin,
+                               "disabled": entry.disabled, "created": entry.created,
+                               "groups": roles}))
+        return
+    click.echo(f"username: {entry.user.username}")
+    click.echo(f"administrator: {'yes' if entry.user.is_admin else 'no'}")
+    click.echo(f"disabled: {'yes' if entry.disabled else 'no'}")
+    for name, label in roles.items():
+        click.echo(f"group: {name} ({label})")
+
+
 @main.group()
 def client() -> None:
     """OAuth 2 clients (client credentials)."""
