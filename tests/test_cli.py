@@ -120,3 +120,97 @@ def test_serve_demo(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(20)
+
+
+@pytest.mark.parametrize("name", ["", "a b", "tab\there", "colon:name", "system", "x" * 65,
+                                  "bell\x07", "del\x7f", "zero\u200bwidth", "nbsp\u00a0",
+                                  "line\u2028sep", " lead", "trail "])
+def test_usernames_follow_one_rule(tmp_path: Path, name: str) -> None:
+    """1 to 64 visible characters, no control characters, whitespace or ':', not `system`: the
+    CLI refuses others as a usage error and creates nothing; Identity.add_user (which `--demo`
+    and everything else that makes users call) refuses them too."""
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    result = CliRunner().invoke(main, ["user", "add", "--db", url, name, "--password", "pw"])
+    assert result.exit_code == 2 and "username" in result.output, result.output
+
+    async def direct() -> None:
+        from threadsvc import admin
+        from threadsvc.errors import BadParameter
+        from threadsvc.settings import Settings
+
+        async with admin.opened(Settings(db=url)) as a:
+            with pytest.raises(BadParameter, match="username"):
+                await a.identity.add_user(name, "pw", False)
+            assert await a.store.list_users() == []
+
+    anyio.run(direct)
+
+
+def test_usernames_that_follow_the_rule(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    for name in ("x" * 64, "zoë", "a", "Systém", "user.name-1_2@example.org", "SYSTEM"):
+        result = CliRunner().invoke(main, ["user", "add", "--db", url, name])
+        assert result.exit_code == 0, (name, result.output)
+
+
+def test_account_commands(tmp_path: Path) -> None:
+    db = tmp_path / "accounts.db"
+    url = f"sqlite:///{db}"
+    runner = CliRunner()
+
+    def call(*args: str, input: str | None = None, code: int = 0) -> str:
+        result = runner.invoke(main, list(args), input=input)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    call("user", "add", "--db", url, "dana", "--password", "first")
+    (dana, _), _ = _store_state(db, "dana")  # type: ignore[misc]
+    call("user", "passwd", "--db", url, "dana", input="second\n")
+    (after, second_hash), _ = _store_state(db, "dana")  # type: ignore[misc]
+    assert verify_password("second", second_hash) and not verify_password("first", second_hash)
+    assert after.credential_version == dana.credential_version + 1
+    assert "standard input" in call("user", "passwd", "--db", url, "dana", input="\n", code=2)
+    assert "no user 'erin'" in call("user", "passwd", "--db", url, "erin", input="x\n", code=1)
+
+    call("user", "token", "--db", url, "dana")
+    client_id = call("client", "add", "--db", url, "dana").split()[1]
+    assert client_id in call("client", "list", "--db", url)
+    call("user", "disable", "--db", url, "dana")
+    assert "dana" in call("user", "list", "--db", url) and "disabled" in call(
+        "user", "list", "--db", url)
+    assert client_id not in call("client", "list", "--db", url)  # deleted with the tokens
+    assert "no user 'dana'" in call("user", "token", "--db", url, "dana", code=1)
+    assert "disabled: yes" in call("user", "show", "--db", url, "dana")
+    call("user", "enable", "--db", url, "dana")
+    assert "disabled: no" in call("user", "show", "--db", url, "dana")
+    assert '"groups": {}' in call("user", "show", "--db", url, "dana", "--json")
+    assert "no user 'erin'" in call("user", "show", "--db", url, "erin", code=1)
+    listed = call("user", "list", "--db", url, "--json")
+    assert '"username": "dana"' in listed and '"disabled": false' in listed
+
+    client_id = call("client", "add", "--db", url, "dana").split()[1]
+    call("client", "remove", "--db", url, client_id)
+    assert "no client" in call("client", "remove", "--db", url, client_id, code=1)
+    assert "no failed sign-ins" in call("user", "unlock", "--db", url, "dana")
+    call("user", "remove", "--db", url, "dana")
+    assert "no user 'dana'" in call("user", "remove", "--db", url, "dana", code=1)
+    for command in ("disable", "enable"):
+        assert "no user 'dana'" in call("user", command, "--db", url, "dana", code=1)
+
+
+def test_demo_passwords_are_a_password_change(tmp_path: Path) -> None:
+    """`serve --demo` gives its accounts new passwords each time: their sessions end."""
+    from threadsvc import admin
+    from threadsvc.settings import Settings
+
+    async def twice() -> tuple[int, int]:
+        async with admin.opened(Settings(db=f"sqlite:///{tmp_path / 'demo.db'}")) as a:
+            await admin.ensure_demo(a)
+            first = await a.store.get_user("demo-manager")
+            await admin.ensure_demo(a)
+            second = await a.store.get_user("demo-manager")
+            assert first is not None and second is not None
+            return first[0].credential_version, second[0].credential_version
+
+    first, second = anyio.run(twice)
+    assert second > first

@@ -14,7 +14,7 @@ from threadsvc.models import Group, Role
 from threadsvc.service import valid_group_name
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
-from threadsvc.store.base import Store
+from threadsvc.store.base import Store, UserEntry
 
 DEMO_GROUP = "demo"
 DEMO_ADMIN = "demo-admin"
@@ -65,6 +65,55 @@ async def remove_member(admin: Admin, group_name: str, username: str) -> None:
         group.id, found[0].id
     ):
         raise NotFound(f"'{username}' is not a member of group '{group_name}'")
+
+
+async def set_password(admin: Admin, username: str, password: str) -> None:
+    """A new password; the user's console sessions end (on every node, at their next request)."""
+    if not password:
+        raise BadParameter("password", "must not be empty")
+    await admin.identity.set_password(username, password)
+
+
+async def disable_user(admin: Admin, username: str) -> None:
+    """Refuse every credential of the user (their threads stay): sessions and access tokens end,
+    API tokens and OAuth clients are deleted."""
+    if not await admin.store.set_disabled(username, True):
+        raise NotFound(f"no user '{username}'")
+
+
+async def enable_user(admin: Admin, username: str) -> None:
+    """Their password works again; tokens and clients deleted when disabled stay deleted."""
+    if not await admin.store.set_disabled(username, False):
+        raise NotFound(f"no user '{username}'")
+
+
+async def remove_user(admin: Admin, username: str) -> None:
+    """The user, their memberships, tokens and clients; their threads stay."""
+    if not await admin.store.remove_user(username):
+        raise NotFound(f"no user '{username}'")
+
+
+async def unlock_user(admin: Admin, username: str) -> bool:
+    """Lift a lockout of the name (from every address); False when there was none."""
+    return await admin.store.clear_login_failures(username)
+
+
+async def list_users(admin: Admin) -> list[UserEntry]:
+    return await admin.store.list_users()
+
+
+async def show_user(admin: Admin, username: str) -> tuple[UserEntry, list[tuple[Group, Role]]]:
+    """The user (disabled or not) and their groups with their role in each."""
+    entry = next((e for e in await admin.store.list_users() if e.user.username == username), None)
+    if entry is None:
+        raise NotFound(f"no user '{username}'")
+    return entry, await admin.store.groups_of(entry.user.id)
+
+
+async def remove_client(admin: Admin, client_id: str) -> None:
+    """The client; its access tokens end (within `auth-cache-seconds` on a running server)."""
+    if not await admin.store.remove_oauth_client(client_id):
+        raise NotFound(f"no client '{client_id}'")
 
 
 async def revoke_token(admin: Admin, token: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import re
 import sys
@@ -16,7 +17,8 @@ import click
 
 from threadsvc import admin
 from threadsvc.client import Client, ClientError, ThreadInfo, ThreadsvcClientError
-from threadsvc.errors import ThreadsvcError
+from threadsvc.errors import BadParameter, ThreadsvcError
+from threadsvc.identity import check_username
 from threadsvc.jobs.command import parse_commands
 from threadsvc.settings import Settings, SettingsError, load_settings
 
@@ -155,8 +157,10 @@ def user_add(config: str | None, db: str | None, username: str, is_admin: bool,
         raise click.UsageError("give --password or --password-stdin, not both")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    if not username.strip() or len(username) > 100 or ":" in username:
-        raise click.UsageError("a username is 1 to 100 characters, without ':'")
+    try:
+        check_username(username)
+    except BadParameter as exc:
+        raise click.UsageError(str(exc)) from None
     settings = settings_from(config, db=db)
     run(settings, lambda a: a.identity.add_user(username, password or None, is_admin))
     click.echo(f"added user {username}" + (" (administrator)" if is_admin else ""), err=True)
@@ -184,6 +188,99 @@ def user_revoke_token(config: str | None, db: str | None) -> None:
     click.echo("revoked the token", err=True)
 
 
+@user.command("passwd")
+@store_options
+@click.argument("username")
+def user_passwd(config: str | None, db: str | None, username: str) -> None:
+    """Give USERNAME the password read from standard input; their console sessions end."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("give the new password on standard input")
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.set_password(a, username, password))
+    click.echo(f"changed the password of {username}", err=True)
+
+
+@user.command("disable")
+@store_options
+@click.argument("username")
+def user_disable(config: str | None, db: str | None, username: str) -> None:
+    """Refuse every credential of USERNAME (their threads stay); deletes their API tokens and
+    OAuth clients, and ends their sessions and access tokens."""
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.disable_user(a, username))
+    click.echo(f"disabled {username}", err=True)
+
+
+@user.command("enable")
+@store_options
+@click.argument("username")
+def user_enable(config: str | None, db: str | None, username: str) -> None:
+    """Let a disabled USERNAME sign in again (their old tokens and clients stay deleted)."""
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.enable_user(a, username))
+    click.echo(f"enabled {username}", err=True)
+
+
+@user.command("remove")
+@store_options
+@click.argument("username")
+def user_remove(config: str | None, db: str | None, username: str) -> None:
+    """Remove USERNAME with their memberships, tokens and clients (their threads stay)."""
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.remove_user(a, username))
+    click.echo(f"removed {username}", err=True)
+
+
+@user.command("unlock")
+@store_options
+@click.argument("username")
+def user_unlock(config: str | None, db: str | None, username: str) -> None:
+    """Lift a lockout of USERNAME after failed sign-ins (from every address)."""
+    settings = settings_from(config, db=db)
+    lifted = run(settings, lambda a: admin.unlock_user(a, username))
+    click.echo(f"unlocked {username}" if lifted else f"{username} had no failed sign-ins",
+               err=True)
+
+
+@user.command("list")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="JSON rather than a table")
+def user_list(config: str | None, db: str | None, as_json: bool) -> None:
+    """Every user: name, administrator or not, disabled or not."""
+    settings = settings_from(config, db=db)
+    entries = run(settings, admin.list_users)
+    if as_json:
+        click.echo(json.dumps([{"username": e.user.username, "admin": e.user.is_admin,
+                                "disabled": e.disabled, "created": e.created} for e in entries]))
+        return
+    for e in entries:
+        flags = ", ".join(f for f, on in (("administrator", e.user.is_admin),
+                                          ("disabled", e.disabled)) if on)
+        click.echo(f"{e.user.username:24} {flags}".rstrip())
+
+
+@user.command("show")
+@store_options
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True, help="JSON rather than lines")
+def user_show(config: str | None, db: str | None, username: str, as_json: bool) -> None:
+    """USERNAME: administrator or not, disabled or not, and their role in each group."""
+    settings = settings_from(config, db=db)
+    entry, groups = run(settings, lambda a: admin.show_user(a, username))
+    roles = {group.name: role.label for group, role in groups}
+    if as_json:
+        click.echo(json.dumps({"username": entry.user.username, "admin": entry.user.is_admin,
+                               "disabled": entry.disabled, "created": entry.created,
+                               "groups": roles}))
+        return
+    click.echo(f"username: {entry.user.username}")
+    click.echo(f"administrator: {'yes' if entry.user.is_admin else 'no'}")
+    click.echo(f"disabled: {'yes' if entry.disabled else 'no'}")
+    for name, label in roles.items():
+        click.echo(f"group: {name} ({label})")
+
+
 @main.group()
 def client() -> None:
     """OAuth 2 clients (client credentials)."""
@@ -198,6 +295,30 @@ def client_add(config: str | None, db: str | None, username: str) -> None:
     client_id, secret = run(settings, lambda a: a.identity.new_client(username))
     click.echo(f"client_id: {client_id}")
     click.echo(f"client_secret: {secret}")
+
+
+@client.command("remove")
+@store_options
+@click.argument("client_id")
+def client_remove(config: str | None, db: str | None, client_id: str) -> None:
+    """Remove a client; its access tokens end within `auth-cache-seconds`."""
+    settings = settings_from(config, db=db)
+    run(settings, lambda a: admin.remove_client(a, client_id))
+    click.echo(f"removed client {client_id}", err=True)
+
+
+@client.command("list")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="JSON rather than a table")
+def client_list(config: str | None, db: str | None, as_json: bool) -> None:
+    """Every client: its id and the user it acts as."""
+    settings = settings_from(config, db=db)
+    found = run(settings, lambda a: a.store.list_oauth_clients())
+    if as_json:
+        click.echo(json.dumps([{"client_id": c, "username": u, "created": t} for c, u, t in found]))
+        return
+    for client_id, username, _ in found:
+        click.echo(f"{client_id}  {username}")
 
 
 @main.group()

@@ -2,6 +2,15 @@
 
 Tokens and client secrets are random and long, so a SHA-256 of them is enough to store;
 passwords are people's, so they get scrypt. Every comparison is constant-time.
+
+Threat model: anyone who can reach the server guesses passwords and client secrets, many at once
+and from several nodes' worth of connections. Each attempt is reserved in the store before its
+secret is checked, so at most `lockout-attempts` are checked per name in a window, on every node
+together; the rest are refused unchecked. Every failure and every lock is logged with the
+client's address (never the secret). A credential ends with what it stands for: access tokens
+name their client and the user's id (removing either ends them), console sessions the user's
+credential version (a password change, disabling or removal ends them), and a disabled user is
+no user at all to the store's lookups.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -18,16 +28,34 @@ import anyio.to_thread
 from cachetools import TTLCache
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from threadsvc.errors import AccountLocked, AuthenticationFailed, NotFound
+from threadsvc.errors import AccountLocked, AuthenticationFailed, BadParameter, NotFound
 from threadsvc.models import Principal, Role, User, now_ms
 from threadsvc.settings import Settings
-from threadsvc.store.base import Store
+from threadsvc.store.base import LoginFailures, Store
+
+log = logging.getLogger("threadsvc.auth")
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 API_TOKEN_PREFIX = "tsv_"
 CLIENT_ID_PREFIX = "tsc_"
 VERIFIED_TTL = 10.0  # seconds a verified password is remembered (a changed one is honoured after)
 CACHED_USERS = 10_000  # bearer tokens and users whose roles are remembered, at most
+CLIENT_KEY = "client:"  # lockout counts of an OAuth client id (no username holds a ':')
+LONGEST_NAME = 200  # a longer sign-in name or client id is no one's: refused without a count
+READ_SCOPE = "read"  # the one OAuth scope: an access token that may only read (GET, HEAD)
+RESERVED_USERNAMES = frozenset({"system"})  # the server's own threads
+
+
+def check_username(name: str) -> None:
+    """The rule for every username the server creates: 1 to 64 visible characters, none of them
+    a control character, whitespace or ':' (Basic credentials split at the first ':'), and not
+    a reserved name. Raises BadParameter."""
+    if not 1 <= len(name) <= 64:
+        raise BadParameter("username", "must be 1 to 64 characters")
+    if any(not ch.isprintable() or ch.isspace() or ch == ":" for ch in name):
+        raise BadParameter("username", "must not contain whitespace, control characters or ':'")
+    if name in RESERVED_USERNAMES:
+        raise BadParameter("username", f"'{name}' is reserved for the server")
 
 
 def hash_password(password: str) -> str:
@@ -76,6 +104,7 @@ def token_hash(token: str) -> str:
 class AccessToken:
     access_token: str
     expires_in: int
+    scope: str  # "" (everything the user may do) or READ_SCOPE
 
 
 class Identity:
@@ -86,13 +115,13 @@ class Identity:
         self.settings = settings
         # itsdangerous signs with the last key and verifies with all of them.
         self._access = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="access-token")
-        self._verified: dict[str, tuple[float, int]] = {}
+        self._verified: dict[str, tuple[float, int, int]] = {}  # until, user id, version
         self._pepper = secrets.token_bytes(16)
         self._checks: anyio.CapacityLimiter | None = None  # made in the loop, on first use
         # Polling clients send the same token many times a second: remember what it named
         # (the user, and until when an access token is valid) and the user's roles briefly.
         ttl = settings.auth_cache_seconds
-        self._bearers: TTLCache[str, tuple[User, float]] | None = (
+        self._bearers: TTLCache[str, tuple[User, float, str]] | None = (
             TTLCache(CACHED_USERS, ttl) if ttl > 0 else None
         )
         self._roles: TTLCache[int, dict[int, Role]] | None = (
@@ -101,12 +130,19 @@ class Identity:
 
     # -- creating ---------------------------------------------------------------------------
     async def add_user(self, username: str, password: str | None, is_admin: bool) -> User:
+        check_username(username)
         hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
         return await self.store.create_user(username, hashed, is_admin)
 
     async def set_user(self, username: str, password: str | None, is_admin: bool) -> User:
         hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
         return await self.store.update_user(username, hashed, is_admin)
+
+    async def set_password(self, username: str, password: str | None) -> None:
+        """A new password (None: tokens only); ends the user's console sessions."""
+        hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
+        if not await self.store.set_password(username, hashed):
+            raise NotFound(f"no user '{username}'")
 
     async def new_api_token(self, username: str) -> str:
         user = await self._user(username)
@@ -128,31 +164,52 @@ class Identity:
         return found[0]
 
     # -- checking ---------------------------------------------------------------------------
-    async def check_password(self, username: str, password: str) -> User:
-        now = now_ms()
-        failures = await self.store.get_login_failures(username)
-        if failures is not None and failures.locked_until > now:
-            retry = max(1, (failures.locked_until - now + 999) // 1000)
-            raise AccountLocked(f"Too many failed sign-ins for '{username}'; try later", retry)
-        found = await self.store.get_user(username)
-        stored = found[1] if found is not None else None
-        if found is not None and stored is not None:
-            ok = self._recently_verified(username, password, found[0]) or await self._verify(
-                password, stored
-            )
-        else:
-            ok = await self._verify(password, _DUMMY_HASH)  # as slow as for a known user
-            ok = False
-        if not ok or found is None:
-            window = self.settings.lockout_seconds * 1000
-            await self.store.record_login_failure(
-                username, now, window, self.settings.lockout_attempts
-            )
+    async def check_password(self, username: str, password: str, address: str = "") -> User:
+        """The user, once the password is right; `address` is the client's, for the log and,
+        with `lockout-per-address`, for the count."""
+        if "\x00" in username or len(username) > LONGEST_NAME:  # no store holds such a name
+            log.warning("failed sign-in for %r from %s: no such name", username[:80], address)
             raise AuthenticationFailed("Wrong username or password")
-        if failures is not None:
-            await self.store.clear_login_failures(username)
+        counted = address if self.settings.lockout_per_address else ""
+        found = await self.store.get_user(username)
+        if found is not None and self._recently_verified(username, password, found[0]):
+            # A client polling with Basic: no scrypt and no write (unless there are failures
+            # to forget, as after any success), but a lock still holds.
+            failures = await self.store.get_login_failures(username, counted)
+            now = now_ms()
+            if failures is not None and failures.locked_until > now:
+                raise _locked(f"Too many failed sign-ins for '{username}'", failures, now)
+            if failures is not None:
+                await self.store.clear_login_failures(username, counted)
+            return found[0]
+        now = now_ms()
+        counts, reserved = await self._reserve(username, counted, now)
+        if not reserved:
+            log.warning("sign-in refused for %r from %s: locked", username, address)
+            raise _locked(f"Too many failed sign-ins for '{username}'", counts, now)
+        stored = found[1] if found is not None else None
+        ok = await self._verify(password, stored or _DUMMY_HASH)  # as slow for everyone
+        if not ok or found is None or stored is None:
+            self._log_failure("sign-in", username, address, counts)
+            raise AuthenticationFailed("Wrong username or password")
+        await self.store.clear_login_failures(username, counted)
         self._remember(username, password, found[0])
         return found[0]
+
+    async def _reserve(self, name: str, address: str, now: int) -> tuple[LoginFailures | None, bool]:
+        window = self.settings.lockout_seconds * 1000
+        attempts = self.settings.lockout_attempts
+        return await self.store.reserve_login_attempt(name, address, now, window, attempts)
+
+    def _log_failure(
+        self, what: str, name: str, address: str, counts: LoginFailures | None
+    ) -> None:
+        attempts = self.settings.lockout_attempts
+        seen = counts.failures if counts is not None else 0
+        log.warning("failed %s for %r from %s (%d of %d)", what, name, address, seen, attempts)
+        if counts is not None and counts.locked_until and seen >= attempts:
+            log.warning("%s for %r locked for %d s after %d failures (the last from %s)",
+                        what, name, self.settings.lockout_seconds, seen, address)
 
     async def _verify(self, password: str, stored: str) -> bool:
         if self._checks is None:
@@ -165,52 +222,82 @@ class Identity:
         return hmac.new(self._pepper, f"{username}\0{password}".encode(), "sha256").hexdigest()
 
     def _recently_verified(self, username: str, password: str, user: User) -> bool:
+        """Whether this password was right for this very user, at their current credential
+        version (a password changed on any node counts from the next request)."""
         entry = self._verified.get(self._cache_key(username, password))
-        return entry is not None and entry[0] > time.monotonic() and entry[1] == user.id
+        return (
+            entry is not None
+            and entry[0] > time.monotonic()
+            and entry[1:] == (user.id, user.credential_version)
+        )
 
     def _remember(self, username: str, password: str, user: User) -> None:
         if len(self._verified) > 10_000:
             self._verified.clear()
         expires = time.monotonic() + VERIFIED_TTL
-        self._verified[self._cache_key(username, password)] = (expires, user.id)
+        key = self._cache_key(username, password)
+        self._verified[key] = (expires, user.id, user.credential_version)
 
     async def check_bearer(self, token: str) -> User:
+        return (await self.bearer(token))[0]
+
+    async def bearer(self, token: str) -> tuple[User, str]:
+        """The user a bearer token names, and its scope ("" or READ_SCOPE)."""
         key = token_hash(token)
         cached = self._bearers.get(key) if self._bearers is not None else None
         if cached is not None and cached[1] > time.time():
-            return cached[0]
-        user, valid_until = await self._bearer_user(token, key)
+            return cached[0], cached[2]
+        user, valid_until, scope = await self._bearer_user(token, key)
         if self._bearers is not None:
-            self._bearers[key] = (user, valid_until)
-        return user
+            self._bearers[key] = (user, valid_until, scope)
+        return user, scope
 
-    async def _bearer_user(self, token: str, key: str) -> tuple[User, float]:
-        """The user a token names, and until when (epoch seconds) the token is valid."""
+    async def _bearer_user(self, token: str, key: str) -> tuple[User, float, str]:
+        """The user a token names, until when (epoch seconds) the token is valid, its scope."""
         if token.startswith(API_TOKEN_PREFIX):
             user = await self.store.user_for_token(key)
             if user is not None:
-                return user, float("inf")
+                return user, float("inf"), ""
             raise AuthenticationFailed("Unknown or revoked token")
         ttl = self.settings.access_token_ttl
         try:
             data, signed = self._access.loads(token, max_age=ttl, return_timestamp=True)
         except BadSignature:
             raise AuthenticationFailed("Invalid or expired access token") from None
-        username = data.get("u") if isinstance(data, dict) else None
-        found = await self.store.get_user(username) if isinstance(username, str) else None
-        if found is None:
+        # An access token names its client and the user's id: removing the client, or the user
+        # (even if another of the same name follows), or disabling the user, ends it.
+        data = data if isinstance(data, dict) else {}
+        client_id, user_id, scope = data.get("c"), data.get("u"), data.get("s", "")
+        found = await self.store.get_oauth_client(client_id) if isinstance(client_id, str) else None
+        if found is None or type(user_id) is not int or found[0].id != user_id:
             raise AuthenticationFailed("Invalid or expired access token")
-        return found[0], signed.timestamp() + ttl
+        return found[0], signed.timestamp() + ttl, scope if scope == READ_SCOPE else ""
 
-    async def issue_access_token(self, client_id: str, secret: str) -> AccessToken:
-        if "\x00" in client_id:  # no store can hold it, so no client has it
+    async def issue_access_token(
+        self, client_id: str, secret: str, scope: str = "", address: str = ""
+    ) -> AccessToken:
+        """An access token for a client's id and secret. Wrong secrets count against the client
+        id as wrong passwords count against a name (`lockout-attempts` a window)."""
+        if scope not in ("", READ_SCOPE):
+            raise BadParameter("scope", f"is not known (invalid_scope): give none, or '{READ_SCOPE}'")
+        if "\x00" in client_id or len(client_id) > LONGEST_NAME:  # no client has such an id
+            log.warning("failed OAuth token request for %r from %s", client_id[:80], address)
             raise AuthenticationFailed("Unknown client or wrong secret")
+        now = now_ms()
+        counts, reserved = await self._reserve(CLIENT_KEY + client_id, "", now)
+        if not reserved:
+            log.warning("OAuth token request for %r from %s refused: locked", client_id, address)
+            raise _locked(f"Too many failed attempts for client '{client_id}'", counts, now)
         found = await self.store.get_oauth_client(client_id)
         expected = found[1] if found is not None else token_hash(secrets.token_hex(16))
         if not hmac.compare_digest(token_hash(secret), expected) or found is None:
+            self._log_failure("OAuth token request", client_id, address, counts)
             raise AuthenticationFailed("Unknown client or wrong secret")
-        token = self._access.dumps({"u": found[0].username})
-        return AccessToken(token, self.settings.access_token_ttl)
+        await self.store.clear_login_failures(CLIENT_KEY + client_id, "")
+        claims: dict[str, object] = {"c": client_id, "u": found[0].id}
+        if scope:
+            claims["s"] = scope
+        return AccessToken(self._access.dumps(claims), self.settings.access_token_ttl, scope)
 
     async def principal(self, user: User) -> Principal:
         roles = self._roles.get(user.id) if self._roles is not None else None
@@ -219,3 +306,8 @@ class Identity:
             if self._roles is not None:
                 self._roles[user.id] = roles
         return Principal(user=user, roles=roles)
+
+
+def _locked(message: str, counts: LoginFailures | None, now: int) -> AccountLocked:
+    until = counts.locked_until if counts is not None else 0
+    return AccountLocked(f"{message}; try later", max(1, (until - now + 999) // 1000))

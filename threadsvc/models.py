@@ -94,6 +94,9 @@ class User:
     id: int
     username: str
     is_admin: bool
+    # Bumped by a password change, disabling and removal: a console session records it, and
+    # ends when it no longer matches.
+    credential_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ class Settings:
     max_upload_file: int = 100 * 1024 * 1024  # one uploaded file
     lockout_attempts: int = 5
     lockout_seconds: int = 900
+    # Count failed sign-ins per username and client address rather than per username: a
+    # stranger can no longer lock a user out, but each address gets its own attempts.
+    lockout_per_address: bool = False
     webhook_allow_private: bool = False
     shutdown_grace: float = 10.0
     # Seconds a connection has to send a request's headers (from connecting, or from its last

@@ -73,8 +73,9 @@ def test_sign_in_starts_a_new_session_holding_only_ids(server: Server) -> None:
         })
         assert response.status_code == 303
         after = session_of(client)
-        assert set(after) == {"sid", "uid", "username"}
+        assert set(after) == {"sid", "uid", "username", "cv"}
         assert after["username"] == "contributor" and isinstance(after["uid"], int)
+        assert isinstance(after["cv"], int)  # the credential version: a password change ends it
         assert after["sid"] != before["sid"]  # a planted session id is worth nothing
         # the token of the anonymous session does not work with the new one
         stale = client.post(f"{UI}/sign-out", data={"csrf": csrf_of(form)})

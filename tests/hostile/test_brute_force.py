@@ -131,3 +131,23 @@ def test_many_guesses_cost_the_attacker_not_the_server(server: Server) -> None:
     assert set(codes) == {429} and len(codes) >= 10, codes
     assert basic(server, "contributor", password("contributor")).status_code == 200
     wait_unlocked()
+
+
+def test_a_locked_client_id_is_not_a_locked_user(server: Server) -> None:
+    """Wrong client secrets count against the client id (tests/hostile/test_oauth_abuse.py),
+    a count of its own: it locks the client, not the user it acts as, nor their password."""
+    out = subprocess.run(
+        [sys.executable, "-m", "threadsvc", "client", "add", "--config", str(server.config),
+         "othermgr"], check=True, capture_output=True, text=True).stdout
+    client = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    for i in range(ATTEMPTS + 1):
+        httpx.post(f"{server.url}/ps/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": client["client_id"],
+            "client_secret": f"wrong-{i}"})
+    refused = httpx.post(f"{server.url}/ps/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": client["client_id"],
+        "client_secret": client["client_secret"]})
+    check_error(refused, 429, "0301")
+    assert httpx.get(f"{server.url}/ps/service/groups/other/threads",
+                     auth=("othermgr", password("othermgr"))).status_code == 200
+    wait_unlocked()

@@ -219,8 +219,9 @@ def test_a_revoked_api_token_is_401_within_the_auth_cache(
 def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> None:
     """The key list rotates: ["new", KEY] still accepts what KEY signed, ["new"] refuses it."""
     tid = with_result(server)
-    assert bearer(server, access_token(server, client_credentials(server, "contributor"))
-                  ).status_code == 200
+    issued = access_token(server, client_credentials(server, "contributor"))
+    assert bearer(server, issued).status_code == 200
+    claims = URLSafeTimedSerializer(KEY, salt="access-token").loads(issued)
     config = server.config.read_text()
     try:
         for keys, accepted in ((["new-key", KEY], True), (["new-key"], False)):
@@ -232,7 +233,7 @@ def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> No
             server.start()
             # as the server signed them with KEY (made now: their lifetimes are 2 s)
             link = URLSafeTimedSerializer(KEY, salt="result-link").dumps(tid)
-            token = URLSafeTimedSerializer(KEY, salt="access-token").dumps({"u": "contributor"})
+            token = URLSafeTimedSerializer(KEY, salt="access-token").dumps(claims)
             download = httpx.get(results_url(server, link))
             if accepted:
                 assert download.status_code == 200
@@ -241,6 +242,7 @@ def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> No
                 check_error(download, 403, "0400")
                 check_refused_token(bearer(server, token))
     finally:
-        server.stop()
-        server.config.write_text(config)
+        server.stop()  # back to KEY signing: the store knows "new-key" signed last, so keep it
+        server.config.write_text(config.replace(
+            f'secret-key = ["{KEY}"]', f'secret-key = ["{KEY}", "new-key"]'))
         server.start()

@@ -68,26 +68,36 @@ async def test_identity_round_trip(store: Store) -> None:
     assert await store.groups_of(user.id) == [(group, Role.MANAGER)]
 
 
-async def test_login_failures_lock_after_attempts(store: Store) -> None:
+async def test_login_attempts_are_reserved_and_lock_at_the_limit(store: Store) -> None:
     now = 1_000_000
     for attempt in range(1, 3):
-        failures = await store.record_login_failure("alice", now + attempt, 900_000, 3)
+        failures, reserved = await store.reserve_login_attempt("alice", "", now + attempt, 900_000, 3)
+        assert reserved and failures is not None
         assert failures.failures == attempt and failures.locked_until == 0
-    failures = await store.record_login_failure("alice", now + 3, 900_000, 3)
-    assert failures.locked_until == now + 3 + 900_000
-    # a new window once the old one is over
-    later = await store.record_login_failure("alice", now + 2_000_000, 900_000, 3)
-    assert later.failures == 1 and later.locked_until == 0
-    await store.clear_login_failures("alice")
+    # the attempt that reaches the limit is made, and locks before its password is checked
+    failures, reserved = await store.reserve_login_attempt("alice", "", now + 3, 900_000, 3)
+    assert reserved and failures is not None and failures.locked_until == now + 3 + 900_000
+    refused, reserved = await store.reserve_login_attempt("alice", "", now + 4, 900_000, 3)
+    assert not reserved and refused == failures  # unchanged
+    # another address is another count; a new window once the old one and the lock are over
+    other, reserved = await store.reserve_login_attempt("alice", "10.0.0.1", now + 5, 900_000, 3)
+    assert reserved and other is not None and other.failures == 1
+    later, reserved = await store.reserve_login_attempt("alice", "", now + 2_000_000, 900_000, 3)
+    assert reserved and later is not None and later.failures == 1 and later.locked_until == 0
+    assert await store.clear_login_failures("alice", "")
     assert await store.get_login_failures("alice") is None
+    assert await store.get_login_failures("alice", "10.0.0.1") is not None
+    assert await store.clear_login_failures("alice")  # every address
+    assert await store.get_login_failures("alice", "10.0.0.1") is None
+    assert not await store.clear_login_failures("alice")
 
 
 async def test_login_failures_are_forgotten_once_window_and_lock_are_over(store: Store) -> None:
     window = 900_000
-    await store.record_login_failure("once", 1_000, window, 3)  # one miss, window over at 901_000
+    await store.reserve_login_attempt("once", "", 1_000, window, 3)  # window over at 901_000
     for attempt in range(3):  # locked at 2_002 until 902_002
-        await store.record_login_failure("locked", 2_000 + attempt, window, 3)
-    await store.record_login_failure("recent", 500_000, window, 3)
+        await store.reserve_login_attempt("locked", "", 2_000 + attempt, window, 3)
+    await store.reserve_login_attempt("recent", "", 500_000, window, 3)
     assert await store.forget_login_failures(901_000, window) == 1
     assert await store.get_login_failures("once") is None
     assert await store.get_login_failures("locked") is not None  # window over, lock not
@@ -95,6 +105,32 @@ async def test_login_failures_are_forgotten_once_window_and_lock_are_over(store:
     assert await store.get_login_failures("locked") is None
     recent = await store.get_login_failures("recent")
     assert recent is not None and recent.failures == 1
+
+
+async def test_disabled_and_removed_users_are_no_users(store: Store) -> None:
+    user = await store.create_user("bob", "hash", False)
+    assert user.credential_version == 0
+    await store.add_api_token(user.id, "token-hash")
+    await store.add_oauth_client(user.id, "tsc_bob", "secret-hash")
+    assert await store.set_password("bob", "other-hash")
+    found = await store.get_user("bob")
+    assert found is not None and found[0].credential_version == 1
+    assert await store.set_disabled("bob", True)
+    assert await store.get_user("bob") is None
+    assert await store.user_for_token("token-hash") is None
+    assert await store.get_oauth_client("tsc_bob") is None
+    assert await store.set_disabled("bob", False)
+    found = await store.get_user("bob")
+    assert found is not None and found[0].credential_version == 2
+    assert await store.user_for_token("token-hash") is None  # deleted, not hidden
+    assert [e.user.username for e in await store.list_users()] == ["bob"]
+    assert await store.remove_user("bob")
+    assert not await store.remove_user("bob")
+    namesake = await store.create_user("bob", None, True)
+    assert namesake.id != user.id  # the newest user removed: its id is still not given again
+    assert await store.remove_user("bob")
+    assert not await store.set_password("bob", None)
+    assert not await store.set_disabled("bob", True)
 
 
 async def test_an_idempotency_key_names_one_thread_for_a_day(store: Store) -> None:

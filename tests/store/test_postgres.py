@@ -152,7 +152,7 @@ async def test_active_counts_follow_every_change(postgres: PostgresCluster) -> N
             await insert(0, 20, "initialised")
             await insert(20, 10, "completed")
             async with conn.transaction():
-                assert await apply_postgres_migrations(conn, 5) == 6
+                assert await apply_postgres_migrations(conn, 5) == latest_version("postgres")
             await check()
             await insert(30, 12, "initialised")
             await check()
@@ -317,12 +317,13 @@ async def test_nodes_claiming_together_take_different_threads(dsn: str) -> None:
         await asyncio.gather(*(n.close() for n in nodes))
 
 
-async def test_login_failures_counted_together_are_all_counted(store: PostgresStore) -> None:
-    await asyncio.gather(
-        *(store.record_login_failure("alice", now_ms(), 900_000, 100) for _ in range(20))
+async def test_login_attempts_reserved_together_are_all_counted(store: PostgresStore) -> None:
+    results = await asyncio.gather(
+        *(store.reserve_login_attempt("alice", "", now_ms(), 900_000, 5) for _ in range(20))
     )
+    assert sum(reserved for _, reserved in results) == 5
     failures = await store.get_login_failures("alice")
-    assert failures is not None and failures.failures == 20
+    assert failures is not None and failures.failures == 5 and failures.locked_until > 0
 
 
 async def test_explicit_group_ids_do_not_collide_with_automatic_ones(

@@ -42,9 +42,40 @@ class NewLogEvent:
 
 @dataclass(frozen=True, slots=True)
 class LoginFailures:
+    """Sign-in attempts of one name (and address) in the window that started at `window_start`:
+    every attempt reserved, whether its check failed or is still running."""
+
     failures: int
     window_start: int
     locked_until: int
+
+
+def reserve_attempt(
+    current: LoginFailures | None, now: int, window_ms: int, attempts: int
+) -> LoginFailures | None:
+    """The counts once one more attempt is reserved, or None when none may be made now.
+
+    The attempt that reaches `attempts` locks the name at once, before its password is checked,
+    so that however many arrive together no more than `attempts` are ever checked in a window;
+    its own check still runs, and a success lifts the lock (the store's caller clears it)."""
+    if current is not None and current.locked_until > now:
+        return None
+    if current is None or current.window_start <= now - window_ms:
+        count, start = 1, now
+    else:
+        count, start = current.failures + 1, current.window_start
+    if count > max(1, attempts):
+        return None  # only when a lock was cleared by hand inside its window
+    return LoginFailures(count, start, now + window_ms if count >= attempts else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """A user as `threadsvc user list` shows them."""
+
+    user: User
+    disabled: bool
+    created: int
 
 
 class Store(Protocol):
@@ -69,6 +100,8 @@ class Store(Protocol):
     async def get_or_put_setting(self, key: str, value: str) -> str:
         """The stored value of `key`, storing `value` first when there is none."""
 
+    async def put_setting(self, key: str, value: str) -> None: ...
+
     # -- identity ---------------------------------------------------------------------------
     async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
         """Raises Conflict when the username is taken."""
@@ -77,7 +110,21 @@ class Store(Protocol):
         """Raises NotFound when there is no such user."""
 
     async def get_user(self, username: str) -> tuple[User, str | None] | None:
-        """The user and their password hash."""
+        """The user and their password hash; None for a disabled user, as for an unknown one
+        (every credential is looked up through here, `user_for_token` or `get_oauth_client`,
+        which also ignore disabled users)."""
+
+    async def list_users(self) -> list[UserEntry]: ...
+
+    async def set_password(self, username: str, password_hash: str | None) -> bool:
+        """Bumps the credential version; False when there is no such user."""
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Disabling bumps the credential version and deletes the user's API tokens and OAuth
+        clients, in one transaction; False when there is no such user."""
+
+    async def remove_user(self, username: str) -> bool:
+        """With their memberships, tokens and clients (their threads stay); False when none."""
 
     async def add_api_token(self, user_id: int, token_hash: str) -> None: ...
 
@@ -90,6 +137,11 @@ class Store(Protocol):
 
     async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
         """The client's user and the hash of its secret."""
+
+    async def remove_oauth_client(self, client_id: str) -> bool: ...
+
+    async def list_oauth_clients(self) -> list[tuple[str, str, int]]:
+        """(client id, username, created) of every client."""
 
     async def create_group(self, name: str, group_id: int | None = None) -> Group:
         """Raises Conflict when the name or id is taken."""
@@ -107,15 +159,18 @@ class Store(Protocol):
 
     async def groups_of(self, user_id: int) -> list[tuple[Group, Role]]: ...
 
-    async def get_login_failures(self, username: str) -> LoginFailures | None: ...
+    async def get_login_failures(self, username: str, address: str = "") -> LoginFailures | None:
+        ...
 
-    async def record_login_failure(
-        self, username: str, now: int, window_ms: int, attempts: int
-    ) -> LoginFailures:
-        """Count a failed password atomically: a new window once the last one is `window_ms`
-        old; the count reaching `attempts` locks the name until `now + window_ms`."""
+    async def reserve_login_attempt(
+        self, username: str, address: str, now: int, window_ms: int, attempts: int
+    ) -> tuple[LoginFailures | None, bool]:
+        """Reserve one sign-in attempt atomically (across nodes) by `reserve_attempt`: the
+        counts as they stand afterwards, and whether the attempt may be made."""
 
-    async def clear_login_failures(self, username: str) -> None: ...
+    async def clear_login_failures(self, username: str, address: str | None = None) -> bool:
+        """Forget the attempts of `username` from `address`, or from everywhere (None); False
+        when there were none."""
 
     async def forget_login_failures(self, now: int, window_ms: int) -> int:
         """Delete the counts that no longer matter: window over and no lock; how many. (Each

@@ -12,7 +12,7 @@ from threadsvc.models import (
     User,
     now_ms,
 )
-from threadsvc.store.base import LoginFailures
+from threadsvc.store.base import LoginFailures, UserEntry, reserve_attempt
 from threadsvc.store.postgres_sql import (
     Conn,
     Q,
@@ -44,6 +44,9 @@ class PostgresIdentityQueries:
 
         return await self._write(do)
 
+    async def put_setting(self, key: str, value: str) -> None:
+        await self._write(lambda conn: execute(conn, "put_setting", {"key": key, "value": value}))
+
     # -- identity ---------------------------------------------------------------------------
     async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
         async def do(conn: Conn) -> User:
@@ -67,7 +70,7 @@ class PostgresIdentityQueries:
             row = await fetch_one(conn, "update_user", args)
             if row is None:
                 raise NotFound(f"no user '{username}'")
-            return User(id=row["id"], username=username, is_admin=is_admin)
+            return User(row["id"], username, is_admin, row["credential_version"])
 
         return await self._write(do)
 
@@ -77,6 +80,39 @@ class PostgresIdentityQueries:
             return None if row is None else (user_from_row(row), row["password_hash"])
 
         return await self._read(do)
+
+    async def list_users(self) -> list[UserEntry]:
+        async def do(conn: Conn) -> list[UserEntry]:
+            rows = await fetch_all(conn, Q["list_users"])
+            return [
+                UserEntry(User(r["id"], r["username"], r["is_admin"]), r["disabled"], r["created"])
+                for r in rows
+            ]
+
+        return await self._read(do)
+
+    async def set_password(self, username: str, password_hash: str | None) -> bool:
+        args = {"username": username, "password_hash": password_hash}
+        return await self._write(lambda conn: execute(conn, "set_password", args)) > 0
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        async def do(conn: Conn) -> bool:
+            query = "disable_user" if disabled else "enable_user"
+            row = await fetch_one(conn, query, {"username": username})
+            if row is not None and disabled:
+                await execute(conn, "delete_tokens_of_user", {"user_id": row["id"]})
+                await execute(conn, "delete_clients_of_user", {"user_id": row["id"]})
+            return row is not None
+
+        return await self._write(do)
+
+    async def remove_user(self, username: str) -> bool:
+        async def do(conn: Conn) -> bool:
+            gone = await execute(conn, "delete_user", {"username": username}) > 0
+            await execute(conn, "clear_login_failures", {"username": username})
+            return gone
+
+        return await self._write(do)
 
     async def add_api_token(self, user_id: int, token_hash: str) -> None:
         args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
@@ -106,6 +142,17 @@ class PostgresIdentityQueries:
         async def do(conn: Conn) -> tuple[User, str] | None:
             row = await fetch_one(conn, "get_oauth_client", {"client_id": client_id})
             return None if row is None else (user_from_row(row), row["secret_hash"])
+
+        return await self._read(do)
+
+    async def remove_oauth_client(self, client_id: str) -> bool:
+        args = {"client_id": client_id}
+        return await self._write(lambda conn: execute(conn, "delete_oauth_client", args)) > 0
+
+    async def list_oauth_clients(self) -> list[tuple[str, str, int]]:
+        async def do(conn: Conn) -> list[tuple[str, str, int]]:
+            rows = await fetch_all(conn, Q["list_oauth_clients"])
+            return [(r["client_id"], r["username"], r["created"]) for r in rows]
 
         return await self._read(do)
 
@@ -156,43 +203,40 @@ class PostgresIdentityQueries:
 
         return await self._read(do)
 
-    async def get_login_failures(self, username: str) -> LoginFailures | None:
+    async def get_login_failures(self, username: str, address: str = "") -> LoginFailures | None:
         async def do(conn: Conn) -> LoginFailures | None:
-            row = await fetch_one(conn, "get_login_failures", {"username": username})
+            args = {"username": username, "address": address}
+            row = await fetch_one(conn, "get_login_failures", args)
             return None if row is None else failures_from_row(row)
 
         return await self._read(do)
 
-    async def record_login_failure(
-        self, username: str, now: int, window_ms: int, attempts: int
-    ) -> LoginFailures:
-        async def do(conn: Conn) -> LoginFailures:
-            # Failures of one name counted together must not both read the same count.
+    async def reserve_login_attempt(
+        self, username: str, address: str, now: int, window_ms: int, attempts: int
+    ) -> tuple[LoginFailures | None, bool]:
+        async def do(conn: Conn) -> tuple[LoginFailures | None, bool]:
+            # Attempts on one name, from any node, wait for each other here: no two read the
+            # same count (the lock is the user's, which their thread starts take too).
             await execute(conn, "lock_user", {"username": username})
-            row = await fetch_one(conn, "get_login_failures", {"username": username})
-            if row is None or row["window_start"] <= now - window_ms:
-                failures = LoginFailures(1, now, 0)
-            else:
-                failures = LoginFailures(row["failures"] + 1, row["window_start"], row["locked_until"])
-            if failures.failures >= attempts:
-                failures = LoginFailures(failures.failures, failures.window_start, now + window_ms)
-            await execute(
-                conn,
-                "put_login_failures",
-                {
-                    "username": username,
-                    "failures": failures.failures,
-                    "window_start": failures.window_start,
-                    "locked_until": failures.locked_until,
-                },
-            )
-            return failures
+            args = {"username": username, "address": address}
+            row = await fetch_one(conn, "get_login_failures", args)
+            current = None if row is None else failures_from_row(row)
+            reserved = reserve_attempt(current, now, window_ms, attempts)
+            if reserved is None:
+                return current, False
+            await execute(conn, "put_login_failures", {
+                **args, "failures": reserved.failures, "window_start": reserved.window_start,
+                "locked_until": reserved.locked_until})
+            return reserved, True
 
         return await self._write(do)
 
-    async def clear_login_failures(self, username: str) -> None:
-        args = {"username": username}
-        await self._write(lambda conn: execute(conn, "clear_login_failures", args))
+    async def clear_login_failures(self, username: str, address: str | None = None) -> bool:
+        if address is None:
+            name, args = "clear_login_failures", {"username": username}
+        else:
+            name, args = "clear_login_failures_from", {"username": username, "address": address}
+        return await self._write(lambda conn: execute(conn, name, args)) > 0
 
     async def forget_login_failures(self, now: int, window_ms: int) -> int:
         args = {"now": now, "window_over": now - window_ms}

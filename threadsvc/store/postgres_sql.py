@@ -17,7 +17,12 @@ Q = load_queries("postgres")
 
 
 def user_from_row(row: Mapping[str, Any]) -> User:
-    return User(id=row["id"], username=row["username"], is_admin=bool(row["is_admin"]))
+    return User(
+        id=row["id"],
+        username=row["username"],
+        is_admin=bool(row["is_admin"]),
+        credential_version=row["credential_version"],
+    )
 
 
 async def fetch_one(conn: Conn, name: str, args: Mapping[str, Any] | None = None) -> DictRow | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from threadsvc.errors import Conflict, NotFound
 from threadsvc.models import Group, Role, User, now_ms
-from threadsvc.store.base import LoginFailures
+from threadsvc.store.base import LoginFailures, UserEntry, reserve_attempt
 from threadsvc.store.queries import load_queries
 
 Q = load_queries("sqlite")
@@ -16,7 +16,8 @@ T = TypeVar("T")
 
 
 def _user(row: sqlite3.Row) -> User:
-    return User(id=row[0], username=row[1], is_admin=bool(row[2]))
+    """A user from (id, username, is_admin, any, credential_version)."""
+    return User(id=row[0], username=row[1], is_admin=bool(row[2]), credential_version=row[4])
 
 
 class IdentityQueries:
@@ -35,6 +36,9 @@ class IdentityQueries:
             return str(conn.execute(Q["get_setting"], {"key": key}).fetchone()[0])
 
         return await self._write(do)
+
+    async def put_setting(self, key: str, value: str) -> None:
+        await self._write(lambda conn: conn.execute(Q["put_setting"], {"key": key, "value": value}))
 
     # -- identity ---------------------------------------------------------------------------
     async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
@@ -61,7 +65,7 @@ class IdentityQueries:
             row = conn.execute(Q["update_user"], args).fetchone()
             if row is None:
                 raise NotFound(f"no user '{username}'")
-            return User(id=row[0], username=username, is_admin=is_admin)
+            return User(row[0], username, is_admin, credential_version=row[1])
 
         return await self._write(do)
 
@@ -71,6 +75,38 @@ class IdentityQueries:
             return None if row is None else (_user(row), row[3])
 
         return await self._read(do)
+
+    async def list_users(self) -> list[UserEntry]:
+        def do(conn: sqlite3.Connection) -> list[UserEntry]:
+            rows = conn.execute(Q["list_users"]).fetchall()
+            return [UserEntry(User(r[0], r[1], bool(r[2])), bool(r[3]), r[4]) for r in rows]
+
+        return await self._read(do)
+
+    async def set_password(self, username: str, password_hash: str | None) -> bool:
+        args = {"username": username, "password_hash": password_hash}
+        return await self._write(
+            lambda conn: conn.execute(Q["set_password"], args).fetchone() is not None
+        )
+
+    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        def do(conn: sqlite3.Connection) -> bool:
+            query = Q["disable_user"] if disabled else Q["enable_user"]
+            row = conn.execute(query, {"username": username}).fetchone()
+            if row is not None and disabled:
+                conn.execute(Q["delete_tokens_of_user"], {"user_id": row[0]})
+                conn.execute(Q["delete_clients_of_user"], {"user_id": row[0]})
+            return row is not None
+
+        return await self._write(do)
+
+    async def remove_user(self, username: str) -> bool:
+        def do(conn: sqlite3.Connection) -> bool:
+            gone = conn.execute(Q["delete_user"], {"username": username}).fetchone() is not None
+            conn.execute(Q["clear_login_failures"], {"username": username})
+            return gone
+
+        return await self._write(do)
 
     async def add_api_token(self, user_id: int, token_hash: str) -> None:
         args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
@@ -102,6 +138,18 @@ class IdentityQueries:
         def do(conn: sqlite3.Connection) -> tuple[User, str] | None:
             row = conn.execute(Q["get_oauth_client"], {"client_id": client_id}).fetchone()
             return None if row is None else (_user(row), row[3])
+
+        return await self._read(do)
+
+    async def remove_oauth_client(self, client_id: str) -> bool:
+        args = {"client_id": client_id}
+        return await self._write(
+            lambda conn: conn.execute(Q["delete_oauth_client"], args).fetchone() is not None
+        )
+
+    async def list_oauth_clients(self) -> list[tuple[str, str, int]]:
+        def do(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            return [(r[0], r[1], r[2]) for r in conn.execute(Q["list_oauth_clients"]).fetchall()]
 
         return await self._read(do)
 
@@ -153,42 +201,41 @@ class IdentityQueries:
 
         return await self._read(do)
 
-    async def get_login_failures(self, username: str) -> LoginFailures | None:
+    async def get_login_failures(self, username: str, address: str = "") -> LoginFailures | None:
         def do(conn: sqlite3.Connection) -> LoginFailures | None:
-            row = conn.execute(Q["get_login_failures"], {"username": username}).fetchone()
-            return None if row is None else LoginFailures(row[0], row[1], row[2])
+            return _failures(conn, username, address)
 
         return await self._read(do)
 
-    async def record_login_failure(
-        self, username: str, now: int, window_ms: int, attempts: int
-    ) -> LoginFailures:
-        def do(conn: sqlite3.Connection) -> LoginFailures:
-            row = conn.execute(Q["get_login_failures"], {"username": username}).fetchone()
-            if row is None or row[1] <= now - window_ms:
-                failures = LoginFailures(1, now, 0)
-            else:
-                failures = LoginFailures(row[0] + 1, row[1], row[2])
-            if failures.failures >= attempts:
-                failures = LoginFailures(failures.failures, failures.window_start, now + window_ms)
-            conn.execute(
-                Q["put_login_failures"],
-                {
-                    "username": username,
-                    "failures": failures.failures,
-                    "window_start": failures.window_start,
-                    "locked_until": failures.locked_until,
-                },
-            )
-            return failures
+    async def reserve_login_attempt(
+        self, username: str, address: str, now: int, window_ms: int, attempts: int
+    ) -> tuple[LoginFailures | None, bool]:
+        def do(conn: sqlite3.Connection) -> tuple[LoginFailures | None, bool]:
+            current = _failures(conn, username, address)  # one writer at a time: atomic
+            reserved = reserve_attempt(current, now, window_ms, attempts)
+            if reserved is None:
+                return current, False
+            args = {"username": username, "address": address, "failures": reserved.failures,
+                    "window_start": reserved.window_start, "locked_until": reserved.locked_until}
+            conn.execute(Q["put_login_failures"], args)
+            return reserved, True
 
         return await self._write(do)
 
-    async def clear_login_failures(self, username: str) -> None:
-        args = {"username": username}
-        await self._write(lambda conn: conn.execute(Q["clear_login_failures"], args))
+    async def clear_login_failures(self, username: str, address: str | None = None) -> bool:
+        if address is None:
+            query, args = Q["clear_login_failures"], {"username": username}
+        else:
+            query, args = Q["clear_login_failures_from"], {"username": username, "address": address}
+        return await self._write(lambda conn: conn.execute(query, args).rowcount > 0)
 
     async def forget_login_failures(self, now: int, window_ms: int) -> int:
         args = {"now": now, "window_over": now - window_ms}
         return await self._write(lambda conn: conn.execute(Q["forget_login_failures"], args).rowcount)
 
+
+
+def _failures(conn: sqlite3.Connection, username: str, address: str) -> LoginFailures | None:
+    args = {"username": username, "address": address}
+    row = conn.execute(Q["get_login_failures"], args).fetchone()
+    return None if row is None else LoginFailures(row[0], row[1], row[2])

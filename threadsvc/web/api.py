@@ -33,7 +33,7 @@ from threadsvc.settings import Settings
 from threadsvc.store.base import Store
 from threadsvc.uploads import Upload
 from threadsvc.web import params, waiting
-from threadsvc.web.auth import authenticate, parse_basic
+from threadsvc.web.auth import authenticate, client_address, parse_basic
 from threadsvc.web.responses import (
     JSONResponse,
     document,
@@ -345,12 +345,18 @@ async def oauth_token(request: Request) -> Response:
         client_id, secret = values.get("client_id", ""), values.get("client_secret", "")
     if not client_id or not secret:
         raise AuthenticationFailed("client_id and client_secret are required")
-    token = await state.identity.issue_access_token(client_id, secret)
-    body = {
+    # Errors are the server's error documents, as everywhere (a bad scope is a 400 naming
+    # `scope` and invalid_scope); wrong secrets count against the client id like passwords.
+    token = await state.identity.issue_access_token(
+        client_id, secret, values.get("scope", "").strip(), client_address(request)
+    )
+    body: dict[str, str | int] = {
         "access_token": token.access_token,
         "token_type": "Bearer",
         "expires_in": token.expires_in,
     }
+    if token.scope:
+        body["scope"] = token.scope
     return JSONResponse(
         json.dumps(body).encode(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
     )

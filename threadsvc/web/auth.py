@@ -14,14 +14,21 @@ from typing import Any
 
 from starlette.requests import Request
 
-from threadsvc.errors import AuthenticationFailed
-from threadsvc.identity import Identity
+from threadsvc.errors import AuthenticationFailed, Forbidden
+from threadsvc.identity import READ_SCOPE, Identity
 from threadsvc.models import Principal, User
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 # What a signed-in console session holds, and nothing more: a random session id (fresh at
-# each sign-in), the user's id and username. The user is read again on every request.
+# each sign-in), the user's id, username and credential version. The user is read again on
+# every request, and the session ends once the version moved (password changed, disabled).
 SESSION_ID, SESSION_USER_ID, SESSION_USERNAME = "sid", "uid", "username"
+SESSION_VERSION = "cv"
+
+
+def client_address(request: Request) -> str:
+    """The client's address as uvicorn saw it (X-Forwarded-For only from trusted proxies)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def parse_basic(value: str) -> tuple[str, str]:
@@ -37,7 +44,8 @@ def parse_basic(value: str) -> tuple[str, str]:
 
 async def session_user(request: Request, identity: Identity) -> User | None:
     """The user a signed-in console session names, as the store has it now; None when there is
-    no such session, or the user is gone (or is another user of the same name)."""
+    no such session, or the user is gone, disabled (or is another user of the same name), or
+    their credentials changed since the sign-in."""
     session: Mapping[str, Any] | None = request.scope.get("session")
     if not session:
         return None
@@ -48,6 +56,8 @@ async def session_user(request: Request, identity: Identity) -> User | None:
         return None
     found = await identity.store.get_user(username)
     if found is None or found[0].id != user_id:
+        return None
+    if session.get(SESSION_VERSION) != found[0].credential_version:
         return None
     return found[0]
 
@@ -64,9 +74,11 @@ async def authenticate(request: Request, identity: Identity) -> Principal:
     scheme = scheme.lower()
     if scheme == "basic":
         username, password = parse_basic(value)
-        user = await identity.check_password(username, password)
+        user = await identity.check_password(username, password, client_address(request))
     elif scheme == "bearer" and value.strip():
-        user = await identity.check_bearer(value.strip())
+        user, scope = await identity.bearer(value.strip())
+        if scope == READ_SCOPE and request.method not in SAFE_METHODS:
+            raise Forbidden("This access token's scope is read: it may not change anything")
     else:
         raise AuthenticationFailed("Unsupported credentials; use HTTP Basic or Bearer")
     return await identity.principal(user)

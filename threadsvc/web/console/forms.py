@@ -25,7 +25,7 @@ from threadsvc.runner.params import Choice, File, Integer, Number, Param, Text
 from threadsvc.runner.registry import JobSpec
 from threadsvc.uploads import Upload
 from threadsvc.web.api import AppState, app_state
-from threadsvc.web.auth import session_user
+from threadsvc.web.auth import client_address, session_user
 from threadsvc.web.console.pages import (
     SIGN_IN,
     CsrfRefused,
@@ -73,8 +73,12 @@ async def sign_in(request: Request) -> Response:
     if not username or not values.get("password"):
         error = "Enter your username and password."
         return render(request, "sign_in.html", {**context, "error": error}, 400)
+    if "\x00" in username:  # no user has it, and no store could look it up
+        context["username"] = username.replace("\x00", "")
+        return render(request, "sign_in.html", {**context, "error": "No user has that name."}, 400)
     try:
-        user = await state.identity.check_password(username, values.get("password", ""))
+        user = await state.identity.check_password(
+            username, values.get("password", ""), client_address(request))
     except AccountLocked as exc:
         minutes = max(1, -(-exc.retry_after // 60))
         error = (f"Too many failed sign-ins for this account: it is locked. "

@@ -5,8 +5,8 @@ so `ConsoleSessions` builds its SessionMiddleware on the first request, from the
 that `create_app` puts on `app.state.console`. The cookie is HttpOnly and SameSite=Lax, and
 Secure whenever the request came over https (as uvicorn sees it, X-Forwarded-Proto included).
 
-A session holds only a random id and, once signed in, the user's id and username (see
-threadsvc.web.auth). Sign-in replaces the whole session with a fresh id, so an id planted
+A session holds only a random id and, once signed in, the user's id, username and credential
+version (see threadsvc.web.auth). Sign-in replaces the whole session with a fresh id, so an id planted
 before sign-in is worth nothing after; sign-out clears it. A CSRF token is the session id
 signed with its own salt: it is valid only with the session it was made for.
 """
@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from threadsvc.models import User
-from threadsvc.web.auth import SESSION_ID, SESSION_USER_ID, SESSION_USERNAME
+from threadsvc.web.auth import SESSION_ID, SESSION_USER_ID, SESSION_USERNAME, SESSION_VERSION
 
 COOKIE = "threadsvc-session"
 COOKIE_PATH = "/ps"  # the console and the services (EventSource) under one cookie
@@ -79,7 +79,7 @@ def sign_in(request: Request, user: User) -> None:
     session.clear()
     session.update(
         {SESSION_ID: secrets.token_urlsafe(24), SESSION_USER_ID: user.id,
-         SESSION_USERNAME: user.username}
+         SESSION_USERNAME: user.username, SESSION_VERSION: user.credential_version}
     )
 
 

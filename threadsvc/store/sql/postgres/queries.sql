@@ -16,32 +16,36 @@ VALUES (%(username)s, %(password_hash)s, %(is_admin)s, %(created)s)
 RETURNING id;
 
 -- name: update_user
-UPDATE users SET password_hash = %(password_hash)s, is_admin = %(is_admin)s
+UPDATE users SET password_hash = %(password_hash)s, is_admin = %(is_admin)s,
+    credential_version = credential_version + 1
 WHERE username = %(username)s
-RETURNING id;
+RETURNING id, credential_version;
 
 -- name: get_user_by_name
-SELECT id, username, is_admin, password_hash FROM users WHERE username = %(username)s;
+-- A disabled user is no user for every credential.
+SELECT id, username, is_admin, password_hash, credential_version FROM users
+WHERE username = %(username)s AND NOT disabled;
 
 -- name: get_user_by_id
-SELECT id, username, is_admin, password_hash FROM users WHERE id = %(id)s;
+SELECT id, username, is_admin, password_hash, credential_version FROM users
+WHERE id = %(id)s AND NOT disabled;
 
 -- name: insert_api_token
 INSERT INTO api_tokens (token_hash, user_id, created) VALUES (%(token_hash)s, %(user_id)s, %(created)s);
 
 -- name: user_for_token
-SELECT u.id, u.username, u.is_admin, u.password_hash
+SELECT u.id, u.username, u.is_admin, u.password_hash, u.credential_version
 FROM api_tokens t JOIN users u ON u.id = t.user_id
-WHERE t.token_hash = %(token_hash)s;
+WHERE t.token_hash = %(token_hash)s AND NOT u.disabled;
 
 -- name: insert_oauth_client
 INSERT INTO oauth_clients (client_id, user_id, secret_hash, created)
 VALUES (%(client_id)s, %(user_id)s, %(secret_hash)s, %(created)s);
 
 -- name: get_oauth_client
-SELECT u.id, u.username, u.is_admin, c.secret_hash
+SELECT u.id, u.username, u.is_admin, c.secret_hash, u.credential_version
 FROM oauth_clients c JOIN users u ON u.id = c.user_id
-WHERE c.client_id = %(client_id)s;
+WHERE c.client_id = %(client_id)s AND NOT u.disabled;
 
 -- name: insert_group
 -- With or without an explicit id; either way the identity sequence is moved past the new id, so
@@ -75,21 +79,22 @@ SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_i
 WHERE m.user_id = %(user_id)s ORDER BY g.name;
 
 -- name: get_login_failures
-SELECT failures, window_start, locked_until FROM login_failures WHERE username = %(username)s;
+SELECT failures, window_start, locked_until FROM sign_in_attempts
+WHERE username = %(username)s AND address = %(address)s;
 
 -- name: put_login_failures
-INSERT INTO login_failures (username, failures, window_start, locked_until)
-VALUES (%(username)s, %(failures)s, %(window_start)s, %(locked_until)s)
-ON CONFLICT (username) DO UPDATE SET
+INSERT INTO sign_in_attempts (username, address, failures, window_start, locked_until)
+VALUES (%(username)s, %(address)s, %(failures)s, %(window_start)s, %(locked_until)s)
+ON CONFLICT (username, address) DO UPDATE SET
     failures = excluded.failures,
     window_start = excluded.window_start,
     locked_until = excluded.locked_until;
 
 -- name: clear_login_failures
-DELETE FROM login_failures WHERE username = %(username)s;
+DELETE FROM sign_in_attempts WHERE username = %(username)s;
 
 -- name: forget_login_failures
-DELETE FROM login_failures WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
+DELETE FROM sign_in_attempts WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
 
 -- name: get_thread
 SELECT * FROM threads WHERE id = %(id)s;

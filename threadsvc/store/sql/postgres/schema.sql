@@ -14,7 +14,9 @@ CREATE TABLE users (
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT,
     is_admin BOOLEAN NOT NULL DEFAULT false,
-    created BIGINT NOT NULL
+    created BIGINT NOT NULL,
+    disabled BOOLEAN NOT NULL DEFAULT false,
+    credential_version BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE TABLE groups (
@@ -42,11 +44,25 @@ CREATE TABLE oauth_clients (
     created BIGINT NOT NULL
 );
 
+-- Unused since 0007 (sign_in_attempts): kept so that nodes of the previous version keep
+-- working on a migrated store until they are replaced.
 CREATE TABLE login_failures (
     username TEXT PRIMARY KEY,
     failures BIGINT NOT NULL,
     window_start BIGINT NOT NULL,
     locked_until BIGINT NOT NULL DEFAULT 0
+);
+
+-- Sign-in attempts per name ('client:ID' for OAuth clients), and per client address when
+-- lockout-per-address is on ('' when it is off). `failures` counts attempts reserved in the
+-- window, checked or still being checked.
+CREATE TABLE sign_in_attempts (
+    username TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    failures BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (username, address)
 );
 
 CREATE TABLE threads (

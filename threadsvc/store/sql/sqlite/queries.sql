@@ -8,36 +8,46 @@ SELECT value FROM server_settings WHERE key = :key;
 INSERT INTO server_settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
 
 -- name: insert_user
-INSERT INTO users (username, password_hash, is_admin, created)
-VALUES (:username, :password_hash, :is_admin, :created)
+-- Never the id of a removed user (SQLite would reuse the highest): what named that user (a
+-- console session) must not name the new one. users_removed keeps the highest removed id.
+INSERT INTO users (id, username, password_hash, is_admin, created)
+VALUES (
+    max(coalesce((SELECT max(id) FROM users), 0),
+        coalesce((SELECT CAST(value AS INTEGER) FROM server_settings WHERE key = 'removed-user-id'), 0)) + 1,
+    :username, :password_hash, :is_admin, :created)
 RETURNING id;
 
 -- name: update_user
-UPDATE users SET password_hash = :password_hash, is_admin = :is_admin WHERE username = :username
-RETURNING id;
+UPDATE users SET password_hash = :password_hash, is_admin = :is_admin,
+    credential_version = credential_version + 1
+WHERE username = :username
+RETURNING id, credential_version;
 
 -- name: get_user_by_name
-SELECT id, username, is_admin, password_hash FROM users WHERE username = :username;
+-- A disabled user is no user for every credential.
+SELECT id, username, is_admin, password_hash, credential_version FROM users
+WHERE username = :username AND NOT disabled;
 
 -- name: get_user_by_id
-SELECT id, username, is_admin, password_hash FROM users WHERE id = :id;
+SELECT id, username, is_admin, password_hash, credential_version FROM users
+WHERE id = :id AND NOT disabled;
 
 -- name: insert_api_token
 INSERT INTO api_tokens (token_hash, user_id, created) VALUES (:token_hash, :user_id, :created);
 
 -- name: user_for_token
-SELECT u.id, u.username, u.is_admin, u.password_hash
+SELECT u.id, u.username, u.is_admin, u.password_hash, u.credential_version
 FROM api_tokens t JOIN users u ON u.id = t.user_id
-WHERE t.token_hash = :token_hash;
+WHERE t.token_hash = :token_hash AND NOT u.disabled;
 
 -- name: insert_oauth_client
 INSERT INTO oauth_clients (client_id, user_id, secret_hash, created)
 VALUES (:client_id, :user_id, :secret_hash, :created);
 
 -- name: get_oauth_client
-SELECT u.id, u.username, u.is_admin, c.secret_hash
+SELECT u.id, u.username, u.is_admin, c.secret_hash, u.credential_version
 FROM oauth_clients c JOIN users u ON u.id = c.user_id
-WHERE c.client_id = :client_id;
+WHERE c.client_id = :client_id AND NOT u.disabled;
 
 -- name: insert_group
 INSERT INTO groups (id, name) VALUES (:id, :name) RETURNING id;
@@ -60,21 +70,22 @@ SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_i
 WHERE m.user_id = :user_id ORDER BY g.name;
 
 -- name: get_login_failures
-SELECT failures, window_start, locked_until FROM login_failures WHERE username = :username;
+SELECT failures, window_start, locked_until FROM sign_in_attempts
+WHERE username = :username AND address = :address;
 
 -- name: put_login_failures
-INSERT INTO login_failures (username, failures, window_start, locked_until)
-VALUES (:username, :failures, :window_start, :locked_until)
-ON CONFLICT (username) DO UPDATE SET
+INSERT INTO sign_in_attempts (username, address, failures, window_start, locked_until)
+VALUES (:username, :address, :failures, :window_start, :locked_until)
+ON CONFLICT (username, address) DO UPDATE SET
     failures = excluded.failures,
     window_start = excluded.window_start,
     locked_until = excluded.locked_until;
 
 -- name: clear_login_failures
-DELETE FROM login_failures WHERE username = :username;
+DELETE FROM sign_in_attempts WHERE username = :username;
 
 -- name: forget_login_failures
-DELETE FROM login_failures WHERE window_start <= :window_over AND locked_until <= :now;
+DELETE FROM sign_in_attempts WHERE window_start <= :window_over AND locked_until <= :now;
 
 -- name: insert_thread
 INSERT INTO threads (id, name, username, group_id, job, params, status, created, version, idempotency_key)

@@ -11,8 +11,15 @@ CREATE TABLE users (
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT,
     is_admin INTEGER NOT NULL DEFAULT 0,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    credential_version INTEGER NOT NULL DEFAULT 0
 );
+CREATE TRIGGER users_removed AFTER DELETE ON users
+BEGIN
+    INSERT INTO server_settings (key, value) VALUES ('removed-user-id', old.id)
+    ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), old.id);
+END;
 
 CREATE TABLE groups (
     id INTEGER PRIMARY KEY,
@@ -39,11 +46,25 @@ CREATE TABLE oauth_clients (
     created INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Unused since 0007 (sign_in_attempts): kept so that nodes of the previous version keep
+-- working on a migrated store until they are replaced.
 CREATE TABLE login_failures (
     username TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,
     window_start INTEGER NOT NULL,
     locked_until INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Sign-in attempts per name ('client:ID' for OAuth clients), and per client address when
+-- lockout-per-address is on ('' when it is off). `failures` counts attempts reserved in the
+-- window, checked or still being checked.
+CREATE TABLE sign_in_attempts (
+    username TEXT NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    failures INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (username, address)
 ) WITHOUT ROWID;
 
 CREATE TABLE threads (
