@@ -84,7 +84,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*routes(), *console_routes()],
         middleware=[
             Middleware(ApiAlias),
-            Middleware(BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout),
+            Middleware(
+                BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout,
+                large_at_once=settings.max_large_bodies,
+            ),
             Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)
         ],
         exception_handlers={
