@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import re
 import secrets
 from collections.abc import Iterable
@@ -222,7 +224,7 @@ class Service:
         try:
             thread, created = await self._insert(
                 thread_id, who.username, group, spec.name, spec.thread_name(group), params,
-                idempotency_key,
+                idempotency_key, request_hash=_request_hash(spec.name, params),
             )
         except BaseException:
             await self.uploads.discard(thread_id)
@@ -241,6 +243,7 @@ class Service:
         params: dict[str, Any],
         idempotency_key: str | None,
         limits: ActiveLimits | None = None,
+        request_hash: str | None = None,
     ) -> tuple[Thread, bool]:
         now = now_ms()
         thread = Thread(
@@ -264,6 +267,7 @@ class Service:
             limits=limits,
             idempotency_key=idempotency_key,
             idempotency_since=now - IDEMPOTENCY_WINDOW,
+            request_hash=request_hash,
         )
         if created:
             self.runner.thread_added()
@@ -364,6 +368,23 @@ class Service:
         except TooManyActiveThreads:
             return None
         return thread
+
+
+def _request_hash(job_name: str, params: dict[str, Any]) -> str:
+    """What a start asked for, to tell a retry from another request under the same key: the
+    job and its parameters as parsed (so neither the order of the fields nor a default given
+    or left out matters), each uploaded file as its name and content (not where it was put)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):  # a saved upload
+            return {"name": value.get("name"), "sha256": value.get("sha256")}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    asked = {"job": job_name, "params": {name: plain(v) for name, v in params.items()}}
+    text = json.dumps(asked, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _with_group(query: ThreadFilter, group_id: int) -> ThreadFilter:
