@@ -152,7 +152,7 @@ async def test_active_counts_follow_every_change(postgres: PostgresCluster) -> N
             await insert(0, 20, "initialised")
             await insert(20, 10, "completed")
             async with conn.transaction():
-                assert await apply_postgres_migrations(conn, 5) == 6
+                assert await apply_postgres_migrations(conn, 5) == latest_version("postgres")
             await check()
             await insert(30, 12, "initialised")
             await check()
