@@ -10,7 +10,8 @@ An XML body is read up to MAX_JOB_BODY bytes only, and parsed off the event loop
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 
 import anyio.to_thread
@@ -23,12 +24,29 @@ from threadsvc.xml.parse import MAX_JOB_BODY, parse_job_body
 
 JobCheck = Callable[[str], None]  # raises when the caller may not start the named job
 MAX_FIELDS = 1000  # fields, and files, in one form
+MAX_FIELD = 1024 * 1024  # bytes in a text field (files are spooled to disk, not held)
+
+
+@contextlib.contextmanager
+def _size_is_413() -> Iterator[None]:
+    """A text field above MAX_FIELD is a body too large (413), however the body is framed;
+    these callbacks raise nothing else."""
+    try:
+        yield
+    except MultiPartException:
+        raise BodyTooLarge(f"A form field may not be larger than {MAX_FIELD} bytes") from None
 
 
 class _CheckedMultiPart(MultiPartParser):
     def __init__(self, headers: Headers, stream: AsyncGenerator[bytes, None], on_job: JobCheck) -> None:
-        super().__init__(headers, stream, max_files=MAX_FIELDS, max_fields=MAX_FIELDS)
+        super().__init__(
+            headers, stream, max_files=MAX_FIELDS, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD
+        )
         self._on_job = on_job
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        with _size_is_413():
+            super().on_part_data(data, start, end)
 
     def on_part_end(self) -> None:
         super().on_part_end()
@@ -39,8 +57,16 @@ class _CheckedMultiPart(MultiPartParser):
 
 class _CheckedUrlEncoded(FormParser):
     def __init__(self, headers: Headers, stream: AsyncGenerator[bytes, None], on_job: JobCheck) -> None:
-        super().__init__(headers, stream, max_fields=MAX_FIELDS)
+        super().__init__(headers, stream, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD)
         self._on_job = on_job
+
+    def on_field_name(self, data: bytes, start: int, end: int) -> None:
+        with _size_is_413():
+            super().on_field_name(data, start, end)
+
+    def on_field_data(self, data: bytes, start: int, end: int) -> None:
+        with _size_is_413():
+            super().on_field_data(data, start, end)
 
     def on_field_end(self) -> None:
         super().on_field_end()
