@@ -51,7 +51,7 @@ class _CheckedMultiPart(MultiPartParser):
     def on_part_end(self) -> None:
         super().on_part_end()
         name, value = self.items[-1]
-        if name == "job" and isinstance(value, str):
+        if name == "job" and isinstance(value, str) and value.strip():  # empty: 400 later
             self._on_job(value.strip())
 
 
@@ -71,7 +71,7 @@ class _CheckedUrlEncoded(FormParser):
     def on_field_end(self) -> None:
         super().on_field_end()
         name, value = self._items[-1]
-        if name == "job" and isinstance(value, str):
+        if name == "job" and isinstance(value, str) and value.strip():  # empty: 400 later
             self._on_job(value.strip())
 
 
