@@ -114,7 +114,10 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(NoSniff),  # outermost: every answer, including those of the others
             Middleware(ApiAlias),
-            Middleware(BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout),
+            Middleware(
+                BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout,
+                large_at_once=settings.max_large_bodies,
+            ),
             Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)
         ],
         exception_handlers={

@@ -17,6 +17,7 @@
     ├── TooManyActiveThreads       a per-user or per-group limit
     ├── TooManyStreams             a user's open event streams
     ├── StoreUnavailable           the database cannot be reached
+    ├── ServerBusy                 too many large bodies are being read; try again
     ├── StorageFull                no space left for a file (a result, an upload)
     ├── Conflict                   a unique name or id is already taken
     ├── LinkRefused                a pre-signed link expired or was tampered with
@@ -108,6 +109,14 @@ class TooManyStreams(ThreadsvcError):
 
 class StoreUnavailable(ThreadsvcError):
     pass
+
+
+class ServerBusy(ThreadsvcError):
+    """Every slot for reading a large body stayed taken for as long as a request may wait."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StorageFull(ThreadsvcError):

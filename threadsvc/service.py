@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import re
 import secrets
 from collections.abc import Iterable
@@ -43,7 +45,7 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.results import ResultLinks
-from threadsvc.runner.registry import Registry
+from threadsvc.runner.registry import JobSpec, Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.settings import Settings
 from threadsvc.store.base import ActiveLimits, Store
@@ -162,6 +164,47 @@ class Service:
         thread = await self._thread(who, thread_id, scope)
         return await self.store.get_logs(thread.id, since, limit, level)
 
+    # -- who may start what, where: the one rule ----------------------------------------------
+    async def may_start(
+        self, who: Principal, group_ref: str | None, job_name: str | None = None
+    ) -> Group | None:
+        """The group (None: server level) where `who` may start `job_name`, or, with no job
+        named, some job: the web layer asks this before it reads a body, and the start asks
+        it again with the job the body named. Raises Forbidden, GroupNotFound, UnknownJob."""
+        group = await self.group(group_ref) if group_ref is not None else None
+        if job_name is None:
+            self._may_start_here(who, group)
+            return group
+        self.job_for(who, group, job_name)
+        return group
+
+    def job_for(self, who: Principal, group: Group | None, job_name: str) -> JobSpec:
+        """The job `who` may start here by that name (no awaiting: the form parsers call it
+        when the job's field has arrived, before the rest of the body is read)."""
+        self._may_start_here(who, group)
+        spec = self.registry.get(job_name)
+        if not spec.scope.allows(server_level=group is None):
+            where = "at server level" if group is None else "for a group"
+            raise BadParameter("job", f"'{job_name}' cannot run {where}")
+        if group is not None and not who.has_role(group.id, spec.role):
+            raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
+        return spec
+
+    def _may_start_here(self, who: Principal, group: Group | None) -> None:
+        """Server level: administrators only. A group: members with at least the lowest
+        minimum role among the jobs that may run in a group (a member whose role starts
+        nothing is refused as an outsider is)."""
+        if group is None:
+            if not who.is_admin:
+                raise Forbidden("Only administrators may start server-level threads")
+            return
+        roles = [spec.role for spec in self.registry if spec.scope.allows(server_level=False)]
+        lowest = min(roles, default=Role.APPROVER)
+        if not who.has_role(group.id, lowest):
+            raise Forbidden(
+                f"Starting threads in group '{group.name}' needs at least the role {lowest.label}"
+            )
+
     # -- changing ---------------------------------------------------------------------------
     async def start(
         self,
@@ -172,17 +215,8 @@ class Service:
         idempotency_key: str | None = None,
     ) -> tuple[Thread, bool]:
         """Start a thread; (thread, False) when `idempotency_key` repeats an earlier start."""
-        if group_ref is None and not who.is_admin:
-            raise Forbidden("Only administrators may start server-level threads")
         group = await self.group(group_ref) if group_ref is not None else None
-        if group is not None and not who.has_role(group.id, Role.REVIEWER):
-            raise Forbidden(f"Only members of group '{group.name}' may start threads there")
-        spec = self.registry.get(job_name)
-        if not spec.scope.allows(server_level=group is None):
-            where = "at server level" if group is None else "for a group"
-            raise BadParameter("job", f"'{job_name}' cannot run {where}")
-        if group is not None and not who.has_role(group.id, spec.role):
-            raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
+        spec = self.job_for(who, group, job_name)
         params = spec.parse_params(fields)
         spec.check(who, group, params)
         thread_id = secrets.token_hex(16)
@@ -190,7 +224,7 @@ class Service:
         try:
             thread, created = await self._insert(
                 thread_id, who.username, group, spec.name, spec.thread_name(group), params,
-                idempotency_key,
+                idempotency_key, request_hash=_request_hash(spec.name, params),
             )
         except BaseException:
             await self.uploads.discard(thread_id)
@@ -209,6 +243,7 @@ class Service:
         params: dict[str, Any],
         idempotency_key: str | None,
         limits: ActiveLimits | None = None,
+        request_hash: str | None = None,
     ) -> tuple[Thread, bool]:
         now = now_ms()
         thread = Thread(
@@ -232,6 +267,7 @@ class Service:
             limits=limits,
             idempotency_key=idempotency_key,
             idempotency_since=now - IDEMPOTENCY_WINDOW,
+            request_hash=request_hash,
         )
         if created:
             self.runner.thread_added()
@@ -332,6 +368,23 @@ class Service:
         except TooManyActiveThreads:
             return None
         return thread
+
+
+def _request_hash(job_name: str, params: dict[str, Any]) -> str:
+    """What a start asked for, to tell a retry from another request under the same key: the
+    job and its parameters as parsed (so neither the order of the fields nor a default given
+    or left out matters), each uploaded file as its name and content (not where it was put)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):  # a saved upload
+            return {"name": value.get("name"), "sha256": value.get("sha256")}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    asked = {"job": job_name, "params": {name: plain(v) for name, v in params.items()}}
+    text = json.dumps(asked, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _with_group(query: ThreadFilter, group_id: int) -> ThreadFilter:

@@ -45,6 +45,7 @@ class Settings:
     lease_timeout: int = 30
     max_upload: int = 100 * 1024 * 1024
     max_upload_file: int = 100 * 1024 * 1024  # one uploaded file
+    max_large_bodies: int = 8  # bodies above 1 MiB (or chunked) read at once; others wait
     lockout_attempts: int = 5
     lockout_seconds: int = 900
     # Count failed sign-ins per username and client address rather than per username: a

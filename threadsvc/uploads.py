@@ -6,6 +6,7 @@ Stored names are made by the server (`PARAM-N`); the caller's file name is kept 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -77,9 +78,11 @@ class Uploads:
         private.make_dirs(directory)
         target = directory / f"{param}-{index}"
         size = 0
+        digest = hashlib.sha256()  # what the file holds: a retried start sends the same
         with private.create(target) as out:
             while chunk := upload.file.read(1024 * 1024):
                 size += len(chunk)
+                digest.update(chunk)
                 if size > self.max_file:
                     raise BodyTooLarge(
                         f"File '{upload.filename[:100]}' of '{param}' is larger than "
@@ -91,6 +94,7 @@ class Uploads:
             "file": str(target.relative_to(self.root.parent)),
             "size": size,
             "type": upload.content_type,
+            "sha256": digest.hexdigest(),
         }
 
     def input_file(self, saved: dict[str, Any]) -> InputFile:

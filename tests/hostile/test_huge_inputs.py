@@ -179,15 +179,17 @@ def test_a_declared_10_gb_body_is_refused_at_once(server: Server) -> None:
 
 def test_just_under_max_upload_is_read(server: Server) -> None:
     with server.client("contributor") as http:
-        comment = b"c" * (MAX_UPLOAD - 200)
-        body = b'<job name="sleep"><param name="seconds">0</param><!--' + comment + b"--></job>"
-        assert len(body) < MAX_UPLOAD
-        response = http.post(f"{GROUP}/threads", content=body,
-                             headers={"Content-Type": "application/xml"})
+        document = b"<a>" + b"z" * (MAX_FILE - 1000) + b"</a>"  # two: just under max-upload
+        files = [("documents", (f"d{i}.xml", document, "text/xml")) for i in range(2)]
+        response = http.post(f"{GROUP}/threads", data={"job": "validate"}, files=files)
         assert response.status_code == 202, response.text[:300]
-        # a form field above Starlette's 1 MiB per field is a 400, under max-upload or not
+        # a form field above 1 MiB is too large, under max-upload or not; so is an XML <job>
         field = http.post(f"{GROUP}/threads", data={"job": "sleep", "result": "r" * 1_100_000})
-        check_error(field, 400, "0201", "Field exceeded maximum size of 1024KB")
+        check_error(field, 413, "0206", "A form field may not be larger than 1048576 bytes")
+        comment = b"c" * (1024 * 1024)
+        body = b'<job name="sleep"><param name="seconds">0</param><!--' + comment + b"--></job>"
+        check_error(http.post(f"{GROUP}/threads", content=body,
+                              headers={"Content-Type": "application/xml"}), 413, "0206")
 
 
 # -- query strings and form counts ------------------------------------------------------------

@@ -159,6 +159,30 @@ async def test_an_idempotency_key_names_one_thread_for_a_day(store: Store) -> No
     assert (await start(12_100, "k"))[0].id == later.id
 
 
+async def test_an_idempotency_key_is_scoped_to_its_group_and_to_what_was_asked(
+    store: Store,
+) -> None:
+    async def start(key: str, group: int, asked: str | None) -> tuple[Thread, bool]:
+        event = LogEvent(1, 10_000, Level.INFO, "created")
+        return await store.insert_thread(new_thread(10_000, group=group), event,
+                                         idempotency_key=key, idempotency_since=0,
+                                         request_hash=asked)
+
+    in_a, created = await start("k", 240, "h1")
+    assert created
+    in_b, created = await start("k", 241, "h2")  # another group: another key
+    assert created and in_b.id != in_a.id
+    server, created = await start("k", -1, "h3")  # and the server level another still
+    assert created and server.id not in (in_a.id, in_b.id)
+    assert await start("k", 240, "h1") == (in_a, False)  # the same request replays
+    with pytest.raises(Conflict):
+        await start("k", 240, "h2")  # the same key asking something else
+    with pytest.raises(Conflict):
+        await start("k", -1, "h1")
+    assert (await start("k", 241, None))[0].id == in_b.id  # no hash to compare: a replay
+    assert len((await store.list_threads(ThreadFilter())).threads) == 3  # nothing else stored
+
+
 async def test_secret_setting_is_kept(store: Store) -> None:
     assert await store.get_or_put_setting("k", "first") == "first"
     assert await store.get_or_put_setting("k", "second") == "first"

@@ -185,11 +185,14 @@ class Store(Protocol):
         limits: ActiveLimits | None = None,
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
+        request_hash: str | None = None,
     ) -> tuple[Thread, bool]:
         """Store a new `initialised` thread with the first event of its log; durable on return.
 
-        Atomically: when the same user started a thread with `idempotency_key` created at or
-        after `idempotency_since`, nothing is stored and that thread is returned with False;
+        Atomically: when the same user started a thread in the same group (or at server level)
+        with `idempotency_key` created at or after `idempotency_since`, nothing is stored and
+        that thread is returned with False, unless it was started with another `request_hash`
+        (what was asked: job and parameters), which raises Conflict;
         when `limits` would be exceeded, TooManyActiveThreads is raised and nothing is stored.
         Otherwise returns (thread, True)."""
 

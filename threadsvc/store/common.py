@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from threadsvc.errors import TooManyActiveThreads
+from threadsvc.errors import Conflict, TooManyActiveThreads
 from threadsvc.models import (
     SERVER_GROUP_ID,
     LogEvent,
@@ -92,7 +92,9 @@ def event_row(thread_id: str, event: LogEvent) -> dict[str, Any]:
     }
 
 
-def insert_args(thread: Thread, first_event: LogEvent, idempotency_key: str | None) -> dict[str, Any]:
+def insert_args(
+    thread: Thread, first_event: LogEvent, idempotency_key: str | None, request_hash: str | None
+) -> dict[str, Any]:
     """The named arguments of `insert_thread`: a new thread, its key and its first log event."""
     return {
         "id": thread.id,
@@ -104,11 +106,21 @@ def insert_args(thread: Thread, first_event: LogEvent, idempotency_key: str | No
         "status": thread.status.value,
         "created": thread.created,
         "idempotency_key": idempotency_key,
+        "request_hash": request_hash if idempotency_key is not None else None,
         "seq": first_event.seq,
         "ts": first_event.timestamp,
         "level": int(first_event.level),
         "text": first_event.text,
     }
+
+
+def check_replay(key: str, stored_hash: str | None, request_hash: str | None) -> None:
+    """A key that comes back must ask for what it asked the first time (a key stored before
+    hashes were kept, or a start without a hash, replays as before)."""
+    if stored_hash is not None and request_hash is not None and stored_hash != request_hash:
+        raise Conflict(
+            f"Idempotency-Key '{key}' was used here with other parameters; use a new key"
+        )
 
 
 def columns(rows: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:

@@ -41,6 +41,7 @@ from threadsvc.store.coalesce import Coalescer
 from threadsvc.store.common import (
     ClaimedLogSeqs,
     check_limits,
+    check_replay,
     columns,
     count_active_args,
     event_row,
@@ -270,6 +271,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         limits: ActiveLimits | None = None,
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
+        request_hash: str | None = None,
     ) -> tuple[Thread, bool]:
         # One message: the user's lock (and the group's, for a group's limit), the user's
         # expired use of the key released, then the thread inserted unless the key names a
@@ -281,7 +283,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             statements.append(Q["release_idempotency_key"])
         statements.append(Q["insert_thread_within_limits"])
         args = {
-            **insert_args(thread, first_event, idempotency_key),
+            **insert_args(thread, first_event, idempotency_key, request_hash),
             **count_active_args(thread, limits),
             "key": idempotency_key,
             "since": idempotency_since,
@@ -289,11 +291,13 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         found = await self._in_one_trip(statements, args)
         assert found is not None
         if found["existing"] is not None:
+            assert idempotency_key is not None
+            check_replay(idempotency_key, found["existing_hash"], request_hash)
             existing = await self.get_thread(found["existing"])
             if existing is None:  # deleted since: its key went with it
                 return await self.insert_thread(
                     thread, first_event, limits=limits, idempotency_key=idempotency_key,
-                    idempotency_since=idempotency_since,
+                    idempotency_since=idempotency_since, request_hash=request_hash,
                 )
             return existing, False
         if not found["inserted"]:

@@ -34,6 +34,7 @@ from threadsvc.store.base import ActiveLimits, NewLogEvent
 from threadsvc.store.common import (
     ClaimedLogSeqs,
     check_limits,
+    check_replay,
     count_active_args,
     insert_args,
     list_query,
@@ -231,18 +232,22 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         limits: ActiveLimits | None = None,
         idempotency_key: str | None = None,
         idempotency_since: int = 0,
+        request_hash: str | None = None,
     ) -> tuple[Thread, bool]:
-        args = insert_args(thread, first_event, idempotency_key)
+        args = insert_args(thread, first_event, idempotency_key, request_hash)
 
         def do(conn: sqlite3.Connection) -> tuple[Thread, bool]:
             # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
             # atomic, so concurrent starts cannot overshoot a limit or duplicate a key.
             if idempotency_key is not None:
-                key = {"username": thread.username, "key": idempotency_key}
+                key = {
+                    "username": thread.username, "group_id": thread.group_id, "key": idempotency_key
+                }
                 row = conn.execute(
                     Q["find_idempotent"], {**key, "since": idempotency_since}
                 ).fetchone()
                 if row is not None:
+                    check_replay(idempotency_key, row["request_hash"], request_hash)
                     return thread_from_row(row), False
                 conn.execute(Q["release_idempotency_key"], {**key, "since": idempotency_since})
             if limits is not None:

@@ -32,7 +32,7 @@ from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
 from threadsvc.uploads import Upload
-from threadsvc.web import params, waiting
+from threadsvc.web import job_body, params, waiting
 from threadsvc.web.auth import authenticate, client_address, parse_basic
 from threadsvc.web.responses import (
     JSONResponse,
@@ -44,7 +44,6 @@ from threadsvc.web.responses import (
     wants_json,
 )
 from threadsvc.xml import render
-from threadsvc.xml.parse import parse_job_body
 
 SERVICE = "/ps/service"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -166,8 +165,16 @@ async def start_thread(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         raise BadParameter("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
-    async with _job_request(request) as (job, fields):
-        thread, created = await state.service.start(who, _group(request), job, fields, key)
+    service = state.service
+    # Before a byte of the body is read: a caller who may start nothing here, or not the job
+    # the query names, is refused at once (and the connection closed, the body unread).
+    group = await service.may_start(who, _group(request), _named_job(request))
+
+    def check_job(name: str) -> None:
+        service.job_for(who, group, name)
+
+    async with _job_request(request, check_job) as (job, fields):
+        thread, created = await service.start(who, _group(request), job, fields, key)
     url = _thread_url(request, thread)
     headers = {
         "Content-Location": f"{url}/progress",
@@ -182,20 +189,28 @@ async def start_thread(request: Request) -> Response:
 Fields = list[tuple[str, "str | Upload"]]
 
 
+def _named_job(request: Request) -> str | None:
+    """The job the query names, when it names exactly one."""
+    named = [v.strip() for v in request.query_params.getlist("job")]
+    return named[0] if len(named) == 1 and named[0] else None
+
+
 @contextlib.asynccontextmanager
-async def _job_request(request: Request) -> AsyncIterator[tuple[str, Fields]]:
+async def _job_request(
+    request: Request, check_job: job_body.JobCheck
+) -> AsyncIterator[tuple[str, Fields]]:
     """The job name and its fields: from the query, and a form (uploaded files stay readable
-    inside the `async with`) or a `<job>` XML body."""
+    inside the `async with`) or a `<job>` XML body. `check_job` refuses a job named in a form
+    as soon as its field has arrived, before the rest is read."""
     fields: Fields = list(request.query_params.multi_items())
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     async with contextlib.AsyncExitStack() as stack:
         if media in ("application/xml", "text/xml"):
-            name, body_fields = parse_job_body(await request.body())
+            name, body_fields = await job_body.read_job_xml(request)
             fields = [("job", name), *fields, *body_fields]
         elif media in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            form = await stack.enter_async_context(
-                request.form(max_files=1000, max_fields=1000)
-            )
+            form = await job_body.read_form(request, media == "multipart/form-data", check_job)
+            stack.push_async_callback(form.close)
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     upload = Upload(
@@ -205,7 +220,7 @@ async def _job_request(request: Request) -> AsyncIterator[tuple[str, Fields]]:
                     fields.append((key, upload))
                 else:
                     fields.append((key, value))
-        elif await request.body():
+        elif await job_body.has_body(request):
             raise BadParameter("body", "must be form fields or a <job> XML document")
         jobs = [value for key, value in fields if key == "job"]
         if not jobs or not isinstance(jobs[0], str) or not jobs[0].strip():

@@ -37,6 +37,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.ResultDeleted, 410, "0401"),
     (errors.NoResult, 409, "0402"),
     (errors.StoreUnavailable, 503, "0503"),
+    (errors.ServerBusy, 503, "0503"),
     (errors.StorageFull, 507, "0507"),
 ]
 
@@ -61,7 +62,10 @@ async def threadsvc_error(request: Request, exc: Exception) -> Response:
             if scheme == "bearer"
             else 'Basic realm="threadsvc", charset="UTF-8"'
         )
-    if isinstance(exc, errors.TooManyActiveThreads | errors.AccountLocked | errors.TooManyStreams):
+    if isinstance(
+        exc,
+        errors.TooManyActiveThreads | errors.AccountLocked | errors.TooManyStreams | errors.ServerBusy,
+    ):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.StoreUnavailable):
         log.warning("store unavailable: %s", exc)

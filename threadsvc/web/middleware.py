@@ -1,5 +1,5 @@
-"""ASGI middleware: /ps/api as an alias of /ps/service, the cap on request bodies, and the
-headers every answer carries."""
+"""ASGI middleware: /ps/api as an alias of /ps/service, the caps on request bodies, and
+the headers every answer carries."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from urllib.parse import unquote
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadsvc.errors import BodyTooLarge, RequestTooSlow
+from threadsvc.errors import BodyTooLarge, RequestTooSlow, ServerBusy
 from threadsvc.web.responses import FORMAT_KEY, PATH_KEY, PREFIX_KEY
 
 API, SERVICE = "/ps/api", "/ps/service"
 MIN_PACE = 1024  # bytes a second a body must average once the read timeout has passed
+LARGE_BODY = 1024 * 1024  # a body above this (or chunked) takes one of the few reading slots
+SLOT_WAIT = 30.0  # seconds a large body waits for a slot when no read timeout is set
 FILE_NAMES = frozenset({"openapi.json", ".json", ".xml"})  # last segments that are not suffixed
 
 
@@ -53,40 +55,54 @@ def _routable_path(scope: Scope) -> str:
 
 
 class BodyLimit:
-    """Refuse bodies above `limit` bytes: at once by Content-Length, else while reading; and
-    bodies too slow: no byte for `read_timeout` seconds, or, once that time has passed, less
-    than MIN_PACE bytes a second on average (a slowloris body holds a connection for ever)."""
+    """What a request body may cost the server, whoever sends it.
 
-    def __init__(self, app: ASGIApp, limit: int, read_timeout: float = 0.0) -> None:
+    Refused: bodies above `limit` bytes (at once by Content-Length, else while reading), and
+    bodies too slow: no byte for `read_timeout` seconds, or, once that time has passed, less
+    than MIN_PACE bytes a second on average (a slowloris body holds a connection for ever).
+    At most `large_at_once` large bodies (above LARGE_BODY bytes, or chunked) are read at
+    once: the others are not read at all until a slot frees, for up to `read_timeout`
+    seconds (30 when unset), then get 503 with Retry-After. The slot is taken at the first
+    read, so a request refused before its body is read (a caller without the right) never
+    holds one. An answer sent before the whole body was read closes the connection: the
+    server does not read the rest of a body it has refused.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit: int, read_timeout: float = 0.0, large_at_once: int = 8
+    ) -> None:
         self.app = app
         self.limit = limit
         self.read_timeout = read_timeout
+        self.slots = asyncio.Semaphore(max(large_at_once, 1))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit, timeout = self.limit, self.read_timeout
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > limit
-                except ValueError:
-                    too_large = False
-                if too_large:
-                    scope["threadsvc.too_large"] = True
+        length, chunked = _framing(scope)
+        if length is not None and length > limit:
+            scope["threadsvc.too_large"] = True
+        large = chunked or (length or 0) > LARGE_BODY
         received = 0
-        complete = False  # the whole body is in: later receives only wait for a disconnect
-        began = time.monotonic()
+        complete = not chunked and not length  # the whole body is in (or there is none)
+        holding = False  # one of the slots for large bodies
+        began = 0.0  # when reading began
 
         async def limited() -> Message:
-            nonlocal received, complete
+            nonlocal received, complete, holding, began
             if scope.get("threadsvc.too_large"):
                 raise BodyTooLarge(f"The body is larger than {limit} bytes")
-            if complete or timeout <= 0:
+            if complete:
                 return await receive()
+            if large and not holding:
+                await self._take_slot(timeout or SLOT_WAIT)
+                holding = True
+            if not began:
+                began = time.monotonic()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(timeout or None):
                     message = await receive()
             except TimeoutError:
                 raise RequestTooSlow(f"No part of the body arrived for {timeout:g} s") from None
@@ -96,13 +112,51 @@ class BodyLimit:
                 if received > limit:
                     raise BodyTooLarge(f"The body is larger than {limit} bytes")
                 elapsed = time.monotonic() - began
-                if not complete and elapsed > timeout and received < MIN_PACE * elapsed:
+                if timeout and not complete and elapsed > timeout and received < MIN_PACE * elapsed:
                     raise RequestTooSlow(
                         f"The body arrives slower than {MIN_PACE} bytes a second"
                     )
+            elif message["type"] == "http.disconnect":
+                complete = True
+            if complete and holding:
+                holding = False
+                self.slots.release()
             return message
 
-        await self.app(scope, limited, send)
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete:
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, limited, closing)
+        finally:
+            if holding:
+                self.slots.release()
+
+    async def _take_slot(self, wait: float) -> None:
+        try:
+            async with asyncio.timeout(wait):
+                await self.slots.acquire()
+        except TimeoutError:
+            raise ServerBusy(
+                f"The server is reading as many large bodies as it may; try again ({wait:g} s)"
+            ) from None
+
+
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The body's Content-Length (None when absent or unreadable), and whether it is chunked."""
+    length, chunked = None, False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+    return length, chunked
 
 
 class NoSniff:

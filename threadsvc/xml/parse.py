@@ -1,16 +1,39 @@
-"""The one hardened XML parser: no DTD, no entities, no network, no huge trees."""
+"""The one hardened XML parser: no DTD, no entities, no network, no huge trees.
+
+A `<job>` body comes from any caller allowed to start a job, so it is bounded before it costs
+anything: at most MAX_JOB_BODY bytes (the caller reads no more), at most MAX_JOB_ELEMENTS
+elements (counted while parsing: the parse stops at the first one over), parameters of text
+only. Its parse is a blocking call, which the web layer runs off the event loop.
+"""
 
 from __future__ import annotations
 
 from lxml import etree
 
-from threadsvc.errors import BadParameter
+from threadsvc.errors import BadParameter, BodyTooLarge
 
 MAX_DEPTH = 256
+MAX_JOB_BODY = 1024 * 1024  # parameters, not documents: files go in a multipart form
+MAX_JOB_ELEMENTS = 1001  # <job> and 1000 <param>, as many fields as a form may hold
+_FEED = 64 * 1024  # bytes fed to the parser between two counts of the elements
 
 
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_pis=True,
+        remove_comments=True,
+    )
+
+
+def _pull_parser() -> etree.XMLPullParser:
+    """The same parser, fed in parts and telling each element it starts."""
+    return etree.XMLPullParser(
+        events=("start",),
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -27,6 +50,10 @@ def parse_body(data: bytes, what: str = "body") -> etree._Element:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise BadParameter(what, f"is not well-formed XML: {exc.msg}") from None
+    return _checked(root, what)
+
+
+def _checked(root: etree._Element, what: str) -> etree._Element:
     if root.getroottree().docinfo.doctype or root.getroottree().docinfo.internalDTD is not None:
         raise BadParameter(what, "may not have a DOCTYPE")
     for element in root.iter():
@@ -40,11 +67,30 @@ def parse_body(data: bytes, what: str = "body") -> etree._Element:
     return root
 
 
+def _parse_counted(data: bytes, what: str) -> etree._Element:
+    """Parse, stopping as soon as the document holds more than MAX_JOB_ELEMENTS elements."""
+    parser = _pull_parser()
+    seen = 0
+    try:
+        for at in range(0, len(data), _FEED):
+            parser.feed(data[at : at + _FEED])
+            seen += sum(1 for _ in parser.read_events())
+            if seen > MAX_JOB_ELEMENTS:
+                raise BodyTooLarge(f"The <job> body holds more than {MAX_JOB_ELEMENTS} elements")
+        root = parser.close()
+    except etree.XMLSyntaxError as exc:
+        raise BadParameter(what, f"is not well-formed XML: {exc.msg}") from None
+    return _checked(root, what)
+
+
 def parse_job_body(data: bytes) -> tuple[str, list[tuple[str, str]]]:
     """`<job name="NAME"><param name="N">V</param>...</job>` into the job and its fields.
 
-    A parameter's value is its `value` attribute if present, else its text."""
-    root = parse_body(data)
+    A parameter's value is its `value` attribute if present, else its text; a parameter
+    holding elements is refused (its text alone would be a silently different value)."""
+    if len(data) > MAX_JOB_BODY:
+        raise BodyTooLarge(f"A <job> body may not be larger than {MAX_JOB_BODY} bytes")
+    root = _parse_counted(data, "body")
     if root.tag != "job":
         raise BadParameter("body", f"must be a <job> element, not <{root.tag!s}>")
     name = root.get("name")
@@ -57,6 +103,8 @@ def parse_job_body(data: bytes) -> tuple[str, list[tuple[str, str]]]:
         pname = child.get("name")
         if not pname:
             raise BadParameter("body", "has a <param> without a name attribute")
+        if len(child):
+            raise BadParameter(pname, "may hold only text, not elements")
         value = child.get("value")
         fields.append((pname, value if value is not None else (child.text or "")))
     return name, fields

@@ -258,7 +258,8 @@ result_deletion IS NOT NULL AND result_deletion < %(deletion_before)s
 
 -- name: release_idempotency_key
 UPDATE threads SET idempotency_key = NULL
-WHERE username = %(username)s AND idempotency_key = %(key)s AND created < %(since)s;
+WHERE username = %(username)s AND group_id = %(group_id)s AND idempotency_key = %(key)s
+  AND created < %(since)s;
 
 -- name: expired_results
 SELECT * FROM threads
@@ -305,7 +306,7 @@ COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);
 
 -- name: insert_thread_within_limits
 -- The thread and the first event of its log, unless the user's idempotency key already names a
--- thread (`existing`; an expired use of the key was released before) or the user or the group
+-- thread in this group (or at server level) (`existing`; an expired use of the key was released before) or the user or the group
 -- (none for server-level threads, group -1) has reached its limit of active threads. The counts
 -- are kept by threads_counted() (0006): two lookups, whatever the number of active threads.
 -- Run under the user's lock (and the group's), in the message that takes them.
@@ -317,12 +318,14 @@ WITH active AS (
                     AND status IN ('initialised', 'inprogress', 'warning', 'error'))::bigint, 0)
             AS group_active,
         (SELECT id FROM threads
-         WHERE username = %(username)s AND idempotency_key = %(idempotency_key)s) AS existing
+         WHERE username = %(username)s AND group_id = %(group_id)s
+           AND idempotency_key = %(idempotency_key)s) AS existing
 ), thread AS (
     INSERT INTO threads
-        (id, name, username, group_id, job, params, status, created, version, idempotency_key)
+        (id, name, username, group_id, job, params, status, created, version, idempotency_key,
+         request_hash)
     SELECT %(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s,
-           %(created)s, 1, %(idempotency_key)s
+           %(created)s, 1, %(idempotency_key)s, %(request_hash)s
     FROM active
     WHERE existing IS NULL
       AND user_active < %(per_user)s AND (%(group_id)s = -1 OR group_active < %(per_group)s)
@@ -331,5 +334,6 @@ WITH active AS (
     INSERT INTO log_events (thread_id, seq, ts, level, text)
     SELECT id, %(seq)s, %(ts)s, %(level)s, %(text)s FROM thread
 )
-SELECT user_active, group_active, existing, EXISTS (SELECT 1 FROM thread) AS inserted
+SELECT user_active, group_active, existing, EXISTS (SELECT 1 FROM thread) AS inserted,
+       (SELECT request_hash FROM threads WHERE id = active.existing) AS existing_hash
 FROM active;

@@ -88,8 +88,11 @@ DELETE FROM sign_in_attempts WHERE username = :username;
 DELETE FROM sign_in_attempts WHERE window_start <= :window_over AND locked_until <= :now;
 
 -- name: insert_thread
-INSERT INTO threads (id, name, username, group_id, job, params, status, created, version, idempotency_key)
-VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :idempotency_key);
+INSERT INTO threads
+    (id, name, username, group_id, job, params, status, created, version, idempotency_key,
+     request_hash)
+VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :idempotency_key,
+        :request_hash);
 
 -- name: get_thread
 SELECT * FROM threads WHERE id = :id;
@@ -232,11 +235,13 @@ result_deletion IS NOT NULL AND result_deletion < :deletion_before
 
 -- name: find_idempotent
 SELECT * FROM threads
-WHERE username = :username AND idempotency_key = :key AND created >= :since;
+WHERE username = :username AND group_id = :group_id AND idempotency_key = :key
+  AND created >= :since;
 
 -- name: release_idempotency_key
 UPDATE threads SET idempotency_key = NULL
-WHERE username = :username AND idempotency_key = :key AND created < :since;
+WHERE username = :username AND group_id = :group_id AND idempotency_key = :key
+  AND created < :since;
 
 -- name: count_active
 -- The active threads of a user and of a group, from the counts the triggers of migration 0005

@@ -93,12 +93,13 @@ CREATE TABLE threads (
     result_type TEXT,
     result_size INTEGER,
     result_name TEXT,
-    result_deletion INTEGER
+    result_deletion INTEGER,
+    request_hash TEXT
 );
 CREATE INDEX threads_status ON threads (status, seq);
 CREATE INDEX threads_group_status ON threads (group_id, status, seq);
 CREATE INDEX threads_ended ON threads (ended) WHERE ended IS NOT NULL;
-CREATE UNIQUE INDEX threads_idempotency ON threads (username, idempotency_key)
+CREATE UNIQUE INDEX threads_idempotency ON threads (username, group_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX threads_result_deletion ON threads (result_deletion)
     WHERE result_deletion IS NOT NULL;
