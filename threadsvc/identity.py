@@ -219,3 +219,12 @@ class Identity:
             if self._roles is not None:
                 self._roles[user.id] = roles
         return Principal(user=user, roles=roles)
+
+    async def recheck(self, who: Principal) -> Principal | None:
+        """`who` as the store has them now, roles read afresh (no cache): for a long-poll or an
+        event stream that outlives its request's check. None when the user is gone, or the
+        name now belongs to another user (a new id)."""
+        found = await self.store.get_user(who.username)
+        if found is None or found[0].id != who.user.id:
+            return None
+        return Principal(user=found[0], roles=await self.store.roles_of(found[0].id))
