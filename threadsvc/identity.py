@@ -226,5 +226,10 @@ class Identity:
         name now belongs to another user (a new id)."""
         found = await self.store.get_user(who.username)
         if found is None or found[0].id != who.user.id:
+            if self._roles is not None:
+                self._roles.pop(who.user.id, None)
             return None
-        return Principal(user=found[0], roles=await self.store.roles_of(found[0].id))
+        roles = await self.store.roles_of(found[0].id)
+        if self._roles is not None:  # what was read is remembered, as principal() would
+            self._roles[found[0].id] = roles
+        return Principal(user=found[0], roles=roles)
