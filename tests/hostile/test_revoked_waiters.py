@@ -137,7 +137,7 @@ class Stream:
                 elif block:
                     self.blocks.append("\n".join(block))
                     block = []
-        except BaseException as exc:  # a read timeout: the server did not end the stream
+        except httpx.HTTPError as exc:  # a read timeout: the server did not end the stream
             self.error = exc
         finally:
             self.ended.set()
