@@ -123,6 +123,7 @@ class Stream:
         self.blocks: list[str] = []
         self.ended = threading.Event()
         self.error: BaseException | None = None
+        self.ended_at = 0.0
         self._response = self.http.send(self.http.build_request("GET", url), stream=True)
         assert self._response.status_code == 200, self._response.read()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -140,6 +141,7 @@ class Stream:
         except httpx.HTTPError as exc:  # a read timeout: the server did not end the stream
             self.error = exc
         finally:
+            self.ended_at = time.monotonic()
             self.ended.set()
 
     def events(self, kind: str) -> list[str]:
@@ -203,10 +205,12 @@ def test_group_stream_ends_when_the_right_goes(server: Server, cut: str) -> None
     thread_id = start(server, token)
     stream = Stream(server, token, f"{GROUP}/threads/{thread_id}/events")
     stream.until(lambda s: bool(s.events("status")) and bool(s.events("log")))
+    cut_at = time.monotonic()
     CUTS[cut](server, name)
     blocks = stream.finish()
     still_running(server, thread_id)
     assert not final(blocks) and not signed(blocks), blocks
+    print(f"\nstream, {cut}: ended {stream.ended_at - cut_at:.2f} s after the cut")
     status, error_id = (403, "0101") if cut == "member-removed" else (401, "0100")
     again = refused(server, token, f"{GROUP}/threads/{thread_id}/events", status)
     check_error(again, status, error_id)  # the reconnect of an EventSource
@@ -291,6 +295,7 @@ def test_group_long_poll_answers_what_the_request_would_now(server: Server, cut:
     thread_id = start(server, token, steps="1")  # no change for 6 s, then done with a result
     url = f"{GROUP}/threads/{thread_id}/progress"
     answer = poll_while(server, token, url, lambda: CUTS[cut](server, name))
+    print(f"\nlong-poll, {cut}: {answer.status_code}")
     check_error(answer, *((403, "0101") if cut == "member-removed" else (401, "0100")))
     still_running(server, thread_id)
 
