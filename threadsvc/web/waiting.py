@@ -129,7 +129,8 @@ class Caller:
         return await self._access(self.who)
 
     async def check_if_due(self) -> Thread | None:
-        """The thread as re-read by a check, when one was due; raises when the right is gone."""
+        """The thread as re-read by a check, when one was due and found the caller changed;
+        raises when the right is gone."""
         tick = self._rechecks.tick()
         if tick == self._tick:
             return None
@@ -137,6 +138,8 @@ class Caller:
         who = await self._rechecks.principal(self.who)
         if who is None:
             raise AuthenticationFailed(f"User '{self.who.username}' no longer exists")
+        if who == self.who:  # the same user with the same roles: the same answer, unasked
+            return None
         self.who = who
         return await self._access(who)
 
