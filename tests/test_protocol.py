@@ -284,3 +284,41 @@ def test_open_event_streams_are_limited_per_user(short: Server) -> None:
             assert time.monotonic() < deadline, "closed streams were not given back"
             time.sleep(0.2)
         other.post(f"{GROUP}/threads/{thread_id}/cancel")
+
+
+def test_long_polls_count_against_the_stream_quota(short: Server) -> None:
+    """Open streams and long-polls share `max-streams-per-user` (2 here): one user cannot hold
+    every connection with long-polls either."""
+    with short.client("reviewer") as http, short.client("manager") as other:
+        thread_id = start(other, seconds="30", steps="1")
+        progress = f"{GROUP}/threads/{thread_id}/progress"
+        tag = wait_for(http, progress, lambda r: 'current="0"' in r.text).headers["etag"]
+        answers: list[int] = []
+
+        def long_poll() -> None:
+            with short.client("reviewer") as mine:
+                answers.append(mine.get(progress, params={"wait": "5"},
+                                        headers={"If-None-Match": tag}).status_code)
+
+        with http.stream("GET", f"{GROUP}/threads/{thread_id}/events") as stream:
+            assert stream.status_code == 200
+            poller = threading.Thread(target=long_poll)
+            poller.start()
+            # once the poll holds the 2nd slot, another (a wait of 0 holds one only briefly)
+            refused = wait_for(http, progress + "?wait=0", lambda r: r.status_code == 429)
+            assert 'id="0302"' in refused.text and refused.headers["retry-after"]
+            assert "long-polls" in refused.text
+            poller.join(20)
+        assert answers == [304]
+        # both given back: a long-poll waits again (304 after its wait, not 429)
+        assert wait_for(http, progress + "?wait=1", lambda r: r.status_code != 429).status_code == 304
+        other.post(f"{GROUP}/threads/{thread_id}/cancel")
+
+
+def test_health_says_ok_and_nothing_else(server: Server) -> None:
+    """Liveness tells anonymous callers nothing about the host, the process or its work;
+    /ready answers whether the store does."""
+    health = httpx.get(f"{server.url}/health")
+    assert health.status_code == 200 and health.text == "ok\n"
+    ready = httpx.get(f"{server.url}/ready")
+    assert ready.status_code == 200 and ready.text == "ready\n"

@@ -31,7 +31,7 @@ from threadsvc.web.api import AppState, Renderings
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
 from threadsvc.web.routes import console_routes, routes
-from threadsvc.web.waiting import StreamQuota
+from threadsvc.web.waiting import Rechecks, StreamQuota
 from threadsvc.webhooks import DeliveryWorker, WebhookService
 
 log = logging.getLogger("threadsvc")
@@ -88,8 +88,9 @@ def create_app(settings: Settings) -> Starlette:
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(store, registry, runner, settings, links)
             streams = StreamQuota(settings.max_streams_per_user)
+            rechecks = Rechecks(identity, settings.auth_cache_seconds or 5.0)
             app.state.threadsvc = AppState(
-                settings, store, identity, runner, service, streams, Renderings()
+                settings, store, identity, runner, service, streams, Renderings(), rechecks
             )
             app.state.console = Console(keys)  # the web console's session and CSRF keys
             app.state.webhooks = WebhookService(store, service, settings)

@@ -65,8 +65,9 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     import uvicorn
 
     from threadsvc.app import create_app, stop_waiting
+    from threadsvc.logrepeat import RepeatLimit
     from threadsvc.web import serving
-    from threadsvc.web.serving import http_protocol
+    from threadsvc.web.serving import connection_limits, http_protocol
 
     settings = settings_from(config, db=db, host=host, port=port)
     try:
@@ -76,6 +77,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactResultLinks())
+        handler.addFilter(RepeatLimit())  # e.g. asyncio's, should accept() ever fail again
     if demo:
         accounts = run(settings, admin.ensure_demo)
         print_demo(settings, accounts)
@@ -88,7 +90,10 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
         log_level="info",
         log_config=_uvicorn_log_config(),
-        http=http_protocol(settings.read_timeout),
+        http=http_protocol(
+            settings.read_timeout,
+            connection_limits(settings.max_connections, settings.max_running),
+        ),
     )
     serving.serve(uvicorn_config, on_exit=lambda: stop_waiting(app))
 
@@ -114,13 +119,17 @@ class RedactResultLinks(logging.Filter):
 
 
 def _uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, with RedactResultLinks on its handlers."""
+    """uvicorn's own logging configuration, with RedactResultLinks and RepeatLimit on its
+    handlers."""
     from uvicorn.config import LOGGING_CONFIG
+
+    from threadsvc.logrepeat import RepeatLimit
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact-result-links"] = {"()": RedactResultLinks}
+    config["filters"]["repeat-limit"] = {"()": RepeatLimit}
     for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact-result-links")
+        handler.setdefault("filters", []).extend(["redact-result-links", "repeat-limit"])
     return config
 
 

@@ -307,6 +307,21 @@ class Identity:
                 self._roles[user.id] = roles
         return Principal(user=user, roles=roles)
 
+    async def recheck(self, who: Principal) -> Principal | None:
+        """`who` as the store has them now, roles read afresh (no cache): for a long-poll or an
+        event stream that outlives its request's check. None when the user is gone or disabled
+        (the store's lookups treat a disabled user as absent), or the name now belongs to
+        another user (a new id)."""
+        found = await self.store.get_user(who.username)
+        if found is None or found[0].id != who.user.id:
+            if self._roles is not None:
+                self._roles.pop(who.user.id, None)
+            return None
+        roles = await self.store.roles_of(found[0].id)
+        if self._roles is not None:  # what was read is remembered, as principal() would
+            self._roles[found[0].id] = roles
+        return Principal(user=found[0], roles=roles)
+
 
 def _locked(message: str, counts: LoginFailures | None, now: int) -> AccountLocked:
     until = counts.locked_until if counts is not None else 0

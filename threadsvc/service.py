@@ -73,6 +73,7 @@ class Where:
 
 IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
+LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
 
 
 class Service:
@@ -151,6 +152,14 @@ class Service:
             raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
         return thread
 
+    def may_read_log(self, who: Principal, thread: Thread) -> bool:
+        """Whether `who` may read `thread`'s log, by whatever route: a contributor of its group
+        or an administrator (only administrators, for server-level threads). The logs service
+        and the `log` events of a stream both follow it."""
+        if thread.group_id == SERVER_GROUP_ID:
+            return who.is_admin
+        return who.has_role(thread.group_id, LOG_ROLE)
+
     async def logs(
         self,
         who: Principal,
@@ -160,8 +169,10 @@ class Service:
         limit: int,
         level: Level,
     ) -> LogPage:
-        scope = await self._scope(who, group_ref, Role.CONTRIBUTOR)
+        scope = await self._scope(who, group_ref, LOG_ROLE)
         thread = await self._thread(who, thread_id, scope)
+        if not self.may_read_log(who, thread):  # holds after the route's check; said once here
+            raise Forbidden("Only contributors of the thread's group may read its log")
         return await self.store.get_logs(thread.id, since, limit, level)
 
     # -- who may start what, where: the one rule ----------------------------------------------

@@ -37,7 +37,10 @@ class Settings:
     max_running: int = 16
     max_active_per_user: int = 100
     max_active_per_group: int = 1000
-    max_streams_per_user: int = 50  # open event streams
+    max_streams_per_user: int = 50  # open event streams and long-polls
+    # Connections served at once (beyond: 503); 0: three quarters of what the open-file limit
+    # leaves once the store, files and `max-running` jobs have theirs.
+    max_connections: int = 0
     result_url_ttl: int = 300
     result_ttl: int = 3600
     thread_ttl: int = 30 * 24 * 3600

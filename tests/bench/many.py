@@ -71,9 +71,12 @@ async def start_many(url: str, token: str, n: int, concurrency: int) -> list[str
     return ids
 
 
-def running(url: str) -> int:
-    text = httpx.get(f"{url}/health", timeout=30).text
-    return int(text.split("running=")[1].split()[0])
+def running(url: str, admin_token: str) -> int:
+    """Threads the node runs, from /metrics (an administrator's)."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=30).text
+    line = next(x for x in text.splitlines() if x.startswith("threadsvc_running_threads{"))
+    return int(line.rsplit(" ", 1)[1])
 
 
 def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:
@@ -99,9 +102,9 @@ def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) 
         t0 = time.monotonic()
         ids = asyncio.run(start_many(server.url, tokens[USER], n, 32))
         started = time.monotonic() - t0
-        while running(server.url) < n:
+        while running(server.url, tokens["admin"]) < n:
             if time.monotonic() - t0 > started + 300:
-                raise TimeoutError(f"only {running(server.url)} of {n} threads running")
+                raise TimeoutError(f"only {running(server.url, tokens['admin'])} of {n} threads running")
             time.sleep(0.2)
         say(f"  {n:,} tickers started in {started:.1f} s ({n / started:,.0f}/s), all running "
             f"after {time.monotonic() - t0:.1f} s; RSS {memory(pid)['VmRSS'] / MB:.0f} MB")

@@ -87,6 +87,7 @@ class AppState:
     service: Service
     streams: waiting.StreamQuota
     renderings: Renderings
+    rechecks: waiting.Rechecks
 
 
 def app_state(request: Request) -> AppState:
@@ -248,13 +249,15 @@ async def progress(request: Request) -> Response:
     seconds = waiting.wait_seconds(request)
     if seconds is not None and (waiting.matches(request, thread) or not request.headers.get("if-none-match")):
         baseline = thread.version
-
-        async def reread() -> Thread:
-            return await state.service.get_thread(who, group, thread_id)
-
-        thread = await waiting.wait_for_change(
-            state.runner.changes, thread, seconds, reread, lambda t: t.version == baseline
-        )
+        caller = _caller(state, who, group, thread_id)
+        state.streams.acquire(who.username)  # 429 beyond the user's quota
+        try:
+            thread = await waiting.wait_for_change(
+                state.runner.changes, thread, seconds, caller, lambda t: t.version == baseline
+            )
+        finally:
+            state.streams.release(who.username)
+        who = caller.who  # as last checked: what it shows and signs is for them as they are
         if thread.version == baseline and not request.headers.get("if-none-match"):
             return Response(status_code=304, headers={"ETag": waiting.etag(thread)})
     headers = {"ETag": waiting.etag(thread), "Cache-Control": "no-cache"}
@@ -263,25 +266,34 @@ async def progress(request: Request) -> Response:
     return _thread_doc(request, state, who, thread, headers=headers)
 
 
+def _caller(state: AppState, who: Principal, group: str | None, thread_id: str) -> waiting.Caller:
+    """The caller of a wait, checked again as it goes with the same rule as its request."""
+
+    async def access(current: Principal) -> Thread:
+        return await state.service.get_thread(current, group, thread_id)
+
+    return waiting.Caller(state.rechecks, who, access)
+
+
 async def events(request: Request) -> Response:
-    """Server-Sent Events: `status` and `log` until the final status."""
+    """Server-Sent Events: `status` and (for those who may read the log) `log` until the
+    final status."""
     state, who = await _who(request)
     group, thread_id = _group(request), request.path_params["id"]
     thread = await state.service.get_thread(who, group, thread_id)
 
-    async def reread() -> Thread:
-        return await state.service.get_thread(who, group, thread_id)
-
-    def render_thread(current: Thread) -> str:
+    def render_thread(current_who: Principal, current: Thread) -> str:
         """The thread on one line; shared by every stream of the same state."""
         link = _link(request, state, current)
         if link is not None:
-            return render.to_line(render.thread_element(current, admin=who.is_admin, link=link))
-        return state.renderings.line(current, who.is_admin)
+            return render.to_line(
+                render.thread_element(current, admin=current_who.is_admin, link=link)
+            )
+        return state.renderings.line(current, current_who.is_admin)
 
     stream = waiting.event_stream(
-        state.store, state.runner.changes, thread, waiting.last_event_id(request), reread,
-        render_thread,
+        state.store, state.runner.changes, thread, waiting.last_event_id(request),
+        _caller(state, who, group, thread_id), state.service.may_read_log, render_thread,
     )
     state.streams.acquire(who.username)  # 429 beyond the user's quota; the response gives it back
     return waiting.EventStreamResponse(stream, state.streams, who.username)
@@ -378,12 +390,19 @@ async def oauth_token(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Liveness, for anyone: `ok` while the process serves, and nothing about the host, the
+    process or its work (readiness is /ready; figures are /metrics)."""
+    return PlainTextResponse("ok\n")
+
+
+async def ready(request: Request) -> Response:
+    """Readiness, for anyone: 200 when the store answers, else 503 naming what failed."""
     state = app_state(request)
     try:
         await state.store.count_by_status()
     except StoreUnavailable:
         return PlainTextResponse("store unavailable\n", status_code=503)
-    return PlainTextResponse(f"ok node={state.runner.node} running={state.runner.running_count}\n")
+    return PlainTextResponse("ready\n")
 
 
 async def metrics(request: Request) -> Response:

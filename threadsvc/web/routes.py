@@ -50,6 +50,7 @@ def routes() -> list[BaseRoute]:
         Route(SERVICE + "/results/{token}", api.download, methods=["GET"]),
         Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
+        Route("/ready", api.ready, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
     ]
 

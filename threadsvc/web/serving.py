@@ -1,28 +1,85 @@
-"""uvicorn as threadsvc runs it: a deadline for reading a request's head, and a shutdown that
-first tells waiting clients.
+"""uvicorn as threadsvc runs it: a deadline for reading a request's head, a cap on open
+connections, and a shutdown that first tells waiting clients.
 
 uvicorn times out idle keep-alive connections only after a response, and any byte a client
 sends cancels even that; a client that connects and sends nothing, or its headers a byte at a
 time (slowloris), holds its connection for ever. Here every connection must start a request
 (its headers complete) within `read-timeout` seconds of connecting or of its last response,
 or it is closed. The body's pace is BodyLimit's business (threadsvc.web.middleware).
+
+Every connection costs a file descriptor. Clients that open more connections than the process
+may open files (1,100 long-polls against systemd's default 1,024) make accept() fail: new
+clients, /health included, are then not answered at all, and asyncio logs each failure. So the
+connections are capped below the open-file limit, leaving room for the store, files and jobs
+(`ConnectionLimits`): past `serve` connections, an idle keep-alive connection is closed to make
+room, else the newcomer is answered 503 (error `0503`, Connection: close; /health still `ok`);
+past `ceiling`, a newcomer is closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from threadsvc.web.errors import error_response
 
-def http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's protocol (httptools when installed, else h11) with the deadline."""
+log = logging.getLogger("threadsvc.web")
+
+FILES_RESERVED = 64  # descriptors kept for the store, the log, the listening socket, libraries
+FILES_PER_RUNNING_JOB = 8  # a running job's files, uploads, pipes of a command
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    serve: int  # connections served at once; newcomers beyond are answered 503
+    ceiling: int  # connections held at all; newcomers beyond are closed unanswered
+
+
+def connection_limits(max_connections: int, max_running: int) -> ConnectionLimits:
+    """The caps under this process's open-file limit (read now), said in the log:
+    `max-connections`, or when 0 three quarters of what the limit leaves for connections."""
+    files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files == resource.RLIM_INFINITY:
+        files = 1 << 20
+    ceiling = max(16, files - FILES_RESERVED - FILES_PER_RUNNING_JOB * max_running)
+    automatic = ceiling * 3 // 4
+    serve = automatic if max_connections == 0 else min(max_connections, automatic)
+    if max_connections > automatic:
+        log.warning("max-connections %d is more than the open-file limit %d leaves room for; "
+                    "raise the limit (LimitNOFILE) to use it", max_connections, files)
+    log.info("serving at most %d connections at once (open-file limit %d; closed at once "
+             "beyond %d)", serve, files, ceiling)
+    return ConnectionLimits(serve, ceiling)
+
+
+async def _at_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer to a connection beyond the cap: 503 `0503` (liveness still answers `ok`)."""
+    if scope["type"] != "http":
+        return
+    headers = {"Connection": "close", "Retry-After": "1", "X-Content-Type-Options": "nosniff"}
+    if scope["path"] == "/health":
+        await PlainTextResponse("ok\n", headers=headers)(scope, receive, send)
+        return
+    message = "The server has as many connections as it can take; try again shortly"
+    await error_response(Request(scope), 503, "0503", message, headers)(scope, receive, send)
+
+
+def http_protocol(read_timeout: float, limits: ConnectionLimits | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's protocol (httptools when installed, else h11) with the deadline and caps."""
     base: Any = AutoHTTPProtocol
+    idle: dict[Any, None] = {}  # keep-alive connections between requests, oldest first
 
     class DeadlineProtocol(base):  # type: ignore[misc]
         _deadline: asyncio.TimerHandle | None = None
@@ -33,14 +90,40 @@ def http_protocol(read_timeout: float) -> type[asyncio.Protocol]:
             self._idle_since = self.loop.time()
             if read_timeout > 0:
                 self._deadline = self.loop.call_later(read_timeout, self._expire)
+            if limits is not None and len(self.connections) > limits.serve:
+                self._over_the_cap(len(self.connections))
+
+        def _over_the_cap(self, open_now: int) -> None:
+            assert limits is not None
+            while open_now > limits.serve and idle:  # make room: close the oldest idle one
+                oldest = next(iter(idle))
+                del idle[oldest]
+                oldest.transport.close()
+                open_now -= 1
+            if open_now <= limits.serve:
+                return
+            log.warning("at the connection cap (%d): new connections are refused", limits.serve)
+            if open_now > limits.ceiling:
+                transport: asyncio.Transport = self.transport
+                transport.close()
+            else:
+                self.app = _at_capacity
+
+        def data_received(self, data: bytes) -> None:
+            idle.pop(self, None)  # a request is coming
+            super().data_received(data)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
             # No new timer per request (that would cost every poll): the one running looks
             # again when it fires.
             self._idle_since = self.loop.time()
+            between = self.cycle is None or self.cycle.response_complete  # none pipelined
+            if limits is not None and between and not self.transport.is_closing():
+                idle[self] = None
 
         def connection_lost(self, exc: Exception | None) -> None:
+            idle.pop(self, None)
             if self._deadline is not None:
                 self._deadline.cancel()
             super().connection_lost(exc)

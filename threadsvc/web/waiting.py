@@ -2,6 +2,12 @@
 
 Waiters subscribe to the change feed (threadsvc.changes) and wake with the new state in hand:
 a thousand waiting clients cost no store query per change.
+
+Threat model: a wait outlives the check its request passed. A member removed, a role lowered
+or a user removed meanwhile must not go on reading the thread, nor be handed a freshly signed
+result link; so each wait checks its caller again (`Caller`) every `auth-cache-seconds` (5 s
+when 0) and ends when the right is gone. And one user must not hold every connection: open
+streams and long-polls count against one per-user quota (`StreamQuota`).
 """
 
 from __future__ import annotations
@@ -10,14 +16,16 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from threadsvc.changes import Changes
-from threadsvc.errors import BadParameter, TooManyStreams
-from threadsvc.models import Level, Thread
+from threadsvc.errors import AuthenticationFailed, BadParameter, ThreadsvcError, TooManyStreams
+from threadsvc.identity import Identity
+from threadsvc.models import Level, Principal, Thread
 from threadsvc.store.base import Store
 from threadsvc.xml import render
 
@@ -28,7 +36,8 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)", re.IGNORECASE)
 
 
 class StreamQuota:
-    """Open event streams per user, so that one client cannot hold every connection."""
+    """Open event streams and long-polls per user, so that one client cannot hold every
+    connection (`max-streams-per-user`; 429 beyond it)."""
 
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
@@ -36,7 +45,9 @@ class StreamQuota:
 
     def acquire(self, username: str) -> None:
         if self._open.get(username, 0) >= self.per_user:
-            raise TooManyStreams(f"User '{username}' has {self.per_user} open event streams")
+            raise TooManyStreams(
+                f"User '{username}' has {self.per_user} open event streams and long-polls"
+            )
         self._open[username] = self._open.get(username, 0) + 1
 
     def release(self, username: str) -> None:
@@ -59,6 +70,78 @@ class EventStreamResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._quota.release(self._username)
+
+
+class Rechecks:
+    """The callers of waits, read again from the store. Every wait checks at the same instants
+    (multiples of `interval` on the monotonic clock), so that however many waits one user holds,
+    their checks share one read per instant; a change in the store is seen by every wait of
+    that user within `interval`."""
+
+    def __init__(self, identity: Identity, interval: float) -> None:
+        self.interval = interval
+        self._identity = identity
+        self._tick = -1
+        self._reads: dict[tuple[int, str], asyncio.Future[Principal | None]] = {}
+
+    def tick(self) -> int:
+        return int(time.monotonic() // self.interval)
+
+    def until_next(self) -> float:
+        return self.interval - time.monotonic() % self.interval
+
+    async def principal(self, who: Principal) -> Principal | None:
+        """`who` as the store has them at this instant; None when the user is gone."""
+        tick = self.tick()
+        if tick != self._tick:
+            self._tick, self._reads = tick, {}
+        key = (who.user.id, who.username)
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = asyncio.ensure_future(self._identity.recheck(who))
+            read.add_done_callback(_retrieve)
+        # shielded: a waiter whose client left must not cancel the read the others await
+        return await asyncio.shield(read)
+
+
+def _retrieve(read: asyncio.Future[Any]) -> None:
+    if not read.cancelled():
+        read.exception()  # read, so that a failure every waiter gave up on is not reported
+
+
+class Caller:
+    """Who waits, kept current: at each of `rechecks`' instants the user and roles are read
+    again and `access(who)` is asked for the thread, which raises what the same request would
+    be answered now (401 user gone, 403 role too low, 404 not theirs)."""
+
+    def __init__(
+        self, rechecks: Rechecks, who: Principal, access: Callable[[Principal], Awaitable[Thread]]
+    ) -> None:
+        self.who = who
+        self._rechecks = rechecks
+        self._access = access
+        self._tick = rechecks.tick()  # the request's own check stands for the current instant
+
+    def until_due(self) -> float:
+        return 0.0 if self._rechecks.tick() != self._tick else self._rechecks.until_next()
+
+    async def reread(self) -> Thread:
+        return await self._access(self.who)
+
+    async def check_if_due(self) -> Thread | None:
+        """The thread as re-read by a check, when one was due and found the caller changed;
+        raises when the right is gone."""
+        tick = self._rechecks.tick()
+        if tick == self._tick:
+            return None
+        self._tick = tick
+        who = await self._rechecks.principal(self.who)
+        if who is None:
+            raise AuthenticationFailed(f"User '{self.who.username}' no longer exists")
+        if who == self.who:  # the same user with the same roles: the same answer, unasked
+            return None
+        self.who = who
+        return await self._access(who)
 
 
 def etag(thread: Thread) -> str:
@@ -93,20 +176,24 @@ async def wait_for_change(
     changes: Changes,
     thread: Thread,
     seconds: int,
-    reread: Callable[[], Awaitable[Thread]],
+    caller: Caller,
     unchanged: Callable[[Thread], bool],
 ) -> Thread:
-    """The thread once `unchanged(thread)` stops holding, or as it is after `seconds`."""
+    """The thread once `unchanged(thread)` stops holding, or as it is after `seconds`; raises
+    as soon as a check finds the caller's right gone."""
     with changes.watch(thread.id) as watcher:
-        thread = await reread()  # it may have changed before we subscribed
+        thread = await caller.reread()  # it may have changed before we subscribed
         deadline = time.monotonic() + seconds
         while unchanged(thread) and not thread.final and not changes.closing:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await watcher.wait(remaining)
+            await watcher.wait(min(remaining, caller.until_due()))
             if watcher.thread is not None and watcher.thread.version > thread.version:
                 thread = watcher.thread
+            checked = await caller.check_if_due()
+            if checked is not None and checked.version > thread.version:
+                thread = checked
     return thread
 
 
@@ -121,31 +208,66 @@ async def event_stream(
     changes: Changes,
     thread: Thread,
     since: tuple[int, int],
-    reread: Callable[[], Awaitable[Thread]],
-    render_thread: Callable[[Thread], str],
+    caller: Caller,
+    may_read_log: Callable[[Principal, Thread], bool],
+    render_thread: Callable[[Principal, Thread], str],
 ) -> AsyncIterator[str]:
-    """`status` and `log` events until the thread's final status has been sent."""
+    """`status` events, and `log` events while the caller may read the log, until the thread's
+    final status has been sent; or until a check finds the caller's right gone (the stream
+    just ends: a client that reconnects is answered what its request deserves)."""
+    try:
+        async for item in _events(store, changes, thread, since, caller, may_read_log,
+                                  render_thread):
+            yield item
+    except ThreadsvcError:  # the right is gone (or the store is, for the check): fail closed
+        return
+
+
+async def _events(
+    store: Store,
+    changes: Changes,
+    thread: Thread,
+    since: tuple[int, int],
+    caller: Caller,
+    may_read_log: Callable[[Principal, Thread], bool],
+    render_thread: Callable[[Principal, Thread], str],
+) -> AsyncIterator[str]:
     seq, version = since
-    with changes.watch(thread.id, logs=True) as watcher:
-        thread = await reread()
-        more = True
+    logs = may_read_log(caller.who, thread)
+    with changes.watch(thread.id, logs=logs) as watcher:
+        thread = await caller.reread()
+        more = logs
         while more:  # the log so far, from the store, then live from the feed
             page = await store.get_logs(thread.id, seq, 1000, Level.DEBUG)
             for event in page.events:
                 seq = watcher.seq = event.seq
                 yield _sse("log", seq, version, render.to_line(render.event_element(event)))
             more = page.more
+            if (checked := await caller.check_if_due()) is not None:
+                more = more and may_read_log(caller.who, checked)
         last_status = 0.0
+        last_sent = time.monotonic()
         while True:
+            checked = await caller.check_if_due()  # before anything more is sent
+            if checked is not None:
+                logs = logs and may_read_log(caller.who, checked)
+                if checked.version > thread.version:
+                    thread = checked
             if watcher.overflowed:
                 watcher.overflowed = False
-                page = await store.get_logs(thread.id, seq, 10_000, Level.DEBUG)
-                watcher.events.extend(page.events)
+                if logs:
+                    page = await store.get_logs(thread.id, seq, 10_000, Level.DEBUG)
+                    watcher.events.extend(page.events)
             while watcher.events:
                 event = watcher.events.popleft()
-                if event.seq > seq:
-                    seq = watcher.seq = event.seq
-                    yield _sse("log", seq, version, render.to_line(render.event_element(event)))
+                if event.seq <= seq:
+                    continue
+                if not logs:  # no longer theirs to read: dropped, and not asked for again
+                    watcher.seq = event.seq
+                    continue
+                seq = watcher.seq = event.seq
+                last_sent = time.monotonic()
+                yield _sse("log", seq, version, render.to_line(render.event_element(event)))
             if watcher.thread is not None and watcher.thread.version > thread.version:
                 thread = watcher.thread
             if thread.version != version:
@@ -154,11 +276,14 @@ async def event_stream(
                     await asyncio.sleep(pause)  # coalesce: send the latest state after the pause
                     continue
                 version = thread.version
-                last_status = time.monotonic()
-                yield _sse("status", seq, version, render_thread(thread))
+                last_status = last_sent = time.monotonic()
+                yield _sse("status", seq, version, render_thread(caller.who, thread))
             if thread.final or changes.closing:  # closing: the server stops; clients resume
                 return
-            if not await watcher.wait(KEEPALIVE):
+            quiet = last_sent + KEEPALIVE - time.monotonic()
+            arrived = await watcher.wait(min(quiet, caller.until_due()))
+            if not arrived and time.monotonic() >= last_sent + KEEPALIVE:
+                last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
 
 
