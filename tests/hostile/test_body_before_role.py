@@ -21,6 +21,7 @@ Retry-After; a small body is never held up.
 from __future__ import annotations
 
 import base64
+import re
 import select
 import socket
 import threading
@@ -67,9 +68,11 @@ class Race:
 
 
 def send_until_answered(server: Server, path: str, user: str | None, content_type: str,
-                        body: Iterator[bytes], chunked: bool, length: int = DECLARED) -> Race:
+                        body: Iterator[bytes], chunked: bool, length: int = DECLARED,
+                        cookie: str | None = None) -> Race:
     framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % length
-    head = (b"POST %s HTTP/1.1\r\nHost: x\r\n" % path.encode() + _auth(user)
+    credentials = _auth(user) if cookie is None else b"Cookie: %s\r\n" % cookie.encode()
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\n" % path.encode() + credentials
             + b"Content-Type: " + content_type.encode() + b"\r\n" + framing + b"\r\n")
     race = Race()
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -201,6 +204,36 @@ def test_a_caller_who_may_not_start_is_refused_while_still_sending(
     print(f"{case} {'chunked' if chunked else 'length'}: {race.sent // 1024} kB sent of "
           f"{DECLARED // 1024} kB when refused")
     assert race.closed  # and the rest of it is never read
+    assert thread_total(server) == before
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("user", ["outsider", "reviewer"])
+def test_the_console_start_form_refuses_before_reading_the_upload(
+    server: Server, user: str, chunked: bool
+) -> None:
+    """The console's start form (session cookie, CSRF token in the form) is held to the same
+    rule: a signed-in non-member's, or a reviewer's, upload is refused unread."""
+    with httpx.Client(base_url=server.url, timeout=30, follow_redirects=False) as browser:
+        form = browser.get("/ps/ui/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token, form.text[:500]
+        signed = browser.post("/ps/ui/sign-in", data={
+            "csrf": token.group(1), "username": user, "password": password(user)})
+        assert signed.status_code == 303, signed.text[:500]
+        cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+        page = browser.get("/ps/ui/groups")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text[:500]
+    before = thread_total(server)
+    body = multipart([("csrf", csrf.group(1).encode(), None), ("job", b"validate", None)])
+    race = send_until_answered(server, "/ps/ui/groups/dev/start", None, MP, body, chunked,
+                               cookie=cookie)
+    head = race.answer.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 403 "), race.answer[:300]
+    assert b"connection: close" in head.lower(), head
+    assert not race.finished_sending and race.sent < DECLARED, race.sent
+    assert race.closed
     assert thread_total(server) == before
 
 

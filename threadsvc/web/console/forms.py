@@ -24,6 +24,7 @@ from threadsvc.models import Principal
 from threadsvc.runner.params import Choice, File, Integer, Number, Param, Text
 from threadsvc.runner.registry import JobSpec
 from threadsvc.uploads import Upload
+from threadsvc.web import job_body
 from threadsvc.web.api import AppState, app_state
 from threadsvc.web.auth import client_address, session_user
 from threadsvc.web.console.pages import (
@@ -178,7 +179,23 @@ async def _form(
 @page
 async def start(request: Request) -> Response:
     ref = request.path_params.get("group")
-    async with request.form(max_files=1000, max_fields=1000) as form:
+    # The session's right to start here is checked before the form is read, and the job's as
+    # soon as its field arrives, as the service route does: a non-member's (or a too-low
+    # role's) upload is refused unread and the connection closed. The CSRF token travels in
+    # the form, so it is checked once the form is read, before anything is done.
+    state = app_state(request)
+    user = await session_user(request, state.identity)
+    if user is None:
+        raise AuthenticationFailed("Sign in first")
+    service, caller = state.service, await state.identity.principal(user)
+    group = await service.may_start(caller, ref)
+
+    def check_job(name: str) -> None:
+        service.job_for(caller, group, name)
+
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/")
+    form = await job_body.read_form(request, multipart, check_job)
+    try:
         state, who = await poster(request, form)
         job = form.get("job")
         name = job.strip() if isinstance(job, str) else ""
@@ -188,6 +205,8 @@ async def start(request: Request) -> Response:
         except (BadParameter, TooManyActiveThreads) as exc:
             status = 429 if isinstance(exc, TooManyActiveThreads) else 400
             return await _form(request, state, who, ref, name or None, texts, exc, status)
+    finally:
+        await form.close()
     return see_other(f"{ui_base(ref)}/threads/{thread.id}?notice=started")
 
 
