@@ -24,7 +24,8 @@ import pytest
 from lxml import etree
 
 from tests.hostile.payloads import GROUP, check_error, finish, thread_total
-from tests.support import Server, seed
+from tests.support import Server, password, seed
+from threadsvc.client import Client
 
 SCRIPTS = Path(__file__).parent.parent / "commands"
 
@@ -144,3 +145,7 @@ def test_command_output_cannot_forge_text_log_lines(server: Server) -> None:
         assert not re.search("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]", line), repr(line)
     forged = [line for line in lines if line.startswith("2026-01-01T00:00:00.000Z")]
     assert not forged, forged
+    # `threadsvc threads logs` prints the client's lines: the same, from the XML
+    with Client(server.url, username="contributor", password=password("contributor"),
+                group="dev") as client:
+        assert [entry.line() for entry in client.logs(tid)] == lines

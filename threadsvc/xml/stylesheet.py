@@ -109,13 +109,10 @@ def check(tree: etree._ElementTree) -> None:
 
 def avt_expressions(value: str) -> Iterator[str]:
     """The expressions inside the {...} of an attribute value template (`{{` is a brace)."""
-    i, n = 0, len(value)
-    while i < n:
-        if value[i] != "{":
-            i += 1
-            continue
+    i, n = value.find("{"), len(value)
+    while i >= 0:
         if value.startswith("{{", i):
-            i += 2
+            i = value.find("{", i + 2)
             continue
         j, quote = i + 1, ""
         while j < n:
@@ -128,17 +125,20 @@ def avt_expressions(value: str) -> Iterator[str]:
                 break
             j += 1
         yield value[i + 1 : j]
-        i = j + 1
+        i = value.find("{", j + 1)
 
 
 def function_calls(expression: str) -> Iterator[str]:
     """The names of the functions `expression` calls (node tests such as text() excluded), as
     XPath 1.0 reads them. Raises ValueError for a ':' that no name holds."""
-    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expression)
-              if m.lastgroup != "space"]
+    tokens = ((m.lastgroup, m.group()) for m in _TOKEN.finditer(expression)
+              if m.lastgroup != "space")
     after_operand = False  # XPath's rule: then `and`, `or`, `div`, `mod` and `*` are operators
-    for index, (kind, text) in enumerate(tokens):
-        following = tokens[index + 1][1] if index + 1 < len(tokens) else ""
+    current = next(tokens, None)
+    while current is not None:
+        kind, text = current
+        current = next(tokens, None)
+        following = current[1] if current is not None else ""
         if kind == "colon":
             raise ValueError("a ':' outside a prefixed name")
         if kind == "name":
