@@ -285,6 +285,10 @@ def test_undeclared_and_xslt_prefixes_are_refused_too(server: Server) -> None:
 
 
 EXTENSION_ELEMENTS = {
+    "exsl:document on the stylesheet": (
+        '<xsl:stylesheet version="1.0" xmlns:xsl="{xsl}" xmlns:{p}="http://exslt.org/common" '
+        'extension-element-prefixes="{p}"><xsl:template match="/"><{p}:document href="x.txt" '
+        'method="text">RAN</{p}:document></xsl:template></xsl:stylesheet>'),
     "on the stylesheet": (
         '<xsl:stylesheet version="1.0" xmlns:xsl="{xsl}" xmlns:{p}="http://xmlsoft.org/XSLT/'
         'namespace" extension-element-prefixes="{p}"><xsl:template match="/">'
@@ -315,6 +319,14 @@ def test_extension_elements_under_any_prefix(server: Server) -> None:
             key = f"{place} {prefix}"
             stylesheets[key] = template.format(xsl=XSL_NS, p=prefix).encode()
             naming[key] = "function" if "func:" in place else "extension elements"
+            # Without the check, libxslt runs those declared on the stylesheet's root: it tries
+            # to write the file, or runs (and drops) libxslt:debug. It reads those declared on
+            # a literal element as literal today; they are refused all the same.
+            unchecked = Engine(stylesheets[key], refuse_extensions=False).run(DOCUMENT)
+            if "href=" in template and "stylesheet" in place:
+                assert "write" in str(unchecked.error), (key, unchecked)
+            elif "stylesheet" in place:
+                assert unchecked.output is not None and b":debug" not in unchecked.output, key
     assert_refused_before_running(server, stylesheets, naming)
 
 
