@@ -9,6 +9,7 @@ none may ever arrive), `SECRET_URL` (a file holding a marker that must never com
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -658,3 +659,104 @@ def _alive(pid: int) -> bool:
         return False
     # a zombie of ours would still answer; it is reaped by Popen.wait in close()
     return True
+
+
+# -- the extension check against libxml2's own reading of expressions ---------------------------
+def test_the_check_sees_every_call_libxml2_makes() -> None:
+    """Random expressions (calls under odd prefixes, operator names glued to names, random
+    whitespace and stray characters) compiled by libxml2 with a stand-in for every extension
+    function: whenever libxml2 calls one, threadsvc.xml.stylesheet.function_calls reports a
+    call that the check refuses."""
+    import random
+
+    from threadsvc.xml.stylesheet import FUNCTIONS, function_calls
+
+    prefixes = ["é", "中", "_x", "a.b", "e\u0301", "xmlfoo", "p", "and", "div", "child", "text"]
+    locals_ = ["evaluate", "f", "and", "div", "or", "mod", "text", "node", "count", "x-y"]
+    space = {p: f"urn:{i}" for i, p in enumerate(prefixes)}
+    called: list[str] = []
+
+    def stand_in(name: str) -> Any:
+        return lambda context, *args: called.append(name) or "1"
+
+    extensions: dict[tuple[str | None, str], Any] = {
+        (space[p], name): stand_in(f"{p}:{name}") for p in prefixes for name in locals_}
+    extensions.update({(None, name): stand_in(name) for name in ("f", "y", "andf", "evaluate")})
+    names = [f"{p}:{n}" for p in prefixes for n in locals_] + ["f", "y", "andf", "concat"]
+    rng = random.Random(20261202)
+
+    def ws() -> str:
+        return rng.choice(["", "", " ", "\t", "\n"])
+
+    def operand(depth: int) -> str:
+        kind = rng.randrange(8 if depth < 3 else 2)
+        if kind == 0:
+            return rng.choice(["'s'", '"t"', "1", ".5", "$v", ".", ".."])
+        if kind == 1:
+            return rng.choice(["a", "p:a", "*", "@b", "child::a", "text()", "and", "div", "//a"])
+        if kind == 2:
+            return "//a[" + expression(depth + 1) + "]"
+        if kind in (3, 4, 5):
+            arguments = ",".join(ws() + expression(depth + 1) for _ in range(rng.randint(0, 2)))
+            return rng.choice(names) + ws() + "(" + arguments + ")"
+        return "(" + expression(depth + 1) + ")"
+
+    def expression(depth: int = 0) -> str:
+        text = operand(depth)
+        for _ in range(rng.randint(0, 2)):
+            text += ws() + rng.choice(["and", "or", "div", "mod", "*", "|", "+", "-", "="]) + \
+                ws() + operand(depth)
+        return text
+
+    document = etree.fromstring("<r><a b='1'>x</a><a>y</a></r>")
+    calling = 0
+    for _ in range(20000):
+        text = expression()
+        if rng.random() < 0.3:  # a stray character somewhere
+            at = rng.randrange(len(text) + 1)
+            text = text[:at] + rng.choice([" ", ":", "(", ")", "é", "-", "."]) + text[at:]
+        try:
+            compiled = etree.XPath(text, namespaces=space, extensions=extensions)
+        except etree.XPathError:
+            continue
+        called.clear()
+        with contextlib.suppress(etree.XPathError):
+            compiled(document, v="1")
+        if not called:
+            continue
+        calling += 1
+        try:
+            seen = list(function_calls(text))
+        except ValueError:
+            continue  # refused: a stray ':'
+        assert any(name not in FUNCTIONS for name in seen), (text, called, seen)
+    print(f"{calling} of 20000 random expressions call an extension")
+    assert calling > 1000, calling  # the random expressions do call extensions
+
+
+@pytest.mark.parametrize(("expression", "calls"), [
+    ("count(//a) + 1", ["count"]),
+    ("1 and(2)", []),  # `and` after an operand is the operator
+    ("a div(2)", []),
+    ("div(2)", ["div"]),  # at the start it can only be a name
+    ("text() | node() | comment() | processing-instruction('x')", []),
+    ("child::and[. = 1]", []),
+    ("$p:v * p:*", []),
+    ("'é:evaluate(1)' and \"x:y()\"", []),
+    ("é:evaluate ('1')", ["é:evaluate"]),
+    ("e\u0301:date()", ["e\u0301:date"]),
+    ("1 andé:evaluate('1')", ["andé:evaluate"]),  # libxml2: `and é:evaluate(...)`
+    ("𝒳:f()", ["𝒳:f"]),
+])
+def test_function_calls(expression: str, calls: list[str]) -> None:
+    from threadsvc.xml.stylesheet import function_calls
+
+    assert list(function_calls(expression)) == calls
+
+
+@pytest.mark.parametrize("expression", ["a :b()", "*:f()", "a: b()", ":f()"])
+def test_a_colon_outside_a_name_is_refused(expression: str) -> None:
+    from threadsvc.xml.stylesheet import function_calls
+
+    with pytest.raises(ValueError, match="':' outside a prefixed name"):
+        list(function_calls(expression))

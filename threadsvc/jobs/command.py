@@ -1,16 +1,23 @@
-"""`command`: runs a command that an administrator declared in the settings (SPEC §12).
+r"""`command`: runs a command that an administrator declared in the settings (SPEC §12).
 
 Each `[commands.NAME]` table of the settings declares one command:
 
     [commands.greet]
     argv = ["python3", "greet.py", "--name", "{who}"]   # {param} is replaced inside an item
-    params = { who = "^[a-z]{1,20}$" }                 # each parameter and its pattern
+    params = { who = "^[a-z]{1,20}$" }                 # each parameter and its pattern (below)
     role = "manager"                                   # minimum role (default contributor)
     level = "group"                                    # group (default), server or both
     timeout = 600                                      # seconds (default: none)
     cwd = "/srv/tools"                                 # working directory (default: the server's)
     env = { TOOL_HOME = "/srv/tools" }                 # added to PATH and LANG
     grace = 10                                         # seconds between SIGTERM and SIGKILL
+
+A pattern must match the whole value (as `re.fullmatch`: `^` and `$` are optional, and `$` never
+forgives a trailing newline), and is compiled with `re.ASCII`: `\d` is `[0-9]`, `\w` is
+`[A-Za-z0-9_]`, `\s` is ASCII white space and case-insensitive matching folds ASCII letters
+only, so that Arabic-Indic digits, fullwidth letters or the Kelvin sign never pass a pattern
+written for ASCII (`\D`, `\W` and `\S`, their opposites, match any other character: prefer
+classes that list what is allowed).
 
 `command_job(settings)` checks every table at start-up (a SettingsError names the command and
 the key) and makes the one job `command`, whose parameters are `name` and that command's own.
@@ -158,8 +165,8 @@ def _parse_command(name: str, table: Any) -> Command:
         if not isinstance(pattern, str):
             raise bad(f"params.{key}", "must be a regular expression (a string)")
         try:
-            params[key] = re.compile(pattern)
-        except re.error as exc:
+            params[key] = re.compile(pattern, re.ASCII)  # \d is 0-9, not every script's digits
+        except (re.error, ValueError) as exc:
             raise bad(f"params.{key}", f"the pattern does not compile: {exc}") from None
 
     argv = table.get("argv")

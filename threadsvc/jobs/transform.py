@@ -40,11 +40,11 @@ from threadsvc.runner.params import File
 from threadsvc.runner.registry import JobSpec
 from threadsvc.uploads import InputFile, Upload
 from threadsvc.xml.render import xml_safe
+from threadsvc.xml.stylesheet import StylesheetError
 from threadsvc.xml.transform import (
     DOCUMENT_SECONDS,
     MAX_OUTPUT,
     RESERVED_PARAM,
-    StylesheetError,
     Transformer,
     output_path,
 )

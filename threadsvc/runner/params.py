@@ -36,6 +36,9 @@ class Param:
 
 @dataclass(frozen=True)
 class Text(Param):
+    r"""`pattern` must match the whole value (`re.fullmatch`, so `$` never forgives a trailing
+    newline) with ASCII classes (`re.ASCII`: `\d` is `[0-9]`, not every script's digits)."""
+
     pattern: str | None = None
     max_length: int = 10_000
 
@@ -44,7 +47,7 @@ class Text(Param):
             raise BadParameter(name, f"is longer than {self.max_length} characters")
         if "\x00" in raw:
             raise BadParameter(name, "may not hold a NUL character")
-        if self.pattern is not None and not re.fullmatch(self.pattern, raw):
+        if self.pattern is not None and not re.fullmatch(self.pattern, raw, re.ASCII):
             raise BadParameter(name, f"must match {self.pattern}")
         return raw
 

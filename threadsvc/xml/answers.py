@@ -10,6 +10,7 @@ from lxml import etree
 
 from threadsvc.errors import ThreadsvcError
 from threadsvc.xml.parse import parse_body
+from threadsvc.xml.render import text_line
 
 FINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -67,7 +68,8 @@ class LogEntry:
     text: str
 
     def line(self) -> str:
-        return f"{self.datetime} {self.level} {self.text.replace(chr(10), ' ')}"
+        """`DATETIME LEVEL text` on one line, as the server's text log writes it."""
+        return f"{self.datetime} {self.level} {text_line(self.text)}"
 
 
 @dataclass(frozen=True)

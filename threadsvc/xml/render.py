@@ -1,4 +1,12 @@
-"""The one builder of documents: lxml elements, serialised as XML or mirrored as JSON."""
+"""The one builder of documents: lxml elements, serialised as XML or mirrored as JSON.
+
+Every string shown comes from the store, and the store may hold anything: a row written
+before a rule existed, by another version, or by hand. lxml refuses characters XML 1.0 cannot
+hold (a 500 for every list showing that row), so each stored string goes through `xml_safe`
+(U+FFFD for each such character) on its way into an element; the JSON mirror, the event
+stream and the text log are made from the same cleaned strings. The text log also makes each
+event exactly one line (`text_line`).
+"""
 
 from __future__ import annotations
 
@@ -36,12 +44,12 @@ def thread_element(
 ) -> Element:
     """`link` is given when the thread has a result that is still kept."""
     el = etree.Element("thread")
-    el.set("id", thread.id)
-    el.set("name", thread.name)
-    el.set("username", thread.username)
+    _set(el, "id", thread.id)
+    _set(el, "name", thread.name)
+    _set(el, "username", thread.username)
     el.set("groupid", str(thread.group_id))
     el.set("status", thread.status.value)
-    el.set("type", thread.job)
+    _set(el, "type", thread.job)
     el.set("created", iso(thread.created))
     if thread.started is not None:
         el.set("started", iso(thread.started))
@@ -51,11 +59,11 @@ def thread_element(
     el.set("errors", str(thread.errors))
     if admin and not thread.final:
         if thread.node:
-            el.set("node", thread.node)
+            _set(el, "node", thread.node)
         if thread.heartbeat is not None:
             el.set("heartbeat", iso(thread.heartbeat))
     if thread.message:
-        etree.SubElement(el, "message").text = thread.message
+        etree.SubElement(el, "message").text = xml_safe(thread.message)
     if thread.progress_current is not None or thread.progress_total is not None:
         progress = etree.SubElement(el, "progress")
         current = thread.progress_current or 0
@@ -66,8 +74,8 @@ def thread_element(
                 progress.set("percent", str(100 * current // thread.progress_total))
     if link is not None and thread.result is not None and thread.result.deletion is not None:
         result = etree.SubElement(el, "result")
-        result.set("href", link.href)
-        result.set("media-type", xml_safe(thread.result.media_type))  # a job's own text
+        _set(result, "href", link.href)
+        _set(result, "media-type", thread.result.media_type)
         result.set("size", str(thread.result.size))
         result.set("expires", iso(link.expires))
         result.set("deletion", iso(thread.result.deletion))
@@ -101,13 +109,13 @@ def event_element(event: LogEvent) -> Element:
     el.set("timestamp", str(event.timestamp))
     el.set("datetime", iso(event.timestamp))
     el.set("level", event.level.name)
-    el.text = event.text
+    el.text = xml_safe(event.text)
     return el
 
 
 def logs_element(page: LogPage) -> Element:
     el = etree.Element("logs")
-    el.set("thread", page.thread_id)
+    _set(el, "thread", page.thread_id)
     el.set("total", str(page.total))
     el.set("next", str(page.next))
     el.set("more", "true" if page.more else "false")
@@ -117,10 +125,20 @@ def logs_element(page: LogPage) -> Element:
 
 
 def logs_text(events: Iterable[LogEvent]) -> str:
-    """One line an event: `DATETIME LEVEL text`, newlines inside the text escaped."""
-    return "".join(
-        f"{iso(e.timestamp)} {e.level.name} {e.text.replace(chr(10), ' ')}\n" for e in events
-    )
+    """One line an event: `DATETIME LEVEL text`, the text made one line by `text_line`."""
+    return "".join(f"{iso(e.timestamp)} {e.level.name} {text_line(e.text)}\n" for e in events)
+
+
+# Everything str.splitlines() ends a line at (CR LF counts once), so that no text can start a
+# line of its own in the text log (a forged `... ERROR ...` event); and the other C0 and C1
+# control characters but TAB (ESC would drive a terminal that shows the log).
+_LINE_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
+
+
+def text_line(text: str) -> str:
+    """`text` as one line: each line break a space, other control characters U+FFFD."""
+    return xml_safe(_CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", text)))
 
 
 def error_element(error_id: str, request: str, message: str) -> Element:
@@ -136,7 +154,15 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def xml_safe(text: str) -> str:
+    """`text` with U+FFFD for each character XML 1.0 cannot hold (C0 controls but TAB, LF and
+    CR; lone surrogates; U+FFFE and U+FFFF)."""
     return _NOT_XML.sub("\ufffd", text)
+
+
+def _set(el: Element, name: str, value: str) -> None:
+    """A stored string as an attribute; an empty one as U+FFFD (the attributes it sets are
+    never empty in the published schemas)."""
+    el.set(name, xml_safe(value) or "\ufffd")
 
 
 def to_xml(element: Element) -> bytes:
@@ -144,8 +170,9 @@ def to_xml(element: Element) -> bytes:
 
 
 def to_line(element: Element) -> str:
-    """The element as XML on one line (for Server-Sent Events)."""
-    return etree.tostring(element, encoding="unicode").replace("\n", "&#10;")
+    """The element as XML on one line (for Server-Sent Events, whose lines end at CR or LF;
+    lxml already writes a CR as `&#13;`)."""
+    return etree.tostring(element, encoding="unicode").replace("\n", "&#10;").replace("\r", "&#13;")
 
 
 def _value(name: str, text: str) -> Any:
@@ -193,8 +220,8 @@ def webhook_element(webhook: Webhook, deliveries: Iterable[Delivery] = ()) -> El
     """`<webhook id url events groupid created>` with `<delivery>` children; never the secret."""
     el = etree.Element("webhook")
     el.set("id", str(webhook.id))
-    el.set("url", xml_safe(webhook.url))
-    el.set("events", webhook.events)
+    _set(el, "url", webhook.url)
+    _set(el, "events", webhook.events)
     el.set("groupid", str(webhook.group_id))
     el.set("created", iso(webhook.created))
     for delivery in deliveries:
@@ -204,10 +231,10 @@ def webhook_element(webhook: Webhook, deliveries: Iterable[Delivery] = ()) -> El
 
 def delivery_element(delivery: Delivery) -> Element:
     el = etree.Element("delivery")
-    el.set("id", delivery.id)
-    el.set("thread", delivery.thread_id)
-    el.set("event", delivery.event)
-    el.set("status", delivery.status)
+    _set(el, "id", delivery.id)
+    _set(el, "thread", delivery.thread_id)
+    _set(el, "event", delivery.event)
+    _set(el, "status", delivery.status)
     el.set("attempts", str(delivery.attempts))
     el.set("created", iso(delivery.created))
     if delivery.last_attempt is not None:

@@ -12,10 +12,10 @@ What a stylesheet may do (`Engine`, which the child runs):
 
 - It is parsed by a hardened parser: no DTD loading, no entities, no network, no huge trees,
   and a resolver that refuses every URL, so nothing is read while it compiles.
-- It must be self-contained: `xsl:include` and `xsl:import` are refused at compile time, as
-  are extension elements (`extension-element-prefixes`) and every call of a prefixed function
-  (EXSLT, libxslt's own, anything else): no extension function is registered and the EXSLT
-  ones that libxslt builds in are refused before compiling.
+- Before it compiles, `threadsvc.xml.stylesheet.check` refuses includes and imports, extension
+  elements and every call of a function that is not XPath's or XSLT's (EXSLT, libxslt's own,
+  anything else, under any prefix): no extension function is registered here, and the EXSLT
+  ones that libxslt builds in can therefore never be called.
 - At run time, `XSLTAccessControl` denies reading and writing files and the network:
   `document()` of a file or a URL, and `xsl:document` (XSLT 1.1) writing one, fail the
   document with libxslt's message, which names the URL and never holds its content.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 import select
 import signal
 import subprocess
@@ -45,6 +44,9 @@ from typing import Any, Self, cast
 
 from lxml import etree
 
+from threadsvc.xml.stylesheet import XSL, StylesheetError
+from threadsvc.xml.stylesheet import check as check_stylesheet
+
 MAX_OUTPUT = 64 * 1024 * 1024  # bytes of one document's output
 DOCUMENT_SECONDS = 300.0  # to transform one document (or compile the stylesheet)
 MEMORY_BYTES = 2 * 1024 * 1024 * 1024  # address space of the child process
@@ -53,19 +55,7 @@ MAX_TEXT = 2_000  # characters of one message or error
 START_SECONDS = 60.0  # for the child to start and answer
 POLL_SECONDS = 0.1  # how often the parent checks for a cancel while it waits
 
-XSL = "http://www.w3.org/1999/XSL/Transform"
 RESERVED_PARAM = "profile_run"  # lxml's own keyword: no stylesheet parameter can have the name
-
-# Attributes of XSL elements that hold an expression or a pattern; every other attribute of
-# the stylesheet is read as an attribute value template, whose {…} parts are expressions.
-_EXPRESSIONS = frozenset({"select", "test", "match", "use", "count", "from", "value"})
-_STRINGS = re.compile(r"'[^']*'|\"[^\"]*\"")
-_PREFIXED_CALL = re.compile(r"(?<![\w.:-])([A-Za-z_][\w.-]*:[A-Za-z_][\w.-]*)\s*\(")
-
-
-class StylesheetError(ValueError):
-    """The stylesheet is refused or does not compile; the message says why."""
-
 
 class Refused(Exception):
     """Raised by the resolver: nothing may be loaded."""
@@ -141,62 +131,6 @@ def _parse(data: bytes, what: str) -> etree._ElementTree:
     return tree
 
 
-def _avt_expressions(value: str) -> Iterable[str]:
-    """The expressions inside the {…} of an attribute value template."""
-    i, n = 0, len(value)
-    while i < n:
-        if value[i] != "{":
-            i += 1
-            continue
-        if value.startswith("{{", i):
-            i += 2
-            continue
-        j, quote = i + 1, ""
-        while j < n:
-            ch = value[j]
-            if quote:
-                quote = "" if ch == quote else quote
-            elif ch in "'\"":
-                quote = ch
-            elif ch == "}":
-                break
-            j += 1
-        yield value[i + 1 : j]
-        i = j + 1
-
-
-def _refuse_extensions(tree: etree._ElementTree) -> None:
-    """Refuse includes, imports, extension elements and calls of prefixed functions."""
-    for element in tree.iter(etree.Element):
-        tag = etree.QName(element)
-        in_xsl = tag.namespace == XSL
-        line = element.sourceline
-        if in_xsl and tag.localname in ("include", "import"):
-            href = str(element.get("href", ""))[:200]
-            raise StylesheetError(
-                f"The stylesheet may not use xsl:{tag.localname} (href '{href}', line {line}): "
-                "it must be self-contained"
-            )
-        for name, value in element.attrib.items():
-            attr = etree.QName(name)
-            if attr.localname == "extension-element-prefixes" and (
-                (in_xsl and attr.namespace is None) or (not in_xsl and attr.namespace == XSL)
-            ):
-                raise StylesheetError(
-                    f"The stylesheet declares extension elements ({str(value)[:100]}, line "
-                    f"{line}); extension elements are not allowed"
-                )
-            texts = [value] if in_xsl and attr.namespace is None and attr.localname in \
-                _EXPRESSIONS else _avt_expressions(str(value))
-            for text in texts:
-                call = _PREFIXED_CALL.search(_STRINGS.sub("''", str(text)))
-                if call:
-                    raise StylesheetError(
-                        f"The stylesheet calls the extension function {call.group(1)}() "
-                        f"(line {line}); extension functions are not allowed"
-                    )
-
-
 def _log_texts(entries: Iterable[Any]) -> list[str]:
     """Distinct texts of libxslt's log, each with the stylesheet line when known."""
     texts: list[str] = []
@@ -227,7 +161,7 @@ class Engine:
         except ValueError as exc:
             raise StylesheetError(str(exc)) from None
         if refuse_extensions:
-            _refuse_extensions(tree)
+            check_stylesheet(tree)
         try:
             self.xslt = etree.XSLT(tree, regexp=False, access_control=_access_control())
         except Refused as exc:

@@ -64,8 +64,8 @@ async def groups(request: Request) -> Response:
     found = []
     for group, role in await state.store.groups_of(who.user.id):
         try:
-            active = await state.service.list_threads(
-                who, group.name, ThreadFilter(pagesize=1)
+            active = await state.service.list_threads(  # by id: a stored name may be odd
+                who, str(group.id), ThreadFilter(pagesize=1)
             )
             count: int | None = active.total
         except Forbidden:
