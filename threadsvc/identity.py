@@ -38,7 +38,12 @@ log = logging.getLogger("threadsvc.auth")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 API_TOKEN_PREFIX = "tsv_"
 CLIENT_ID_PREFIX = "tsc_"
-VERIFIED_TTL = 10.0  # seconds a verified password is remembered (a changed one is honoured after)
+# Seconds a verified password is remembered after its last use. The entry names the user's id
+# and credential version, which every request reads anyway: a password changed, a user disabled
+# or removed (on any node) ends it at the next request, so the length is only a memory bound.
+# It matters beyond scrypt's cost: checking a password reserves an attempt (a store write), and a
+# client polling with Basic must not need the store's write lock to read.
+VERIFIED_TTL = 600.0
 CACHED_USERS = 10_000  # bearer tokens and users whose roles are remembered, at most
 CLIENT_KEY = "client:"  # lockout counts of an OAuth client id (no username holds a ':')
 LONGEST_NAME = 200  # a longer sign-in name or client id is no one's: refused without a count
@@ -224,12 +229,13 @@ class Identity:
     def _recently_verified(self, username: str, password: str, user: User) -> bool:
         """Whether this password was right for this very user, at their current credential
         version (a password changed on any node counts from the next request)."""
-        entry = self._verified.get(self._cache_key(username, password))
-        return (
-            entry is not None
-            and entry[0] > time.monotonic()
-            and entry[1:] == (user.id, user.credential_version)
-        )
+        key = self._cache_key(username, password)
+        entry = self._verified.get(key)
+        now = time.monotonic()
+        if entry is None or entry[0] <= now or entry[1:] != (user.id, user.credential_version):
+            return False
+        self._verified[key] = (now + VERIFIED_TTL, *entry[1:])  # kept while it is used
+        return True
 
     def _remember(self, username: str, password: str, user: User) -> None:
         if len(self._verified) > 10_000:

@@ -111,7 +111,7 @@ def server(tmp_path: Path, new_store: NewStore) -> Iterator[Server]:
 @pytest.mark.timeout(600)
 def test_kills_lose_nothing(tmp_path: Path, server: Server, receiver: Receiver) -> None:
     with server.client("manager") as http:
-        assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "s"}
+        assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "a-webhook-secret"}
                          ).status_code == 201
     load = Load(server)
     load.thread.start()

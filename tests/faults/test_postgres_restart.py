@@ -157,7 +157,7 @@ def test_postgres_stops_and_comes_back(tmp_path: Path, cluster: Cluster) -> None
     load = Load(server)
     try:
         with server.client("manager") as http:
-            assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "s"}
+            assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "a-webhook-secret"}
                              ).status_code == 201
             # threads that run through every outage
             long = [thread_id(http.post(f"{GROUP}/threads", data={

@@ -284,7 +284,7 @@ def seed_world(server: Server, webhooks: bool = True) -> Seeded:
             link = client.get(f"{base}/threads/{tid}/result")
             assert link.status_code == 302, link.text
             seeded.tokens.append(link.headers["location"].rsplit("/", 1)[-1])
-        hook = {"url": "http://127.0.0.1:9/hook", "secret": "s3cret", "events": "all"}
+        hook = {"url": "http://127.0.0.1:9/hook", "secret": "s3cret-of-16-chars", "events": "all"}
         for client, base in ((manager, GROUP), (admin, "/ps/service")) if webhooks else ():
             response = client.post(f"{base}/webhooks", data=hook)
             assert response.status_code == 201, response.text

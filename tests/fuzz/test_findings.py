@@ -91,7 +91,7 @@ NUL_CASES = {
         "POST",
         f"{GROUP}/webhooks",
         {
-            "data": {"url": "http://127.0.0.1:9/x", "secret": "s\x00"},
+            "data": {"url": "http://127.0.0.1:9/x", "secret": "a-webhook-secret\x00"},
             "headers": _basic("manager", password("manager")),
         },
         {201, 400},
