@@ -16,12 +16,14 @@ no user at all to the store's lookups.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -123,6 +125,7 @@ class Identity:
         self._verified: dict[str, tuple[float, int, int]] = {}  # until, user id, version
         self._pepper = secrets.token_bytes(16)
         self._checks: anyio.CapacityLimiter | None = None  # made in the loop, on first use
+        self._turns: dict[str, _Turn] = {}  # names whose password is being checked
         # Polling clients send the same token many times a second: remember what it named
         # (the user, and until when an access token is valid) and the user's roles briefly.
         ttl = settings.auth_cache_seconds
@@ -178,15 +181,44 @@ class Identity:
         counted = address if self.settings.lockout_per_address else ""
         found = await self.store.get_user(username)
         if found is not None and self._recently_verified(username, password, found[0]):
-            # A client polling with Basic: no scrypt and no write (unless there are failures
-            # to forget, as after any success), but a lock still holds.
-            failures = await self.store.get_login_failures(username, counted)
-            now = now_ms()
-            if failures is not None and failures.locked_until > now:
-                raise _locked(f"Too many failed sign-ins for '{username}'", failures, now)
-            if failures is not None:
-                await self.store.clear_login_failures(username, counted)
-            return found[0]
+            return await self._remembered(found[0], counted)
+        # One check at a time per name on this node: a client that opens many connections at
+        # once with the right password has it checked once and the others find it remembered,
+        # instead of each taking one of the name's few attempts (and the rest a 429).
+        async with self._turn(f"{username}\0{counted}"):
+            if found is not None and self._recently_verified(username, password, found[0]):
+                return await self._remembered(found[0], counted)
+            return await self._check(username, password, address, counted, found)
+
+    async def _remembered(self, user: User, counted: str) -> User:
+        """A password verified before (a client polling with Basic): no scrypt and no write
+        (unless there are failures to forget, as after any success), but a lock still holds."""
+        failures = await self.store.get_login_failures(user.username, counted)
+        now = now_ms()
+        if failures is not None and failures.locked_until > now:
+            raise _locked(f"Too many failed sign-ins for '{user.username}'", failures, now)
+        if failures is not None:
+            await self.store.clear_login_failures(user.username, counted)
+        return user
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, name: str) -> AsyncIterator[None]:
+        turn = self._turns.get(name)
+        if turn is None:
+            turn = self._turns[name] = _Turn()
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.waiting -= 1
+            if not turn.waiting:
+                del self._turns[name]
+
+    async def _check(
+        self, username: str, password: str, address: str, counted: str,
+        found: tuple[User, str | None] | None,
+    ) -> User:
         now = now_ms()
         counts, reserved = await self._reserve(username, counted, now)
         if not reserved:
@@ -327,6 +359,14 @@ class Identity:
         if self._roles is not None:  # what was read is remembered, as principal() would
             self._roles[found[0].id] = roles
         return Principal(user=found[0], roles=roles)
+
+
+class _Turn:
+    """Password checks of one name on this node, one at a time."""
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.waiting = 0
 
 
 def _locked(message: str, counts: LoginFailures | None, now: int) -> AccountLocked:

@@ -3,8 +3,10 @@
 Threat model: a client that can make the server fail the same way thousands of times a second
 (an accept() failing for want of file descriptors, a connection refused at the cap) must not
 fill the disk with the log nor spend the server's time writing it: 217,087 lines (96 MB) in
-13 s were seen. Records of the same logger, level and message template within a second of
-the last one written are dropped; the next one written says how many were. Information
+13 s were seen. Records of the same logger, level and text (the message as formatted, so that
+lines which say different things, such as failed sign-ins of other names or addresses, are all
+written) within a second of the last one written are dropped; the next one written says how
+many were. Information
 records (the access log) pass untouched.
 """
 
@@ -28,7 +30,7 @@ class RepeatLimit(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, record.getMessage())
         now = time.monotonic()
         with self._lock:
             written, dropped = self._last.get(key, (float("-inf"), 0))

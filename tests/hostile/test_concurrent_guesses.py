@@ -90,6 +90,18 @@ def test_200_guesses_at_once_check_at_most_the_limit(server: Server) -> None:
                      auth=("manager", password("manager"))).status_code == 200
 
 
+def test_many_connections_with_the_right_password_are_all_let_in(server: Server) -> None:
+    """The other side of the bound: a client that opens many connections at once with the
+    right password (none of them remembered yet) is not locked out by its own requests. One
+    check runs at a time per name on a node; the first success is remembered and the rest
+    find it, so no right password is refused and only one is checked."""
+    name = "approver"
+    unlock(server, name)
+    answers = asyncio.run(guess_all([server.url], name, [password(name)] * 60))
+    assert [a.status_code for a in answers] == [200] * 60
+    assert checked(server, name) == 0
+
+
 def test_an_unknown_name_is_limited_the_same_way(server: Server) -> None:
     answers = asyncio.run(guess_all([server.url], "nobody-here", guesses("nobody-here")))
     assert check_outcome(answers) == ATTEMPTS  # the ones checked all failed: no such user

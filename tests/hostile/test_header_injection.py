@@ -260,7 +260,7 @@ def test_the_sign_in_redirect_escapes_the_path_it_returns_to(server: Server, pat
                                  "http://8.8.8.8/a b", "http://8.8.8.8/\x7f"])
 def test_webhook_urls_with_control_characters_are_400(server: Server, url: str) -> None:
     with server.client("manager") as http:
-        response = http.post(f"{GROUP}/webhooks", data={"url": url, "secret": "k"})
+        response = http.post(f"{GROUP}/webhooks", data={"url": url, "secret": "a-webhook-secret"})
         check_error(response, 400, "0201", "url")
         assert_not_split(response)
         listed = http.get(f"{GROUP}/webhooks")

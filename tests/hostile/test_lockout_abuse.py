@@ -69,7 +69,9 @@ def test_failures_and_locks_are_logged_with_the_address_not_the_password(server:
     assert len(failed) == ATTEMPTS, log[-2000:]
     assert re.search(r"sign-in for 'reviewer' locked for 600 s after 3 failures "
                      r"\(the last from 203\.0\.113\.7\)", log), log[-2000:]
-    assert len(re.findall(r"sign-in refused for 'reviewer' from 203\.0\.113\.7: locked", log)) == 2
+    # The two refusals say the same thing: repeated identical lines are written once a
+    # second at most (threadsvc/logrepeat.py), so at least the first is in the log.
+    assert 1 <= len(re.findall(r"sign-in refused for 'reviewer' from 203\.0\.113\.7: locked", log)) <= 2
     assert not any(secret in log for secret in secrets)
     cli(server, "user", "unlock", "reviewer")
 

@@ -142,7 +142,7 @@ def test_the_cookie_reads_but_never_changes(server: Server) -> None:
                                 headers={"Content-Type": "application/xml"}),
                     client.post(f"{base}/threads/{running}/cancel"),
                     client.delete(f"{base}/threads/{running}"),
-                    client.post(f"{base}/webhooks", data={"url": "https://8.8.8.8/", "secret": "k"}),
+                    client.post(f"{base}/webhooks", data={"url": "https://8.8.8.8/", "secret": "a-webhook-secret"}),
                     client.put(f"{base}/threads/{running}"),
                     client.patch(f"{base}/threads/{running}"),
                     client.post(f"{base}/threads/{running}/cancel",

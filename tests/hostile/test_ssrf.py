@@ -105,7 +105,7 @@ def webhook_urls(server: Server, where: str = HOOKS) -> list[str]:
 def test_private_addresses_are_refused_at_registration(server: Server, url: str) -> None:
     for user, where in (("manager", HOOKS), ("admin", SERVER_HOOKS)):
         with server.client(user) as http:
-            response = http.post(where, data={"url": url, "secret": "k"})
+            response = http.post(where, data={"url": url, "secret": "a-webhook-secret"})
         check_error(response, 400, "0201", "'url'")
         assert webhook_urls(server, where) == []
 
@@ -115,7 +115,7 @@ def test_private_addresses_are_refused_at_registration(server: Server, url: str)
                                  "http://8.8.8.8:0/", "http://8.8.8.8:99999/", "//8.8.8.8/"])
 def test_other_schemes_ports_and_credentials_are_refused(server: Server, url: str) -> None:
     with server.client("manager") as http:
-        check_error(http.post(HOOKS, data={"url": url, "secret": "k"}), 400, "0201", "'url'")
+        check_error(http.post(HOOKS, data={"url": url, "secret": "a-webhook-secret"}), 400, "0201", "'url'")
     assert webhook_urls(server) == []
 
 
@@ -124,7 +124,7 @@ def test_a_public_address_is_accepted(server: Server) -> None:
     at once, before any thread could make a delivery)."""
     with server.client("admin") as http:
         response = http.post(SERVER_HOOKS, data={"url": "https://93.184.215.14/hook",
-                                                 "secret": "k"})
+                                                 "secret": "a-webhook-secret"})
         assert response.status_code == 201, response.text
         assert http.delete(response.headers["location"]).status_code == 204
 
@@ -151,7 +151,7 @@ def test_a_redirect_to_a_private_address_is_never_followed(lenient: Server) -> N
     outer = Receiver(302, inner.url("/internal-admin"))
     try:
         with lenient.client("manager") as http:
-            created = http.post(HOOKS, data={"url": outer.url(), "secret": "k"})
+            created = http.post(HOOKS, data={"url": outer.url(), "secret": "a-webhook-secret"})
             assert created.status_code == 201, created.text
         location = created.headers["location"]
         run_sleep(lenient)
@@ -177,7 +177,7 @@ def test_delivery_checks_the_address_again(tmp_path: Path) -> None:
     server.start()
     try:
         with server.client("manager") as http:
-            created = http.post(HOOKS, data={"url": receiver.url(), "secret": "k"})
+            created = http.post(HOOKS, data={"url": receiver.url(), "secret": "a-webhook-secret"})
             assert created.status_code == 201, created.text
         server.stop()
         server.config.write_text(

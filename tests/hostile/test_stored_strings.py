@@ -98,7 +98,7 @@ def planted(world: tuple[Server, dict[str, str]]) -> dict[str, str]:
         for tid in ids.values():
             wait_final(http, tid)
         hook = http.post(f"{GROUP}/webhooks", auth=("manager", password("manager")),
-                         data={"url": "http://127.0.0.1:9/hook", "secret": "s"})
+                         data={"url": "http://127.0.0.1:9/hook", "secret": "a-webhook-secret"})
         assert hook.status_code == 201, hook.text
     server.stop()
     for text, tid in ids.items():
