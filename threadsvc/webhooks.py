@@ -40,18 +40,21 @@ import httpx
 
 from threadsvc import __version__
 from threadsvc.errors import BadParameter, Forbidden, StoreUnavailable, WebhookNotFound
-from threadsvc.models import SERVER_GROUP_ID, Principal, Role, Thread, now_ms
+from threadsvc.models import (
+    SERVER_GROUP_ID,
+    Delivery,
+    DeliveryStatus,
+    Principal,
+    Role,
+    Thread,
+    Webhook,
+    WebhookEvents,
+    now_ms,
+)
 from threadsvc.results import ResultLinks
 from threadsvc.service import Service
 from threadsvc.settings import Settings
-from threadsvc.store.base import (
-    Delivery,
-    DeliveryStatus,
-    DueDelivery,
-    Store,
-    Webhook,
-    WebhookEvents,
-)
+from threadsvc.store.base import DueDelivery, Store
 from threadsvc.xml import render
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,9 @@ import pytest
 
 from tests.pg import PostgresCluster
 from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
-from threadsvc.models import Level, LogEvent, Status, Thread, ThreadFilter, now_ms
+from threadsvc.models import ActiveLimits, Level, LogEvent, Status, Thread, ThreadFilter, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
-from threadsvc.store.base import ActiveLimits
 from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
 from threadsvc.store.postgres import PostgresStore
 from threadsvc.store.postgres_webhooks import Conn

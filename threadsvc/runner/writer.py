@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 
 from threadsvc.errors import StoreUnavailable
-from threadsvc.models import Thread, now_ms
-from threadsvc.store.base import NewLogEvent, Store
+from threadsvc.models import NewLogEvent, Thread, now_ms
+from threadsvc.store.base import Store
 
 log = logging.getLogger(__name__)
 

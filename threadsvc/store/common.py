@@ -20,7 +20,7 @@ from threadsvc.models import (
 ALL_STATUSES = frozenset(Status)
 
 if TYPE_CHECKING:
-    from threadsvc.store.base import ActiveLimits
+    from threadsvc.models import ActiveLimits
 
 
 def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:

@@ -27,16 +27,17 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import (
     SERVER_GROUP_ID,
+    ActiveLimits,
     Level,
     LogEvent,
     LogPage,
+    NewLogEvent,
     Status,
     Thread,
     ThreadFilter,
     ThreadPage,
 )
 from threadsvc.store import RedactStoreUrl, redact
-from threadsvc.store.base import ActiveLimits, NewLogEvent
 from threadsvc.store.coalesce import Coalescer
 from threadsvc.store.common import (
     ClaimedLogSeqs,

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, TypeVar
 from threadsvc.errors import Conflict, NotFound
 from threadsvc.models import (
     Group,
+    LoginFailures,
     Role,
     User,
     now_ms,
 )
-from threadsvc.store.base import LoginFailures, UserEntry, reserve_attempt
+from threadsvc.store.base import UserEntry, reserve_attempt
 from threadsvc.store.postgres_sql import (
     Conn,
     Q,

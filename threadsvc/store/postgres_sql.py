@@ -8,8 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from threadsvc.models import User
-from threadsvc.store.base import LoginFailures
+from threadsvc.models import LoginFailures, User
 from threadsvc.store.queries import load_queries
 
 Conn = AsyncConnection[DictRow]

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from threadsvc.models import Status, Thread, now_ms
-from threadsvc.store.base import (
+from threadsvc.models import (
     Delivery,
     DeliveryEvent,
     DeliveryStatus,
-    DueDelivery,
+    Status,
+    Thread,
     Webhook,
     WebhookEvents,
+    now_ms,
 )
+from threadsvc.store.base import DueDelivery
 from threadsvc.store.common import snapshot_json, thread_from_snapshot
 from threadsvc.store.postgres_sql import Conn
 from threadsvc.store.queries import load_queries

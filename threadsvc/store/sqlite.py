@@ -22,15 +22,16 @@ from typing import Any, TypeVar
 from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
 from threadsvc.models import (
+    ActiveLimits,
     Level,
     LogEvent,
     LogPage,
+    NewLogEvent,
     Status,
     Thread,
     ThreadFilter,
     ThreadPage,
 )
-from threadsvc.store.base import ActiveLimits, NewLogEvent
 from threadsvc.store.common import (
     ClaimedLogSeqs,
     check_limits,

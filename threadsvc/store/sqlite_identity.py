@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from threadsvc.errors import Conflict, NotFound
-from threadsvc.models import Group, Role, User, now_ms
-from threadsvc.store.base import LoginFailures, UserEntry, reserve_attempt
+from threadsvc.models import Group, LoginFailures, Role, User, now_ms
+from threadsvc.store.base import UserEntry, reserve_attempt
 from threadsvc.store.queries import load_queries
 
 Q = load_queries("sqlite")

@@ -11,15 +11,17 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from threadsvc.models import Status, Thread, now_ms
-from threadsvc.store.base import (
+from threadsvc.models import (
     Delivery,
     DeliveryEvent,
     DeliveryStatus,
-    DueDelivery,
+    Status,
+    Thread,
     Webhook,
     WebhookEvents,
+    now_ms,
 )
+from threadsvc.store.base import DueDelivery
 from threadsvc.store.common import snapshot_json, thread_from_snapshot
 from threadsvc.store.queries import load_queries
 

@@ -1,58 +1,18 @@
--- Named queries of the PostgreSQL store. Each starts with a line `-- name: NAME`.
--- The same names as the SQLite store (a test checks), but for the few listed under "Only
--- PostgreSQL" at the end: the advisory locks that SQLite needs not (it has one writer at a time),
--- and COPY.
--- Parameters are psycopg's %(name)s; `{where}` is filled with filter_* fragments.
-
--- name: get_setting
-SELECT value FROM server_settings WHERE key = %(key)s;
-
--- name: put_setting_if_absent
-INSERT INTO server_settings (key, value) VALUES (%(key)s, %(value)s) ON CONFLICT (key) DO NOTHING;
+-- The PostgreSQL store's own queries: those whose SQL differs from ../queries.sql, and the few
+-- listed under "Only PostgreSQL": the advisory locks that SQLite needs not (it has one writer at
+-- a time), COPY, and a start's insert in one statement. Parameters as ../queries.sql writes them.
 
 -- name: insert_user
 INSERT INTO users (username, password_hash, is_admin, created)
-VALUES (%(username)s, %(password_hash)s, %(is_admin)s, %(created)s)
+VALUES (:username, :password_hash, :is_admin, :created)
 RETURNING id;
-
--- name: update_user
-UPDATE users SET password_hash = %(password_hash)s, is_admin = %(is_admin)s,
-    credential_version = credential_version + 1
-WHERE username = %(username)s
-RETURNING id, credential_version;
-
--- name: get_user_by_name
--- A disabled user is no user for every credential.
-SELECT id, username, is_admin, password_hash, credential_version FROM users
-WHERE username = %(username)s AND NOT disabled;
-
--- name: get_user_by_id
-SELECT id, username, is_admin, password_hash, credential_version FROM users
-WHERE id = %(id)s AND NOT disabled;
-
--- name: insert_api_token
-INSERT INTO api_tokens (token_hash, user_id, created) VALUES (%(token_hash)s, %(user_id)s, %(created)s);
-
--- name: user_for_token
-SELECT u.id, u.username, u.is_admin, u.password_hash, u.credential_version
-FROM api_tokens t JOIN users u ON u.id = t.user_id
-WHERE t.token_hash = %(token_hash)s AND NOT u.disabled;
-
--- name: insert_oauth_client
-INSERT INTO oauth_clients (client_id, user_id, secret_hash, created)
-VALUES (%(client_id)s, %(user_id)s, %(secret_hash)s, %(created)s);
-
--- name: get_oauth_client
-SELECT u.id, u.username, u.is_admin, c.secret_hash, u.credential_version
-FROM oauth_clients c JOIN users u ON u.id = c.user_id
-WHERE c.client_id = %(client_id)s AND NOT u.disabled;
 
 -- name: insert_group
 -- With or without an explicit id; either way the identity sequence is moved past the new id, so
 -- that later automatic ids never collide with an explicit one (the caller holds lock_group_ids).
 WITH new AS (
     INSERT INTO groups (id, name)
-    VALUES (coalesce(%(id)s, nextval(pg_get_serial_sequence('groups', 'id'))), %(name)s)
+    VALUES (coalesce(:id, nextval(pg_get_serial_sequence('groups', 'id'))), :name)
     RETURNING id
 )
 SELECT id, setval(
@@ -60,55 +20,6 @@ SELECT id, setval(
     greatest(id, coalesce(pg_sequence_last_value(pg_get_serial_sequence('groups', 'id')::regclass), 0), 1)
 ) AS next_from
 FROM new;
-
--- name: get_group_by_name
-SELECT id, name FROM groups WHERE name = %(name)s;
-
--- name: get_group_by_id
-SELECT id, name FROM groups WHERE id = %(id)s;
-
--- name: set_membership
-INSERT INTO memberships (group_id, user_id, role) VALUES (%(group_id)s, %(user_id)s, %(role)s)
-ON CONFLICT (user_id, group_id) DO UPDATE SET role = excluded.role;
-
--- name: roles_of
-SELECT group_id, role FROM memberships WHERE user_id = %(user_id)s;
-
--- name: groups_of
-SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_id
-WHERE m.user_id = %(user_id)s ORDER BY g.name;
-
--- name: get_login_failures
-SELECT failures, window_start, locked_until FROM sign_in_attempts
-WHERE username = %(username)s AND address = %(address)s;
-
--- name: put_login_failures
-INSERT INTO sign_in_attempts (username, address, failures, window_start, locked_until)
-VALUES (%(username)s, %(address)s, %(failures)s, %(window_start)s, %(locked_until)s)
-ON CONFLICT (username, address) DO UPDATE SET
-    failures = excluded.failures,
-    window_start = excluded.window_start,
-    locked_until = excluded.locked_until;
-
--- name: clear_login_failures
-DELETE FROM sign_in_attempts WHERE username = %(username)s;
-
--- name: forget_login_failures
-DELETE FROM sign_in_attempts WHERE window_start <= %(window_over)s AND locked_until <= %(now)s;
-
--- name: get_thread
-SELECT * FROM threads WHERE id = %(id)s;
-
--- name: list_threads
--- The page's seqs first, from an index alone (a deep page skips index entries, not whole rows;
--- threads_group_seq serves a group's list), then only the page's rows.
-SELECT * FROM threads WHERE seq IN (
-    SELECT seq FROM threads WHERE {where} ORDER BY seq DESC LIMIT %(limit)s OFFSET %(offset)s
-)
-ORDER BY seq DESC;
-
--- name: count_threads
-SELECT count(*) FROM threads WHERE {where};
 
 -- name: locate_page
 -- For a filter of statuses and group only (columns thread_counts has too): the total, and the
@@ -119,7 +30,7 @@ WITH buckets AS (
 ), running AS (
     SELECT bucket, n, sum(n) OVER (ORDER BY bucket DESC) AS upto FROM buckets
 ), page AS (
-    SELECT bucket, upto - n AS newer FROM running WHERE upto > %(offset)s
+    SELECT bucket, upto - n AS newer FROM running WHERE upto > :offset
     ORDER BY bucket DESC LIMIT 1
 )
 SELECT (SELECT coalesce(sum(n), 0) FROM buckets)::bigint AS total, page.bucket::bigint AS bucket,
@@ -127,31 +38,16 @@ SELECT (SELECT coalesce(sum(n), 0) FROM buckets)::bigint AS total, page.bucket::
 FROM (SELECT 1) AS one LEFT JOIN page ON true;
 
 -- name: filter_statuses
-status = ANY(%(statuses)s)
-
--- name: filter_group
-group_id = %(group_id)s
-
--- name: filter_username
-username = %(username)s
-
--- name: filter_job
-job = %(job)s
-
--- name: filter_since
-created >= %(since)s
-
--- name: filter_until
-created <= %(until)s
+status = ANY(:statuses)
 
 -- name: claim_threads
 -- SKIP LOCKED: nodes claiming together take different threads, and none waits for another.
 -- log_seq: the last seq of each thread's log, which the runner numbers its next events from.
 UPDATE threads
-SET status = 'inprogress', started = GREATEST(%(now)s, created), node = %(node)s, heartbeat = %(now)s,
+SET status = 'inprogress', started = GREATEST(:now, created), node = :node, heartbeat = :now,
     version = version + 1
 WHERE seq IN (
-    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT %(limit)s
+    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
     FOR NO KEY UPDATE SKIP LOCKED
 )
 RETURNING *,
@@ -163,87 +59,55 @@ RETURNING *,
 UPDATE threads AS t
 SET status = s.status, message = s.message, progress_current = s.progress_current,
     progress_total = s.progress_total, warnings = s.warnings, errors = s.errors,
-    ended = s.ended, heartbeat = %(heartbeat)s, version = s.version,
+    ended = s.ended, heartbeat = :heartbeat, version = s.version,
     result_file = s.result_file, result_type = s.result_type, result_size = s.result_size,
     result_name = s.result_name, result_deletion = s.result_deletion
 FROM unnest(
-    %(id)s::text[], %(status)s::text[], %(message)s::text[], %(progress_current)s::bigint[],
-    %(progress_total)s::bigint[], %(warnings)s::bigint[], %(errors)s::bigint[],
-    %(ended)s::bigint[], %(version)s::bigint[], %(result_file)s::text[], %(result_type)s::text[],
-    %(result_size)s::bigint[], %(result_name)s::text[], %(result_deletion)s::bigint[]
+    :id::text[], :status::text[], :message::text[], :progress_current::bigint[],
+    :progress_total::bigint[], :warnings::bigint[], :errors::bigint[],
+    :ended::bigint[], :version::bigint[], :result_file::text[], :result_type::text[],
+    :result_size::bigint[], :result_name::text[], :result_deletion::bigint[]
 ) AS s (id, status, message, progress_current, progress_total, warnings, errors, ended, version,
         result_file, result_type, result_size, result_name, result_deletion)
-WHERE t.id = s.id AND t.node = %(node)s AND t.status NOT IN ('completed', 'failed', 'cancelled')
+WHERE t.id = s.id AND t.node = :node AND t.status NOT IN ('completed', 'failed', 'cancelled')
 RETURNING t.id;
-
--- name: cancel_initialised
-UPDATE threads
-SET status = 'cancelled', ended = %(now)s, message = %(message)s, version = version + 1
-WHERE id = %(id)s AND status = 'initialised'
-RETURNING *;
-
--- name: request_cancel
-UPDATE threads SET cancel_requested = true
-WHERE id = %(id)s AND status IN ('inprogress', 'warning', 'error');
 
 -- name: cancel_requests
 SELECT id FROM threads
-WHERE node = %(node)s AND cancel_requested AND status IN ('inprogress', 'warning', 'error');
+WHERE node = :node AND cancel_requested AND status IN ('inprogress', 'warning', 'error');
 
 -- name: heartbeat
 -- Rows another transaction holds (a batch of this node's writer, which sets the heartbeat itself,
 -- or a recovery) are skipped rather than waited for: no lock waits, no deadlock with the writer.
-UPDATE threads SET heartbeat = %(now)s
+UPDATE threads SET heartbeat = :now
 WHERE seq IN (
     SELECT seq FROM threads
-    WHERE node = %(node)s AND status IN ('inprogress', 'warning', 'error')
+    WHERE node = :node AND status IN ('inprogress', 'warning', 'error')
     FOR NO KEY UPDATE SKIP LOCKED
 );
 
--- name: running_threads
-SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
-
 -- name: fail_orphan
 UPDATE threads
-SET status = 'failed', ended = %(now)s, message = %(message)s, node = NULL, version = version + 1
-WHERE id = %(id)s AND node IS NOT DISTINCT FROM %(node)s
+SET status = 'failed', ended = :now, message = :message, node = NULL, version = version + 1
+WHERE id = :id AND node IS NOT DISTINCT FROM :node
   AND status IN ('inprogress', 'warning', 'error')
 RETURNING *;
 
 -- name: requeue_orphan
 UPDATE threads
-SET status = 'initialised', node = NULL, heartbeat = NULL, message = %(message)s,
+SET status = 'initialised', node = NULL, heartbeat = NULL, message = :message,
     version = version + 1
-WHERE id = %(id)s AND node IS NOT DISTINCT FROM %(node)s
+WHERE id = :id AND node IS NOT DISTINCT FROM :node
   AND status IN ('inprogress', 'warning', 'error')
 RETURNING *;
-
--- name: delete_thread
-DELETE FROM threads WHERE id = %(id)s AND status IN ('completed', 'failed', 'cancelled');
-
--- name: delete_logs
-DELETE FROM log_events WHERE thread_id = %(id)s;
 
 -- name: insert_log_events
 -- Many events in one statement: each parameter is an array with one element per event.
 INSERT INTO log_events (thread_id, seq, ts, level, text)
 SELECT * FROM unnest(
-    %(thread_id)s::text[], %(seq)s::bigint[], %(ts)s::bigint[], %(level)s::integer[],
-    %(text)s::text[]
+    :thread_id::text[], :seq::bigint[], :ts::bigint[], :level::integer[],
+    :text::text[]
 );
-
--- name: append_log_event
-INSERT INTO log_events (thread_id, seq, ts, level, text)
-SELECT %(thread_id)s, coalesce(max(seq), 0) + 1, %(ts)s, %(level)s, %(text)s
-FROM log_events WHERE thread_id = %(thread_id)s;
-
--- name: last_log_seq
-SELECT coalesce(max(seq), 0) FROM log_events WHERE thread_id = %(thread_id)s;
-
--- name: get_logs
-SELECT seq, ts, level, text FROM log_events
-WHERE thread_id = %(thread_id)s AND seq > %(since)s AND level >= %(level)s
-ORDER BY seq LIMIT %(limit)s;
 
 -- name: count_threads_by_status
 -- From thread_counts (kept by triggers): a few rows, not every thread, for each health check.
@@ -251,32 +115,7 @@ SELECT status, sum(n)::bigint AS count FROM thread_counts GROUP BY status HAVING
 
 -- name: filter_below_bucket
 -- The threads of buckets up to `bucket` (a bucket is 4,096 seqs: seq >> 12).
-seq < (%(bucket)s::bigint + 1) << 12
-
--- name: filter_deletion_before
-result_deletion IS NOT NULL AND result_deletion < %(deletion_before)s
-
--- name: release_idempotency_key
-UPDATE threads SET idempotency_key = NULL
-WHERE username = %(username)s AND group_id = %(group_id)s AND idempotency_key = %(key)s
-  AND created < %(since)s;
-
--- name: expired_results
-SELECT * FROM threads
-WHERE result_deletion IS NOT NULL AND result_deletion <= %(now)s AND result_file IS NOT NULL
-ORDER BY result_deletion LIMIT %(limit)s;
-
--- name: forget_result_file
-UPDATE threads SET result_file = NULL WHERE id = %(id)s;
-
--- name: ended_before
-SELECT * FROM threads
-WHERE ended IS NOT NULL AND ended < %(moment)s AND status IN ('completed', 'failed', 'cancelled')
-ORDER BY ended LIMIT %(limit)s;
-
--- name: forget_idempotency_keys
-UPDATE threads SET idempotency_key = NULL
-WHERE idempotency_key IS NOT NULL AND created < %(before)s;
+seq < (:bucket::bigint + 1) << 12
 
 -- Only PostgreSQL ---------------------------------------------------------------------------
 -- Transaction-level advisory locks, released at commit or rollback. Under READ COMMITTED two
@@ -287,13 +126,13 @@ WHERE idempotency_key IS NOT NULL AND created < %(before)s;
 
 -- name: lock_user
 -- A user's starts (limits, idempotency keys) and their failed logins.
-SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(%(username)s));
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username));
 
 -- name: lock_user_and_group
 -- A group's starts (limits): the user's lock, then the group's (a select list is evaluated left
 -- to right), in one round trip.
-SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(%(username)s)) AS user_lock,
-       pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(%(group_id)s)) AS group_lock;
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username)) AS user_lock,
+       pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(:group_id)) AS group_lock;
 
 -- name: lock_group_ids
 -- Creating groups, so that insert_group moves the id sequence knowing every committed id.
@@ -312,28 +151,56 @@ COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);
 -- Run under the user's lock (and the group's), in the message that takes them.
 WITH active AS (
     SELECT
-        coalesce((SELECT n FROM active_by_user WHERE username = %(username)s), 0) AS user_active,
+        coalesce((SELECT n FROM active_by_user WHERE username = :username), 0) AS user_active,
         coalesce((SELECT sum(n) FROM thread_counts
-                  WHERE group_id = %(group_id)s
+                  WHERE group_id = :group_id
                     AND status IN ('initialised', 'inprogress', 'warning', 'error'))::bigint, 0)
             AS group_active,
         (SELECT id FROM threads
-         WHERE username = %(username)s AND group_id = %(group_id)s
-           AND idempotency_key = %(idempotency_key)s) AS existing
+         WHERE username = :username AND group_id = :group_id
+           AND idempotency_key = :idempotency_key) AS existing
 ), thread AS (
     INSERT INTO threads
         (id, name, username, group_id, job, params, status, created, version, idempotency_key,
          request_hash)
-    SELECT %(id)s, %(name)s, %(username)s, %(group_id)s, %(job)s, %(params)s, %(status)s,
-           %(created)s, 1, %(idempotency_key)s, %(request_hash)s
+    SELECT :id, :name, :username, :group_id, :job, :params, :status,
+           :created, 1, :idempotency_key, :request_hash
     FROM active
     WHERE existing IS NULL
-      AND user_active < %(per_user)s AND (%(group_id)s = -1 OR group_active < %(per_group)s)
+      AND user_active < :per_user AND (:group_id = -1 OR group_active < :per_group)
     RETURNING id
 ), event AS (
     INSERT INTO log_events (thread_id, seq, ts, level, text)
-    SELECT id, %(seq)s, %(ts)s, %(level)s, %(text)s FROM thread
+    SELECT id, :seq, :ts, :level, :text FROM thread
 )
 SELECT user_active, group_active, existing, EXISTS (SELECT 1 FROM thread) AS inserted,
        (SELECT request_hash FROM threads WHERE id = active.existing) AS existing_hash
 FROM active;
+
+-- name: queue_deliveries
+-- One delivery per webhook that wants each change: the thread's group's and the server's. The
+-- changes of a transaction in one statement (arrays, one element per change, oldest first);
+-- it inserts nothing, at the cost of one index probe, where no webhook wants them. Rows are
+-- numbered (seq) in the ORDER BY's order: change by change, then webhook by webhook.
+INSERT INTO webhook_deliveries
+    (id, webhook_id, thread_id, event, snapshot, status, attempts, next_attempt, created)
+SELECT replace(gen_random_uuid()::text, '-', ''), w.id, c.thread_id, c.event, c.snapshot,
+       'pending', 0, :now, :now
+FROM unnest(:thread_id::text[], :group_id::bigint[], :event::text[], :snapshot::text[])
+     WITH ORDINALITY AS c (thread_id, group_id, event, snapshot, n)
+JOIN webhooks w ON w.group_id IN (c.group_id, -1) AND (c.event = 'final' OR w.events = 'all')
+ORDER BY c.n, w.id;
+
+-- name: due_deliveries
+-- SKIP LOCKED: workers on several nodes claim different deliveries; one that another worker
+-- is claiming still holds back the later ones of its (webhook, thread), being still pending.
+SELECT d.*, w.group_id AS w_group_id, w.url AS w_url, w.secret AS w_secret,
+       w.events AS w_events, w.created_by AS w_created_by, w.created AS w_created
+FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.status = 'pending' AND d.next_attempt <= :now
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries e
+      WHERE e.webhook_id = d.webhook_id AND e.thread_id = d.thread_id
+        AND e.status = 'pending' AND e.seq < d.seq)
+ORDER BY d.seq LIMIT :limit
+FOR NO KEY UPDATE OF d SKIP LOCKED;

@@ -1,0 +1,164 @@
+-- Named queries of both stores, written once. Each starts with a line `-- name: NAME`.
+-- Parameters are :name, rewritten to psycopg's %(name)s for PostgreSQL when loaded; `{where}` is
+-- filled with filter_* fragments. Where the SQL really differs, sqlite/queries.sql and
+-- postgres/queries.sql define the query for their dialect (a test checks both define the same
+-- names, but for the few only one dialect needs).
+
+-- name: get_setting
+SELECT value FROM server_settings WHERE key = :key;
+
+-- name: put_setting_if_absent
+INSERT INTO server_settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
+
+-- name: update_user
+UPDATE users SET password_hash = :password_hash, is_admin = :is_admin,
+    credential_version = credential_version + 1
+WHERE username = :username
+RETURNING id, credential_version;
+
+-- name: get_user_by_name
+-- A disabled user is no user for every credential.
+SELECT id, username, is_admin, password_hash, credential_version FROM users
+WHERE username = :username AND NOT disabled;
+
+-- name: get_user_by_id
+SELECT id, username, is_admin, password_hash, credential_version FROM users
+WHERE id = :id AND NOT disabled;
+
+-- name: insert_api_token
+INSERT INTO api_tokens (token_hash, user_id, created) VALUES (:token_hash, :user_id, :created);
+
+-- name: user_for_token
+SELECT u.id, u.username, u.is_admin, u.password_hash, u.credential_version
+FROM api_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_hash = :token_hash AND NOT u.disabled;
+
+-- name: insert_oauth_client
+INSERT INTO oauth_clients (client_id, user_id, secret_hash, created)
+VALUES (:client_id, :user_id, :secret_hash, :created);
+
+-- name: get_oauth_client
+SELECT u.id, u.username, u.is_admin, c.secret_hash, u.credential_version
+FROM oauth_clients c JOIN users u ON u.id = c.user_id
+WHERE c.client_id = :client_id AND NOT u.disabled;
+
+-- name: get_group_by_name
+SELECT id, name FROM groups WHERE name = :name;
+
+-- name: get_group_by_id
+SELECT id, name FROM groups WHERE id = :id;
+
+-- name: set_membership
+INSERT INTO memberships (group_id, user_id, role) VALUES (:group_id, :user_id, :role)
+ON CONFLICT (user_id, group_id) DO UPDATE SET role = excluded.role;
+
+-- name: roles_of
+SELECT group_id, role FROM memberships WHERE user_id = :user_id;
+
+-- name: groups_of
+SELECT g.id, g.name, m.role FROM memberships m JOIN groups g ON g.id = m.group_id
+WHERE m.user_id = :user_id ORDER BY g.name;
+
+-- name: get_login_failures
+SELECT failures, window_start, locked_until FROM sign_in_attempts
+WHERE username = :username AND address = :address;
+
+-- name: put_login_failures
+INSERT INTO sign_in_attempts (username, address, failures, window_start, locked_until)
+VALUES (:username, :address, :failures, :window_start, :locked_until)
+ON CONFLICT (username, address) DO UPDATE SET
+    failures = excluded.failures,
+    window_start = excluded.window_start,
+    locked_until = excluded.locked_until;
+
+-- name: clear_login_failures
+DELETE FROM sign_in_attempts WHERE username = :username;
+
+-- name: forget_login_failures
+DELETE FROM sign_in_attempts WHERE window_start <= :window_over AND locked_until <= :now;
+
+-- name: get_thread
+SELECT * FROM threads WHERE id = :id;
+
+-- name: list_threads
+-- The page's seqs first, from an index alone (a deep page skips index entries, not whole rows;
+-- threads_group_seq serves a group's list), then only the page's rows.
+SELECT * FROM threads WHERE seq IN (
+    SELECT seq FROM threads WHERE {where} ORDER BY seq DESC LIMIT :limit OFFSET :offset
+)
+ORDER BY seq DESC;
+
+-- name: count_threads
+SELECT count(*) FROM threads WHERE {where};
+
+-- name: filter_group
+group_id = :group_id
+
+-- name: filter_username
+username = :username
+
+-- name: filter_job
+job = :job
+
+-- name: filter_since
+created >= :since
+
+-- name: filter_until
+created <= :until
+
+-- name: cancel_initialised
+UPDATE threads
+SET status = 'cancelled', ended = :now, message = :message, version = version + 1
+WHERE id = :id AND status = 'initialised'
+RETURNING *;
+
+-- name: request_cancel
+UPDATE threads SET cancel_requested = true
+WHERE id = :id AND status IN ('inprogress', 'warning', 'error');
+
+-- name: running_threads
+SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
+
+-- name: delete_thread
+DELETE FROM threads WHERE id = :id AND status IN ('completed', 'failed', 'cancelled');
+
+-- name: delete_logs
+DELETE FROM log_events WHERE thread_id = :id;
+
+-- name: append_log_event
+INSERT INTO log_events (thread_id, seq, ts, level, text)
+SELECT :thread_id, coalesce(max(seq), 0) + 1, :ts, :level, :text
+FROM log_events WHERE thread_id = :thread_id;
+
+-- name: last_log_seq
+SELECT coalesce(max(seq), 0) FROM log_events WHERE thread_id = :thread_id;
+
+-- name: get_logs
+SELECT seq, ts, level, text FROM log_events
+WHERE thread_id = :thread_id AND seq > :since AND level >= :level
+ORDER BY seq LIMIT :limit;
+
+-- name: filter_deletion_before
+result_deletion IS NOT NULL AND result_deletion < :deletion_before
+
+-- name: release_idempotency_key
+UPDATE threads SET idempotency_key = NULL
+WHERE username = :username AND group_id = :group_id AND idempotency_key = :key
+  AND created < :since;
+
+-- name: expired_results
+SELECT * FROM threads
+WHERE result_deletion IS NOT NULL AND result_deletion <= :now AND result_file IS NOT NULL
+ORDER BY result_deletion LIMIT :limit;
+
+-- name: forget_result_file
+UPDATE threads SET result_file = NULL WHERE id = :id;
+
+-- name: ended_before
+SELECT * FROM threads
+WHERE ended IS NOT NULL AND ended < :moment AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY ended LIMIT :limit;
+
+-- name: forget_idempotency_keys
+UPDATE threads SET idempotency_key = NULL
+WHERE idempotency_key IS NOT NULL AND created < :before;
