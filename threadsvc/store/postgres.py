@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import AsyncClientCursor, AsyncConnection, IsolationLevel
@@ -25,44 +25,25 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import Conflict, StoreUnavailable
-from threadsvc.models import (
-    SERVER_GROUP_ID,
-    ActiveLimits,
-    Level,
-    LogEvent,
-    LogPage,
-    NewLogEvent,
-    Status,
-    Thread,
-    ThreadFilter,
-    ThreadPage,
-)
+from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, LogEvent, NewLogEvent, Thread, now_ms
 from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.coalesce import Coalescer
-from threadsvc.store.common import (
+from threadsvc.store.dialect import Args, Row, Rule
+from threadsvc.store.identity import IdentityRules
+from threadsvc.store.listing import statement
+from threadsvc.store.migrate import migrate_postgres
+from threadsvc.store.queries import load_queries
+from threadsvc.store.rows import columns, event_row, insert_args, snapshot_json, state_args
+from threadsvc.store.threads import (
     ClaimedLogSeqs,
+    ThreadRules,
     check_limits,
     check_replay,
-    columns,
     count_active_args,
-    event_row,
-    insert_args,
-    list_query,
-    state_args,
-    thread_from_row,
 )
-from threadsvc.store.migrate import migrate_postgres
-from threadsvc.store.postgres_identity import PostgresIdentityQueries
-from threadsvc.store.postgres_sql import (
-    Conn,
-    Q,
-    execute,
-    fetch_all,
-    fetch_one,
-    fetch_value,
-)
-from threadsvc.store.postgres_webhooks import PostgresWebhookQueries
 
+Conn = AsyncConnection[DictRow]
+Q = load_queries("postgres")
 T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
 log = logging.getLogger(__name__)
@@ -79,7 +60,7 @@ _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 NO_LIMITS = ActiveLimits(per_user=2**62, per_group=2**62)  # a start that no limit applies to
 
 
-class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
+class PostgresStore(ThreadRules, IdentityRules):
     shared = True  # nodes share it: they announce with NOTIFY and hear with LISTEN
 
     def __init__(
@@ -186,13 +167,13 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             self._down = True
         return StoreUnavailable(f"PostgreSQL store: {_describe(exc, self.dsn)}")
 
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn` in one READ COMMITTED transaction."""
-        return await self._transaction(fn, snapshot=False)
+    async def _write(self, rule: Rule[T]) -> T:
+        """Run `rule` in one READ COMMITTED transaction."""
+        return await self._transaction(lambda conn: rule(PostgresTx(conn)), snapshot=False)
 
-    async def _snapshot(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run the statements of `fn` on one snapshot (REPEATABLE READ, READ ONLY)."""
-        return await self._transaction(fn, snapshot=True)
+    async def _snapshot(self, rule: Rule[T]) -> T:
+        """Run the statements of `rule` on one snapshot (REPEATABLE READ, READ ONLY)."""
+        return await self._transaction(lambda conn: rule(PostgresTx(conn)), snapshot=True)
 
     async def _in_one_trip(self, statements: list[str], args: dict[str, Any]) -> DictRow | None:
         """Run `statements` as one transaction sent in one message (`BEGIN; …; COMMIT`, the
@@ -212,8 +193,12 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
 
         return await self._transaction(do, snapshot=False, begin=False)
 
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn`, one statement, outside a transaction (no BEGIN and COMMIT to wait for)."""
+    async def _read(self, rule: Rule[T]) -> T:
+        """Run `rule`, one statement, outside a transaction (no BEGIN and COMMIT to wait for)."""
+        return await self._on_connection(lambda conn: rule(PostgresTx(conn)))
+
+    async def _on_connection(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn` on a pooled connection, in autocommit."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the store is closed")
@@ -237,7 +222,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         async def notify(conn: Conn) -> None:
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message))
 
-        await self._read(notify)
+        await self._on_connection(notify)
 
     async def announcements(self) -> AsyncIterator[str]:
         """LISTEN on a connection of its own; after a lost connection, listen again (what was
@@ -263,7 +248,7 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
                             _describe(exc, self.dsn))
                 await asyncio.sleep(delay)
 
-    # -- threads ----------------------------------------------------------------------------
+    # -- threads: the rest is ThreadRules' -----------------------------------------------------
     async def insert_thread(
         self,
         thread: Thread,
@@ -306,193 +291,6 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             raise AssertionError("a start within the limits was not stored")
         return thread, True
 
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        async def do(conn: Conn) -> Thread | None:
-            row = await fetch_one(conn, "get_thread", {"id": thread_id})
-            return None if row is None else thread_from_row(row)
-
-        return await self._read(do)
-
-    async def list_threads(self, query: ThreadFilter) -> ThreadPage:
-        plan = list_query(query, Q, sorted(s.value for s in query.statuses))
-
-        async def do(conn: Conn) -> ThreadPage:
-            rows: list[DictRow] = []
-            if plan.counted:
-                found = await fetch_all(conn, *plan.counts(Q))
-                total, bucket, newer = found[0]["total"], found[0]["bucket"], found[0]["newer"]
-                if bucket is not None:
-                    rows = await fetch_all(conn, *plan.rows(Q, bucket, newer))
-            else:
-                rows = await fetch_all(conn, *plan.rows(Q))
-                total = await fetch_value(conn, *plan.total(Q))
-            return ThreadPage(
-                threads=[thread_from_row(row) for row in rows],
-                total=total,
-                page=query.page,
-                pagesize=query.pagesize,
-            )
-
-        return await self._snapshot(do)
-
-    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        async def do(conn: Conn) -> tuple[list[Thread], dict[str, int]]:
-            args = {"node": node, "limit": limit, "now": now}
-            rows = await fetch_all(conn, Q["claim_threads"], args)
-            claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
-            await self._status_changed(conn, claimed)
-            return claimed, {row["id"]: row["log_seq"] for row in rows}
-
-        claimed, seqs = await self._write(do)
-        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
-        return claimed
-
-    async def write_batch(
-        self,
-        node: str,
-        threads: list[Thread],
-        status_changes: list[Thread],
-        events: list[NewLogEvent],
-        now: int,
-    ) -> set[str]:
-        async def do(conn: Conn) -> set[str]:
-            # The same writes as SQLite's, in one transaction, but the threads' rows first: a
-            # recovery (which locks the row, then appends to the log) then waits for this batch
-            # instead of deadlocking with it. Inside the transaction the order is not visible.
-            # Each kind of write is one statement for the whole batch, whatever its size.
-            lost = await _update_running(conn, node, threads, now)
-            await _insert_events(conn, events)
-            await self._status_changed(conn, [t for t in status_changes if t.id not in lost])
-            return lost
-
-        return await self._write(do)
-
-    async def cancel_initialised(
-        self, thread_id: str, message: str, event: LogEvent
-    ) -> Thread | None:
-        now = event.timestamp
-
-        async def do(conn: Conn) -> Thread | None:
-            args = {"id": thread_id, "now": now, "message": message}
-            row = await fetch_one(conn, "cancel_initialised", args)
-            if row is None:
-                return None
-            await execute(
-                conn,
-                "append_log_event",
-                {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
-            )
-            cancelled = thread_from_row(row)
-            await self._status_changed(conn, [cancelled])
-            return cancelled
-
-        return await self._write(do)
-
-    async def request_cancel(self, thread_id: str) -> None:
-        await self._write(lambda conn: execute(conn, "request_cancel", {"id": thread_id}))
-
-    async def cancel_requests(self, node: str) -> list[str]:
-        async def do(conn: Conn) -> list[str]:
-            return [row["id"] for row in await fetch_all(conn, Q["cancel_requests"], {"node": node})]
-
-        return await self._read(do)
-
-    async def heartbeat(self, node: str, now: int) -> None:
-        await self._write(lambda conn: execute(conn, "heartbeat", {"node": node, "now": now}))
-
-    async def running_threads(self) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
-            return [thread_from_row(row) for row in await fetch_all(conn, Q["running_threads"])]
-
-        return await self._read(do)
-
-    async def recover_thread(
-        self, thread: Thread, requeue: bool, message: str, now: int, level: Level
-    ) -> Thread | None:
-        async def do(conn: Conn) -> Thread | None:
-            query = "requeue_orphan" if requeue else "fail_orphan"
-            args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
-            row = await fetch_one(conn, query, args)
-            if row is None:
-                return None
-            await execute(
-                conn,
-                "append_log_event",
-                {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
-            )
-            recovered = thread_from_row(row)
-            await self._status_changed(conn, [recovered])
-            return recovered
-
-        return await self._write(do)
-
-    async def delete_thread(self, thread_id: str) -> bool:
-        async def do(conn: Conn) -> bool:
-            if await execute(conn, "delete_thread", {"id": thread_id}) == 0:
-                return False
-            await execute(conn, "delete_logs", {"id": thread_id})
-            return True
-
-        return await self._write(do)
-
-    async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
-        async def do(conn: Conn) -> LogPage:
-            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
-            rows = await fetch_all(conn, Q["get_logs"], args)
-            total = await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id})
-            events = [
-                LogEvent(row["seq"], row["ts"], Level(row["level"]), row["text"])
-                for row in rows[:limit]
-            ]
-            return LogPage(
-                thread_id=thread_id,
-                events=events,
-                total=total,
-                next=events[-1].seq if events else since,
-                more=len(rows) > limit,
-            )
-
-        return await self._snapshot(do)
-
-    async def expired_results(self, now: int, limit: int) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
-            rows = await fetch_all(conn, Q["expired_results"], {"now": now, "limit": limit})
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_result_file(self, thread_id: str) -> None:
-        await self._write(lambda conn: execute(conn, "forget_result_file", {"id": thread_id}))
-
-    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
-            rows = await fetch_all(conn, Q["ended_before"], {"moment": moment, "limit": limit})
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_idempotency_keys(self, created_before: int) -> int:
-        return await self._write(
-            lambda conn: execute(conn, "forget_idempotency_keys", {"before": created_before})
-        )
-
-    async def last_log_seq(self, thread_id: str) -> int:
-        claimed = self._claimed_seqs.take(thread_id)
-        if claimed is not None:
-            return claimed
-
-        async def do(conn: Conn) -> int:
-            return int(await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id}))
-
-        return await self._read(do)
-
-    async def count_by_status(self) -> dict[Status, int]:
-        async def do(conn: Conn) -> dict[Status, int]:
-            rows = await fetch_all(conn, Q["count_threads_by_status"])
-            return {Status(row["status"]): row["count"] for row in rows}
-
-        return await self._read(do)
-
 
 _STATE_ARRAYS = (
     "id", "status", "message", "progress_current", "progress_total", "warnings", "errors",
@@ -503,34 +301,76 @@ _EVENT_ARRAYS = ("thread_id", "seq", "ts", "level", "text")
 _EVENT_TYPES = ["text", "int8", "int8", "int4", "text"]  # of COPY's binary format, column by column
 
 
-async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int) -> set[str]:
-    """Write the state of `node`'s threads; the ids not written (no longer the node's)."""
-    if not threads:
-        return set()
-    # One state per thread, its latest, as updates one after another would leave it (a row
-    # matched twice by UPDATE ... FROM would take either).
-    latest = {thread.id: thread for thread in threads}
-    states = [state_args(thread, node, now) for thread in latest.values()]
-    args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
-    rows = await fetch_all(conn, Q["update_running_thread"], args)
-    return set(latest) - {row["id"] for row in rows}
+class PostgresTx:
+    """The dialect primitives (dialect.py) on a PostgreSQL connection."""
 
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
 
-async def _insert_events(conn: Conn, events: list[NewLogEvent]) -> None:
-    """A batch's log events: one INSERT for a few, COPY for many (a thread logging fast gives
-    batches of thousands, which binary COPY stores two to three times as fast as the INSERT;
-    it costs one more round trip)."""
-    if len(events) >= COPY_FROM:
-        async with conn.cursor() as cur, cur.copy(Q["copy_log_events"]) as copy:
-            copy.set_types(_EVENT_TYPES)
-            for e in events:
-                event = e.event
-                await copy.write_row(
-                    (e.thread_id, event.seq, event.timestamp, int(event.level), event.text)
-                )
-    elif events:
-        rows = [event_row(e.thread_id, e.event) for e in events]
-        await conn.execute(Q["insert_log_events"], columns(rows, _EVENT_ARRAYS))
+    def array(self, values: list[Any]) -> Any:
+        return values  # psycopg sends a list as an array
+
+    async def _execute(self, name: str, args: Args, where: Sequence[str] | None) -> Any:
+        return await self.conn.execute(statement(Q, name, where), args)
+
+    async def one(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Row | None:
+        return cast(Row | None, await (await self._execute(name, args, where)).fetchone())
+
+    async def all(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> list[Row]:
+        return cast(list[Row], await (await self._execute(name, args, where)).fetchall())
+
+    async def value(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Any:
+        row = await self.one(name, args, where)
+        assert row is not None
+        return next(iter(row.values()))
+
+    async def run(self, name: str, args: Args = None) -> int:
+        return int((await self._execute(name, args, None)).rowcount)
+
+    async def lock(self, name: str, args: Args = None) -> None:
+        await self._execute(name, args, None)  # an advisory lock, queries.sql "Only PostgreSQL"
+
+    async def claimed_log_seqs(self, claimed: list[Row]) -> dict[str, int]:
+        return {row["id"]: row["log_seq"] for row in claimed}  # the claim returns them
+
+    async def update_running(self, node: str, threads: list[Thread], now: int) -> set[str]:
+        if not threads:
+            return set()
+        # One state per thread, its latest, as updates one after another would leave it (a row
+        # matched twice by UPDATE ... FROM would take either). One statement for the batch.
+        latest = {thread.id: thread for thread in threads}
+        states = [state_args(thread, node, now) for thread in latest.values()]
+        args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
+        return set(latest) - {row["id"] for row in await self.all("update_running_thread", args)}
+
+    async def insert_events(self, events: list[NewLogEvent]) -> None:
+        """One INSERT for a few, COPY for many (a thread logging fast gives batches of
+        thousands, which binary COPY stores two to three times as fast as the INSERT; it costs
+        one more round trip)."""
+        if len(events) >= COPY_FROM:
+            async with self.conn.cursor() as cur, cur.copy(Q["copy_log_events"]) as copy:
+                copy.set_types(_EVENT_TYPES)
+                for e in events:
+                    event = e.event
+                    await copy.write_row(
+                        (e.thread_id, event.seq, event.timestamp, int(event.level), event.text)
+                    )
+        elif events:
+            rows = [event_row(e.thread_id, e.event) for e in events]
+            await self.run("insert_log_events", columns(rows, _EVENT_ARRAYS))
+
+    async def queue_deliveries(self, changes: list[Thread]) -> None:
+        # All the transaction's changes in one statement.
+        await self.run(
+            "queue_deliveries",
+            {
+                "thread_id": [thread.id for thread in changes],
+                "group_id": [thread.group_id for thread in changes],
+                "event": ["final" if thread.final else "status" for thread in changes],
+                "snapshot": [snapshot_json(thread) for thread in changes],
+                "now": now_ms(),
+            },
+        )
 
 
 async def _set_mode(conn: Conn, snapshot: bool) -> None:

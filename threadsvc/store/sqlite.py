@@ -13,56 +13,35 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
-from threadsvc.models import (
-    ActiveLimits,
-    Level,
-    LogEvent,
-    LogPage,
-    NewLogEvent,
-    Status,
-    Thread,
-    ThreadFilter,
-    ThreadPage,
-)
-from threadsvc.store.common import (
+from threadsvc.models import ActiveLimits, LogEvent, NewLogEvent, Thread, now_ms
+from threadsvc.store.dialect import Args, Row, Rule
+from threadsvc.store.identity import IdentityRules
+from threadsvc.store.listing import statement
+from threadsvc.store.migrate import migrate_sqlite
+from threadsvc.store.queries import load_queries
+from threadsvc.store.rows import insert_args, snapshot_json, state_args, thread_from_row
+from threadsvc.store.threads import (
     ClaimedLogSeqs,
+    ThreadRules,
     check_limits,
     check_replay,
     count_active_args,
-    insert_args,
-    list_query,
-    state_args,
-    thread_from_row,
 )
-from threadsvc.store.migrate import migrate_sqlite
-from threadsvc.store.queries import load_queries
-from threadsvc.store.sqlite_identity import IdentityQueries
-from threadsvc.store.sqlite_webhooks import WebhookQueries
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
 # How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
 BUSY_TIMEOUT_MS = 10_000
 
-def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
-    mine, group = conn.execute(Q["count_active"], count_active_args(thread, limits)).fetchone()
-    check_limits(thread, limits, mine, group)
-
-
-def _event_tuple(thread_id: str, event: LogEvent) -> tuple[str, int, int, int, str]:
-    """The positional arguments of insert_log_events."""
-    return (thread_id, event.seq, event.timestamp, int(event.level), event.text)
-
-
-class SQLiteStore(IdentityQueries, WebhookQueries):
+class SQLiteStore(ThreadRules, IdentityRules):
     shared = False  # one node owns an embedded store
 
     def __init__(self, path: str | Path, readers: int = 4) -> None:
@@ -129,7 +108,10 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         except sqlite3.Error as exc:
             raise _store_error(exc) from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, rule: Rule[T]) -> T:
+        return await self._submit(lambda conn: _finish(rule(SQLiteTx(conn))))
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in a write transaction: its own savepoint inside one transaction shared
         with every write queued meanwhile (group commit: concurrent starts cost one commit,
         not one each). `fn` raising undoes its own changes only."""
@@ -202,19 +184,21 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             return [_store_error(exc)] * len(batch)
         return outcomes
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, rule: Rule[T]) -> T:
         def on_reader() -> T:
             conn = getattr(self._local, "conn", None)
             if conn is None:
                 conn = self._local.conn = self._connect()
                 conn.execute("PRAGMA query_only = ON")
-            conn.execute("BEGIN")  # one snapshot for every statement of `fn`
+            conn.execute("BEGIN")  # one snapshot for every statement of the rule
             try:
-                return fn(conn)
+                return _finish(rule(SQLiteTx(conn)))
             finally:
                 conn.execute("COMMIT")
 
         return await self._run(self._reader_pool, on_reader)
+
+    _snapshot = _read  # a reader's every statement shares one snapshot already
 
     # -- between nodes: there are none ------------------------------------------------------
     async def announce(self, message: str) -> None:
@@ -224,7 +208,7 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         await asyncio.Event().wait()
         yield ""  # never reached: makes this an async generator
 
-    # -- threads ----------------------------------------------------------------------------
+    # -- threads: the rest is ThreadRules' -----------------------------------------------------
     async def insert_thread(
         self,
         thread: Thread,
@@ -237,212 +221,28 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
     ) -> tuple[Thread, bool]:
         args = insert_args(thread, first_event, idempotency_key, request_hash)
 
-        def do(conn: sqlite3.Connection) -> tuple[Thread, bool]:
+        async def do(tx: SQLiteTx) -> tuple[Thread, bool]:
             # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
             # atomic, so concurrent starts cannot overshoot a limit or duplicate a key.
             if idempotency_key is not None:
                 key = {
-                    "username": thread.username, "group_id": thread.group_id, "key": idempotency_key
+                    "username": thread.username, "group_id": thread.group_id, "key": idempotency_key,
+                    "since": idempotency_since,
                 }
-                row = conn.execute(
-                    Q["find_idempotent"], {**key, "since": idempotency_since}
-                ).fetchone()
+                row = await tx.one("find_idempotent", key)
                 if row is not None:
                     check_replay(idempotency_key, row["request_hash"], request_hash)
                     return thread_from_row(row), False
-                conn.execute(Q["release_idempotency_key"], {**key, "since": idempotency_since})
+                await tx.run("release_idempotency_key", key)
             if limits is not None:
-                _check_limits(conn, thread, limits)
-            conn.execute(Q["insert_thread"], args)  # with its idempotency key
-            conn.execute(Q["insert_log_events"], _event_tuple(thread.id, first_event))
+                counts = await tx.one("count_active", count_active_args(thread, limits))
+                assert counts is not None
+                check_limits(thread, limits, counts["user_active"], counts["group_active"])
+            await tx.run("insert_thread", args)  # with its idempotency key
+            await tx.insert_events([NewLogEvent(thread.id, first_event)])
             return thread, True
 
-        return await self._write(do)
-
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        def do(conn: sqlite3.Connection) -> Thread | None:
-            row = conn.execute(Q["get_thread"], {"id": thread_id}).fetchone()
-            return None if row is None else thread_from_row(row)
-
-        return await self._read(do)
-
-    async def list_threads(self, query: ThreadFilter) -> ThreadPage:
-        plan = list_query(query, Q, json.dumps(sorted(s.value for s in query.statuses)))
-
-        def do(conn: sqlite3.Connection) -> ThreadPage:
-            if plan.counted:
-                total, bucket, newer = conn.execute(*plan.counts(Q)).fetchone()
-                rows = [] if bucket is None else conn.execute(*plan.rows(Q, bucket, newer)).fetchall()
-            else:
-                rows = conn.execute(*plan.rows(Q)).fetchall()
-                total = conn.execute(*plan.total(Q)).fetchone()[0]
-            return ThreadPage(
-                threads=[thread_from_row(row) for row in rows],
-                total=total,
-                page=query.page,
-                pagesize=query.pagesize,
-            )
-
-        return await self._read(do)
-
-    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> tuple[list[Thread], dict[str, int]]:
-            args = {"node": node, "limit": limit, "now": now}
-            rows = conn.execute(Q["claim_threads"], args).fetchall()
-            claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
-            self._status_changed(conn, claimed)
-            ids = json.dumps([thread.id for thread in claimed])
-            seqs = dict.fromkeys((thread.id for thread in claimed), 0)
-            seqs.update(conn.execute(Q["last_log_seqs"], {"ids": ids}).fetchall())
-            return claimed, seqs
-
-        claimed, seqs = await self._write(do)
-        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
-        return claimed
-
-    async def write_batch(
-        self,
-        node: str,
-        threads: list[Thread],
-        status_changes: list[Thread],
-        events: list[NewLogEvent],
-        now: int,
-    ) -> set[str]:
-        def do(conn: sqlite3.Connection) -> set[str]:
-            conn.executemany(
-                Q["insert_log_events"], [_event_tuple(e.thread_id, e.event) for e in events]
-            )
-            lost = set()
-            for thread in threads:
-                if conn.execute(Q["update_running_thread"], state_args(thread, node, now)).rowcount == 0:
-                    lost.add(thread.id)
-            self._status_changed(conn, [t for t in status_changes if t.id not in lost])
-            return lost
-
-        return await self._write(do)
-
-    async def cancel_initialised(
-        self, thread_id: str, message: str, event: LogEvent
-    ) -> Thread | None:
-        now = event.timestamp
-
-        def do(conn: sqlite3.Connection) -> Thread | None:
-            args = {"id": thread_id, "now": now, "message": message}
-            row = conn.execute(Q["cancel_initialised"], args).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                Q["append_log_event"],
-                {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
-            )
-            cancelled = thread_from_row(row)
-            self._status_changed(conn, [cancelled])
-            return cancelled
-
-        return await self._write(do)
-
-    async def request_cancel(self, thread_id: str) -> None:
-        await self._write(lambda conn: conn.execute(Q["request_cancel"], {"id": thread_id}))
-
-    async def cancel_requests(self, node: str) -> list[str]:
-        def do(conn: sqlite3.Connection) -> list[str]:
-            return [row[0] for row in conn.execute(Q["cancel_requests"], {"node": node})]
-
-        return await self._read(do)
-
-    async def heartbeat(self, node: str, now: int) -> None:
-        await self._write(lambda conn: conn.execute(Q["heartbeat"], {"node": node, "now": now}))
-
-    async def running_threads(self) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
-            return [thread_from_row(row) for row in conn.execute(Q["running_threads"])]
-
-        return await self._read(do)
-
-    async def recover_thread(
-        self, thread: Thread, requeue: bool, message: str, now: int, level: Level
-    ) -> Thread | None:
-        def do(conn: sqlite3.Connection) -> Thread | None:
-            query = Q["requeue_orphan"] if requeue else Q["fail_orphan"]
-            args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
-            row = conn.execute(query, args).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                Q["append_log_event"],
-                {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
-            )
-            recovered = thread_from_row(row)
-            self._status_changed(conn, [recovered])
-            return recovered
-
-        return await self._write(do)
-
-    async def delete_thread(self, thread_id: str) -> bool:
-        def do(conn: sqlite3.Connection) -> bool:
-            if conn.execute(Q["delete_thread"], {"id": thread_id}).rowcount == 0:
-                return False
-            conn.execute(Q["delete_logs"], {"id": thread_id})
-            return True
-
-        return await self._write(do)
-
-    async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
-        def do(conn: sqlite3.Connection) -> LogPage:
-            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
-            rows = conn.execute(Q["get_logs"], args).fetchall()
-            total = conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0]
-            events = [LogEvent(row[0], row[1], Level(row[2]), row[3]) for row in rows[:limit]]
-            return LogPage(
-                thread_id=thread_id,
-                events=events,
-                total=total,
-                next=events[-1].seq if events else since,
-                more=len(rows) > limit,
-            )
-
-        return await self._read(do)
-
-    async def expired_results(self, now: int, limit: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
-            rows = conn.execute(Q["expired_results"], {"now": now, "limit": limit}).fetchall()
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_result_file(self, thread_id: str) -> None:
-        await self._write(lambda conn: conn.execute(Q["forget_result_file"], {"id": thread_id}))
-
-    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
-            rows = conn.execute(Q["ended_before"], {"moment": moment, "limit": limit}).fetchall()
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_idempotency_keys(self, created_before: int) -> int:
-        def do(conn: sqlite3.Connection) -> int:
-            return conn.execute(Q["forget_idempotency_keys"], {"before": created_before}).rowcount
-
-        return await self._write(do)
-
-    async def last_log_seq(self, thread_id: str) -> int:
-        claimed = self._claimed_seqs.take(thread_id)
-        if claimed is not None:
-            return claimed
-
-        def do(conn: sqlite3.Connection) -> int:
-            return int(conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0])
-
-        return await self._read(do)
-
-    async def count_by_status(self) -> dict[Status, int]:
-        def do(conn: sqlite3.Connection) -> dict[Status, int]:
-            rows = conn.execute(Q["count_threads_by_status"]).fetchall()
-            return {Status(row[0]): row[1] for row in rows}
-
-        return await self._read(do)
-
+        return await self._submit(lambda conn: _finish(do(SQLiteTx(conn))))
 
 @dataclass(eq=False)
 class _QueuedWrite:
@@ -450,6 +250,82 @@ class _QueuedWrite:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     submitted: float  # time.monotonic() of the call
+
+
+class SQLiteTx:
+    """The dialect primitives (dialect.py) on a SQLite connection: each runs at once."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def array(self, values: list[Any]) -> Any:
+        return json.dumps(values)  # read with json_each
+
+    def _execute(self, name: str, args: Args, where: Sequence[str] | None) -> sqlite3.Cursor:
+        return self.conn.execute(statement(Q, name, where), args or {})
+
+    async def one(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Row | None:
+        return cast(Row | None, self._execute(name, args, where).fetchone())
+
+    async def all(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> list[Row]:
+        return cast(list[Row], self._execute(name, args, where).fetchall())
+
+    async def value(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Any:
+        return self._execute(name, args, where).fetchone()[0]
+
+    async def run(self, name: str, args: Args = None) -> int:
+        return self._execute(name, args, None).rowcount
+
+    async def lock(self, name: str, args: Args = None) -> None:
+        pass  # one write transaction at a time (BEGIN IMMEDIATE) holds the whole store
+
+    async def claimed_log_seqs(self, claimed: list[Row]) -> dict[str, int]:
+        # (Not a subquery in the claim's RETURNING: SQLite runs that one 30 times slower.)
+        seqs = dict.fromkeys((row["id"] for row in claimed), 0)
+        ids = json.dumps(list(seqs))
+        seqs.update((row["thread_id"], row["log_seq"]) for row in await self.all("last_log_seqs", {"ids": ids}))
+        return seqs
+
+    async def update_running(self, node: str, threads: list[Thread], now: int) -> set[str]:
+        update = Q["update_running_thread"]
+        return {t.id for t in threads if self.conn.execute(update, state_args(t, node, now)).rowcount == 0}
+
+    async def insert_events(self, events: list[NewLogEvent]) -> None:
+        # Positional: executemany binds a tuple faster than a dict, which counts for big logs.
+        self.conn.executemany(
+            Q["insert_log_events"],
+            [(e.thread_id, e.event.seq, e.event.timestamp, int(e.event.level), e.event.text)
+             for e in events],
+        )
+
+    async def queue_deliveries(self, changes: list[Thread]) -> None:
+        # Where no webhook exists, one look saves a snapshot and an insert per change (exact:
+        # this transaction is the only writer, so none can appear before it commits).
+        if await self.one("any_webhooks") is None:
+            return
+        now = now_ms()
+        for thread in changes:
+            await self.run(
+                "queue_deliveries",
+                {
+                    "thread_id": thread.id,
+                    "group_id": thread.group_id,
+                    "event": "final" if thread.final else "status",
+                    "snapshot": snapshot_json(thread),
+                    "now": now,
+                },
+            )
+
+
+def _finish(rule: Coroutine[Any, Any, T]) -> T:
+    """Run a rule over SQLiteTx to its end on this thread: its primitives never wait, so it
+    ends at its first step (a rule that awaited anything else would be a bug)."""
+    try:
+        rule.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    rule.close()
+    raise RuntimeError("a rule over SQLite waited for something")
 
 
 def _store_error(exc: sqlite3.Error) -> ThreadsvcError:
