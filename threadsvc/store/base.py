@@ -32,25 +32,6 @@ from threadsvc.models import (
 )
 
 
-def reserve_attempt(
-    current: LoginFailures | None, now: int, window_ms: int, attempts: int
-) -> LoginFailures | None:
-    """The counts once one more attempt is reserved, or None when none may be made now.
-
-    The attempt that reaches `attempts` locks the name at once, before its password is checked,
-    so that however many arrive together no more than `attempts` are ever checked in a window;
-    its own check still runs, and a success lifts the lock (the store's caller clears it)."""
-    if current is not None and current.locked_until > now:
-        return None
-    if current is None or current.window_start <= now - window_ms:
-        count, start = 1, now
-    else:
-        count, start = current.failures + 1, current.window_start
-    if count > max(1, attempts):
-        return None  # only when a lock was cleared by hand inside its window
-    return LoginFailures(count, start, now + window_ms if count >= attempts else 0)
-
-
 @dataclass(frozen=True, slots=True)
 class UserEntry:
     """A user as `threadsvc user list` shows them."""

@@ -16,6 +16,7 @@ from threadsvc.models import NewLogEvent, Thread
 T = TypeVar("T")
 Row = Mapping[str, Any]  # columns by name, as both drivers give them
 Args = Mapping[str, Any] | None
+Where = Sequence[str] | None  # the filter_* fragments that fill a query's `{where}`
 
 
 class Tx(Protocol):
@@ -25,12 +26,12 @@ class Tx(Protocol):
     def array(self, values: list[Any]) -> Any:
         """A list as one argument, in the form the dialect's queries read it."""
 
-    async def one(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Row | None:
+    async def one(self, name: str, args: Args = None, where: Where = None) -> Row | None:
         """The first row of query `name`, None when it returns none."""
 
-    async def all(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> list[Row]: ...
+    async def all(self, name: str, args: Args = None, where: Where = None) -> list[Row]: ...
 
-    async def value(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Any:
+    async def value(self, name: str, args: Args = None, where: Where = None) -> Any:
         """The first column of the one row query `name` returns."""
 
     async def run(self, name: str, args: Args = None) -> int:

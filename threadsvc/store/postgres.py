@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -25,10 +25,10 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import Conflict, StoreUnavailable
-from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, LogEvent, NewLogEvent, Thread, now_ms
+from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, NewLogEvent, Thread, now_ms
 from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.coalesce import Coalescer
-from threadsvc.store.dialect import Args, Row, Rule
+from threadsvc.store.dialect import Args, Row, Rule, Where
 from threadsvc.store.identity import IdentityRules
 from threadsvc.store.listing import statement
 from threadsvc.store.migrate import migrate_postgres
@@ -36,6 +36,7 @@ from threadsvc.store.queries import load_queries
 from threadsvc.store.rows import columns, event_row, insert_args, snapshot_json, state_args
 from threadsvc.store.threads import (
     ClaimedLogSeqs,
+    Start,
     ThreadRules,
     check_limits,
     check_replay,
@@ -248,43 +249,32 @@ class PostgresStore(ThreadRules, IdentityRules):
                             _describe(exc, self.dsn))
                 await asyncio.sleep(delay)
 
-    # -- threads: the rest is ThreadRules' -----------------------------------------------------
-    async def insert_thread(
-        self,
-        thread: Thread,
-        first_event: LogEvent,
-        *,
-        limits: ActiveLimits | None = None,
-        idempotency_key: str | None = None,
-        idempotency_since: int = 0,
-        request_hash: str | None = None,
-    ) -> tuple[Thread, bool]:
+    # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
+    async def _insert(self, start: Start) -> tuple[Thread, bool]:
         # One message: the user's lock (and the group's, for a group's limit), the user's
         # expired use of the key released, then the thread inserted unless the key names a
         # thread or a limit is reached; the locks make that check-and-insert atomic.
-        limits = limits or NO_LIMITS
+        thread, key = start.thread, start.idempotency_key
+        limits = start.limits or NO_LIMITS
         group_level = thread.group_id != SERVER_GROUP_ID
         statements = [Q["lock_user_and_group" if group_level else "lock_user"]]
-        if idempotency_key is not None:
+        if key is not None:
             statements.append(Q["release_idempotency_key"])
         statements.append(Q["insert_thread_within_limits"])
         args = {
-            **insert_args(thread, first_event, idempotency_key, request_hash),
+            **insert_args(thread, start.first_event, key, start.request_hash),
             **count_active_args(thread, limits),
-            "key": idempotency_key,
-            "since": idempotency_since,
+            "key": key,
+            "since": start.idempotency_since,
         }
         found = await self._in_one_trip(statements, args)
         assert found is not None
         if found["existing"] is not None:
-            assert idempotency_key is not None
-            check_replay(idempotency_key, found["existing_hash"], request_hash)
+            assert key is not None
+            check_replay(key, found["existing_hash"], start.request_hash)
             existing = await self.get_thread(found["existing"])
             if existing is None:  # deleted since: its key went with it
-                return await self.insert_thread(
-                    thread, first_event, limits=limits, idempotency_key=idempotency_key,
-                    idempotency_since=idempotency_since, request_hash=request_hash,
-                )
+                return await self._insert(start)
             return existing, False
         if not found["inserted"]:
             check_limits(thread, limits, found["user_active"], found["group_active"])
@@ -310,16 +300,16 @@ class PostgresTx:
     def array(self, values: list[Any]) -> Any:
         return values  # psycopg sends a list as an array
 
-    async def _execute(self, name: str, args: Args, where: Sequence[str] | None) -> Any:
+    async def _execute(self, name: str, args: Args, where: Where) -> Any:
         return await self.conn.execute(statement(Q, name, where), args)
 
-    async def one(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Row | None:
+    async def one(self, name: str, args: Args = None, where: Where = None) -> Row | None:
         return cast(Row | None, await (await self._execute(name, args, where)).fetchone())
 
-    async def all(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> list[Row]:
+    async def all(self, name: str, args: Args = None, where: Where = None) -> list[Row]:
         return cast(list[Row], await (await self._execute(name, args, where)).fetchall())
 
-    async def value(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Any:
+    async def value(self, name: str, args: Args = None, where: Where = None) -> Any:
         row = await self.one(name, args, where)
         assert row is not None
         return next(iter(row.values()))

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,8 @@ from typing import Any, TypeVar, cast
 
 from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
-from threadsvc.models import ActiveLimits, LogEvent, NewLogEvent, Thread, now_ms
-from threadsvc.store.dialect import Args, Row, Rule
+from threadsvc.models import NewLogEvent, Thread, now_ms
+from threadsvc.store.dialect import Args, Row, Rule, Where
 from threadsvc.store.identity import IdentityRules
 from threadsvc.store.listing import statement
 from threadsvc.store.migrate import migrate_sqlite
@@ -30,6 +30,7 @@ from threadsvc.store.queries import load_queries
 from threadsvc.store.rows import insert_args, snapshot_json, state_args, thread_from_row
 from threadsvc.store.threads import (
     ClaimedLogSeqs,
+    Start,
     ThreadRules,
     check_limits,
     check_replay,
@@ -208,41 +209,32 @@ class SQLiteStore(ThreadRules, IdentityRules):
         await asyncio.Event().wait()
         yield ""  # never reached: makes this an async generator
 
-    # -- threads: the rest is ThreadRules' -----------------------------------------------------
-    async def insert_thread(
-        self,
-        thread: Thread,
-        first_event: LogEvent,
-        *,
-        limits: ActiveLimits | None = None,
-        idempotency_key: str | None = None,
-        idempotency_since: int = 0,
-        request_hash: str | None = None,
-    ) -> tuple[Thread, bool]:
-        args = insert_args(thread, first_event, idempotency_key, request_hash)
+    # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
+    async def _insert(self, start: Start) -> tuple[Thread, bool]:
+        thread, key = start.thread, start.idempotency_key
+        args = insert_args(thread, start.first_event, key, start.request_hash)
 
         async def do(tx: SQLiteTx) -> tuple[Thread, bool]:
             # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
             # atomic, so concurrent starts cannot overshoot a limit or duplicate a key.
-            if idempotency_key is not None:
-                key = {
-                    "username": thread.username, "group_id": thread.group_id, "key": idempotency_key,
-                    "since": idempotency_since,
-                }
-                row = await tx.one("find_idempotent", key)
+            if key is not None:
+                mine = {"username": thread.username, "group_id": thread.group_id, "key": key,
+                        "since": start.idempotency_since}
+                row = await tx.one("find_idempotent", mine)
                 if row is not None:
-                    check_replay(idempotency_key, row["request_hash"], request_hash)
+                    check_replay(key, row["request_hash"], start.request_hash)
                     return thread_from_row(row), False
-                await tx.run("release_idempotency_key", key)
-            if limits is not None:
-                counts = await tx.one("count_active", count_active_args(thread, limits))
+                await tx.run("release_idempotency_key", mine)
+            if start.limits is not None:
+                counts = await tx.one("count_active", count_active_args(thread, start.limits))
                 assert counts is not None
-                check_limits(thread, limits, counts["user_active"], counts["group_active"])
+                check_limits(thread, start.limits, counts["user_active"], counts["group_active"])
             await tx.run("insert_thread", args)  # with its idempotency key
-            await tx.insert_events([NewLogEvent(thread.id, first_event)])
+            await tx.insert_events([NewLogEvent(thread.id, start.first_event)])
             return thread, True
 
         return await self._submit(lambda conn: _finish(do(SQLiteTx(conn))))
+
 
 @dataclass(eq=False)
 class _QueuedWrite:
@@ -261,16 +253,16 @@ class SQLiteTx:
     def array(self, values: list[Any]) -> Any:
         return json.dumps(values)  # read with json_each
 
-    def _execute(self, name: str, args: Args, where: Sequence[str] | None) -> sqlite3.Cursor:
+    def _execute(self, name: str, args: Args, where: Where) -> sqlite3.Cursor:
         return self.conn.execute(statement(Q, name, where), args or {})
 
-    async def one(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Row | None:
+    async def one(self, name: str, args: Args = None, where: Where = None) -> Row | None:
         return cast(Row | None, self._execute(name, args, where).fetchone())
 
-    async def all(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> list[Row]:
+    async def all(self, name: str, args: Args = None, where: Where = None) -> list[Row]:
         return cast(list[Row], self._execute(name, args, where).fetchall())
 
-    async def value(self, name: str, args: Args = None, where: Sequence[str] | None = None) -> Any:
+    async def value(self, name: str, args: Args = None, where: Where = None) -> Any:
         return self._execute(name, args, where).fetchone()[0]
 
     async def run(self, name: str, args: Args = None) -> int:
@@ -283,12 +275,16 @@ class SQLiteTx:
         # (Not a subquery in the claim's RETURNING: SQLite runs that one 30 times slower.)
         seqs = dict.fromkeys((row["id"] for row in claimed), 0)
         ids = json.dumps(list(seqs))
-        seqs.update((row["thread_id"], row["log_seq"]) for row in await self.all("last_log_seqs", {"ids": ids}))
+        rows = await self.all("last_log_seqs", {"ids": ids})
+        seqs.update((row["thread_id"], row["log_seq"]) for row in rows)
         return seqs
 
     async def update_running(self, node: str, threads: list[Thread], now: int) -> set[str]:
-        update = Q["update_running_thread"]
-        return {t.id for t in threads if self.conn.execute(update, state_args(t, node, now)).rowcount == 0}
+        lost = set()
+        for thread in threads:
+            if await self.run("update_running_thread", state_args(thread, node, now)) == 0:
+                lost.add(thread.id)
+        return lost
 
     async def insert_events(self, events: list[NewLogEvent]) -> None:
         # Positional: executemany binds a tuple faster than a dict, which counts for big logs.

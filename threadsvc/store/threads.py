@@ -4,6 +4,7 @@ own, as their ways of making it atomic differ."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from threadsvc.errors import Conflict, TooManyActiveThreads
@@ -72,8 +73,39 @@ class ClaimedLogSeqs:
         return self._seqs.pop(thread_id, None)
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What `insert_thread` is asked: the new thread, its first event, and what guards it."""
+
+    thread: Thread
+    first_event: LogEvent
+    limits: ActiveLimits | None
+    idempotency_key: str | None
+    idempotency_since: int
+    request_hash: str | None
+
+
 class ThreadRules(WebhookRules):
     _claimed_seqs: ClaimedLogSeqs
+
+    async def insert_thread(
+        self,
+        thread: Thread,
+        first_event: LogEvent,
+        *,
+        limits: ActiveLimits | None = None,
+        idempotency_key: str | None = None,
+        idempotency_since: int = 0,
+        request_hash: str | None = None,
+    ) -> tuple[Thread, bool]:
+        start = Start(
+            thread, first_event, limits, idempotency_key, idempotency_since, request_hash
+        )
+        return await self._insert(start)
+
+    async def _insert(self, start: Start) -> tuple[Thread, bool]:
+        """Each store's own: the checks of a start and its insert, atomic."""
+        raise NotImplementedError
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         async def do(tx: Tx) -> Thread | None:

@@ -60,7 +60,8 @@ class WebhookRules(Transactions):
 
     async def list_webhooks(self, group_id: int) -> list[Webhook]:
         async def do(tx: Tx) -> list[Webhook]:
-            return [webhook_from_row(row) for row in await tx.all("list_webhooks", {"group_id": group_id})]
+            rows = await tx.all("list_webhooks", {"group_id": group_id})
+            return [webhook_from_row(row) for row in rows]
 
         return await self._read(do)
 
