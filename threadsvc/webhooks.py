@@ -1,7 +1,7 @@
 """Webhooks (SPEC §8): who may manage them, which URLs they may name, and the delivery worker.
 
 The store queues a delivery inside the transaction of every status change (a transactional
-outbox, see store/sqlite_webhooks.py); `DeliveryWorker` runs in each server (started in the
+outbox, see store/webhooks.py); `DeliveryWorker` runs in each server (started in the
 app's lifespan beside the runner) and sends what is due:
 
 - it polls the store every `POLL` seconds (the store hook cannot reach an event of the

@@ -3,9 +3,12 @@
 Each method is one transaction on a pooled connection (which is in autocommit outside them).
 Writes run under READ COMMITTED. Where SQLite's single writer makes a read-then-write atomic (the
 limits and idempotency key of a start, a failed login, a group's id), this store first takes a
-transaction-level advisory lock (queries.sql, "Only PostgreSQL"). A read of several statements
-shares one REPEATABLE READ snapshot, as SQLite's readers do. Deadlocks and serialization failures
-roll the whole transaction back, so it is run again, a few times at most.
+transaction-level advisory lock (sql/postgres/overrides.sql, "Only PostgreSQL"). A read of several
+statements shares one REPEATABLE READ snapshot, as SQLite's readers do. Deadlocks and
+serialization failures roll the whole transaction back, so it is run again, a few times at most.
+
+Here: the pool, the transactions, LISTEN/NOTIFY and the dialect primitives (`PostgresTx`); the
+rules are those of both stores (threads.py, identity.py, webhooks.py), but for a start's insert.
 
 Driver errors stop here: unique and other integrity violations become Conflict, everything else
 (no server, pool exhausted, broken connection) StoreUnavailable.
@@ -26,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, NewLogEvent, Thread, now_ms
+from threadsvc.retry import Backoff
 from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.coalesce import Coalescer
 from threadsvc.store.dialect import Args, Row, Rule, Where
@@ -228,26 +232,25 @@ class PostgresStore(ThreadRules, IdentityRules):
     async def announcements(self) -> AsyncIterator[str]:
         """LISTEN on a connection of its own; after a lost connection, listen again (what was
         announced meanwhile is lost, which the nodes' polling makes up for)."""
-        delay = 0.1
+        backoff = Backoff(first=0.1)
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             except psycopg.Error as exc:
-                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", delay,
+                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", backoff.delay,
                             _describe(exc, self.dsn))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
                 continue
             try:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    delay = 0.1
+                    backoff.reset()
                     async for notify in conn.notifies():
                         yield notify.payload
             except psycopg.Error as exc:
                 log.warning("lost the connection listening for other nodes: %s",
                             _describe(exc, self.dsn))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.delay)  # then connect at once, backing off from there
 
     # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
     async def _insert(self, start: Start) -> tuple[Thread, bool]:
@@ -318,7 +321,7 @@ class PostgresTx:
         return int((await self._execute(name, args, None)).rowcount)
 
     async def lock(self, name: str, args: Args = None) -> None:
-        await self._execute(name, args, None)  # an advisory lock, queries.sql "Only PostgreSQL"
+        await self._execute(name, args, None)  # an advisory lock (overrides.sql, "Only PostgreSQL")
 
     async def claimed_log_seqs(self, claimed: list[Row]) -> dict[str, int]:
         return {row["id"]: row["log_seq"] for row in claimed}  # the claim returns them

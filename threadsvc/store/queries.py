@@ -1,5 +1,5 @@
 """Named SQL queries, read once: those of `sql/*.sql`, written once for both dialects, then the
-dialect's own (`sql/{dialect}/*.sql` but schema.sql), which replace or add to them."""
+dialect's own (`sql/{dialect}/overrides.sql`), which replace or add to them."""
 
 from __future__ import annotations
 

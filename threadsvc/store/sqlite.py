@@ -2,6 +2,10 @@
 
 One writer connection on its own thread serialises every write; readers have connections of
 their own on a small pool of threads, so reads never wait behind the writer (WAL).
+
+Here: the connections, the writer thread and its group commit, and the dialect primitives
+(`SQLiteTx`); the rules are those of both stores (threads.py, identity.py, webhooks.py), but for
+a start's insert.
 """
 
 from __future__ import annotations

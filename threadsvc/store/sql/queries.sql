@@ -1,7 +1,7 @@
 -- Named queries of both stores, written once. Each starts with a line `-- name: NAME`.
 -- Parameters are :name, rewritten to psycopg's %(name)s for PostgreSQL when loaded; `{where}` is
--- filled with filter_* fragments. Where the SQL really differs, sqlite/queries.sql and
--- postgres/queries.sql define the query for their dialect (a test checks both define the same
+-- filled with filter_* fragments. Where the SQL really differs, sqlite/overrides.sql and
+-- postgres/overrides.sql define the query for their dialect (a test checks both define the same
 -- names, but for the few only one dialect needs).
 
 -- name: get_setting
