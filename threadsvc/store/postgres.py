@@ -38,14 +38,8 @@ from threadsvc.store.listing import statement
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.queries import load_queries
 from threadsvc.store.rows import columns, event_row, insert_args, snapshot_json, state_args
-from threadsvc.store.threads import (
-    ClaimedLogSeqs,
-    Start,
-    ThreadRules,
-    check_limits,
-    check_replay,
-    count_active_args,
-)
+from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
+from threadsvc.store.threads import ThreadRules
 
 Conn = AsyncConnection[DictRow]
 Q = load_queries("postgres")
@@ -73,13 +67,13 @@ class PostgresStore(ThreadRules, IdentityRules):
     ) -> None:
         """`dsn`: a libpq URL (postgresql://...) or key=value string. `timeout`: seconds to wait
         for the server at open, and for a free connection of the pool at each call."""
+        super().__init__()
         self.dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._down = False  # the last call could not reach the server
-        self._claimed_seqs = ClaimedLogSeqs()
         self._coalesced_notify = Coalescer(self._notify)
         self._redact_logs = RedactStoreUrl(dsn)
 

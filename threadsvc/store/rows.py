@@ -44,27 +44,19 @@ def state_args(thread: Thread, node: str, now: int) -> dict[str, Any]:
     }
 
 
+# The columns of a thread that are its fields as they are.
+_THREAD_COLUMNS = (
+    "id", "name", "username", "group_id", "job", "created", "started", "ended", "message",
+    "progress_current", "progress_total", "warnings", "errors", "node", "heartbeat", "version",
+)
+
+
 def thread_from_row(row: Mapping[str, Any]) -> Thread:
     return Thread(
-        id=row["id"],
-        name=row["name"],
-        username=row["username"],
-        group_id=row["group_id"],
-        job=row["job"],
+        **{name: row[name] for name in _THREAD_COLUMNS},
         params=json.loads(row["params"]),
         status=Status(row["status"]),
-        created=row["created"],
-        started=row["started"],
-        ended=row["ended"],
-        message=row["message"],
-        progress_current=row["progress_current"],
-        progress_total=row["progress_total"],
-        warnings=row["warnings"],
-        errors=row["errors"],
-        node=row["node"],
-        heartbeat=row["heartbeat"],
         cancel_requested=bool(row["cancel_requested"]),
-        version=row["version"],
         result=_result(row),
     )
 

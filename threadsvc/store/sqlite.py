@@ -32,14 +32,8 @@ from threadsvc.store.listing import statement
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.queries import load_queries
 from threadsvc.store.rows import insert_args, snapshot_json, state_args, thread_from_row
-from threadsvc.store.threads import (
-    ClaimedLogSeqs,
-    Start,
-    ThreadRules,
-    check_limits,
-    check_replay,
-    count_active_args,
-)
+from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
+from threadsvc.store.threads import ThreadRules
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
@@ -50,6 +44,7 @@ class SQLiteStore(ThreadRules, IdentityRules):
     shared = False  # one node owns an embedded store
 
     def __init__(self, path: str | Path, readers: int = 4) -> None:
+        super().__init__()
         self.path = Path(path)
         self._readers = readers
         self._local = threading.local()
@@ -58,7 +53,6 @@ class SQLiteStore(ThreadRules, IdentityRules):
         self._writer: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._claimed_seqs = ClaimedLogSeqs()
         self._queued: list[_QueuedWrite] = []  # writes waiting for the writer thread
         self._draining = False  # whether the writer thread is taking them
 
