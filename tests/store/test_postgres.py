@@ -20,7 +20,8 @@ from threadsvc.models import ActiveLimits, Level, LogEvent, Status, Thread, Thre
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
 from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
-from threadsvc.store.postgres import Conn, PostgresStore
+from threadsvc.store.postgres import PostgresStore
+from threadsvc.store.postgres_tx import Conn
 from threadsvc.store.queries import load_queries, migrations
 
 pytestmark = pytest.mark.anyio

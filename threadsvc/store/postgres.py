@@ -7,8 +7,9 @@ transaction-level advisory lock (sql/postgres/overrides.sql, "Only PostgreSQL").
 statements shares one REPEATABLE READ snapshot, as SQLite's readers do. Deadlocks and
 serialization failures roll the whole transaction back, so it is run again, a few times at most.
 
-Here: the pool, the transactions, LISTEN/NOTIFY and the dialect primitives (`PostgresTx`); the
-rules are those of both stores (threads.py, identity.py, webhooks.py), but for a start's insert.
+Here: the pool, the transactions, LISTEN/NOTIFY and a start's insert (in one message); the
+dialect primitives are in postgres_tx.py, every other rule is both stores' (threads.py,
+identity.py, webhooks.py).
 
 Driver errors stop here: unique and other integrity violations become Conflict, everything else
 (no server, pool exhausted, broken connection) StoreUnavailable.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncClientCursor, AsyncConnection, IsolationLevel
@@ -28,21 +29,18 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import Conflict, StoreUnavailable
-from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, NewLogEvent, Thread, now_ms
+from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, Thread
 from threadsvc.retry import Backoff
 from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.coalesce import Coalescer
-from threadsvc.store.dialect import Args, Row, Rule, Where
+from threadsvc.store.dialect import Rule
 from threadsvc.store.identity import IdentityRules
-from threadsvc.store.listing import statement
 from threadsvc.store.migrate import migrate_postgres
-from threadsvc.store.queries import load_queries
-from threadsvc.store.rows import columns, event_row, insert_args, snapshot_json, state_args
+from threadsvc.store.postgres_tx import Conn, PostgresTx, Q
+from threadsvc.store.rows import insert_args
 from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
 from threadsvc.store.threads import ThreadRules
 
-Conn = AsyncConnection[DictRow]
-Q = load_queries("postgres")
 T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
 log = logging.getLogger(__name__)
@@ -52,7 +50,6 @@ DRIVER_LOGGERS = ("psycopg", "psycopg.pool")
 # the pool's `timeout`), until a call succeeds again: during an outage requests are 503 at once
 # rather than each holding its client for the whole timeout.
 DOWN_WAIT = 1.0
-COPY_FROM = 500  # log events in a batch from which COPY stores them
 
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
@@ -277,87 +274,6 @@ class PostgresStore(ThreadRules, IdentityRules):
             check_limits(thread, limits, found["user_active"], found["group_active"])
             raise AssertionError("a start within the limits was not stored")
         return thread, True
-
-
-_STATE_ARRAYS = (
-    "id", "status", "message", "progress_current", "progress_total", "warnings", "errors",
-    "ended", "version", "result_file", "result_type", "result_size", "result_name",
-    "result_deletion",
-)
-_EVENT_ARRAYS = ("thread_id", "seq", "ts", "level", "text")
-_EVENT_TYPES = ["text", "int8", "int8", "int4", "text"]  # of COPY's binary format, column by column
-
-
-class PostgresTx:
-    """The dialect primitives (dialect.py) on a PostgreSQL connection."""
-
-    def __init__(self, conn: Conn) -> None:
-        self.conn = conn
-
-    def array(self, values: list[Any]) -> Any:
-        return values  # psycopg sends a list as an array
-
-    async def _execute(self, name: str, args: Args, where: Where) -> Any:
-        return await self.conn.execute(statement(Q, name, where), args)
-
-    async def one(self, name: str, args: Args = None, where: Where = None) -> Row | None:
-        return cast(Row | None, await (await self._execute(name, args, where)).fetchone())
-
-    async def all(self, name: str, args: Args = None, where: Where = None) -> list[Row]:
-        return cast(list[Row], await (await self._execute(name, args, where)).fetchall())
-
-    async def value(self, name: str, args: Args = None, where: Where = None) -> Any:
-        row = await self.one(name, args, where)
-        assert row is not None
-        return next(iter(row.values()))
-
-    async def run(self, name: str, args: Args = None) -> int:
-        return int((await self._execute(name, args, None)).rowcount)
-
-    async def lock(self, name: str, args: Args = None) -> None:
-        await self._execute(name, args, None)  # an advisory lock (overrides.sql, "Only PostgreSQL")
-
-    async def claimed_log_seqs(self, claimed: list[Row]) -> dict[str, int]:
-        return {row["id"]: row["log_seq"] for row in claimed}  # the claim returns them
-
-    async def update_running(self, node: str, threads: list[Thread], now: int) -> set[str]:
-        if not threads:
-            return set()
-        # One state per thread, its latest, as updates one after another would leave it (a row
-        # matched twice by UPDATE ... FROM would take either). One statement for the batch.
-        latest = {thread.id: thread for thread in threads}
-        states = [state_args(thread, node, now) for thread in latest.values()]
-        args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
-        return set(latest) - {row["id"] for row in await self.all("update_running_thread", args)}
-
-    async def insert_events(self, events: list[NewLogEvent]) -> None:
-        """One INSERT for a few, COPY for many (a thread logging fast gives batches of
-        thousands, which binary COPY stores two to three times as fast as the INSERT; it costs
-        one more round trip)."""
-        if len(events) >= COPY_FROM:
-            async with self.conn.cursor() as cur, cur.copy(Q["copy_log_events"]) as copy:
-                copy.set_types(_EVENT_TYPES)
-                for e in events:
-                    event = e.event
-                    await copy.write_row(
-                        (e.thread_id, event.seq, event.timestamp, int(event.level), event.text)
-                    )
-        elif events:
-            rows = [event_row(e.thread_id, e.event) for e in events]
-            await self.run("insert_log_events", columns(rows, _EVENT_ARRAYS))
-
-    async def queue_deliveries(self, changes: list[Thread]) -> None:
-        # All the transaction's changes in one statement.
-        await self.run(
-            "queue_deliveries",
-            {
-                "thread_id": [thread.id for thread in changes],
-                "group_id": [thread.group_id for thread in changes],
-                "event": ["final" if thread.final else "status" for thread in changes],
-                "snapshot": [snapshot_json(thread) for thread in changes],
-                "now": now_ms(),
-            },
-        )
 
 
 async def _set_mode(conn: Conn, snapshot: bool) -> None:

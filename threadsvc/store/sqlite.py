@@ -3,40 +3,36 @@
 One writer connection on its own thread serialises every write; readers have connections of
 their own on a small pool of threads, so reads never wait behind the writer (WAL).
 
-Here: the connections, the writer thread and its group commit, and the dialect primitives
-(`SQLiteTx`); the rules are those of both stores (threads.py, identity.py, webhooks.py), but for
-a start's insert.
+Here: the connections, the writer thread and its group commit; the dialect primitives and a
+start's insert are in sqlite_tx.py, every other rule is both stores' (threads.py, identity.py,
+webhooks.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
-from threadsvc.models import NewLogEvent, Thread, now_ms
-from threadsvc.store.dialect import Args, Row, Rule, Where
+from threadsvc.models import Thread
+from threadsvc.store.dialect import Rule
 from threadsvc.store.identity import IdentityRules
-from threadsvc.store.listing import statement
 from threadsvc.store.migrate import migrate_sqlite
-from threadsvc.store.queries import load_queries
-from threadsvc.store.rows import insert_args, snapshot_json, state_args, thread_from_row
-from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
+from threadsvc.store.sqlite_tx import SQLiteTx, insert_start, run_now
+from threadsvc.store.starts import Start
 from threadsvc.store.threads import ThreadRules
 
 T = TypeVar("T")
-Q = load_queries("sqlite")
 # How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -108,7 +104,7 @@ class SQLiteStore(ThreadRules, IdentityRules):
             raise _store_error(exc) from exc
 
     async def _write(self, rule: Rule[T]) -> T:
-        return await self._submit(lambda conn: _finish(rule(SQLiteTx(conn))))
+        return await self._submit(lambda conn: run_now(rule(SQLiteTx(conn))))
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in a write transaction: its own savepoint inside one transaction shared
@@ -191,7 +187,7 @@ class SQLiteStore(ThreadRules, IdentityRules):
                 conn.execute("PRAGMA query_only = ON")
             conn.execute("BEGIN")  # one snapshot for every statement of the rule
             try:
-                return _finish(rule(SQLiteTx(conn)))
+                return run_now(rule(SQLiteTx(conn)))
             finally:
                 conn.execute("COMMIT")
 
@@ -209,29 +205,7 @@ class SQLiteStore(ThreadRules, IdentityRules):
 
     # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
     async def _insert(self, start: Start) -> tuple[Thread, bool]:
-        thread, key = start.thread, start.idempotency_key
-        args = insert_args(thread, start.first_event, key, start.request_hash)
-
-        async def do(tx: SQLiteTx) -> tuple[Thread, bool]:
-            # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
-            # atomic, so concurrent starts cannot overshoot a limit or duplicate a key.
-            if key is not None:
-                mine = {"username": thread.username, "group_id": thread.group_id, "key": key,
-                        "since": start.idempotency_since}
-                row = await tx.one("find_idempotent", mine)
-                if row is not None:
-                    check_replay(key, row["request_hash"], start.request_hash)
-                    return thread_from_row(row), False
-                await tx.run("release_idempotency_key", mine)
-            if start.limits is not None:
-                counts = await tx.one("count_active", count_active_args(thread, start.limits))
-                assert counts is not None
-                check_limits(thread, start.limits, counts["user_active"], counts["group_active"])
-            await tx.run("insert_thread", args)  # with its idempotency key
-            await tx.insert_events([NewLogEvent(thread.id, start.first_event)])
-            return thread, True
-
-        return await self._submit(lambda conn: _finish(do(SQLiteTx(conn))))
+        return await self._write(lambda tx: insert_start(tx, start))
 
 
 @dataclass(eq=False)
@@ -240,86 +214,6 @@ class _QueuedWrite:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     submitted: float  # time.monotonic() of the call
-
-
-class SQLiteTx:
-    """The dialect primitives (dialect.py) on a SQLite connection: each runs at once."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def array(self, values: list[Any]) -> Any:
-        return json.dumps(values)  # read with json_each
-
-    def _execute(self, name: str, args: Args, where: Where) -> sqlite3.Cursor:
-        return self.conn.execute(statement(Q, name, where), args or {})
-
-    async def one(self, name: str, args: Args = None, where: Where = None) -> Row | None:
-        return cast(Row | None, self._execute(name, args, where).fetchone())
-
-    async def all(self, name: str, args: Args = None, where: Where = None) -> list[Row]:
-        return cast(list[Row], self._execute(name, args, where).fetchall())
-
-    async def value(self, name: str, args: Args = None, where: Where = None) -> Any:
-        return self._execute(name, args, where).fetchone()[0]
-
-    async def run(self, name: str, args: Args = None) -> int:
-        return self._execute(name, args, None).rowcount
-
-    async def lock(self, name: str, args: Args = None) -> None:
-        pass  # one write transaction at a time (BEGIN IMMEDIATE) holds the whole store
-
-    async def claimed_log_seqs(self, claimed: list[Row]) -> dict[str, int]:
-        # (Not a subquery in the claim's RETURNING: SQLite runs that one 30 times slower.)
-        seqs = dict.fromkeys((row["id"] for row in claimed), 0)
-        ids = json.dumps(list(seqs))
-        rows = await self.all("last_log_seqs", {"ids": ids})
-        seqs.update((row["thread_id"], row["log_seq"]) for row in rows)
-        return seqs
-
-    async def update_running(self, node: str, threads: list[Thread], now: int) -> set[str]:
-        lost = set()
-        for thread in threads:
-            if await self.run("update_running_thread", state_args(thread, node, now)) == 0:
-                lost.add(thread.id)
-        return lost
-
-    async def insert_events(self, events: list[NewLogEvent]) -> None:
-        # Positional: executemany binds a tuple faster than a dict, which counts for big logs.
-        self.conn.executemany(
-            Q["insert_log_events"],
-            [(e.thread_id, e.event.seq, e.event.timestamp, int(e.event.level), e.event.text)
-             for e in events],
-        )
-
-    async def queue_deliveries(self, changes: list[Thread]) -> None:
-        # Where no webhook exists, one look saves a snapshot and an insert per change (exact:
-        # this transaction is the only writer, so none can appear before it commits).
-        if await self.one("any_webhooks") is None:
-            return
-        now = now_ms()
-        for thread in changes:
-            await self.run(
-                "queue_deliveries",
-                {
-                    "thread_id": thread.id,
-                    "group_id": thread.group_id,
-                    "event": "final" if thread.final else "status",
-                    "snapshot": snapshot_json(thread),
-                    "now": now,
-                },
-            )
-
-
-def _finish(rule: Coroutine[Any, Any, T]) -> T:
-    """Run a rule over SQLiteTx to its end on this thread: its primitives never wait, so it
-    ends at its first step (a rule that awaited anything else would be a bug)."""
-    try:
-        rule.send(None)
-    except StopIteration as done:
-        return cast(T, done.value)
-    rule.close()
-    raise RuntimeError("a rule over SQLite waited for something")
 
 
 def _store_error(exc: sqlite3.Error) -> ThreadsvcError:
