@@ -52,6 +52,7 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.results import ResultLinks
+from threadsvc.retry import doubled
 from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store.base import DueDelivery, Store
@@ -187,8 +188,7 @@ def delivery_body(thread: Thread, link: render.ResultLink | None = None) -> byte
 
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt after `attempts` failed ones: full jitter."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts - 1, 40))
-    return random.uniform(0, ceiling)
+    return random.uniform(0, doubled(BACKOFF_BASE, BACKOFF_CAP, attempts - 1))
 
 
 # -- the use cases ------------------------------------------------------------------------------

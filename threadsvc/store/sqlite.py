@@ -36,6 +36,7 @@ T = TypeVar("T")
 # How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
 BUSY_TIMEOUT_MS = 10_000
 
+
 class SQLiteStore(ThreadRules, IdentityRules):
     shared = False  # one node owns an embedded store
 
