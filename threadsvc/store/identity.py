@@ -83,12 +83,11 @@ class IdentityRules(Transactions):
 
     async def list_users(self) -> list[UserEntry]:
         async def do(tx: Tx) -> list[UserEntry]:
+            rows = await tx.all("list_users")
             return [
-                UserEntry(
-                    User(r["id"], r["username"], bool(r["is_admin"])), bool(r["disabled"]),
-                    r["created"],
-                )
-                for r in await tx.all("list_users")
+                UserEntry(User(r["id"], r["username"], bool(r["is_admin"])), bool(r["disabled"]),
+                          r["created"])
+                for r in rows
             ]
 
         return await self._read(do)
