@@ -9,8 +9,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
-from threadsvc.models import LogEvent, Thread
-from threadsvc.store.base import NewLogEvent
+from threadsvc.models import LogEvent, NewLogEvent, Thread
 
 MAX_BACKLOG = 10_000  # log events a slow watcher may fall behind before it must re-read
 

@@ -31,9 +31,9 @@ from cachetools import TTLCache
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from threadsvc.errors import AccountLocked, AuthenticationFailed, BadParameter, NotFound
-from threadsvc.models import Principal, Role, User, now_ms
+from threadsvc.models import LoginFailures, Principal, Role, User, now_ms
 from threadsvc.settings import Settings
-from threadsvc.store.base import LoginFailures, Store
+from threadsvc.store.base import Store
 
 log = logging.getLogger("threadsvc.auth")
 

@@ -6,7 +6,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 
 def now_ms() -> int:
@@ -211,3 +211,62 @@ class Principal:
             return True
         role = self.roles.get(group_id)
         return role is not None and role >= minimum
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveLimits:
+    """The most active threads allowed, counting the new one: per user, and per group
+    (`group_id` None for server-level threads, which count against no group)."""
+
+    per_user: int
+    per_group: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewLogEvent:
+    thread_id: str
+    event: LogEvent
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailures:
+    """Sign-in attempts of one name (and address) in the window that started at `window_start`:
+    every attempt reserved, whether its check failed or is still running."""
+
+    failures: int
+    window_start: int
+    locked_until: int
+
+
+WebhookEvents = Literal["final", "all"]
+DeliveryEvent = Literal["final", "status"]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where to POST a group's (or, with group_id -1, every) thread's changes."""
+
+    id: int
+    group_id: int
+    url: str
+    secret: str  # signs deliveries; never shown
+    events: WebhookEvents
+    created_by: str
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One change of one thread for one webhook, from the outbox, with its attempts so far."""
+
+    id: str  # 32 hex digits, sent as X-Threadsvc-Delivery on every attempt
+    webhook_id: int
+    thread_id: str
+    event: DeliveryEvent
+    status: DeliveryStatus
+    attempts: int
+    next_attempt: int
+    last_attempt: int | None  # None before the first attempt
+    code: int | None  # the last attempt's HTTP status; 0 when no response came
+    created: int

@@ -31,6 +31,7 @@ from threadsvc.errors import (
 )
 from threadsvc.models import (
     SERVER_GROUP_ID,
+    ActiveLimits,
     Group,
     Level,
     LogEvent,
@@ -48,7 +49,7 @@ from threadsvc.results import ResultLinks
 from threadsvc.runner.registry import JobSpec, Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.settings import Settings
-from threadsvc.store.base import ActiveLimits, Store
+from threadsvc.store.base import Store
 from threadsvc.uploads import Upload
 
 SYSTEM = "system"  # the owner of the server's own threads (the purge)

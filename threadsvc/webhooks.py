@@ -1,7 +1,7 @@
 """Webhooks (SPEC §8): who may manage them, which URLs they may name, and the delivery worker.
 
 The store queues a delivery inside the transaction of every status change (a transactional
-outbox, see store/sqlite_webhooks.py); `DeliveryWorker` runs in each server (started in the
+outbox, see store/webhooks.py); `DeliveryWorker` runs in each server (started in the
 app's lifespan beside the runner) and sends what is due:
 
 - it polls the store every `POLL` seconds (the store hook cannot reach an event of the
@@ -40,18 +40,22 @@ import httpx
 
 from threadsvc import __version__
 from threadsvc.errors import BadParameter, Forbidden, StoreUnavailable, WebhookNotFound
-from threadsvc.models import SERVER_GROUP_ID, Principal, Role, Thread, now_ms
-from threadsvc.results import ResultLinks
-from threadsvc.service import Service
-from threadsvc.settings import Settings
-from threadsvc.store.base import (
+from threadsvc.models import (
+    SERVER_GROUP_ID,
     Delivery,
     DeliveryStatus,
-    DueDelivery,
-    Store,
+    Principal,
+    Role,
+    Thread,
     Webhook,
     WebhookEvents,
+    now_ms,
 )
+from threadsvc.results import ResultLinks
+from threadsvc.retry import doubled
+from threadsvc.service import Service
+from threadsvc.settings import Settings
+from threadsvc.store.base import DueDelivery, Store
 from threadsvc.xml import render
 
 log = logging.getLogger(__name__)
@@ -184,8 +188,7 @@ def delivery_body(thread: Thread, link: render.ResultLink | None = None) -> byte
 
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt after `attempts` failed ones: full jitter."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts - 1, 40))
-    return random.uniform(0, ceiling)
+    return random.uniform(0, doubled(BACKOFF_BASE, BACKOFF_CAP, attempts - 1))
 
 
 # -- the use cases ------------------------------------------------------------------------------

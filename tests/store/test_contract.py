@@ -10,15 +10,17 @@ import pytest
 from threadsvc.errors import Conflict, TooManyActiveThreads
 from threadsvc.models import (
     FINAL,
+    ActiveLimits,
     Level,
     LogEvent,
+    NewLogEvent,
     Role,
     Status,
     Thread,
     ThreadFilter,
     now_ms,
 )
-from threadsvc.store.base import ActiveLimits, NewLogEvent, Store
+from threadsvc.store.base import Store
 
 pytestmark = pytest.mark.anyio
 

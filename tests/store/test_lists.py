@@ -11,8 +11,18 @@ import pytest
 
 from tests.store.test_contract import add
 from threadsvc.errors import TooManyActiveThreads
-from threadsvc.models import ACTIVE, FINAL, Level, LogEvent, Status, ThreadFilter, now_ms
-from threadsvc.store.base import ActiveLimits, NewLogEvent, Store
+from threadsvc.models import (
+    ACTIVE,
+    FINAL,
+    ActiveLimits,
+    Level,
+    LogEvent,
+    NewLogEvent,
+    Status,
+    ThreadFilter,
+    now_ms,
+)
+from threadsvc.store.base import Store
 from threadsvc.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio

@@ -16,13 +16,12 @@ import pytest
 
 from tests.pg import PostgresCluster
 from threadsvc.errors import Conflict, StoreUnavailable, TooManyActiveThreads
-from threadsvc.models import Level, LogEvent, Status, Thread, ThreadFilter, now_ms
+from threadsvc.models import ActiveLimits, Level, LogEvent, Status, Thread, ThreadFilter, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
-from threadsvc.store.base import ActiveLimits
 from threadsvc.store.migrate import apply_postgres_migrations, latest_version, migrate_postgres
 from threadsvc.store.postgres import PostgresStore
-from threadsvc.store.postgres_webhooks import Conn
+from threadsvc.store.postgres_tx import Conn
 from threadsvc.store.queries import load_queries, migrations
 
 pytestmark = pytest.mark.anyio
@@ -368,7 +367,8 @@ async def test_a_deadlocked_transaction_runs_again(store: PostgresStore) -> None
         return fn
 
     done = await asyncio.gather(
-        store._write(locking(1, 2, "ab")), store._write(locking(2, 1, "ba"))
+        store._transaction(locking(1, 2, "ab"), snapshot=False),
+        store._transaction(locking(2, 1, "ba"), snapshot=False),
     )
     # at least one ran again; a retry can meet the other before it took its second lock and
     # deadlock anew (either side), so more than one retry is possible

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -91,6 +92,16 @@ def test_dialects_define_the_same_queries() -> None:
     }
     for dialect, only in DIALECT_ONLY.items():
         assert only <= set(load_queries(dialect)), f"{dialect} no longer defines them all"
+
+
+def test_queries_are_written_once_with_named_parameters() -> None:
+    """sql/*.sql is written with :name parameters, which PostgreSQL's queries get as psycopg's
+    %(name)s when loaded; its `::type` casts stay as they are."""
+    sqlite, postgres = load_queries("sqlite"), load_queries("postgres")
+    assert sqlite["get_thread"] == "SELECT * FROM threads WHERE id = :id"
+    assert postgres["get_thread"] == "SELECT * FROM threads WHERE id = %(id)s"
+    assert "(%(bucket)s::bigint + 1)" in postgres["filter_below_bucket"]
+    assert not [name for name, sql in postgres.items() if re.search(r"(?<![:\w]):\w", sql)]
 
 
 def test_statements_split_whole_statements() -> None:

@@ -8,8 +8,17 @@ import secrets
 
 import pytest
 
-from threadsvc.models import SERVER_GROUP_ID, Level, LogEvent, Result, Status, Thread, now_ms
-from threadsvc.store.base import Store, Webhook
+from threadsvc.models import (
+    SERVER_GROUP_ID,
+    Level,
+    LogEvent,
+    Result,
+    Status,
+    Thread,
+    Webhook,
+    now_ms,
+)
+from threadsvc.store.base import Store
 
 pytestmark = pytest.mark.anyio
 LEASE = 60_000

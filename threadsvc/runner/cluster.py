@@ -14,8 +14,8 @@ from typing import Any
 
 from threadsvc.changes import Changes
 from threadsvc.errors import ThreadsvcError
-from threadsvc.models import Level
-from threadsvc.store.base import NewLogEvent, Store
+from threadsvc.models import Level, NewLogEvent
+from threadsvc.store.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,9 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from threadsvc.models import RUNNING, Level, LogEvent, Result, Status, Thread, now_ms
+from threadsvc.models import RUNNING, Level, LogEvent, NewLogEvent, Result, Status, Thread, now_ms
 from threadsvc.results import ResultFiles, download_name
 from threadsvc.runner.writer import BatchWriter
-from threadsvc.store.base import NewLogEvent
 from threadsvc.uploads import InputFile, Uploads
 from threadsvc.xml.render import xml_safe
 

@@ -20,6 +20,7 @@ from threadsvc.changes import Changes
 from threadsvc.errors import StoreUnavailable, ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
+from threadsvc.retry import Backoff
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import Registry
@@ -214,14 +215,13 @@ class Runner:
     async def _last_log_seq(self, thread_id: str) -> int:
         """Retried while the store is unavailable: the thread is claimed and registered here,
         and the claim loop must not die with it (it is cancelled at shutdown)."""
-        delay = 0.05
+        backoff = Backoff()
         while True:
             try:
                 return await self.store.last_log_seq(thread_id)
             except StoreUnavailable as exc:
                 log.warning("cannot read the log of thread %s, retrying: %s", thread_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
 
     # -- running ----------------------------------------------------------------------------
     async def _supervise(self, item: Running) -> None:

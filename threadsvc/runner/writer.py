@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable
 
 from threadsvc.errors import StoreUnavailable
-from threadsvc.models import Thread, now_ms
-from threadsvc.store.base import NewLogEvent, Store
+from threadsvc.models import NewLogEvent, Thread, now_ms
+from threadsvc.retry import Backoff
+from threadsvc.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class BatchWriter:
 
     async def run(self) -> None:
         """Write batches until cancelled; a store failure keeps the batch and retries."""
-        delay = 0.05
+        backoff = Backoff()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -75,12 +76,11 @@ class BatchWriter:
                     lost = await self._store.write_batch(
                         self._node, threads, changes, events, now_ms()
                     )
-                    delay = 0.05
+                    backoff.reset()
                     break
                 except StoreUnavailable as exc:
-                    log.warning("store unavailable, retrying in %.2fs: %s", delay, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    log.warning("store unavailable, retrying in %.2fs: %s", backoff.delay, exc)
+                    await backoff.wait()
                 except Exception:
                     # A batch the store refuses for good (a bug, not an outage): say so loudly
                     # rather than retry forever and stall every thread of the node.

@@ -9,64 +9,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from threadsvc.models import (
+    ActiveLimits,
+    Delivery,
+    DeliveryStatus,
     Group,
     Level,
     LogEvent,
+    LoginFailures,
     LogPage,
+    NewLogEvent,
     Role,
     Status,
     Thread,
     ThreadFilter,
     ThreadPage,
     User,
+    Webhook,
+    WebhookEvents,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveLimits:
-    """The most active threads allowed, counting the new one: per user, and per group
-    (`group_id` None for server-level threads, which count against no group)."""
-
-    per_user: int
-    per_group: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewLogEvent:
-    thread_id: str
-    event: LogEvent
-
-
-@dataclass(frozen=True, slots=True)
-class LoginFailures:
-    """Sign-in attempts of one name (and address) in the window that started at `window_start`:
-    every attempt reserved, whether its check failed or is still running."""
-
-    failures: int
-    window_start: int
-    locked_until: int
-
-
-def reserve_attempt(
-    current: LoginFailures | None, now: int, window_ms: int, attempts: int
-) -> LoginFailures | None:
-    """The counts once one more attempt is reserved, or None when none may be made now.
-
-    The attempt that reaches `attempts` locks the name at once, before its password is checked,
-    so that however many arrive together no more than `attempts` are ever checked in a window;
-    its own check still runs, and a success lifts the lock (the store's caller clears it)."""
-    if current is not None and current.locked_until > now:
-        return None
-    if current is None or current.window_start <= now - window_ms:
-        count, start = 1, now
-    else:
-        count, start = current.failures + 1, current.window_start
-    if count > max(1, attempts):
-        return None  # only when a lock was cleared by hand inside its window
-    return LoginFailures(count, start, now + window_ms if count >= attempts else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,40 +288,6 @@ class Store(Protocol):
 
     async def prune_deliveries(self, created_before: int) -> int:
         """Delete delivered and failed deliveries created before the moment; how many."""
-
-
-WebhookEvents = Literal["final", "all"]
-DeliveryEvent = Literal["final", "status"]
-DeliveryStatus = Literal["pending", "delivered", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """Where to POST a group's (or, with group_id -1, every) thread's changes."""
-
-    id: int
-    group_id: int
-    url: str
-    secret: str  # signs deliveries; never shown
-    events: WebhookEvents
-    created_by: str
-    created: int
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One change of one thread for one webhook, from the outbox, with its attempts so far."""
-
-    id: str  # 32 hex digits, sent as X-Threadsvc-Delivery on every attempt
-    webhook_id: int
-    thread_id: str
-    event: DeliveryEvent
-    status: DeliveryStatus
-    attempts: int
-    next_attempt: int
-    last_attempt: int | None  # None before the first attempt
-    code: int | None  # the last attempt's HTTP status; 0 when no response came
-    created: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,13 @@
 Each method is one transaction on a pooled connection (which is in autocommit outside them).
 Writes run under READ COMMITTED. Where SQLite's single writer makes a read-then-write atomic (the
 limits and idempotency key of a start, a failed login, a group's id), this store first takes a
-transaction-level advisory lock (queries.sql, "Only PostgreSQL"). A read of several statements
-shares one REPEATABLE READ snapshot, as SQLite's readers do. Deadlocks and serialization failures
-roll the whole transaction back, so it is run again, a few times at most.
+transaction-level advisory lock (sql/postgres/overrides.sql, "Only PostgreSQL"). A read of several
+statements shares one REPEATABLE READ snapshot, as SQLite's readers do. Deadlocks and
+serialization failures roll the whole transaction back, so it is run again, a few times at most.
+
+Here: the pool, the transactions, LISTEN/NOTIFY and a start's insert (in one message); the
+dialect primitives are in postgres_tx.py, every other rule is both stores' (threads.py,
+identity.py, webhooks.py).
 
 Driver errors stop here: unique and other integrity violations become Conflict, everything else
 (no server, pool exhausted, broken connection) StoreUnavailable.
@@ -25,42 +29,17 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import Conflict, StoreUnavailable
-from threadsvc.models import (
-    SERVER_GROUP_ID,
-    Level,
-    LogEvent,
-    LogPage,
-    Status,
-    Thread,
-    ThreadFilter,
-    ThreadPage,
-)
+from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, Thread
+from threadsvc.retry import Backoff
 from threadsvc.store import RedactStoreUrl, redact
-from threadsvc.store.base import ActiveLimits, NewLogEvent
 from threadsvc.store.coalesce import Coalescer
-from threadsvc.store.common import (
-    ClaimedLogSeqs,
-    check_limits,
-    check_replay,
-    columns,
-    count_active_args,
-    event_row,
-    insert_args,
-    list_query,
-    state_args,
-    thread_from_row,
-)
+from threadsvc.store.dialect import Rule
+from threadsvc.store.identity import IdentityRules
 from threadsvc.store.migrate import migrate_postgres
-from threadsvc.store.postgres_identity import PostgresIdentityQueries
-from threadsvc.store.postgres_sql import (
-    Conn,
-    Q,
-    execute,
-    fetch_all,
-    fetch_one,
-    fetch_value,
-)
-from threadsvc.store.postgres_webhooks import PostgresWebhookQueries
+from threadsvc.store.postgres_tx import Conn, PostgresTx, Q
+from threadsvc.store.rows import insert_args
+from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
+from threadsvc.store.threads import ThreadRules
 
 T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
@@ -71,14 +50,13 @@ DRIVER_LOGGERS = ("psycopg", "psycopg.pool")
 # the pool's `timeout`), until a call succeeds again: during an outage requests are 503 at once
 # rather than each holding its client for the whole timeout.
 DOWN_WAIT = 1.0
-COPY_FROM = 500  # log events in a batch from which COPY stores them
 
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 NO_LIMITS = ActiveLimits(per_user=2**62, per_group=2**62)  # a start that no limit applies to
 
 
-class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
+class PostgresStore(ThreadRules, IdentityRules):
     shared = True  # nodes share it: they announce with NOTIFY and hear with LISTEN
 
     def __init__(
@@ -86,13 +64,13 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
     ) -> None:
         """`dsn`: a libpq URL (postgresql://...) or key=value string. `timeout`: seconds to wait
         for the server at open, and for a free connection of the pool at each call."""
+        super().__init__()
         self.dsn = dsn
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._down = False  # the last call could not reach the server
-        self._claimed_seqs = ClaimedLogSeqs()
         self._coalesced_notify = Coalescer(self._notify)
         self._redact_logs = RedactStoreUrl(dsn)
 
@@ -185,13 +163,13 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
             self._down = True
         return StoreUnavailable(f"PostgreSQL store: {_describe(exc, self.dsn)}")
 
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn` in one READ COMMITTED transaction."""
-        return await self._transaction(fn, snapshot=False)
+    async def _write(self, rule: Rule[T]) -> T:
+        """Run `rule` in one READ COMMITTED transaction."""
+        return await self._transaction(lambda conn: rule(PostgresTx(conn)), snapshot=False)
 
-    async def _snapshot(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run the statements of `fn` on one snapshot (REPEATABLE READ, READ ONLY)."""
-        return await self._transaction(fn, snapshot=True)
+    async def _snapshot(self, rule: Rule[T]) -> T:
+        """Run the statements of `rule` on one snapshot (REPEATABLE READ, READ ONLY)."""
+        return await self._transaction(lambda conn: rule(PostgresTx(conn)), snapshot=True)
 
     async def _in_one_trip(self, statements: list[str], args: dict[str, Any]) -> DictRow | None:
         """Run `statements` as one transaction sent in one message (`BEGIN; …; COMMIT`, the
@@ -211,8 +189,12 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
 
         return await self._transaction(do, snapshot=False, begin=False)
 
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `fn`, one statement, outside a transaction (no BEGIN and COMMIT to wait for)."""
+    async def _read(self, rule: Rule[T]) -> T:
+        """Run `rule`, one statement, outside a transaction (no BEGIN and COMMIT to wait for)."""
+        return await self._on_connection(lambda conn: rule(PostgresTx(conn)))
+
+    async def _on_connection(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `fn` on a pooled connection, in autocommit."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the store is closed")
@@ -236,300 +218,62 @@ class PostgresStore(PostgresIdentityQueries, PostgresWebhookQueries):
         async def notify(conn: Conn) -> None:
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message))
 
-        await self._read(notify)
+        await self._on_connection(notify)
 
     async def announcements(self) -> AsyncIterator[str]:
         """LISTEN on a connection of its own; after a lost connection, listen again (what was
         announced meanwhile is lost, which the nodes' polling makes up for)."""
-        delay = 0.1
+        backoff = Backoff(first=0.1)
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
             except psycopg.Error as exc:
-                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", delay,
+                log.warning("cannot listen for other nodes, retrying in %.1fs: %s", backoff.delay,
                             _describe(exc, self.dsn))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
                 continue
             try:
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    delay = 0.1
+                    backoff.reset()
                     async for notify in conn.notifies():
                         yield notify.payload
             except psycopg.Error as exc:
                 log.warning("lost the connection listening for other nodes: %s",
                             _describe(exc, self.dsn))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.delay)  # then connect at once, backing off from there
 
-    # -- threads ----------------------------------------------------------------------------
-    async def insert_thread(
-        self,
-        thread: Thread,
-        first_event: LogEvent,
-        *,
-        limits: ActiveLimits | None = None,
-        idempotency_key: str | None = None,
-        idempotency_since: int = 0,
-        request_hash: str | None = None,
-    ) -> tuple[Thread, bool]:
+    # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
+    async def _insert(self, start: Start) -> tuple[Thread, bool]:
         # One message: the user's lock (and the group's, for a group's limit), the user's
         # expired use of the key released, then the thread inserted unless the key names a
         # thread or a limit is reached; the locks make that check-and-insert atomic.
-        limits = limits or NO_LIMITS
+        thread, key = start.thread, start.idempotency_key
+        limits = start.limits or NO_LIMITS
         group_level = thread.group_id != SERVER_GROUP_ID
         statements = [Q["lock_user_and_group" if group_level else "lock_user"]]
-        if idempotency_key is not None:
+        if key is not None:
             statements.append(Q["release_idempotency_key"])
         statements.append(Q["insert_thread_within_limits"])
         args = {
-            **insert_args(thread, first_event, idempotency_key, request_hash),
+            **insert_args(thread, start.first_event, key, start.request_hash),
             **count_active_args(thread, limits),
-            "key": idempotency_key,
-            "since": idempotency_since,
+            "key": key,
+            "since": start.idempotency_since,
         }
         found = await self._in_one_trip(statements, args)
         assert found is not None
         if found["existing"] is not None:
-            assert idempotency_key is not None
-            check_replay(idempotency_key, found["existing_hash"], request_hash)
+            assert key is not None
+            check_replay(key, found["existing_hash"], start.request_hash)
             existing = await self.get_thread(found["existing"])
             if existing is None:  # deleted since: its key went with it
-                return await self.insert_thread(
-                    thread, first_event, limits=limits, idempotency_key=idempotency_key,
-                    idempotency_since=idempotency_since, request_hash=request_hash,
-                )
+                return await self._insert(start)
             return existing, False
         if not found["inserted"]:
             check_limits(thread, limits, found["user_active"], found["group_active"])
             raise AssertionError("a start within the limits was not stored")
         return thread, True
-
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        async def do(conn: Conn) -> Thread | None:
-            row = await fetch_one(conn, "get_thread", {"id": thread_id})
-            return None if row is None else thread_from_row(row)
-
-        return await self._read(do)
-
-    async def list_threads(self, query: ThreadFilter) -> ThreadPage:
-        plan = list_query(query, Q, sorted(s.value for s in query.statuses))
-
-        async def do(conn: Conn) -> ThreadPage:
-            rows: list[DictRow] = []
-            if plan.counted:
-                found = await fetch_all(conn, *plan.counts(Q))
-                total, bucket, newer = found[0]["total"], found[0]["bucket"], found[0]["newer"]
-                if bucket is not None:
-                    rows = await fetch_all(conn, *plan.rows(Q, bucket, newer))
-            else:
-                rows = await fetch_all(conn, *plan.rows(Q))
-                total = await fetch_value(conn, *plan.total(Q))
-            return ThreadPage(
-                threads=[thread_from_row(row) for row in rows],
-                total=total,
-                page=query.page,
-                pagesize=query.pagesize,
-            )
-
-        return await self._snapshot(do)
-
-    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        async def do(conn: Conn) -> tuple[list[Thread], dict[str, int]]:
-            args = {"node": node, "limit": limit, "now": now}
-            rows = await fetch_all(conn, Q["claim_threads"], args)
-            claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
-            await self._status_changed(conn, claimed)
-            return claimed, {row["id"]: row["log_seq"] for row in rows}
-
-        claimed, seqs = await self._write(do)
-        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
-        return claimed
-
-    async def write_batch(
-        self,
-        node: str,
-        threads: list[Thread],
-        status_changes: list[Thread],
-        events: list[NewLogEvent],
-        now: int,
-    ) -> set[str]:
-        async def do(conn: Conn) -> set[str]:
-            # The same writes as SQLite's, in one transaction, but the threads' rows first: a
-            # recovery (which locks the row, then appends to the log) then waits for this batch
-            # instead of deadlocking with it. Inside the transaction the order is not visible.
-            # Each kind of write is one statement for the whole batch, whatever its size.
-            lost = await _update_running(conn, node, threads, now)
-            await _insert_events(conn, events)
-            await self._status_changed(conn, [t for t in status_changes if t.id not in lost])
-            return lost
-
-        return await self._write(do)
-
-    async def cancel_initialised(
-        self, thread_id: str, message: str, event: LogEvent
-    ) -> Thread | None:
-        now = event.timestamp
-
-        async def do(conn: Conn) -> Thread | None:
-            args = {"id": thread_id, "now": now, "message": message}
-            row = await fetch_one(conn, "cancel_initialised", args)
-            if row is None:
-                return None
-            await execute(
-                conn,
-                "append_log_event",
-                {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
-            )
-            cancelled = thread_from_row(row)
-            await self._status_changed(conn, [cancelled])
-            return cancelled
-
-        return await self._write(do)
-
-    async def request_cancel(self, thread_id: str) -> None:
-        await self._write(lambda conn: execute(conn, "request_cancel", {"id": thread_id}))
-
-    async def cancel_requests(self, node: str) -> list[str]:
-        async def do(conn: Conn) -> list[str]:
-            return [row["id"] for row in await fetch_all(conn, Q["cancel_requests"], {"node": node})]
-
-        return await self._read(do)
-
-    async def heartbeat(self, node: str, now: int) -> None:
-        await self._write(lambda conn: execute(conn, "heartbeat", {"node": node, "now": now}))
-
-    async def running_threads(self) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
-            return [thread_from_row(row) for row in await fetch_all(conn, Q["running_threads"])]
-
-        return await self._read(do)
-
-    async def recover_thread(
-        self, thread: Thread, requeue: bool, message: str, now: int, level: Level
-    ) -> Thread | None:
-        async def do(conn: Conn) -> Thread | None:
-            query = "requeue_orphan" if requeue else "fail_orphan"
-            args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
-            row = await fetch_one(conn, query, args)
-            if row is None:
-                return None
-            await execute(
-                conn,
-                "append_log_event",
-                {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
-            )
-            recovered = thread_from_row(row)
-            await self._status_changed(conn, [recovered])
-            return recovered
-
-        return await self._write(do)
-
-    async def delete_thread(self, thread_id: str) -> bool:
-        async def do(conn: Conn) -> bool:
-            if await execute(conn, "delete_thread", {"id": thread_id}) == 0:
-                return False
-            await execute(conn, "delete_logs", {"id": thread_id})
-            return True
-
-        return await self._write(do)
-
-    async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
-        async def do(conn: Conn) -> LogPage:
-            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
-            rows = await fetch_all(conn, Q["get_logs"], args)
-            total = await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id})
-            events = [
-                LogEvent(row["seq"], row["ts"], Level(row["level"]), row["text"])
-                for row in rows[:limit]
-            ]
-            return LogPage(
-                thread_id=thread_id,
-                events=events,
-                total=total,
-                next=events[-1].seq if events else since,
-                more=len(rows) > limit,
-            )
-
-        return await self._snapshot(do)
-
-    async def expired_results(self, now: int, limit: int) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
-            rows = await fetch_all(conn, Q["expired_results"], {"now": now, "limit": limit})
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_result_file(self, thread_id: str) -> None:
-        await self._write(lambda conn: execute(conn, "forget_result_file", {"id": thread_id}))
-
-    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
-        async def do(conn: Conn) -> list[Thread]:
-            rows = await fetch_all(conn, Q["ended_before"], {"moment": moment, "limit": limit})
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_idempotency_keys(self, created_before: int) -> int:
-        return await self._write(
-            lambda conn: execute(conn, "forget_idempotency_keys", {"before": created_before})
-        )
-
-    async def last_log_seq(self, thread_id: str) -> int:
-        claimed = self._claimed_seqs.take(thread_id)
-        if claimed is not None:
-            return claimed
-
-        async def do(conn: Conn) -> int:
-            return int(await fetch_value(conn, Q["last_log_seq"], {"thread_id": thread_id}))
-
-        return await self._read(do)
-
-    async def count_by_status(self) -> dict[Status, int]:
-        async def do(conn: Conn) -> dict[Status, int]:
-            rows = await fetch_all(conn, Q["count_threads_by_status"])
-            return {Status(row["status"]): row["count"] for row in rows}
-
-        return await self._read(do)
-
-
-_STATE_ARRAYS = (
-    "id", "status", "message", "progress_current", "progress_total", "warnings", "errors",
-    "ended", "version", "result_file", "result_type", "result_size", "result_name",
-    "result_deletion",
-)
-_EVENT_ARRAYS = ("thread_id", "seq", "ts", "level", "text")
-_EVENT_TYPES = ["text", "int8", "int8", "int4", "text"]  # of COPY's binary format, column by column
-
-
-async def _update_running(conn: Conn, node: str, threads: list[Thread], now: int) -> set[str]:
-    """Write the state of `node`'s threads; the ids not written (no longer the node's)."""
-    if not threads:
-        return set()
-    # One state per thread, its latest, as updates one after another would leave it (a row
-    # matched twice by UPDATE ... FROM would take either).
-    latest = {thread.id: thread for thread in threads}
-    states = [state_args(thread, node, now) for thread in latest.values()]
-    args = {**columns(states, _STATE_ARRAYS), "node": node, "heartbeat": now}
-    rows = await fetch_all(conn, Q["update_running_thread"], args)
-    return set(latest) - {row["id"] for row in rows}
-
-
-async def _insert_events(conn: Conn, events: list[NewLogEvent]) -> None:
-    """A batch's log events: one INSERT for a few, COPY for many (a thread logging fast gives
-    batches of thousands, which binary COPY stores two to three times as fast as the INSERT;
-    it costs one more round trip)."""
-    if len(events) >= COPY_FROM:
-        async with conn.cursor() as cur, cur.copy(Q["copy_log_events"]) as copy:
-            copy.set_types(_EVENT_TYPES)
-            for e in events:
-                event = e.event
-                await copy.write_row(
-                    (e.thread_id, event.seq, event.timestamp, int(event.level), event.text)
-                )
-    elif events:
-        rows = [event_row(e.thread_id, e.event) for e in events]
-        await conn.execute(Q["insert_log_events"], columns(rows, _EVENT_ARRAYS))
 
 
 async def _set_mode(conn: Conn, snapshot: bool) -> None:

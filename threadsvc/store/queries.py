@@ -1,4 +1,5 @@
-"""Named SQL queries, read once from `sql/{dialect}/queries.sql`."""
+"""Named SQL queries, read once: those of `sql/*.sql`, written once for both dialects, then the
+dialect's own (`sql/{dialect}/overrides.sql`), which replace or add to them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from importlib import resources
 from pathlib import Path
 
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+# A `:name` parameter (not a `::type` cast), and how each dialect's driver writes it.
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+_STYLE = {"sqlite": r":\1", "postgres": r"%(\1)s"}
 
 
 def sql_dir(dialect: str) -> Path:
@@ -25,13 +29,22 @@ def parse_queries(text: str) -> dict[str, str]:
 
 @functools.cache
 def load_queries(dialect: str) -> dict[str, str]:
-    """Every named query of the dialect: all its `.sql` files but `schema.sql`."""
+    """Every named query of the dialect, its parameters as its driver writes them."""
+    shared = _read_all(sql_dir(dialect).parent, "shared")
+    own = _read_all(sql_dir(dialect), dialect)
+    return {
+        name: _PARAMETER.sub(_STYLE[dialect], sql) for name, sql in {**shared, **own}.items()
+    }
+
+
+def _read_all(directory: Path, what: str) -> dict[str, str]:
+    """The named queries of every `.sql` file of `directory` but `schema.sql`."""
     queries: dict[str, str] = {}
-    for path in sorted(sql_dir(dialect).glob("*.sql")):
+    for path in sorted(directory.glob("*.sql")):
         if path.name != "schema.sql":
             for name, sql in parse_queries(path.read_text("utf-8")).items():
                 if name in queries:
-                    raise ValueError(f"query {name} is defined twice in {dialect}")
+                    raise ValueError(f"query {name} is defined twice in {what}")
                 queries[name] = sql
     return queries
 

@@ -2,13 +2,16 @@
 
 One writer connection on its own thread serialises every write; readers have connections of
 their own on a small pool of threads, so reads never wait behind the writer (WAL).
+
+Here: the connections, the writer thread and its group commit; the dialect primitives and a
+start's insert are in sqlite_tx.py, every other rule is both stores' (threads.py, identity.py,
+webhooks.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -21,50 +24,24 @@ from typing import Any, TypeVar
 
 from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
-from threadsvc.models import (
-    Level,
-    LogEvent,
-    LogPage,
-    Status,
-    Thread,
-    ThreadFilter,
-    ThreadPage,
-)
-from threadsvc.store.base import ActiveLimits, NewLogEvent
-from threadsvc.store.common import (
-    ClaimedLogSeqs,
-    check_limits,
-    check_replay,
-    count_active_args,
-    insert_args,
-    list_query,
-    state_args,
-    thread_from_row,
-)
+from threadsvc.models import Thread
+from threadsvc.store.dialect import Rule
+from threadsvc.store.identity import IdentityRules
 from threadsvc.store.migrate import migrate_sqlite
-from threadsvc.store.queries import load_queries
-from threadsvc.store.sqlite_identity import IdentityQueries
-from threadsvc.store.sqlite_webhooks import WebhookQueries
+from threadsvc.store.sqlite_tx import SQLiteTx, insert_start, run_now
+from threadsvc.store.starts import Start
+from threadsvc.store.threads import ThreadRules
 
 T = TypeVar("T")
-Q = load_queries("sqlite")
 # How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
 BUSY_TIMEOUT_MS = 10_000
 
-def _check_limits(conn: sqlite3.Connection, thread: Thread, limits: ActiveLimits) -> None:
-    mine, group = conn.execute(Q["count_active"], count_active_args(thread, limits)).fetchone()
-    check_limits(thread, limits, mine, group)
 
-
-def _event_tuple(thread_id: str, event: LogEvent) -> tuple[str, int, int, int, str]:
-    """The positional arguments of insert_log_events."""
-    return (thread_id, event.seq, event.timestamp, int(event.level), event.text)
-
-
-class SQLiteStore(IdentityQueries, WebhookQueries):
+class SQLiteStore(ThreadRules, IdentityRules):
     shared = False  # one node owns an embedded store
 
     def __init__(self, path: str | Path, readers: int = 4) -> None:
+        super().__init__()
         self.path = Path(path)
         self._readers = readers
         self._local = threading.local()
@@ -73,7 +50,6 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         self._writer: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._claimed_seqs = ClaimedLogSeqs()
         self._queued: list[_QueuedWrite] = []  # writes waiting for the writer thread
         self._draining = False  # whether the writer thread is taking them
 
@@ -128,7 +104,10 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         except sqlite3.Error as exc:
             raise _store_error(exc) from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, rule: Rule[T]) -> T:
+        return await self._submit(lambda conn: run_now(rule(SQLiteTx(conn))))
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in a write transaction: its own savepoint inside one transaction shared
         with every write queued meanwhile (group commit: concurrent starts cost one commit,
         not one each). `fn` raising undoes its own changes only."""
@@ -201,19 +180,21 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
             return [_store_error(exc)] * len(batch)
         return outcomes
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, rule: Rule[T]) -> T:
         def on_reader() -> T:
             conn = getattr(self._local, "conn", None)
             if conn is None:
                 conn = self._local.conn = self._connect()
                 conn.execute("PRAGMA query_only = ON")
-            conn.execute("BEGIN")  # one snapshot for every statement of `fn`
+            conn.execute("BEGIN")  # one snapshot for every statement of the rule
             try:
-                return fn(conn)
+                return run_now(rule(SQLiteTx(conn)))
             finally:
                 conn.execute("COMMIT")
 
         return await self._run(self._reader_pool, on_reader)
+
+    _snapshot = _read  # a reader's every statement shares one snapshot already
 
     # -- between nodes: there are none ------------------------------------------------------
     async def announce(self, message: str) -> None:
@@ -223,224 +204,9 @@ class SQLiteStore(IdentityQueries, WebhookQueries):
         await asyncio.Event().wait()
         yield ""  # never reached: makes this an async generator
 
-    # -- threads ----------------------------------------------------------------------------
-    async def insert_thread(
-        self,
-        thread: Thread,
-        first_event: LogEvent,
-        *,
-        limits: ActiveLimits | None = None,
-        idempotency_key: str | None = None,
-        idempotency_since: int = 0,
-        request_hash: str | None = None,
-    ) -> tuple[Thread, bool]:
-        args = insert_args(thread, first_event, idempotency_key, request_hash)
-
-        def do(conn: sqlite3.Connection) -> tuple[Thread, bool]:
-            # One write transaction at a time (BEGIN IMMEDIATE): the checks and the insert are
-            # atomic, so concurrent starts cannot overshoot a limit or duplicate a key.
-            if idempotency_key is not None:
-                key = {
-                    "username": thread.username, "group_id": thread.group_id, "key": idempotency_key
-                }
-                row = conn.execute(
-                    Q["find_idempotent"], {**key, "since": idempotency_since}
-                ).fetchone()
-                if row is not None:
-                    check_replay(idempotency_key, row["request_hash"], request_hash)
-                    return thread_from_row(row), False
-                conn.execute(Q["release_idempotency_key"], {**key, "since": idempotency_since})
-            if limits is not None:
-                _check_limits(conn, thread, limits)
-            conn.execute(Q["insert_thread"], args)  # with its idempotency key
-            conn.execute(Q["insert_log_events"], _event_tuple(thread.id, first_event))
-            return thread, True
-
-        return await self._write(do)
-
-    async def get_thread(self, thread_id: str) -> Thread | None:
-        def do(conn: sqlite3.Connection) -> Thread | None:
-            row = conn.execute(Q["get_thread"], {"id": thread_id}).fetchone()
-            return None if row is None else thread_from_row(row)
-
-        return await self._read(do)
-
-    async def list_threads(self, query: ThreadFilter) -> ThreadPage:
-        plan = list_query(query, Q, json.dumps(sorted(s.value for s in query.statuses)))
-
-        def do(conn: sqlite3.Connection) -> ThreadPage:
-            if plan.counted:
-                total, bucket, newer = conn.execute(*plan.counts(Q)).fetchone()
-                rows = [] if bucket is None else conn.execute(*plan.rows(Q, bucket, newer)).fetchall()
-            else:
-                rows = conn.execute(*plan.rows(Q)).fetchall()
-                total = conn.execute(*plan.total(Q)).fetchone()[0]
-            return ThreadPage(
-                threads=[thread_from_row(row) for row in rows],
-                total=total,
-                page=query.page,
-                pagesize=query.pagesize,
-            )
-
-        return await self._read(do)
-
-    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> tuple[list[Thread], dict[str, int]]:
-            args = {"node": node, "limit": limit, "now": now}
-            rows = conn.execute(Q["claim_threads"], args).fetchall()
-            claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
-            self._status_changed(conn, claimed)
-            ids = json.dumps([thread.id for thread in claimed])
-            seqs = dict.fromkeys((thread.id for thread in claimed), 0)
-            seqs.update(conn.execute(Q["last_log_seqs"], {"ids": ids}).fetchall())
-            return claimed, seqs
-
-        claimed, seqs = await self._write(do)
-        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
-        return claimed
-
-    async def write_batch(
-        self,
-        node: str,
-        threads: list[Thread],
-        status_changes: list[Thread],
-        events: list[NewLogEvent],
-        now: int,
-    ) -> set[str]:
-        def do(conn: sqlite3.Connection) -> set[str]:
-            conn.executemany(
-                Q["insert_log_events"], [_event_tuple(e.thread_id, e.event) for e in events]
-            )
-            lost = set()
-            for thread in threads:
-                if conn.execute(Q["update_running_thread"], state_args(thread, node, now)).rowcount == 0:
-                    lost.add(thread.id)
-            self._status_changed(conn, [t for t in status_changes if t.id not in lost])
-            return lost
-
-        return await self._write(do)
-
-    async def cancel_initialised(
-        self, thread_id: str, message: str, event: LogEvent
-    ) -> Thread | None:
-        now = event.timestamp
-
-        def do(conn: sqlite3.Connection) -> Thread | None:
-            args = {"id": thread_id, "now": now, "message": message}
-            row = conn.execute(Q["cancel_initialised"], args).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                Q["append_log_event"],
-                {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
-            )
-            cancelled = thread_from_row(row)
-            self._status_changed(conn, [cancelled])
-            return cancelled
-
-        return await self._write(do)
-
-    async def request_cancel(self, thread_id: str) -> None:
-        await self._write(lambda conn: conn.execute(Q["request_cancel"], {"id": thread_id}))
-
-    async def cancel_requests(self, node: str) -> list[str]:
-        def do(conn: sqlite3.Connection) -> list[str]:
-            return [row[0] for row in conn.execute(Q["cancel_requests"], {"node": node})]
-
-        return await self._read(do)
-
-    async def heartbeat(self, node: str, now: int) -> None:
-        await self._write(lambda conn: conn.execute(Q["heartbeat"], {"node": node, "now": now}))
-
-    async def running_threads(self) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
-            return [thread_from_row(row) for row in conn.execute(Q["running_threads"])]
-
-        return await self._read(do)
-
-    async def recover_thread(
-        self, thread: Thread, requeue: bool, message: str, now: int, level: Level
-    ) -> Thread | None:
-        def do(conn: sqlite3.Connection) -> Thread | None:
-            query = Q["requeue_orphan"] if requeue else Q["fail_orphan"]
-            args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
-            row = conn.execute(query, args).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                Q["append_log_event"],
-                {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
-            )
-            recovered = thread_from_row(row)
-            self._status_changed(conn, [recovered])
-            return recovered
-
-        return await self._write(do)
-
-    async def delete_thread(self, thread_id: str) -> bool:
-        def do(conn: sqlite3.Connection) -> bool:
-            if conn.execute(Q["delete_thread"], {"id": thread_id}).rowcount == 0:
-                return False
-            conn.execute(Q["delete_logs"], {"id": thread_id})
-            return True
-
-        return await self._write(do)
-
-    async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
-        def do(conn: sqlite3.Connection) -> LogPage:
-            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
-            rows = conn.execute(Q["get_logs"], args).fetchall()
-            total = conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0]
-            events = [LogEvent(row[0], row[1], Level(row[2]), row[3]) for row in rows[:limit]]
-            return LogPage(
-                thread_id=thread_id,
-                events=events,
-                total=total,
-                next=events[-1].seq if events else since,
-                more=len(rows) > limit,
-            )
-
-        return await self._read(do)
-
-    async def expired_results(self, now: int, limit: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
-            rows = conn.execute(Q["expired_results"], {"now": now, "limit": limit}).fetchall()
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_result_file(self, thread_id: str) -> None:
-        await self._write(lambda conn: conn.execute(Q["forget_result_file"], {"id": thread_id}))
-
-    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
-        def do(conn: sqlite3.Connection) -> list[Thread]:
-            rows = conn.execute(Q["ended_before"], {"moment": moment, "limit": limit}).fetchall()
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
-    async def forget_idempotency_keys(self, created_before: int) -> int:
-        def do(conn: sqlite3.Connection) -> int:
-            return conn.execute(Q["forget_idempotency_keys"], {"before": created_before}).rowcount
-
-        return await self._write(do)
-
-    async def last_log_seq(self, thread_id: str) -> int:
-        claimed = self._claimed_seqs.take(thread_id)
-        if claimed is not None:
-            return claimed
-
-        def do(conn: sqlite3.Connection) -> int:
-            return int(conn.execute(Q["last_log_seq"], {"thread_id": thread_id}).fetchone()[0])
-
-        return await self._read(do)
-
-    async def count_by_status(self) -> dict[Status, int]:
-        def do(conn: sqlite3.Connection) -> dict[Status, int]:
-            rows = conn.execute(Q["count_threads_by_status"]).fetchall()
-            return {Status(row[0]): row[1] for row in rows}
-
-        return await self._read(do)
+    # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
+    async def _insert(self, start: Start) -> tuple[Thread, bool]:
+        return await self._write(lambda tx: insert_start(tx, start))
 
 
 @dataclass(eq=False)

@@ -18,8 +18,7 @@ from typing import Any
 
 from lxml import etree
 
-from threadsvc.models import LogEvent, LogPage, Thread, ThreadPage, iso
-from threadsvc.store.base import Delivery, Webhook
+from threadsvc.models import Delivery, LogEvent, LogPage, Thread, ThreadPage, Webhook, iso
 
 Element = etree._Element
 

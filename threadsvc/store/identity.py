@@ -1,62 +1,62 @@
-"""The PostgreSQL store's server settings and identities: users, tokens, clients, groups, lockouts."""
+"""The store's server settings and identities: users, tokens, clients, groups, lockouts; written
+once over the dialect primitives (dialect.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
-
 from threadsvc.errors import Conflict, NotFound
-from threadsvc.models import (
-    Group,
-    Role,
-    User,
-    now_ms,
-)
-from threadsvc.store.base import LoginFailures, UserEntry, reserve_attempt
-from threadsvc.store.postgres_sql import (
-    Conn,
-    Q,
-    execute,
-    failures_from_row,
-    fetch_all,
-    fetch_one,
-    fetch_value,
-    user_from_row,
-)
-
-T = TypeVar("T")
+from threadsvc.models import Group, LoginFailures, Role, User, now_ms
+from threadsvc.store.base import UserEntry
+from threadsvc.store.dialect import Args, Transactions, Tx
+from threadsvc.store.rows import failures_from_row, user_from_row
 
 
-class PostgresIdentityQueries:
-    """Mixed into PostgresStore, whose `_read`, `_write` and `_snapshot` run these."""
+def reserve_attempt(
+    current: LoginFailures | None, now: int, window_ms: int, attempts: int
+) -> LoginFailures | None:
+    """The counts once one more attempt is reserved, or None when none may be made now.
 
-    if TYPE_CHECKING:
+    The attempt that reaches `attempts` locks the name at once, before its password is checked,
+    so that however many arrive together no more than `attempts` are ever checked in a window;
+    its own check still runs, and a success lifts the lock (the store's caller clears it)."""
+    if current is not None and current.locked_until > now:
+        return None
+    if current is None or current.window_start <= now - window_ms:
+        count, start = 1, now
+    else:
+        count, start = current.failures + 1, current.window_start
+    if count > max(1, attempts):
+        return None  # only when a lock was cleared by hand inside its window
+    return LoginFailures(count, start, now + window_ms if count >= attempts else 0)
 
-        async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
 
-        async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
+async def _changed(tx: Tx, name: str, args: Args) -> bool:
+    """Whether statement `name` (which returns the rows it changed) changed any."""
+    return await tx.one(name, args) is not None
 
+
+class IdentityRules(Transactions):
     # -- server settings --------------------------------------------------------------------
     async def get_or_put_setting(self, key: str, value: str) -> str:
-        async def do(conn: Conn) -> str:
-            await execute(conn, "put_setting_if_absent", {"key": key, "value": value})
-            return str(await fetch_value(conn, Q["get_setting"], {"key": key}))
+        async def do(tx: Tx) -> str:
+            await tx.run("put_setting_if_absent", {"key": key, "value": value})
+            return str(await tx.value("get_setting", {"key": key}))
 
         return await self._write(do)
 
     async def put_setting(self, key: str, value: str) -> None:
-        await self._write(lambda conn: execute(conn, "put_setting", {"key": key, "value": value}))
+        await self._write(lambda tx: tx.run("put_setting", {"key": key, "value": value}))
 
     # -- identity ---------------------------------------------------------------------------
     async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
-        async def do(conn: Conn) -> User:
-            args = {
-                "username": username,
-                "password_hash": password_hash,
-                "is_admin": is_admin,
-                "created": now_ms(),
-            }
-            user_id = await fetch_value(conn, Q["insert_user"], args)
+        args = {
+            "username": username,
+            "password_hash": password_hash,
+            "is_admin": is_admin,
+            "created": now_ms(),
+        }
+
+        async def do(tx: Tx) -> User:
+            user_id = await tx.value("insert_user", args)
             return User(id=user_id, username=username, is_admin=is_admin)
 
         try:
@@ -65,9 +65,9 @@ class PostgresIdentityQueries:
             raise Conflict(f"user '{username}' already exists") from None
 
     async def update_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
-        async def do(conn: Conn) -> User:
+        async def do(tx: Tx) -> User:
             args = {"username": username, "password_hash": password_hash, "is_admin": is_admin}
-            row = await fetch_one(conn, "update_user", args)
+            row = await tx.one("update_user", args)
             if row is None:
                 raise NotFound(f"no user '{username}'")
             return User(row["id"], username, is_admin, row["credential_version"])
@@ -75,17 +75,18 @@ class PostgresIdentityQueries:
         return await self._write(do)
 
     async def get_user(self, username: str) -> tuple[User, str | None] | None:
-        async def do(conn: Conn) -> tuple[User, str | None] | None:
-            row = await fetch_one(conn, "get_user_by_name", {"username": username})
+        async def do(tx: Tx) -> tuple[User, str | None] | None:
+            row = await tx.one("get_user_by_name", {"username": username})
             return None if row is None else (user_from_row(row), row["password_hash"])
 
         return await self._read(do)
 
     async def list_users(self) -> list[UserEntry]:
-        async def do(conn: Conn) -> list[UserEntry]:
-            rows = await fetch_all(conn, Q["list_users"])
+        async def do(tx: Tx) -> list[UserEntry]:
+            rows = await tx.all("list_users")
             return [
-                UserEntry(User(r["id"], r["username"], r["is_admin"]), r["disabled"], r["created"])
+                UserEntry(User(r["id"], r["username"], bool(r["is_admin"])), bool(r["disabled"]),
+                          r["created"])
                 for r in rows
             ]
 
@@ -93,41 +94,42 @@ class PostgresIdentityQueries:
 
     async def set_password(self, username: str, password_hash: str | None) -> bool:
         args = {"username": username, "password_hash": password_hash}
-        return await self._write(lambda conn: execute(conn, "set_password", args)) > 0
+        return await self._write(lambda tx: _changed(tx, "set_password", args))
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
-        async def do(conn: Conn) -> bool:
+        async def do(tx: Tx) -> bool:
             query = "disable_user" if disabled else "enable_user"
-            row = await fetch_one(conn, query, {"username": username})
+            row = await tx.one(query, {"username": username})
             if row is not None and disabled:
-                await execute(conn, "delete_tokens_of_user", {"user_id": row["id"]})
-                await execute(conn, "delete_clients_of_user", {"user_id": row["id"]})
+                await tx.run("delete_tokens_of_user", {"user_id": row["id"]})
+                await tx.run("delete_clients_of_user", {"user_id": row["id"]})
             return row is not None
 
         return await self._write(do)
 
     async def remove_user(self, username: str) -> bool:
-        async def do(conn: Conn) -> bool:
-            gone = await execute(conn, "delete_user", {"username": username}) > 0
-            await execute(conn, "clear_login_failures", {"username": username})
+        async def do(tx: Tx) -> bool:
+            gone = await _changed(tx, "delete_user", {"username": username})
+            await tx.run("clear_login_failures", {"username": username})
             return gone
 
         return await self._write(do)
 
     async def add_api_token(self, user_id: int, token_hash: str) -> None:
         args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
-        await self._write(lambda conn: execute(conn, "insert_api_token", args))
+        await self._write(lambda tx: tx.run("insert_api_token", args))
 
     async def user_for_token(self, token_hash: str) -> User | None:
-        async def do(conn: Conn) -> User | None:
-            row = await fetch_one(conn, "user_for_token", {"token_hash": token_hash})
+        async def do(tx: Tx) -> User | None:
+            row = await tx.one("user_for_token", {"token_hash": token_hash})
             return None if row is None else user_from_row(row)
 
         return await self._read(do)
 
     async def remove_api_token(self, token_hash: str) -> bool:
-        args = {"token_hash": token_hash}
-        return await self._write(lambda conn: execute(conn, "delete_api_token", args)) > 0
+        return await self._write(
+            lambda tx: _changed(tx, "delete_api_token", {"token_hash": token_hash})
+        )
 
     async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None:
         args = {
@@ -136,30 +138,31 @@ class PostgresIdentityQueries:
             "secret_hash": secret_hash,
             "created": now_ms(),
         }
-        await self._write(lambda conn: execute(conn, "insert_oauth_client", args))
+        await self._write(lambda tx: tx.run("insert_oauth_client", args))
 
     async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
-        async def do(conn: Conn) -> tuple[User, str] | None:
-            row = await fetch_one(conn, "get_oauth_client", {"client_id": client_id})
+        async def do(tx: Tx) -> tuple[User, str] | None:
+            row = await tx.one("get_oauth_client", {"client_id": client_id})
             return None if row is None else (user_from_row(row), row["secret_hash"])
 
         return await self._read(do)
 
     async def remove_oauth_client(self, client_id: str) -> bool:
-        args = {"client_id": client_id}
-        return await self._write(lambda conn: execute(conn, "delete_oauth_client", args)) > 0
+        return await self._write(
+            lambda tx: _changed(tx, "delete_oauth_client", {"client_id": client_id})
+        )
 
     async def list_oauth_clients(self) -> list[tuple[str, str, int]]:
-        async def do(conn: Conn) -> list[tuple[str, str, int]]:
-            rows = await fetch_all(conn, Q["list_oauth_clients"])
+        async def do(tx: Tx) -> list[tuple[str, str, int]]:
+            rows = await tx.all("list_oauth_clients")
             return [(r["client_id"], r["username"], r["created"]) for r in rows]
 
         return await self._read(do)
 
     async def create_group(self, name: str, group_id: int | None = None) -> Group:
-        async def do(conn: Conn) -> Group:
-            await execute(conn, "lock_group_ids")
-            new_id = await fetch_value(conn, Q["insert_group"], {"id": group_id, "name": name})
+        async def do(tx: Tx) -> Group:
+            await tx.lock("lock_group_ids")
+            new_id = await tx.value("insert_group", {"id": group_id, "name": name})
             return Group(id=new_id, name=name)
 
         try:
@@ -168,65 +171,58 @@ class PostgresIdentityQueries:
             raise Conflict(f"a group named '{name}' or with id {group_id} exists") from None
 
     async def get_group(self, name: str) -> Group | None:
-        async def do(conn: Conn) -> Group | None:
-            row = await fetch_one(conn, "get_group_by_name", {"name": name})
+        async def do(tx: Tx) -> Group | None:
+            row = await tx.one("get_group_by_name", {"name": name})
             return None if row is None else Group(id=row["id"], name=row["name"])
 
         return await self._read(do)
 
     async def get_group_by_id(self, group_id: int) -> Group | None:
-        async def do(conn: Conn) -> Group | None:
-            row = await fetch_one(conn, "get_group_by_id", {"id": group_id})
+        async def do(tx: Tx) -> Group | None:
+            row = await tx.one("get_group_by_id", {"id": group_id})
             return None if row is None else Group(id=row["id"], name=row["name"])
 
         return await self._read(do)
 
     async def set_membership(self, group_id: int, user_id: int, role: Role) -> None:
         args = {"group_id": group_id, "user_id": user_id, "role": int(role)}
-        await self._write(lambda conn: execute(conn, "set_membership", args))
+        await self._write(lambda tx: tx.run("set_membership", args))
 
     async def remove_membership(self, group_id: int, user_id: int) -> bool:
         args = {"group_id": group_id, "user_id": user_id}
-        return await self._write(lambda conn: execute(conn, "delete_membership", args)) > 0
+        return await self._write(lambda tx: _changed(tx, "delete_membership", args))
 
     async def roles_of(self, user_id: int) -> dict[int, Role]:
-        async def do(conn: Conn) -> dict[int, Role]:
-            rows = await fetch_all(conn, Q["roles_of"], {"user_id": user_id})
+        async def do(tx: Tx) -> dict[int, Role]:
+            rows = await tx.all("roles_of", {"user_id": user_id})
             return {row["group_id"]: Role(row["role"]) for row in rows}
 
         return await self._read(do)
 
     async def groups_of(self, user_id: int) -> list[tuple[Group, Role]]:
-        async def do(conn: Conn) -> list[tuple[Group, Role]]:
-            rows = await fetch_all(conn, Q["groups_of"], {"user_id": user_id})
+        async def do(tx: Tx) -> list[tuple[Group, Role]]:
+            rows = await tx.all("groups_of", {"user_id": user_id})
             return [(Group(id=row["id"], name=row["name"]), Role(row["role"])) for row in rows]
 
         return await self._read(do)
 
     async def get_login_failures(self, username: str, address: str = "") -> LoginFailures | None:
-        async def do(conn: Conn) -> LoginFailures | None:
-            args = {"username": username, "address": address}
-            row = await fetch_one(conn, "get_login_failures", args)
-            return None if row is None else failures_from_row(row)
-
-        return await self._read(do)
+        return await self._read(lambda tx: _failures(tx, username, address))
 
     async def reserve_login_attempt(
         self, username: str, address: str, now: int, window_ms: int, attempts: int
     ) -> tuple[LoginFailures | None, bool]:
-        async def do(conn: Conn) -> tuple[LoginFailures | None, bool]:
+        async def do(tx: Tx) -> tuple[LoginFailures | None, bool]:
             # Attempts on one name, from any node, wait for each other here: no two read the
             # same count (the lock is the user's, which their thread starts take too).
-            await execute(conn, "lock_user", {"username": username})
-            args = {"username": username, "address": address}
-            row = await fetch_one(conn, "get_login_failures", args)
-            current = None if row is None else failures_from_row(row)
+            await tx.lock("lock_user", {"username": username})
+            current = await _failures(tx, username, address)
             reserved = reserve_attempt(current, now, window_ms, attempts)
             if reserved is None:
                 return current, False
-            await execute(conn, "put_login_failures", {
-                **args, "failures": reserved.failures, "window_start": reserved.window_start,
-                "locked_until": reserved.locked_until})
+            args = {"username": username, "address": address, "failures": reserved.failures,
+                    "window_start": reserved.window_start, "locked_until": reserved.locked_until}
+            await tx.run("put_login_failures", args)
             return reserved, True
 
         return await self._write(do)
@@ -236,9 +232,13 @@ class PostgresIdentityQueries:
             name, args = "clear_login_failures", {"username": username}
         else:
             name, args = "clear_login_failures_from", {"username": username, "address": address}
-        return await self._write(lambda conn: execute(conn, name, args)) > 0
+        return await self._write(lambda tx: tx.run(name, args)) > 0
 
     async def forget_login_failures(self, now: int, window_ms: int) -> int:
         args = {"now": now, "window_over": now - window_ms}
-        return await self._write(lambda conn: execute(conn, "forget_login_failures", args))
+        return await self._write(lambda tx: tx.run("forget_login_failures", args))
 
+
+async def _failures(tx: Tx, username: str, address: str) -> LoginFailures | None:
+    row = await tx.one("get_login_failures", {"username": username, "address": address})
+    return None if row is None else failures_from_row(row)

@@ -2,13 +2,13 @@
 -- removed, so that the caller can tell "gone" from "there was none".
 
 -- name: delete_api_token
-DELETE FROM api_tokens WHERE token_hash = %(token_hash)s RETURNING user_id;
+DELETE FROM api_tokens WHERE token_hash = :token_hash RETURNING user_id;
 
 -- name: delete_membership
-DELETE FROM memberships WHERE group_id = %(group_id)s AND user_id = %(user_id)s RETURNING role;
+DELETE FROM memberships WHERE group_id = :group_id AND user_id = :user_id RETURNING role;
 
 -- name: delete_oauth_client
-DELETE FROM oauth_clients WHERE client_id = %(client_id)s RETURNING user_id;
+DELETE FROM oauth_clients WHERE client_id = :client_id RETURNING user_id;
 
 -- name: list_oauth_clients
 SELECT c.client_id, u.username, c.created FROM oauth_clients c JOIN users u ON u.id = c.user_id
@@ -18,32 +18,32 @@ ORDER BY u.username, c.created;
 -- sessions that recorded the old one.
 
 -- name: set_password
-UPDATE users SET password_hash = %(password_hash)s, credential_version = credential_version + 1
-WHERE username = %(username)s RETURNING id;
+UPDATE users SET password_hash = :password_hash, credential_version = credential_version + 1
+WHERE username = :username RETURNING id;
 
 -- name: disable_user
 UPDATE users SET disabled = true, credential_version = credential_version + 1
-WHERE username = %(username)s RETURNING id;
+WHERE username = :username RETURNING id;
 
 -- name: enable_user
-UPDATE users SET disabled = false WHERE username = %(username)s RETURNING id;
+UPDATE users SET disabled = false WHERE username = :username RETURNING id;
 
 -- name: delete_tokens_of_user
-DELETE FROM api_tokens WHERE user_id = %(user_id)s;
+DELETE FROM api_tokens WHERE user_id = :user_id;
 
 -- name: delete_clients_of_user
-DELETE FROM oauth_clients WHERE user_id = %(user_id)s;
+DELETE FROM oauth_clients WHERE user_id = :user_id;
 
 -- name: delete_user
 -- Memberships, API tokens and OAuth clients go with it (ON DELETE CASCADE); threads stay.
-DELETE FROM users WHERE username = %(username)s RETURNING id;
+DELETE FROM users WHERE username = :username RETURNING id;
 
 -- name: list_users
 SELECT id, username, is_admin, disabled, created FROM users ORDER BY username;
 
 -- name: put_setting
-INSERT INTO server_settings (key, value) VALUES (%(key)s, %(value)s)
+INSERT INTO server_settings (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: clear_login_failures_from
-DELETE FROM sign_in_attempts WHERE username = %(username)s AND address = %(address)s;
+DELETE FROM sign_in_attempts WHERE username = :username AND address = :address;

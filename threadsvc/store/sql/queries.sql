@@ -1,21 +1,14 @@
--- Named queries of the SQLite store. Each starts with a line `-- name: NAME`.
--- The PostgreSQL store defines the same names (a test checks).
+-- Named queries of both stores, written once. Each starts with a line `-- name: NAME`.
+-- Parameters are :name, rewritten to psycopg's %(name)s for PostgreSQL when loaded; `{where}` is
+-- filled with filter_* fragments. Where the SQL really differs, sqlite/overrides.sql and
+-- postgres/overrides.sql define the query for their dialect (a test checks both define the same
+-- names, but for the few only one dialect needs).
 
 -- name: get_setting
 SELECT value FROM server_settings WHERE key = :key;
 
 -- name: put_setting_if_absent
 INSERT INTO server_settings (key, value) VALUES (:key, :value) ON CONFLICT (key) DO NOTHING;
-
--- name: insert_user
--- Never the id of a removed user (SQLite would reuse the highest): what named that user (a
--- console session) must not name the new one. users_removed keeps the highest removed id.
-INSERT INTO users (id, username, password_hash, is_admin, created)
-VALUES (
-    max(coalesce((SELECT max(id) FROM users), 0),
-        coalesce((SELECT CAST(value AS INTEGER) FROM server_settings WHERE key = 'removed-user-id'), 0)) + 1,
-    :username, :password_hash, :is_admin, :created)
-RETURNING id;
 
 -- name: update_user
 UPDATE users SET password_hash = :password_hash, is_admin = :is_admin,
@@ -48,9 +41,6 @@ VALUES (:client_id, :user_id, :secret_hash, :created);
 SELECT u.id, u.username, u.is_admin, c.secret_hash, u.credential_version
 FROM oauth_clients c JOIN users u ON u.id = c.user_id
 WHERE c.client_id = :client_id AND NOT u.disabled;
-
--- name: insert_group
-INSERT INTO groups (id, name) VALUES (:id, :name) RETURNING id;
 
 -- name: get_group_by_name
 SELECT id, name FROM groups WHERE name = :name;
@@ -87,13 +77,6 @@ DELETE FROM sign_in_attempts WHERE username = :username;
 -- name: forget_login_failures
 DELETE FROM sign_in_attempts WHERE window_start <= :window_over AND locked_until <= :now;
 
--- name: insert_thread
-INSERT INTO threads
-    (id, name, username, group_id, job, params, status, created, version, idempotency_key,
-     request_hash)
-VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :idempotency_key,
-        :request_hash);
-
 -- name: get_thread
 SELECT * FROM threads WHERE id = :id;
 
@@ -107,25 +90,6 @@ ORDER BY seq DESC;
 
 -- name: count_threads
 SELECT count(*) FROM threads WHERE {where};
-
--- name: locate_page
--- For a filter of statuses and group only (columns thread_counts has too): the total, and the
--- newest bucket holding the page's first thread, with how many matching threads are newer than
--- that bucket (the page then starts that many fewer threads below the bucket's top).
-WITH buckets AS (
-    SELECT bucket, sum(n) AS n FROM thread_counts WHERE {where} GROUP BY bucket
-), running AS (
-    SELECT bucket, n, sum(n) OVER (ORDER BY bucket DESC) AS upto FROM buckets
-), page AS (
-    SELECT bucket, upto - n AS newer FROM running WHERE upto > :offset
-    ORDER BY bucket DESC LIMIT 1
-)
-SELECT (SELECT coalesce(sum(n), 0) FROM buckets) AS total, page.bucket AS bucket,
-       page.newer AS newer
-FROM (SELECT 1) AS one LEFT JOIN page ON true;
-
--- name: filter_statuses
-status IN (SELECT value FROM json_each(:statuses))
 
 -- name: filter_group
 group_id = :group_id
@@ -142,29 +106,6 @@ created >= :since
 -- name: filter_until
 created <= :until
 
--- name: claim_threads
-UPDATE threads
-SET status = 'inprogress', started = max(:now, created), node = :node, heartbeat = :now, version = version + 1
-WHERE seq IN (
-    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
-)
-RETURNING *;
-
--- name: last_log_seqs
--- (Not a subquery in the claim's RETURNING: SQLite runs that one 30 times slower.)
-SELECT thread_id, max(seq) AS log_seq FROM log_events
-WHERE thread_id IN (SELECT value FROM json_each(:ids))
-GROUP BY thread_id;
-
--- name: update_running_thread
-UPDATE threads
-SET status = :status, message = :message, progress_current = :progress_current,
-    progress_total = :progress_total, warnings = :warnings, errors = :errors,
-    ended = :ended, heartbeat = :heartbeat, version = :version,
-    result_file = :result_file, result_type = :result_type, result_size = :result_size,
-    result_name = :result_name, result_deletion = :result_deletion
-WHERE id = :id AND node = :node AND status NOT IN ('completed', 'failed', 'cancelled');
-
 -- name: cancel_initialised
 UPDATE threads
 SET status = 'cancelled', ended = :now, message = :message, version = version + 1
@@ -172,42 +113,17 @@ WHERE id = :id AND status = 'initialised'
 RETURNING *;
 
 -- name: request_cancel
-UPDATE threads SET cancel_requested = 1
+UPDATE threads SET cancel_requested = true
 WHERE id = :id AND status IN ('inprogress', 'warning', 'error');
-
--- name: cancel_requests
-SELECT id FROM threads
-WHERE node = :node AND cancel_requested = 1 AND status IN ('inprogress', 'warning', 'error');
-
--- name: heartbeat
-UPDATE threads SET heartbeat = :now
-WHERE node = :node AND status IN ('inprogress', 'warning', 'error');
 
 -- name: running_threads
 SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
-
--- name: fail_orphan
-UPDATE threads
-SET status = 'failed', ended = :now, message = :message, node = NULL, version = version + 1
-WHERE id = :id AND node IS :node AND status IN ('inprogress', 'warning', 'error')
-RETURNING *;
-
--- name: requeue_orphan
-UPDATE threads
-SET status = 'initialised', node = NULL, heartbeat = NULL, message = :message,
-    version = version + 1
-WHERE id = :id AND node IS :node AND status IN ('inprogress', 'warning', 'error')
-RETURNING *;
 
 -- name: delete_thread
 DELETE FROM threads WHERE id = :id AND status IN ('completed', 'failed', 'cancelled');
 
 -- name: delete_logs
 DELETE FROM log_events WHERE thread_id = :id;
-
--- name: insert_log_events
--- Positional: executemany binds a tuple faster than a dict, which counts for big logs.
-INSERT INTO log_events (thread_id, seq, ts, level, text) VALUES (?, ?, ?, ?, ?);
 
 -- name: append_log_event
 INSERT INTO log_events (thread_id, seq, ts, level, text)
@@ -222,33 +138,13 @@ SELECT seq, ts, level, text FROM log_events
 WHERE thread_id = :thread_id AND seq > :since AND level >= :level
 ORDER BY seq LIMIT :limit;
 
--- name: count_threads_by_status
--- From thread_counts (kept by triggers): a few rows, not every thread, for each health check.
-SELECT status, sum(n) AS count FROM thread_counts GROUP BY status HAVING sum(n) > 0;
-
--- name: filter_below_bucket
--- The threads of buckets up to `bucket` (a bucket is 4,096 seqs: seq >> 12).
-seq < (:bucket + 1) << 12
-
 -- name: filter_deletion_before
 result_deletion IS NOT NULL AND result_deletion < :deletion_before
-
--- name: find_idempotent
-SELECT * FROM threads
-WHERE username = :username AND group_id = :group_id AND idempotency_key = :key
-  AND created >= :since;
 
 -- name: release_idempotency_key
 UPDATE threads SET idempotency_key = NULL
 WHERE username = :username AND group_id = :group_id AND idempotency_key = :key
   AND created < :since;
-
--- name: count_active
--- The active threads of a user and of a group, from the counts the triggers of migration 0005
--- keep (two lookups, however many threads are active).
-SELECT
-    coalesce((SELECT n FROM active_by_user WHERE username = :username), 0) AS user_active,
-    coalesce((SELECT n FROM active_by_group WHERE group_id = :group_id), 0) AS group_active;
 
 -- name: expired_results
 SELECT * FROM threads

@@ -1,0 +1,206 @@
+-- The PostgreSQL store's own queries: those whose SQL differs from ../queries.sql, and the few
+-- listed under "Only PostgreSQL": the advisory locks that SQLite needs not (it has one writer at
+-- a time), COPY, and a start's insert in one statement. Parameters as ../queries.sql writes them.
+
+-- name: insert_user
+INSERT INTO users (username, password_hash, is_admin, created)
+VALUES (:username, :password_hash, :is_admin, :created)
+RETURNING id;
+
+-- name: insert_group
+-- With or without an explicit id; either way the identity sequence is moved past the new id, so
+-- that later automatic ids never collide with an explicit one (the caller holds lock_group_ids).
+WITH new AS (
+    INSERT INTO groups (id, name)
+    VALUES (coalesce(:id, nextval(pg_get_serial_sequence('groups', 'id'))), :name)
+    RETURNING id
+)
+SELECT id, setval(
+    pg_get_serial_sequence('groups', 'id'),
+    greatest(id, coalesce(pg_sequence_last_value(pg_get_serial_sequence('groups', 'id')::regclass), 0), 1)
+) AS next_from
+FROM new;
+
+-- name: locate_page
+-- For a filter of statuses and group only (columns thread_counts has too): the total, and the
+-- newest bucket holding the page's first thread, with how many matching threads are newer than
+-- that bucket (the page then starts that many fewer threads below the bucket's top).
+WITH buckets AS (
+    SELECT bucket, sum(n) AS n FROM thread_counts WHERE {where} GROUP BY bucket
+), running AS (
+    SELECT bucket, n, sum(n) OVER (ORDER BY bucket DESC) AS upto FROM buckets
+), page AS (
+    SELECT bucket, upto - n AS newer FROM running WHERE upto > :offset
+    ORDER BY bucket DESC LIMIT 1
+)
+SELECT (SELECT coalesce(sum(n), 0) FROM buckets)::bigint AS total, page.bucket::bigint AS bucket,
+       page.newer::bigint AS newer
+FROM (SELECT 1) AS one LEFT JOIN page ON true;
+
+-- name: filter_statuses
+status = ANY(:statuses)
+
+-- name: claim_threads
+-- SKIP LOCKED: nodes claiming together take different threads, and none waits for another.
+-- log_seq: the last seq of each thread's log, which the runner numbers its next events from.
+UPDATE threads
+SET status = 'inprogress', started = GREATEST(:now, created), node = :node, heartbeat = :now,
+    version = version + 1
+WHERE seq IN (
+    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+RETURNING *,
+    (SELECT coalesce(max(l.seq), 0) FROM log_events l WHERE l.thread_id = threads.id) AS log_seq;
+
+-- name: update_running_thread
+-- Every thread of a batch in one statement: each parameter but node and heartbeat is an array
+-- holding one element per thread. Returns the ids it wrote (the others are no longer the node's).
+UPDATE threads AS t
+SET status = s.status, message = s.message, progress_current = s.progress_current,
+    progress_total = s.progress_total, warnings = s.warnings, errors = s.errors,
+    ended = s.ended, heartbeat = :heartbeat, version = s.version,
+    result_file = s.result_file, result_type = s.result_type, result_size = s.result_size,
+    result_name = s.result_name, result_deletion = s.result_deletion
+FROM unnest(
+    :id::text[], :status::text[], :message::text[], :progress_current::bigint[],
+    :progress_total::bigint[], :warnings::bigint[], :errors::bigint[],
+    :ended::bigint[], :version::bigint[], :result_file::text[], :result_type::text[],
+    :result_size::bigint[], :result_name::text[], :result_deletion::bigint[]
+) AS s (id, status, message, progress_current, progress_total, warnings, errors, ended, version,
+        result_file, result_type, result_size, result_name, result_deletion)
+WHERE t.id = s.id AND t.node = :node AND t.status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING t.id;
+
+-- name: cancel_requests
+SELECT id FROM threads
+WHERE node = :node AND cancel_requested AND status IN ('inprogress', 'warning', 'error');
+
+-- name: heartbeat
+-- Rows another transaction holds (a batch of this node's writer, which sets the heartbeat itself,
+-- or a recovery) are skipped rather than waited for: no lock waits, no deadlock with the writer.
+UPDATE threads SET heartbeat = :now
+WHERE seq IN (
+    SELECT seq FROM threads
+    WHERE node = :node AND status IN ('inprogress', 'warning', 'error')
+    FOR NO KEY UPDATE SKIP LOCKED
+);
+
+-- name: fail_orphan
+UPDATE threads
+SET status = 'failed', ended = :now, message = :message, node = NULL, version = version + 1
+WHERE id = :id AND node IS NOT DISTINCT FROM :node
+  AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: requeue_orphan
+UPDATE threads
+SET status = 'initialised', node = NULL, heartbeat = NULL, message = :message,
+    version = version + 1
+WHERE id = :id AND node IS NOT DISTINCT FROM :node
+  AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: insert_log_events
+-- Many events in one statement: each parameter is an array with one element per event.
+INSERT INTO log_events (thread_id, seq, ts, level, text)
+SELECT * FROM unnest(
+    :thread_id::text[], :seq::bigint[], :ts::bigint[], :level::integer[],
+    :text::text[]
+);
+
+-- name: count_threads_by_status
+-- From thread_counts (kept by triggers): a few rows, not every thread, for each health check.
+SELECT status, sum(n)::bigint AS count FROM thread_counts GROUP BY status HAVING sum(n) > 0;
+
+-- name: filter_below_bucket
+-- The threads of buckets up to `bucket` (a bucket is 4,096 seqs: seq >> 12).
+seq < (:bucket::bigint + 1) << 12
+
+-- Only PostgreSQL ---------------------------------------------------------------------------
+-- Transaction-level advisory locks, released at commit or rollback. Under READ COMMITTED two
+-- starts could both count 4 active threads and both insert a fifth; holding the user's lock
+-- (then the group's: always in that order, so no deadlock) around count-and-insert makes the
+-- check atomic, as SQLite's single writer does. Each statement after the lock sees what the
+-- previous holder committed.
+
+-- name: lock_user
+-- A user's starts (limits, idempotency keys) and their failed logins.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username));
+
+-- name: lock_user_and_group
+-- A group's starts (limits): the user's lock, then the group's (a select list is evaluated left
+-- to right), in one round trip.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username)) AS user_lock,
+       pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(:group_id)) AS group_lock;
+
+-- name: lock_group_ids
+-- Creating groups, so that insert_group moves the id sequence knowing every committed id.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.groups'), 0);
+
+-- name: copy_log_events
+-- The log events of a big batch (binary: the store gives each column's type), two to three times
+-- as fast as insert_log_events, for one more round trip.
+COPY log_events (thread_id, seq, ts, level, text) FROM STDIN (FORMAT BINARY);
+
+-- name: insert_thread_within_limits
+-- The thread and the first event of its log, unless the user's idempotency key already names a
+-- thread in this group (or at server level) (`existing`; an expired use of the key was released before) or the user or the group
+-- (none for server-level threads, group -1) has reached its limit of active threads. The counts
+-- are kept by threads_counted() (0006): two lookups, whatever the number of active threads.
+-- Run under the user's lock (and the group's), in the message that takes them.
+WITH active AS (
+    SELECT
+        coalesce((SELECT n FROM active_by_user WHERE username = :username), 0) AS user_active,
+        coalesce((SELECT sum(n) FROM thread_counts
+                  WHERE group_id = :group_id
+                    AND status IN ('initialised', 'inprogress', 'warning', 'error'))::bigint, 0)
+            AS group_active,
+        (SELECT id FROM threads
+         WHERE username = :username AND group_id = :group_id
+           AND idempotency_key = :idempotency_key) AS existing
+), thread AS (
+    INSERT INTO threads
+        (id, name, username, group_id, job, params, status, created, version, idempotency_key,
+         request_hash)
+    SELECT :id, :name, :username, :group_id, :job, :params, :status,
+           :created, 1, :idempotency_key, :request_hash
+    FROM active
+    WHERE existing IS NULL
+      AND user_active < :per_user AND (:group_id = -1 OR group_active < :per_group)
+    RETURNING id
+), event AS (
+    INSERT INTO log_events (thread_id, seq, ts, level, text)
+    SELECT id, :seq, :ts, :level, :text FROM thread
+)
+SELECT user_active, group_active, existing, EXISTS (SELECT 1 FROM thread) AS inserted,
+       (SELECT request_hash FROM threads WHERE id = active.existing) AS existing_hash
+FROM active;
+
+-- name: queue_deliveries
+-- One delivery per webhook that wants each change: the thread's group's and the server's. The
+-- changes of a transaction in one statement (arrays, one element per change, oldest first);
+-- it inserts nothing, at the cost of one index probe, where no webhook wants them. Rows are
+-- numbered (seq) in the ORDER BY's order: change by change, then webhook by webhook.
+INSERT INTO webhook_deliveries
+    (id, webhook_id, thread_id, event, snapshot, status, attempts, next_attempt, created)
+SELECT replace(gen_random_uuid()::text, '-', ''), w.id, c.thread_id, c.event, c.snapshot,
+       'pending', 0, :now, :now
+FROM unnest(:thread_id::text[], :group_id::bigint[], :event::text[], :snapshot::text[])
+     WITH ORDINALITY AS c (thread_id, group_id, event, snapshot, n)
+JOIN webhooks w ON w.group_id IN (c.group_id, -1) AND (c.event = 'final' OR w.events = 'all')
+ORDER BY c.n, w.id;
+
+-- name: due_deliveries
+-- SKIP LOCKED: workers on several nodes claim different deliveries; one that another worker
+-- is claiming still holds back the later ones of its (webhook, thread), being still pending.
+SELECT d.*, w.group_id AS w_group_id, w.url AS w_url, w.secret AS w_secret,
+       w.events AS w_events, w.created_by AS w_created_by, w.created AS w_created
+FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.status = 'pending' AND d.next_attempt <= :now
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries e
+      WHERE e.webhook_id = d.webhook_id AND e.thread_id = d.thread_id
+        AND e.status = 'pending' AND e.seq < d.seq)
+ORDER BY d.seq LIMIT :limit
+FOR NO KEY UPDATE OF d SKIP LOCKED;

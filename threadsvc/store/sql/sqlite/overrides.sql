@@ -1,0 +1,134 @@
+-- The SQLite store's own queries: those whose SQL differs from ../queries.sql (or that only
+-- SQLite needs), as ../queries.sql writes them.
+
+-- name: insert_user
+-- Never the id of a removed user (SQLite would reuse the highest): what named that user (a
+-- console session) must not name the new one. users_removed keeps the highest removed id.
+INSERT INTO users (id, username, password_hash, is_admin, created)
+VALUES (
+    max(coalesce((SELECT max(id) FROM users), 0),
+        coalesce((SELECT CAST(value AS INTEGER) FROM server_settings WHERE key = 'removed-user-id'), 0)) + 1,
+    :username, :password_hash, :is_admin, :created)
+RETURNING id;
+
+-- name: insert_group
+INSERT INTO groups (id, name) VALUES (:id, :name) RETURNING id;
+
+-- name: insert_thread
+INSERT INTO threads
+    (id, name, username, group_id, job, params, status, created, version, idempotency_key,
+     request_hash)
+VALUES (:id, :name, :username, :group_id, :job, :params, :status, :created, 1, :idempotency_key,
+        :request_hash);
+
+-- name: locate_page
+-- For a filter of statuses and group only (columns thread_counts has too): the total, and the
+-- newest bucket holding the page's first thread, with how many matching threads are newer than
+-- that bucket (the page then starts that many fewer threads below the bucket's top).
+WITH buckets AS (
+    SELECT bucket, sum(n) AS n FROM thread_counts WHERE {where} GROUP BY bucket
+), running AS (
+    SELECT bucket, n, sum(n) OVER (ORDER BY bucket DESC) AS upto FROM buckets
+), page AS (
+    SELECT bucket, upto - n AS newer FROM running WHERE upto > :offset
+    ORDER BY bucket DESC LIMIT 1
+)
+SELECT (SELECT coalesce(sum(n), 0) FROM buckets) AS total, page.bucket AS bucket,
+       page.newer AS newer
+FROM (SELECT 1) AS one LEFT JOIN page ON true;
+
+-- name: filter_statuses
+status IN (SELECT value FROM json_each(:statuses))
+
+-- name: claim_threads
+UPDATE threads
+SET status = 'inprogress', started = max(:now, created), node = :node, heartbeat = :now, version = version + 1
+WHERE seq IN (
+    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
+)
+RETURNING *;
+
+-- name: last_log_seqs
+-- (Not a subquery in the claim's RETURNING: SQLite runs that one 30 times slower.)
+SELECT thread_id, max(seq) AS log_seq FROM log_events
+WHERE thread_id IN (SELECT value FROM json_each(:ids))
+GROUP BY thread_id;
+
+-- name: update_running_thread
+UPDATE threads
+SET status = :status, message = :message, progress_current = :progress_current,
+    progress_total = :progress_total, warnings = :warnings, errors = :errors,
+    ended = :ended, heartbeat = :heartbeat, version = :version,
+    result_file = :result_file, result_type = :result_type, result_size = :result_size,
+    result_name = :result_name, result_deletion = :result_deletion
+WHERE id = :id AND node = :node AND status NOT IN ('completed', 'failed', 'cancelled');
+
+-- name: cancel_requests
+SELECT id FROM threads
+WHERE node = :node AND cancel_requested = 1 AND status IN ('inprogress', 'warning', 'error');
+
+-- name: heartbeat
+UPDATE threads SET heartbeat = :now
+WHERE node = :node AND status IN ('inprogress', 'warning', 'error');
+
+-- name: fail_orphan
+UPDATE threads
+SET status = 'failed', ended = :now, message = :message, node = NULL, version = version + 1
+WHERE id = :id AND node IS :node AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: requeue_orphan
+UPDATE threads
+SET status = 'initialised', node = NULL, heartbeat = NULL, message = :message,
+    version = version + 1
+WHERE id = :id AND node IS :node AND status IN ('inprogress', 'warning', 'error')
+RETURNING *;
+
+-- name: insert_log_events
+-- Positional: executemany binds a tuple faster than a dict, which counts for big logs.
+INSERT INTO log_events (thread_id, seq, ts, level, text) VALUES (?, ?, ?, ?, ?);
+
+-- name: count_threads_by_status
+-- From thread_counts (kept by triggers): a few rows, not every thread, for each health check.
+SELECT status, sum(n) AS count FROM thread_counts GROUP BY status HAVING sum(n) > 0;
+
+-- name: filter_below_bucket
+-- The threads of buckets up to `bucket` (a bucket is 4,096 seqs: seq >> 12).
+seq < (:bucket + 1) << 12
+
+-- name: find_idempotent
+SELECT * FROM threads
+WHERE username = :username AND group_id = :group_id AND idempotency_key = :key
+  AND created >= :since;
+
+-- name: count_active
+-- The active threads of a user and of a group, from the counts the triggers of migration 0005
+-- keep (two lookups, however many threads are active).
+SELECT
+    coalesce((SELECT n FROM active_by_user WHERE username = :username), 0) AS user_active,
+    coalesce((SELECT n FROM active_by_group WHERE group_id = :group_id), 0) AS group_active;
+
+-- name: any_webhooks
+-- Only SQLite: whether queue_deliveries could insert anything at all (PostgreSQL's one
+-- statement per transaction finds that out for itself).
+SELECT 1 FROM webhooks LIMIT 1;
+
+-- name: queue_deliveries
+-- One delivery per webhook that wants this change: the thread's group's and the server's.
+INSERT INTO webhook_deliveries
+    (id, webhook_id, thread_id, event, snapshot, status, attempts, next_attempt, created)
+SELECT lower(hex(randomblob(16))), id, :thread_id, :event, :snapshot, 'pending', 0, :now, :now
+FROM webhooks
+WHERE group_id IN (:group_id, -1) AND (:event = 'final' OR events = 'all')
+ORDER BY id;
+
+-- name: due_deliveries
+SELECT d.*, w.group_id AS w_group_id, w.url AS w_url, w.secret AS w_secret,
+       w.events AS w_events, w.created_by AS w_created_by, w.created AS w_created
+FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.status = 'pending' AND d.next_attempt <= :now
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries e
+      WHERE e.webhook_id = d.webhook_id AND e.thread_id = d.thread_id
+        AND e.status = 'pending' AND e.seq < d.seq)
+ORDER BY d.seq LIMIT :limit;

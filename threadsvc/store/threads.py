@@ -1,0 +1,238 @@
+"""The store's threads and their logs, written once over the dialect primitives (dialect.py);
+but for the insert of a start (`_insert`), each store's own, as their ways of making its checks
+(starts.py) atomic with it differ: SQLite's one writer, PostgreSQL's advisory locks."""
+
+from __future__ import annotations
+
+from threadsvc.models import (
+    ActiveLimits,
+    Level,
+    LogEvent,
+    LogPage,
+    NewLogEvent,
+    Status,
+    Thread,
+    ThreadFilter,
+    ThreadPage,
+)
+from threadsvc.store.dialect import Tx
+from threadsvc.store.listing import list_query
+from threadsvc.store.rows import thread_from_row
+from threadsvc.store.starts import Start
+from threadsvc.store.webhooks import WebhookRules
+
+
+class ClaimedLogSeqs:
+    """The last log seq of each thread of the latest claim, which `claim_threads` reads in its
+    own transaction: the runner asks `last_log_seq` right after claiming, to number the thread's
+    next events, and a hit saves a query per thread. Each is given once; a miss (another claim
+    came between) is simply asked of the store. Nothing but this node appends to the log of a
+    thread it just claimed, so the value is still right when it is asked for."""
+
+    def __init__(self) -> None:
+        self._seqs: dict[str, int] = {}
+
+    def remember(self, seqs: dict[str, int]) -> None:
+        self._seqs = seqs
+
+    def take(self, thread_id: str) -> int | None:
+        return self._seqs.pop(thread_id, None)
+
+
+class ThreadRules(WebhookRules):
+    def __init__(self) -> None:
+        self._claimed_seqs = ClaimedLogSeqs()
+
+    async def insert_thread(
+        self,
+        thread: Thread,
+        first_event: LogEvent,
+        *,
+        limits: ActiveLimits | None = None,
+        idempotency_key: str | None = None,
+        idempotency_since: int = 0,
+        request_hash: str | None = None,
+    ) -> tuple[Thread, bool]:
+        start = Start(
+            thread, first_event, limits, idempotency_key, idempotency_since, request_hash
+        )
+        return await self._insert(start)
+
+    async def _insert(self, start: Start) -> tuple[Thread, bool]:
+        """Each store's own: the checks of a start and its insert, atomic."""
+        raise NotImplementedError
+
+    async def get_thread(self, thread_id: str) -> Thread | None:
+        async def do(tx: Tx) -> Thread | None:
+            row = await tx.one("get_thread", {"id": thread_id})
+            return None if row is None else thread_from_row(row)
+
+        return await self._read(do)
+
+    async def list_threads(self, query: ThreadFilter) -> ThreadPage:
+        async def do(tx: Tx) -> ThreadPage:
+            plan = list_query(query, tx.array(sorted(s.value for s in query.statuses)))
+            if plan.counted:
+                found = await tx.one(*plan.counts())
+                assert found is not None
+                total, bucket = found["total"], found["bucket"]
+                rows = [] if bucket is None else await tx.all(*plan.rows(bucket, found["newer"]))
+            else:
+                rows = await tx.all(*plan.rows())
+                total = await tx.value(*plan.total())
+            return ThreadPage(
+                threads=[thread_from_row(row) for row in rows],
+                total=total,
+                page=query.page,
+                pagesize=query.pagesize,
+            )
+
+        return await self._snapshot(do)
+
+    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
+        async def do(tx: Tx) -> tuple[list[Thread], dict[str, int]]:
+            rows = await tx.all("claim_threads", {"node": node, "limit": limit, "now": now})
+            claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
+            await self._status_changed(tx, claimed)
+            return claimed, await tx.claimed_log_seqs(rows)
+
+        claimed, seqs = await self._write(do)
+        self._claimed_seqs.remember(seqs)  # once committed: a rolled-back claim took nothing
+        return claimed
+
+    async def write_batch(
+        self,
+        node: str,
+        threads: list[Thread],
+        status_changes: list[Thread],
+        events: list[NewLogEvent],
+        now: int,
+    ) -> set[str]:
+        async def do(tx: Tx) -> set[str]:
+            # The threads' rows first: on PostgreSQL a recovery (which locks the row, then
+            # appends to the log) then waits for this batch instead of deadlocking with it.
+            # Inside the transaction the order is not visible.
+            lost = await tx.update_running(node, threads, now)
+            await tx.insert_events(events)
+            await self._status_changed(tx, [t for t in status_changes if t.id not in lost])
+            return lost
+
+        return await self._write(do)
+
+    async def cancel_initialised(
+        self, thread_id: str, message: str, event: LogEvent
+    ) -> Thread | None:
+        now = event.timestamp
+
+        async def do(tx: Tx) -> Thread | None:
+            args = {"id": thread_id, "now": now, "message": message}
+            row = await tx.one("cancel_initialised", args)
+            if row is None:
+                return None
+            await tx.run(
+                "append_log_event",
+                {"thread_id": thread_id, "ts": now, "level": int(event.level), "text": event.text},
+            )
+            cancelled = thread_from_row(row)
+            await self._status_changed(tx, [cancelled])
+            return cancelled
+
+        return await self._write(do)
+
+    async def request_cancel(self, thread_id: str) -> None:
+        await self._write(lambda tx: tx.run("request_cancel", {"id": thread_id}))
+
+    async def cancel_requests(self, node: str) -> list[str]:
+        async def do(tx: Tx) -> list[str]:
+            return [row["id"] for row in await tx.all("cancel_requests", {"node": node})]
+
+        return await self._read(do)
+
+    async def heartbeat(self, node: str, now: int) -> None:
+        await self._write(lambda tx: tx.run("heartbeat", {"node": node, "now": now}))
+
+    async def running_threads(self) -> list[Thread]:
+        return await self._read(lambda tx: _threads(tx, "running_threads", None))
+
+    async def recover_thread(
+        self, thread: Thread, requeue: bool, message: str, now: int, level: Level
+    ) -> Thread | None:
+        async def do(tx: Tx) -> Thread | None:
+            query = "requeue_orphan" if requeue else "fail_orphan"
+            args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
+            row = await tx.one(query, args)
+            if row is None:
+                return None
+            await tx.run(
+                "append_log_event",
+                {"thread_id": thread.id, "ts": now, "level": int(level), "text": message},
+            )
+            recovered = thread_from_row(row)
+            await self._status_changed(tx, [recovered])
+            return recovered
+
+        return await self._write(do)
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        async def do(tx: Tx) -> bool:
+            if await tx.run("delete_thread", {"id": thread_id}) == 0:
+                return False
+            await tx.run("delete_logs", {"id": thread_id})
+            return True
+
+        return await self._write(do)
+
+    async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
+        async def do(tx: Tx) -> LogPage:
+            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
+            rows = await tx.all("get_logs", args)
+            total = await tx.value("last_log_seq", {"thread_id": thread_id})
+            events = [
+                LogEvent(row["seq"], row["ts"], Level(row["level"]), row["text"])
+                for row in rows[:limit]
+            ]
+            return LogPage(
+                thread_id=thread_id,
+                events=events,
+                total=total,
+                next=events[-1].seq if events else since,
+                more=len(rows) > limit,
+            )
+
+        return await self._snapshot(do)
+
+    async def expired_results(self, now: int, limit: int) -> list[Thread]:
+        args = {"now": now, "limit": limit}
+        return await self._read(lambda tx: _threads(tx, "expired_results", args))
+
+    async def forget_result_file(self, thread_id: str) -> None:
+        await self._write(lambda tx: tx.run("forget_result_file", {"id": thread_id}))
+
+    async def ended_before(self, moment: int, limit: int) -> list[Thread]:
+        args = {"moment": moment, "limit": limit}
+        return await self._read(lambda tx: _threads(tx, "ended_before", args))
+
+    async def forget_idempotency_keys(self, created_before: int) -> int:
+        args = {"before": created_before}
+        return await self._write(lambda tx: tx.run("forget_idempotency_keys", args))
+
+    async def last_log_seq(self, thread_id: str) -> int:
+        claimed = self._claimed_seqs.take(thread_id)
+        if claimed is not None:
+            return claimed
+
+        async def do(tx: Tx) -> int:
+            return int(await tx.value("last_log_seq", {"thread_id": thread_id}))
+
+        return await self._read(do)
+
+    async def count_by_status(self) -> dict[Status, int]:
+        async def do(tx: Tx) -> dict[Status, int]:
+            rows = await tx.all("count_threads_by_status")
+            return {Status(row["status"]): row["count"] for row in rows}
+
+        return await self._read(do)
+
+
+async def _threads(tx: Tx, name: str, args: dict[str, int] | None) -> list[Thread]:
+    return [thread_from_row(row) for row in await tx.all(name, args)]
