@@ -12,6 +12,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from threadsvc.delivery.service import WebhookService
+from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
 from threadsvc.identity import Identity
 from threadsvc.jobs.command import command_job, kill_all
@@ -29,7 +31,6 @@ from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
 from threadsvc.web.routes import console_routes, routes
 from threadsvc.web.waiting import Rechecks, StreamQuota
-from threadsvc.webhooks import DeliveryWorker, WebhookService
 
 log = logging.getLogger("threadsvc")
 FULL_COLLECTION_EVERY = 100  # collections of the middle generation per full one (CPython: 10)
