@@ -16,7 +16,8 @@ from threadsvc.delivery.service import WebhookService
 from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
 from threadsvc.identity import Identity
-from threadsvc.jobs.command import command_job, kill_all
+from threadsvc.jobs.command.job import command_job
+from threadsvc.jobs.command.process import kill_all
 from threadsvc.jobs.purge import purge_job
 from threadsvc.keys import check_key_fingerprint, secret_keys
 from threadsvc.results import ResultLinks

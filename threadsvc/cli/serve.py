@@ -27,7 +27,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     import uvicorn
 
     from threadsvc.app import create_app, stop_waiting
-    from threadsvc.jobs.command import parse_commands
+    from threadsvc.jobs.command.settings import parse_commands
     from threadsvc.web import serving
     from threadsvc.web.serving import connection_limits, http_protocol
 
