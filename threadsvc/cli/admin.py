@@ -58,6 +58,20 @@ def change(config: str | None, db: str | None,
     click.echo(done, err=True)
 
 
+def change_command(group: click.Group, name: str, argument: str,
+                   action: Callable[[admin.Admin, str], Awaitable[object]], done: str,
+                   doc: str) -> None:
+    """`GROUP NAME ARGUMENT`: one change on the store, then `done` (with the argument's value
+    for `{}`) on standard error."""
+
+    @group.command(name, help=doc)
+    @store_options
+    @click.argument(argument)
+    def command(config: str | None, db: str | None, **given: str) -> None:
+        value = given[argument]
+        change(config, db, lambda a: action(a, value), done.format(value))
+
+
 @click.group()
 def user() -> None:
     """Users and their API tokens."""
@@ -115,29 +129,13 @@ def user_passwd(config: str | None, db: str | None, username: str) -> None:
            f"changed the password of {username}")
 
 
-@user.command("disable")
-@store_options
-@click.argument("username")
-def user_disable(config: str | None, db: str | None, username: str) -> None:
-    """Refuse every credential of USERNAME (their threads stay); deletes their API tokens and
-    OAuth clients, and ends their sessions and access tokens."""
-    change(config, db, lambda a: admin.disable_user(a, username), f"disabled {username}")
-
-
-@user.command("enable")
-@store_options
-@click.argument("username")
-def user_enable(config: str | None, db: str | None, username: str) -> None:
-    """Let a disabled USERNAME sign in again (their old tokens and clients stay deleted)."""
-    change(config, db, lambda a: admin.enable_user(a, username), f"enabled {username}")
-
-
-@user.command("remove")
-@store_options
-@click.argument("username")
-def user_remove(config: str | None, db: str | None, username: str) -> None:
-    """Remove USERNAME with their memberships, tokens and clients (their threads stay)."""
-    change(config, db, lambda a: admin.remove_user(a, username), f"removed {username}")
+change_command(user, "disable", "username", admin.disable_user, "disabled {}", """
+    Refuse every credential of USERNAME (their threads stay); deletes their API tokens and
+    OAuth clients, and ends their sessions and access tokens.""")
+change_command(user, "enable", "username", admin.enable_user, "enabled {}", """
+    Let a disabled USERNAME sign in again (their old tokens and clients stay deleted).""")
+change_command(user, "remove", "username", admin.remove_user, "removed {}", """
+    Remove USERNAME with their memberships, tokens and clients (their threads stay).""")
 
 
 @user.command("unlock")
@@ -183,12 +181,8 @@ def client_add(config: str | None, db: str | None, username: str) -> None:
     click.echo(f"client_secret: {secret}")
 
 
-@oauth_client.command("remove")
-@store_options
-@click.argument("client_id")
-def client_remove(config: str | None, db: str | None, client_id: str) -> None:
-    """Remove a client; its access tokens end within `auth-cache-seconds`."""
-    change(config, db, lambda a: admin.remove_client(a, client_id), f"removed client {client_id}")
+change_command(oauth_client, "remove", "client_id", admin.remove_client, "removed client {}", """
+    Remove a client; its access tokens end within `auth-cache-seconds`.""")
 
 
 @oauth_client.command("list")

@@ -5,6 +5,7 @@ watched thread's end is the exit status (0 completed, 1 failed, 2 cancelled)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,16 +22,41 @@ EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
 EXIT_ERROR = 3
 
 
+Connect = Callable[[], Client]
+
+
 def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--group", "-g", help="The group's name; none for server-level threads")(fn)
-    fn = click.option("--token", envvar="THREADSVC_TOKEN", help="An API or access token "
-                      "[env THREADSVC_TOKEN]")(fn)
-    fn = click.option("--password", envvar="THREADSVC_PASSWORD",
-                      help="Password [env THREADSVC_PASSWORD]")(fn)
-    fn = click.option("--user", envvar="THREADSVC_USER", help="Username [env THREADSVC_USER]")(fn)
-    fn = click.option("--url", envvar="THREADSVC_URL", default="http://127.0.0.1:8080",
-                      show_default=True, help="The server [env THREADSVC_URL]")(fn)
-    return fn
+    """The server and the credentials (flags or the environment), given to the command as
+    `connect`, which makes the client when the command is ready to call."""
+
+    @functools.wraps(fn)
+    def command(url: str, user: str | None, password: str | None, token: str | None,
+                group: str | None, **given: Any) -> Any:
+        return fn(lambda: make_client(url, user, password, token, group), **given)
+
+    options = (
+        click.option("--url", envvar="THREADSVC_URL", default="http://127.0.0.1:8080",
+                     show_default=True, help="The server [env THREADSVC_URL]"),
+        click.option("--user", envvar="THREADSVC_USER", help="Username [env THREADSVC_USER]"),
+        click.option("--password", envvar="THREADSVC_PASSWORD",
+                     help="Password [env THREADSVC_PASSWORD]"),
+        click.option("--token", envvar="THREADSVC_TOKEN", help="An API or access token "
+                     "[env THREADSVC_TOKEN]"),
+        click.option("--group", "-g", help="The group's name; none for server-level threads"),
+    )
+    decorated: Callable[..., Any] = command
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+def thread_command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A `threads NAME` command about one thread, named by the argument ID."""
+
+    def decorate(fn: Callable[..., Any]) -> click.Command:
+        return threads.command(name)(client_options(click.argument("thread_id", metavar="ID")(fn)))
+
+    return decorate
 
 
 def make_client(url: str, user: str | None, password: str | None, token: str | None,
@@ -96,8 +122,7 @@ def threads() -> None:
 @click.option("--idempotency-key", help="Starting again with the same key starts nothing new")
 @click.option("--wait", "wait_", is_flag=True, help="Then watch it, exiting as `watch` does")
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds")
-def threads_start(url: str, user: str | None, password: str | None, token: str | None,
-                  group: str | None, job: str, params: tuple[str, ...], files: tuple[str, ...],
+def threads_start(connect: Connect, job: str, params: tuple[str, ...], files: tuple[str, ...],
                   idempotency_key: str | None, wait_: bool, timeout: float | None) -> None:
     """Start JOB with its parameters; prints the thread id alone on stdout.
 
@@ -109,7 +134,7 @@ def threads_start(url: str, user: str | None, password: str | None, token: str |
         if not Path(path).is_file():
             raise click.BadParameter(f"{path!r} is not a file", param_hint="--file")
         uploads.setdefault(name, []).append(path)
-    client = make_client(url, user, password, token, group)
+    client = connect()
     thread = calling(lambda: client.start(job, fields, uploads or None, idempotency_key))
     click.echo(thread.id)
     if wait_:
@@ -117,26 +142,20 @@ def threads_start(url: str, user: str | None, password: str | None, token: str |
         raise click.exceptions.Exit(watch_thread(client, thread.id, timeout))
 
 
-@threads.command("watch")
-@client_options
-@click.argument("thread_id", metavar="ID")
+@thread_command("watch")
 @click.option("--timeout", type=float, help="Give up (exit 3) after this many seconds")
-def threads_watch(url: str, user: str | None, password: str | None, token: str | None,
-                  group: str | None, thread_id: str, timeout: float | None) -> None:
+def threads_watch(connect: Connect, thread_id: str, timeout: float | None) -> None:
     """Show a thread's progress live on stderr until it ends.
 
     Exit status: 0 completed, 1 failed, 2 cancelled, 3 on errors (or --timeout)."""
-    client = make_client(url, user, password, token, group)
+    client = connect()
     raise click.exceptions.Exit(watch_thread(client, thread_id, timeout))
 
 
-@threads.command("show")
-@client_options
-@click.argument("thread_id", metavar="ID")
-def threads_show(url: str, user: str | None, password: str | None, token: str | None,
-                 group: str | None, thread_id: str) -> None:
+@thread_command("show")
+def threads_show(connect: Connect, thread_id: str) -> None:
     """Print a thread, one `name: value` line per attribute."""
-    client = make_client(url, user, password, token, group)
+    client = connect()
     output.thread(calling(lambda: client.get(thread_id)))
 
 
@@ -147,24 +166,20 @@ def threads_show(url: str, user: str | None, password: str | None, token: str | 
 @click.option("--type", "job", help="Only threads of this job")
 @click.option("--page", type=click.IntRange(min=1), help="Page, from 1")
 @click.option("--pagesize", type=click.IntRange(1, 1000), help="Threads a page (default 100)")
-def threads_list(url: str, user: str | None, password: str | None, token: str | None,
-                 group: str | None, status: str | None, username: str | None, job: str | None,
+def threads_list(connect: Connect, status: str | None, username: str | None, job: str | None,
                  page: int | None, pagesize: int | None) -> None:
     """List threads, newest first: id, status, job, user, progress, created, name."""
-    client = make_client(url, user, password, token, group)
+    client = connect()
     output.threads(calling(lambda: client.list_threads(
         status, username=username, type=job, page=page, pagesize=pagesize)))
 
 
-@threads.command("logs")
-@client_options
-@click.argument("thread_id", metavar="ID")
+@thread_command("logs")
 @click.option("--level", type=click.Choice(["DEBUG", "INFO", "WARN", "ERROR"],
                                            case_sensitive=False), help="Minimum level")
-def threads_logs(url: str, user: str | None, password: str | None, token: str | None,
-                 group: str | None, thread_id: str, level: str | None) -> None:
+def threads_logs(connect: Connect, thread_id: str, level: str | None) -> None:
     """Print a thread's log, one `DATETIME LEVEL text` line per event, oldest first."""
-    client = make_client(url, user, password, token, group)
+    client = connect()
 
     def show() -> None:
         for entry in client.logs(thread_id, level.upper() if level else None):
@@ -173,16 +188,13 @@ def threads_logs(url: str, user: str | None, password: str | None, token: str | 
     calling(show)
 
 
-@threads.command("cancel")
-@client_options
-@click.argument("thread_id", metavar="ID")
-def threads_cancel(url: str, user: str | None, password: str | None, token: str | None,
-                   group: str | None, thread_id: str) -> None:
+@thread_command("cancel")
+def threads_cancel(connect: Connect, thread_id: str) -> None:
     """Cancel a thread; prints `ID STATUS` as it stands after the request."""
-    client = make_client(url, user, password, token, group)
+    client = connect()
     thread = calling(lambda: client.cancel(thread_id))
     if thread is None:
-        where = f" in group {group}" if group else ""
+        where = f" in group {client.group}" if client.group else ""
         click.echo(f"error: no thread {thread_id}{where}", err=True)
         raise click.exceptions.Exit(EXIT_ERROR)
     click.echo(f"{thread.id} {thread.status}")
