@@ -21,7 +21,8 @@ import pytest
 from lxml import etree
 
 from tests.support import Server, seed, wait_for
-from threadsvc.jobs.command import GRACE_SECONDS, parse_commands, run_command
+from threadsvc.jobs.command.process import run_command
+from threadsvc.jobs.command.settings import GRACE_SECONDS, parse_commands
 from threadsvc.settings import SettingsError
 from threadsvc.xml.schemas import validate
 

@@ -1,6 +1,6 @@
 """The `transform` job end to end (multipart uploads to a real server, the zip of outputs
 downloaded through the result URL), its attacks (tests/data/transform/attacks), cancel; and the
-XSLT engine of threadsvc.xml.transform in this process for the limits a test can lower.
+XSLT engine of threadsvc.xml.engine in this process for the limits a test can lower.
 
 Attack files use placeholders the tests replace: `PORT` (a listener that counts connections:
 none may ever arrive), `SECRET_URL` (a file holding a marker that must never come back),
@@ -26,14 +26,10 @@ import pytest
 from lxml import etree
 
 from tests.support import Server, running_server, wait_final, wait_for
+from threadsvc.xml.engine import MAX_OUTPUT, Engine, output_path
 from threadsvc.xml.schemas import validate as validate_published
-from threadsvc.xml.transform import (
-    MAX_OUTPUT,
-    Engine,
-    StylesheetError,
-    Transformer,
-    output_path,
-)
+from threadsvc.xml.stylesheet import StylesheetError
+from threadsvc.xml.transform import Transformer
 
 DATA = Path(__file__).parent / "data" / "transform"
 ATTACKS = DATA / "attacks"

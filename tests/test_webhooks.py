@@ -22,7 +22,9 @@ from lxml import etree
 
 from tests.conftest import NewStore
 from tests.support import Server, free_port, running_server, wait_for
-from threadsvc import webhooks
+from threadsvc.delivery import address as addresses
+from threadsvc.delivery import signing
+from threadsvc.delivery import worker as delivery_worker
 from threadsvc.errors import BadParameter
 from threadsvc.xml.schemas import validate
 
@@ -426,36 +428,36 @@ def test_a_public_address_is_accepted(strict: Server) -> None:
     ],
 )
 def test_refusal(address: str, refused: bool) -> None:
-    assert (webhooks.refusal(ipaddress.ip_address(address)) is not None) is refused
+    assert (addresses.refusal(ipaddress.ip_address(address)) is not None) is refused
 
 
 def test_resolving_checks_every_address() -> None:
     async def check(url: str) -> str:
-        return await webhooks.resolve_public(httpx.URL(url))
+        return await addresses.resolve_public(httpx.URL(url))
 
     assert asyncio.run(check("http://8.8.8.8/")) == "8.8.8.8"
     assert asyncio.run(check("http://[2001:4860:4860::8888]:81/")) == "2001:4860:4860::8888"
     for url in ("http://localhost/", "http://127.0.0.1/", "http://[::1]/", "http://2130706433/"):
-        with pytest.raises(webhooks.AddressRefused):
+        with pytest.raises(addresses.AddressRefused):
             asyncio.run(check(url))
 
 
 def test_parse_url() -> None:
-    assert webhooks.parse_url("https://h.example:8443/p?q=1").port == 8443
+    assert addresses.parse_url("https://h.example:8443/p?q=1").port == 8443
     for bad in ("", "h.example", "file:///etc/passwd", "http://u@h.example/", "http://h\x00/"):
         with pytest.raises(BadParameter):
-            webhooks.parse_url(bad)
+            addresses.parse_url(bad)
 
 
 def test_signature_and_backoff() -> None:
     body = b"<thread/>"
     expected = hmac.new(b"key", body, hashlib.sha256).hexdigest()
-    assert webhooks.signature("key", body) == f"sha256={expected}"
+    assert signing.signature("key", body) == f"sha256={expected}"
     timed = hmac.new(b"key", b"1796000000.ab12.<thread/>", hashlib.sha256).hexdigest()
-    assert webhooks.timed_signature("key", 1796000000, "ab12", body) == f"t=1796000000,v1={timed}"
+    assert signing.timed_signature("key", 1796000000, "ab12", body) == f"t=1796000000,v1={timed}"
     for attempts in range(1, 60):
-        delay = webhooks.backoff(attempts)
-        assert 0 <= delay <= min(webhooks.BACKOFF_CAP, webhooks.BACKOFF_BASE * 2 ** (attempts - 1))
+        delay = delivery_worker.backoff(attempts)
+        assert 0 <= delay <= min(delivery_worker.BACKOFF_CAP, delivery_worker.BACKOFF_BASE * 2 ** (attempts - 1))
 
 
 # -- deliveries -------------------------------------------------------------------------------
@@ -693,7 +695,7 @@ def test_an_attempt_connects_to_the_address_it_checked(
     from threadsvc.settings import Settings
     from threadsvc.store.base import DueDelivery
 
-    monkeypatch.setattr(webhooks, "refusal", lambda address: None)
+    monkeypatch.setattr(addresses, "refusal", lambda address: None)
     path = unique("pinned")
     url = f"http://2130706433:{receiver.port}{path}"  # 127.0.0.1, resolved by getaddrinfo
     thread = Thread("ab" * 16, "Sleep thread", "u", 240, "sleep", {}, Status.COMPLETED, 1, 2, 3)
@@ -705,7 +707,7 @@ def test_an_attempt_connects_to_the_address_it_checked(
 
     async def attempt() -> int:
         async with httpx.AsyncClient(trust_env=False) as client:
-            worker = webhooks.DeliveryWorker(None, Settings(), client=client)  # type: ignore[arg-type]
+            worker = delivery_worker.DeliveryWorker(None, Settings(), client=client)  # type: ignore[arg-type]
             return await worker.attempt(due)
 
     assert asyncio.run(attempt()) == 204

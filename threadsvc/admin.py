@@ -7,9 +7,9 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from threadsvc.app import secret_keys
 from threadsvc.errors import BadParameter, Conflict, NotFound
 from threadsvc.identity import Identity, token_hash
+from threadsvc.keys import secret_keys
 from threadsvc.models import Group, Role
 from threadsvc.service import valid_group_name
 from threadsvc.settings import Settings

@@ -5,70 +5,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
-import hmac
 import logging
-import secrets
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from threadsvc.delivery.service import WebhookService
+from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
 from threadsvc.identity import Identity
-from threadsvc.jobs.command import command_job, kill_all
+from threadsvc.jobs.command.job import command_job
+from threadsvc.jobs.command.process import kill_all
 from threadsvc.jobs.purge import purge_job
+from threadsvc.keys import check_key_fingerprint, secret_keys
 from threadsvc.results import ResultLinks
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.service import Service
-from threadsvc.settings import Settings, SettingsError
+from threadsvc.settings import Settings
 from threadsvc.store import make_store
-from threadsvc.store.base import Store
 from threadsvc.web import errors
 from threadsvc.web.api import AppState, Renderings
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
 from threadsvc.web.routes import console_routes, routes
 from threadsvc.web.waiting import Rechecks, StreamQuota
-from threadsvc.webhooks import DeliveryWorker, WebhookService
 
 log = logging.getLogger("threadsvc")
 FULL_COLLECTION_EVERY = 100  # collections of the middle generation per full one (CPython: 10)
-
-
-async def secret_keys(settings: Settings, store: Store) -> tuple[str, ...]:
-    """The configured keys, or one generated once and kept in the store (shared by nodes)."""
-    if settings.secret_key:
-        return settings.secret_key
-    return (await store.get_or_put_setting("secret-key", secrets.token_urlsafe(48)),)
-
-
-FINGERPRINT_SETTING = "secret-key-fingerprint"
-
-
-def key_fingerprint(key: str) -> str:
-    """A keyed hash of a fixed label: the same for the same key, and tells nothing of it."""
-    return hmac.new(key.encode(), b"threadsvc secret-key fingerprint", hashlib.sha256).hexdigest()
-
-
-async def check_key_fingerprint(store: Store, keys: tuple[str, ...]) -> None:
-    """Refuse to serve with keys that share none with the nodes that served this store before:
-    links and tokens one signs, the others would refuse. The store keeps the fingerprint of the
-    last starting node's signing key, so that a rotation (add the new key first in the list,
-    keeping the old one; later drop the old) moves it along; a node still without the new key
-    then refuses to start rather than refuse what the others sign."""
-    signing = key_fingerprint(keys[0])
-    stored = await store.get_or_put_setting(FINGERPRINT_SETTING, signing)
-    if not any(hmac.compare_digest(stored, key_fingerprint(key)) for key in keys):
-        raise SettingsError(
-            "setting 'secret-key': none of the configured keys is the one the other nodes of "
-            "this store sign with; give that key (first to sign, or after the new one while "
-            "rotating), or see 'secret-key' in the README"
-        )
-    if stored != signing:
-        await store.put_setting(FINGERPRINT_SETTING, signing)
 
 
 def create_app(settings: Settings) -> Starlette:

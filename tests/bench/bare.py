@@ -1,6 +1,6 @@
 """The bare app polling is compared with: Starlette, one route on the progress path, answering
 fixed bytes with the headers threadsvc sent, served by `uvicorn.run` with the same arguments
-as `threadsvc serve` (threadsvc/cli.py): the same event loop, HTTP parser and access log.
+as `threadsvc serve` (threadsvc/cli/serve.py): the same event loop, HTTP parser and access log.
 
     python -m tests.bench.bare PORT RESPONSE.json   # {"body": "...", "headers": {...}}
 """
@@ -36,7 +36,7 @@ def main() -> None:
     skip = ("content-type", "content-length", "date", "server")
     headers = {k: v for k, v in spec["headers"].items() if k.lower() not in skip}
     app = bare_app(spec["body"].encode(), headers, spec["headers"].get("content-type", ""))
-    # As threadsvc/cli.py `serve` calls it.
+    # As threadsvc/cli/serve.py `serve` calls it.
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support import Server, seed
-from threadsvc.app import FINGERPRINT_SETTING, key_fingerprint
+from threadsvc.keys import FINGERPRINT_SETTING, key_fingerprint
 
 
 def node(directory: Path, db: str, keys: list[str]) -> Server:

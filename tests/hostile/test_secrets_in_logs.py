@@ -154,7 +154,7 @@ def test_no_secret_in_the_server_log(server: Server,
     assert " DEBUG " in log  # the log really is at DEBUG
     assert "HTTP Request: POST http://127.0.0.1" in log  # and shows the webhook deliveries
     # regression: uvicorn's access log kept every pre-signed link (a credential until it
-    # expires); threadsvc/cli.py now logs the path without the token
+    # expires); threadsvc/logredact.py now logs the path without the token
     assert '"GET /ps/service/results/[redacted] HTTP/1.1" 200' in log
     leaked = sorted({s for s in found if s in log}, key=found.index)
     assert leaked == [], "\n".join(line for line in log.splitlines()

@@ -2,7 +2,7 @@
 at a time, or nothing at all. The server must keep answering everyone else while they hang
 on, and should close them after a while.
 
-`threadsvc serve` runs uvicorn (threadsvc/cli.py) with a protocol of its own
+`threadsvc serve` runs uvicorn (threadsvc/cli/serve.py) with a protocol of its own
 (threadsvc/web/serving.py): a connection must complete a request's headers within
 `read-timeout` (12 s) of connecting or of its last response, or it is closed; and a body must
 keep arriving (no gap of `read-timeout`, then 1 KiB/s on average), or it is answered 408

@@ -1,4 +1,4 @@
-"""Webhook secrets and replays (threadsvc/webhooks.py, docs/webhooks.md).
+"""Webhook secrets and replays (threadsvc/delivery/, docs/webhooks.md).
 
 A one-character secret was accepted, and the only signature covered the body: a delivery
 captured once verified again at any time and under any `X-Threadsvc-Delivery`, so a receiver

@@ -30,7 +30,8 @@ from lxml import etree
 
 from tests.hostile.payloads import GROUP, finish, result_bytes, still_serving, thread_logs
 from tests.support import Server
-from threadsvc.xml.transform import Engine, StylesheetError
+from threadsvc.xml.engine import Engine
+from threadsvc.xml.stylesheet import StylesheetError
 
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
 DOCUMENT = b"<doc><n>3</n><n>1</n><n>2</n><title>Alpha</title></doc>"

@@ -21,7 +21,8 @@ What happens when something is wrong:
   `a.html`): the second one is an error, as above.
 - The outputs together above `MAX_TOTAL_OUTPUT` bytes: the thread fails, without a result.
 
-The work itself (and every security rule about stylesheets) is in `threadsvc.xml.transform`.
+The work itself is in `threadsvc.xml.transform` (its child process) and every security rule
+about stylesheets in `threadsvc.xml.engine`.
 """
 
 from __future__ import annotations
@@ -39,15 +40,10 @@ from threadsvc.runner.context import Context
 from threadsvc.runner.params import File
 from threadsvc.runner.registry import JobSpec
 from threadsvc.uploads import InputFile, Upload
+from threadsvc.xml.engine import MAX_OUTPUT, RESERVED_PARAM, output_path
 from threadsvc.xml.render import xml_safe
 from threadsvc.xml.stylesheet import StylesheetError
-from threadsvc.xml.transform import (
-    DOCUMENT_SECONDS,
-    MAX_OUTPUT,
-    RESERVED_PARAM,
-    Transformer,
-    output_path,
-)
+from threadsvc.xml.transform import DOCUMENT_SECONDS, Transformer
 
 PARAM_PREFIX = "param."
 PARAM_FIELD = re.compile(r"param\.[A-Za-z_][A-Za-z0-9_.-]{0,63}")

@@ -3,7 +3,7 @@ once over the dialect primitives (dialect.py).
 
 `_status_changed` runs inside the very transaction that changes a thread's status, so a
 delivery is queued if and only if the change is stored (a transactional outbox): a crash can
-lose neither, and the delivery worker (threadsvc/webhooks.py) finds it in the store later.
+lose neither, and the delivery worker (threadsvc/delivery/worker.py) finds it in the store later.
 PostgreSQL claims with FOR UPDATE SKIP LOCKED (skipping deliveries another worker is claiming),
 so several nodes can deliver.
 """

@@ -10,12 +10,12 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from threadsvc.delivery.service import WebhookService
 from threadsvc.errors import BadParameter
 from threadsvc.models import Principal
 from threadsvc.web.api import app_state
 from threadsvc.web.auth import authenticate
 from threadsvc.web.responses import JSONResponse, document, prefix, wants_json
-from threadsvc.webhooks import WebhookService
 from threadsvc.xml import render
 
 MEDIA_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -1,5 +1,8 @@
 """The one hardened XML parser: no DTD, no entities, no network, no huge trees.
 
+`hardened_parser` makes every parser of the package; what a parse may load is its `LoadPolicy`
+(none: nothing; the schemas: only each other; a DTD schema: only itself).
+
 A `<job>` body comes from any caller allowed to start a job, so it is bounded before it costs
 anything: at most MAX_JOB_BODY bytes (the caller reads no more), at most MAX_JOB_ELEMENTS
 elements (counted while parsing: the parse stops at the first one over), parameters of text
@@ -7,6 +10,9 @@ only. Its parse is a blocking call, which the web layer runs off the event loop.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -17,37 +23,64 @@ MAX_JOB_BODY = 1024 * 1024  # parameters, not documents: files go in a multipart
 MAX_JOB_ELEMENTS = 1001  # <job> and 1000 <param>, as many fields as a form may hold
 _FEED = 64 * 1024  # bytes fed to the parser between two counts of the elements
 
-
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=True,
-        remove_comments=True,
-    )
+PullEvent = Literal["start", "end"]
 
 
-def _pull_parser() -> etree.XMLPullParser:
-    """The same parser, fed in parts and telling each element it starts."""
-    return etree.XMLPullParser(
-        events=("start",),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=True,
-        remove_comments=True,
-    )
+class LoadPolicy(etree.Resolver):
+    """What a parse (or a schema's compile) may load: the bytes `serve` gives for a URL, and
+    nothing else; every other load raises the exception `refuse` makes of the URL and public id.
+    """
+
+    def __init__(
+        self,
+        refuse: Callable[[str | None, str | None], Exception],
+        serve: Callable[[str], bytes | None] = lambda url: None,
+    ) -> None:
+        super().__init__()
+        self._refuse = refuse
+        self._serve = serve
+
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> Any:
+        data = self._serve(system_url or "")
+        if data is not None:
+            return self.resolve_string(data, context)
+        raise self._refuse(system_url, public_id)
+
+
+def hardened_parser(
+    policy: LoadPolicy | None = None,
+    *,
+    load_dtd: bool = False,
+    remove_comments: bool = False,
+    remove_pis: bool = False,
+    events: tuple[PullEvent, ...] | None = None,
+) -> etree.XMLParser:
+    """The parser every part of threadsvc uses: no entities, no network, no huge trees, no DTD
+    unless `load_dtd` (and then only what `policy` serves). With `events`, a pull parser (fed
+    in parts) that tells those events."""
+    options: dict[str, Any] = {
+        "resolve_entities": False,
+        "no_network": True,
+        "load_dtd": load_dtd,
+        "dtd_validation": False,
+        "huge_tree": False,
+        "remove_comments": remove_comments,
+        "remove_pis": remove_pis,
+    }
+    parser = etree.XMLParser(**options) if events is None else etree.XMLPullParser(events, **options)
+    if policy is not None:
+        parser.resolvers.add(policy)
+    return parser
+
+
+def _body_parser(events: tuple[PullEvent, ...] | None = None) -> etree.XMLParser:
+    return hardened_parser(remove_comments=True, remove_pis=True, events=events)
 
 
 def parse_body(data: bytes, what: str = "body") -> etree._Element:
     """Parse a request body; any DTD (and so any entity) is refused, as is deep nesting."""
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, _body_parser())
     except etree.XMLSyntaxError as exc:
         raise BadParameter(what, f"is not well-formed XML: {exc.msg}") from None
     return _checked(root, what)
@@ -69,7 +102,8 @@ def _checked(root: etree._Element, what: str) -> etree._Element:
 
 def _parse_counted(data: bytes, what: str) -> etree._Element:
     """Parse, stopping as soon as the document holds more than MAX_JOB_ELEMENTS elements."""
-    parser = _pull_parser()
+    parser = _body_parser(events=("start",))
+    assert isinstance(parser, etree.XMLPullParser)
     seen = 0
     try:
         for at in range(0, len(data), _FEED):

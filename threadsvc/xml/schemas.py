@@ -10,12 +10,11 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
 
 from lxml import etree
 
 from threadsvc.errors import BadParameter
-from threadsvc.xml.parse import parse_body
+from threadsvc.xml.parse import LoadPolicy, hardened_parser, parse_body
 
 # Root element name -> the schema that describes it.
 SCHEMAS: dict[str, str] = {
@@ -34,30 +33,21 @@ def _directory() -> Traversable:
     return resources.files("threadsvc") / "schemas"
 
 
-class _SchemaResolver(etree.Resolver):
-    """Resolves `schemaLocation="NAME.xsd"` to the packaged schema NAME.xsd, and nothing else."""
+def _serve_schema(url: str) -> bytes | None:
+    """`schemaLocation="NAME.xsd"` names the packaged schema NAME.xsd; nothing else is served."""
+    name = url.replace("\\", "/").rsplit("/", 1)[-1]
+    if name.endswith(".xsd") and name in SCHEMAS.values():
+        return (_directory() / name).read_bytes()
+    return None
 
-    def resolve(
-        self, system_url: str | None, public_id: str | None, context: object
-    ) -> Any:
-        name = (system_url or "").replace("\\", "/").rsplit("/", 1)[-1]
-        if name.endswith(".xsd") and name in SCHEMAS.values():
-            return self.resolve_string((_directory() / name).read_bytes(), context)
-        # Anything else is refused: raising here makes the include (so the schema) fail.
-        raise OSError(f"threadsvc schemas may include only each other, not {system_url!r}")
+
+def _refuse(system_url: str | None, public_id: str | None) -> Exception:
+    # Raised by the resolver, this makes the include (so the schema) fail.
+    return OSError(f"threadsvc schemas may include only each other, not {system_url!r}")
 
 
 def _schema_parser() -> etree.XMLParser:
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-    )
-    parser.resolvers.add(_SchemaResolver())
-    return parser
+    return hardened_parser(LoadPolicy(_refuse, _serve_schema), remove_comments=True)
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Literal
 
 from lxml import etree, isoschematron
 
+from threadsvc.xml.parse import LoadPolicy, hardened_parser
 from threadsvc.xml.render import xml_safe
 
 SchemaKind = Literal["xsd", "rng", "rnc", "schematron", "dtd"]
@@ -65,42 +66,24 @@ class Finding:
 
 
 # -- parsers ----------------------------------------------------------------------------------
-class _RefuseAll(etree.Resolver):
-    """Refuses every file, URL or entity a parse or a schema compile asks for."""
-
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> Any:
-        raise OSError(f"{(system_url or public_id or '?')[:200]} is not loaded: the schema "
-                      "and the documents must be self-contained")
+def _refuse_all(system_url: str | None, public_id: str | None) -> Exception:
+    """Every file, URL or entity a parse or a schema compile asks for is refused."""
+    return OSError(f"{(system_url or public_id or '?')[:200]} is not loaded: the schema "
+                   "and the documents must be self-contained")
 
 
-class _ServeDtd(etree.Resolver):
+def _dtd_policy(data: bytes) -> LoadPolicy:
     """Serves the uploaded DTD under DTD_NAME and refuses everything else."""
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__()
-        self._data = data
+    def refuse(system_url: str | None, public_id: str | None) -> Exception:
+        return OSError(f"{(system_url or public_id or '?')[:200]} is not loaded: a DTD schema "
+                       "must be self-contained")
 
-    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> Any:
-        if system_url == DTD_NAME:
-            return self.resolve_string(self._data, context)
-        raise OSError(f"{(system_url or public_id or '?')[:200]} is not loaded: a DTD schema "
-                      "must be self-contained")
-
-
-def _hardened(load_dtd: bool = False) -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=load_dtd,
-        dtd_validation=False,
-        huge_tree=False,
-    )
+    return LoadPolicy(refuse, lambda url: data if url == DTD_NAME else None)
 
 
 def _document_parser() -> etree.XMLParser:
-    parser = _hardened()
-    parser.resolvers.add(_RefuseAll())
-    return parser
+    return hardened_parser(LoadPolicy(_refuse_all))
 
 
 def _parse_schema(data: bytes, name: str) -> etree._Element:
@@ -349,8 +332,7 @@ class _Dtd(Validator):
 
     def __init__(self, data: bytes, name: str) -> None:
         super().__init__()
-        parser = _hardened(load_dtd=True)
-        parser.resolvers.add(_ServeDtd(data))
+        parser = hardened_parser(_dtd_policy(data), load_dtd=True)
         holder = etree.Element("dtd")  # the document that names the DTD, built, not written
         doc = etree.tostring(etree.ElementTree(holder), doctype=f'<!DOCTYPE dtd SYSTEM "{DTD_NAME}">')
         try:

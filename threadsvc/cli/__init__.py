@@ -1,0 +1,24 @@
+"""The `threadsvc` command: it only turns arguments into settings and calls.
+
+`serve` runs the server (serve.py); `user`, `client`, `group` and `member` change the store
+(admin.py); `threads` is a client of a running server (client.py). Only `serve` imports the web
+application, and only once it runs: the other commands start without Starlette or the console.
+"""
+
+from __future__ import annotations
+
+import click
+
+from threadsvc.cli.admin import group, member, oauth_client, user
+from threadsvc.cli.client import threads
+from threadsvc.cli.serve import serve
+
+
+@click.group()
+@click.version_option(package_name="threadsvc")
+def main() -> None:
+    """threadsvc: long-running, group-scoped jobs behind PageSeeder-compatible services."""
+
+
+for command in (serve, user, oauth_client, group, member, threads):
+    main.add_command(command)

@@ -1,0 +1,91 @@
+"""What the commands print: tables and lines for people, `--json` for scripts, the live
+progress line of `threads watch`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from threadsvc.models import Group, Role
+from threadsvc.store.base import UserEntry
+from threadsvc.xml.answers import ThreadInfo, ThreadList
+
+
+def users(entries: list[UserEntry], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"username": e.user.username, "admin": e.user.is_admin,
+                                "disabled": e.disabled, "created": e.created} for e in entries]))
+        return
+    for e in entries:
+        flags = ", ".join(f for f, on in (("administrator", e.user.is_admin),
+                                          ("disabled", e.disabled)) if on)
+        click.echo(f"{e.user.username:24} {flags}".rstrip())
+
+
+def user(entry: UserEntry, groups: list[tuple[Group, Role]], as_json: bool) -> None:
+    roles = {group.name: role.label for group, role in groups}
+    if as_json:
+        click.echo(json.dumps({"username": entry.user.username, "admin": entry.user.is_admin,
+                               "disabled": entry.disabled, "created": entry.created,
+                               "groups": roles}))
+        return
+    click.echo(f"username: {entry.user.username}")
+    click.echo(f"administrator: {'yes' if entry.user.is_admin else 'no'}")
+    click.echo(f"disabled: {'yes' if entry.disabled else 'no'}")
+    for name, label in roles.items():
+        click.echo(f"group: {name} ({label})")
+
+
+def clients(found: list[tuple[str, str, int]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"client_id": c, "username": u, "created": t} for c, u, t in found]))
+        return
+    for client_id, username, _ in found:
+        click.echo(f"{client_id}  {username}")
+
+
+def thread(found: ThreadInfo) -> None:
+    """One `name: value` line per attribute that has a value."""
+    for item in dataclasses.fields(found):
+        value = getattr(found, item.name)
+        if value is not None:
+            click.echo(f"{item.name}: {value}")
+
+
+def threads(found: ThreadList) -> None:
+    """id, status, job, user, progress, created, name; a note on stderr when there are more."""
+    for t in found.threads:
+        done = f"{t.percent}%" if t.percent is not None else "-"
+        click.echo(f"{t.id}  {t.status:<11} {t.type or '-':<10} {t.username:<12} {done:>4}  "
+                   f"{t.created or '-'}  {t.name}")
+    shown = len(found.threads)
+    if found.total > shown:
+        click.echo(f"({shown} of {found.total} on page {found.page}; see --page)", err=True)
+
+
+class ProgressLine:
+    """A live `\\r` line on standard error: status, bar, percent, message."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def __call__(self, thread: ThreadInfo) -> None:
+        if thread.total:
+            filled = self.WIDTH * min(thread.current or 0, thread.total) // thread.total
+            bar = f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {thread.percent or 0:3d}% "
+            bar += f"{thread.current or 0}/{thread.total}"
+        else:
+            bar = f"[{'?' * self.WIDTH}]" if thread.current is None else f"{thread.current} done"
+        line = f"{thread.status:<11} {bar}  {(thread.message or '')[:60]}"
+        click.echo("\r" + line.ljust(100), nl=False, err=True)
+        self.shown = True
+
+    def end(self, thread: ThreadInfo) -> None:
+        if self.shown:
+            click.echo("", err=True)
+        click.echo(f"thread {thread.id} {thread.status}"
+                   + (f": {thread.message}" if thread.message else ""), err=True)

@@ -1,0 +1,88 @@
+"""`threadsvc serve`: the server under uvicorn, its logging filtered (result links redacted,
+repeated lines limited). The web application is imported when the command runs, not before."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from typing import Any
+
+import click
+
+from threadsvc import admin
+from threadsvc.cli.admin import run, settings_from, store_options
+from threadsvc.logredact import RedactResultLinks
+from threadsvc.logrepeat import RepeatLimit
+from threadsvc.settings import Settings, SettingsError
+
+
+@click.command()
+@store_options
+@click.option("--host", help="Address to listen on (default 127.0.0.1)")
+@click.option("--port", type=int, help="Port to listen on (default 8080)")
+@click.option("--demo", is_flag=True, help="Create demo accounts and a group, print them, serve")
+def serve(config: str | None, db: str | None, host: str | None, port: int | None, demo: bool) -> None:
+    """Run the server."""
+    import uvicorn
+
+    from threadsvc.app import create_app, stop_waiting
+    from threadsvc.jobs.command.settings import parse_commands
+    from threadsvc.web import serving
+    from threadsvc.web.serving import connection_limits, http_protocol
+
+    settings = settings_from(config, db=db, host=host, port=port)
+    try:
+        parse_commands(settings.commands)  # a bad [commands] table is a usage error, not a crash
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactResultLinks())
+        handler.addFilter(RepeatLimit())  # e.g. asyncio's, should accept() ever fail again
+    if demo:
+        accounts = run(settings, admin.ensure_demo)
+        print_demo(settings, accounts)
+    app = create_app(settings)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+        log_level="info",
+        log_config=_uvicorn_log_config(),
+        http=http_protocol(
+            settings.read_timeout,
+            connection_limits(settings.max_connections, settings.max_running),
+        ),
+    )
+    serving.serve(uvicorn_config, on_exit=lambda: stop_waiting(app))
+
+
+def _uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with RedactResultLinks and RepeatLimit on its
+    handlers."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact-result-links"] = {"()": RedactResultLinks}
+    config["filters"]["repeat-limit"] = {"()": RepeatLimit}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).extend(["redact-result-links", "repeat-limit"])
+    return config
+
+
+def print_demo(settings: Settings, accounts: list[tuple[str, str, str]]) -> None:
+    base = f"http://{settings.host}:{settings.port}/ps/service"
+    click.echo("Demo accounts (passwords are new each time --demo runs):")
+    for username, password, what in accounts:
+        click.echo(f"  {username:18} {password:20} {what}")
+    user, password = next((u, p) for u, p, _ in accounts if u == "demo-contributor")
+    auth = f"-u {user}:{password}"
+    click.echo("\nTry:")
+    click.echo(f"  curl -i {auth} -d job=sleep -d seconds=20 {base}/groups/demo/threads")
+    click.echo(f"  curl {auth} {base}/threads/THREAD_ID/progress")
+    click.echo(f"  curl {auth} {base}/groups/demo/threads/THREAD_ID/logs")
+    click.echo("")
+    sys.stdout.flush()  # before uvicorn takes over, even when stdout is a pipe
