@@ -25,8 +25,8 @@ from starlette.types import Receive, Scope, Send
 from threadsvc.changes import Changes
 from threadsvc.errors import AuthenticationFailed, BadParameter, ThreadsvcError, TooManyStreams
 from threadsvc.identity import Identity
-from threadsvc.models import Level, Principal, Thread
-from threadsvc.store.base import Store
+from threadsvc.models import Principal, Thread
+from threadsvc.service import Service
 from threadsvc.xml import render
 
 MAX_WAIT = 60
@@ -204,47 +204,45 @@ def last_event_id(request: Request) -> tuple[int, int]:
 
 
 async def event_stream(
-    store: Store,
+    service: Service,
     changes: Changes,
     thread: Thread,
     since: tuple[int, int],
     caller: Caller,
-    may_read_log: Callable[[Principal, Thread], bool],
     render_thread: Callable[[Principal, Thread], str],
 ) -> AsyncIterator[str]:
     """`status` events, and `log` events while the caller may read the log, until the thread's
     final status has been sent; or until a check finds the caller's right gone (the stream
     just ends: a client that reconnects is answered what its request deserves)."""
     try:
-        async for item in _events(store, changes, thread, since, caller, may_read_log,
-                                  render_thread):
+        async for item in _events(service, changes, thread, since, caller, render_thread):
             yield item
     except ThreadsvcError:  # the right is gone (or the store is, for the check): fail closed
         return
 
 
 async def _events(
-    store: Store,
+    service: Service,
     changes: Changes,
     thread: Thread,
     since: tuple[int, int],
     caller: Caller,
-    may_read_log: Callable[[Principal, Thread], bool],
     render_thread: Callable[[Principal, Thread], str],
 ) -> AsyncIterator[str]:
     seq, version = since
+    may_read_log = service.may_read_log
     logs = may_read_log(caller.who, thread)
     with changes.watch(thread.id, logs=logs) as watcher:
         thread = await caller.reread()
         more = logs
         while more:  # the log so far, from the store, then live from the feed
-            page = await store.get_logs(thread.id, seq, 1000, Level.DEBUG)
+            page = await service.read_log(caller.who, thread, seq, 1000)
             for event in page.events:
                 seq = watcher.seq = event.seq
                 yield _sse("log", seq, version, render.to_line(render.event_element(event)))
-            more = page.more
             if (checked := await caller.check_if_due()) is not None:
-                more = more and may_read_log(caller.who, checked)
+                logs = logs and may_read_log(caller.who, checked)  # for the live part too
+            more = page.more and logs
         last_status = 0.0
         last_sent = time.monotonic()
         while True:
@@ -256,7 +254,7 @@ async def _events(
             if watcher.overflowed:
                 watcher.overflowed = False
                 if logs:
-                    page = await store.get_logs(thread.id, seq, 10_000, Level.DEBUG)
+                    page = await service.read_log(caller.who, thread, seq, 10_000)
                     watcher.events.extend(page.events)
             while watcher.events:
                 event = watcher.events.popleft()
