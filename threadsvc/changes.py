@@ -36,11 +36,11 @@ class Watcher:
             self.events.append(event)
         self._wake.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """True when something arrived (now or within `timeout` seconds)."""
+    async def wait(self, seconds: float) -> bool:
+        """True when something arrived (now or within `seconds`)."""
         # asyncio.timeout rather than wait_for: no extra task per wait (thousands wake at once)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self._wake.wait()
         arrived = self._wake.is_set()
         self._wake.clear()

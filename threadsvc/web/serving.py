@@ -19,6 +19,7 @@ past `ceiling`, a newcomer is closed at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import sys
@@ -159,9 +160,7 @@ def serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
     """Run uvicorn's server with `config` (what uvicorn.run does for one process)."""
     config.load_app()
     server = Server(config, on_exit)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE

@@ -126,11 +126,7 @@ def render(
 
 
 def error_page(request: Request, exc: ThreadsvcError) -> Response:
-    for cls, status, _ in errors.TABLE:
-        if isinstance(exc, cls):
-            break
-    else:
-        status = 500
+    status, _ = errors.status_of(exc) or (500, "0500")
     message = str(exc)
     if isinstance(exc, StoreUnavailable):
         message = "The store is unavailable; try again"
