@@ -36,6 +36,11 @@ class Watcher:
             self.events.append(event)
         self._wake.set()
 
+    def take_overflow(self) -> bool:
+        """Whether log events were dropped since the last call (the caller reads them again)."""
+        overflowed, self.overflowed = self.overflowed, False
+        return overflowed
+
     async def wait(self, seconds: float) -> bool:
         """True when something arrived (now or within `seconds`)."""
         # asyncio.timeout rather than wait_for: no extra task per wait (thousands wake at once)

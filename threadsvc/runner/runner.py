@@ -190,8 +190,8 @@ class Runner:
     async def _launch(self, item: Running) -> None:
         ctx = item.ctx
         thread = ctx.thread
-        ctx._seq = await self._last_log_seq(thread.id) + 1
-        ctx._started(f"Status: inprogress (node {self.node})")
+        next_seq = await self._last_log_seq(thread.id) + 1
+        ctx._started(next_seq, f"Status: inprogress (node {self.node})")
         try:
             spec = self.registry.get(thread.job)
         except UnknownJob:

@@ -251,11 +251,9 @@ async def event_stream(
                 logs = logs and may_read_log(caller.who, checked)
                 if checked.version > thread.version:
                     thread = checked
-            if watcher.overflowed:
-                watcher.overflowed = False
-                if logs:
-                    page = await service.read_log(caller.who, thread, seq, 10_000)
-                    watcher.events.extend(page.events)
+            if watcher.take_overflow() and logs:
+                page = await service.read_log(caller.who, thread, seq, 10_000)
+                watcher.events.extend(page.events)
             for event in _arrived(watcher, seq, logs):
                 seq = event.seq
                 last_sent = time.monotonic()
