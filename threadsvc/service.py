@@ -181,16 +181,16 @@ class Service:
     ) -> LogPage:
         scope = await self._scope(who, group_ref, LOG_ROLE)
         thread = await self._thread(who, thread_id, scope)
+        return await self.read_log(who, thread, since, limit, level)
+
+    async def read_log(
+        self, who: Principal, thread: Thread, since: int, limit: int, level: Level = Level.DEBUG
+    ) -> LogPage:
+        """The log of a thread in hand: for `logs`, and for an event stream, which found the
+        thread with `get_thread` and checks its caller again as it goes."""
         if not self.may_read_log(who, thread):  # holds after the route's check; said once here
             raise Forbidden("Only contributors of the thread's group may read its log")
         return await self.store.get_logs(thread.id, since, limit, level)
-
-    async def read_log(self, who: Principal, thread: Thread, since: int, limit: int) -> LogPage:
-        """The log of a thread in hand, for an event stream that found it with `get_thread`
-        and checks its caller again as it goes: the same rule as `logs`, no second look-up."""
-        if not self.may_read_log(who, thread):
-            raise Forbidden("Only contributors of the thread's group may read its log")
-        return await self.store.get_logs(thread.id, since, limit, Level.DEBUG)
 
     # -- who may start what, where: the one rule ----------------------------------------------
     async def may_start(
