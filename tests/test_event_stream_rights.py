@@ -65,20 +65,14 @@ async def test_a_caller_who_loses_the_log_during_the_catch_up_gets_no_live_log()
     stream = waiting.event_stream(
         service, changes, THREAD, (0, 0), caller, lambda who, thread: f"status {thread.version}"
     )
-    sent: list[str] = []
-
-    async def read() -> None:
-        async for item in stream:
-            sent.append(item)
-
-    reading = asyncio.create_task(read())
-    while not changes.watched(THREAD.id):
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+    sent = [await anext(stream), await anext(stream)]  # the log so far: lines 1 and 2
     changes.publish([], [NewLogEvent(THREAD.id, LogEvent(3, 0, Level.INFO, "line 3"))])
-    await asyncio.sleep(0.1)
     changes.publish([dataclasses.replace(THREAD, status=Status.COMPLETED, version=2)])
-    await asyncio.wait_for(reading, 5.0)
+
+    async def the_rest() -> list[str]:
+        return [item async for item in stream]
+
+    sent += await asyncio.wait_for(the_rest(), 5.0)
     logs = [item for item in sent if "event: log" in item]
     assert logs == [item for item in logs if "line 1" in item or "line 2" in item]
     assert "line 3" not in "".join(sent)
