@@ -22,7 +22,7 @@ from threadsvc.models import (
     Thread,
     ThreadPage,
 )
-from threadsvc.web.api import Renderings
+from threadsvc.web.renderings import Renderings
 from threadsvc.web.routes import routes
 from threadsvc.xml import answers, render
 from threadsvc.xml.schemas import SCHEMAS, schema, validate

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from threadsvc.changes import Changes
 from threadsvc.delivery.service import WebhookService
 from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
@@ -20,16 +21,20 @@ from threadsvc.jobs.command.job import command_job
 from threadsvc.jobs.command.process import kill_all
 from threadsvc.jobs.purge import purge_job
 from threadsvc.keys import check_key_fingerprint, secret_keys
-from threadsvc.results import ResultLinks
+from threadsvc.results import ResultFiles, ResultLinks
+from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.registry import Registry
-from threadsvc.runner.runner import Runner
+from threadsvc.runner.runner import Runner, node_id
+from threadsvc.runner.supervisor import Supervisor
 from threadsvc.service import Service
 from threadsvc.settings import Settings
+from threadsvc.state import AppState, state_of
 from threadsvc.store import make_store
+from threadsvc.uploads import Uploads
 from threadsvc.web import errors
-from threadsvc.web.api import AppState, Renderings
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
+from threadsvc.web.renderings import Renderings
 from threadsvc.web.routes import console_routes, routes
 from threadsvc.web.waiting import Rechecks, StreamQuota
 
@@ -46,31 +51,49 @@ def create_app(settings: Settings) -> Starlette:
         try:
             keys = await secret_keys(settings, store)
             await check_key_fingerprint(store, keys)
-            identity = Identity(store, settings, keys)
-            runner = Runner(store, registry, settings)
-            registry.add(purge_job(store, runner.files, runner.uploads, settings))
+            supervisor = Supervisor()
+            node = node_id(settings)
+            cluster = Cluster(store, node) if store.shared else None  # nodes hear one another
+            changes = Changes(announce=cluster.changed if cluster is not None else None)
+            files = ResultFiles(settings.data_dir)
+            uploads = Uploads(settings.data_dir, settings.max_upload_file)
+            runner = Runner(
+                store, registry, settings, node=node, changes=changes, files=files,
+                uploads=uploads, supervisor=supervisor, cluster=cluster,
+            )
+            registry.add(purge_job(store, files, uploads, settings))
             if settings.commands:
                 registry.add(command_job(settings))  # the [commands.NAME] tables (SPEC §12)
             links = ResultLinks(keys, settings.result_url_ttl)
-            service = Service(store, registry, runner, settings, links)
-            streams = StreamQuota(settings.max_streams_per_user)
-            rechecks = Rechecks(identity, settings.auth_cache_seconds or 5.0)
-            app.state.threadsvc = AppState(
-                settings, store, identity, runner, service, streams, Renderings(), rechecks
+            service = Service(
+                store, registry, runner, settings, links, files=files, uploads=uploads,
+                changes=changes,
             )
-            app.state.console = Console(keys)  # the web console's session and CSRF keys
-            app.state.webhooks = WebhookService(store, service, settings)
+            identity = Identity(store, settings, keys)
+            app.state.threadsvc = AppState(
+                settings=settings,
+                identity=identity,
+                service=service,
+                webhooks=WebhookService(store, service, settings),
+                runner=runner,
+                changes=changes,
+                supervisor=supervisor,
+                console=Console(keys),
+                streams=StreamQuota(settings.max_streams_per_user),
+                renderings=Renderings(),
+                rechecks=Rechecks(identity, settings.auth_cache_seconds or 5.0),
+            )
             deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (SPEC §8)
             await runner.start()
-            await deliveries.start()
-            scheduler = asyncio.create_task(schedule_purge(service, settings), name="purge-schedule")
+            await deliveries.start(supervisor)
+            purge = supervisor.spawn("purge-schedule", lambda: schedule_purge(service, settings))
             settle_garbage_collector()
-            log.info("threadsvc node %s serving", runner.node)
+            log.info("threadsvc node %s serving", node)
             try:
                 yield
             finally:
                 await deliveries.stop()
-                scheduler.cancel()
+                await purge.stop()
                 await runner.stop()
                 kill_all()  # commands still in their SIGTERM grace: the process ends now
         finally:
@@ -99,13 +122,13 @@ def create_app(settings: Settings) -> Starlette:
 def stop_waiting(app: Starlette) -> None:
     """The server is stopping: long-polls and event streams answer now. Called from a signal
     handler, which interrupts the loop's own thread anywhere: the close is queued on the loop."""
-    state: AppState | None = getattr(app.state, "threadsvc", None)
+    state = state_of(app)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # the loop has not started, or has ended: nobody waits
         return
     if state is not None:
-        loop.call_soon_threadsafe(state.runner.changes.close)
+        loop.call_soon_threadsafe(state.changes.close)
 
 
 def settle_garbage_collector() -> None:

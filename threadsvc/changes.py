@@ -35,11 +35,16 @@ class Watcher:
             self.events.append(event)
         self._wake.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """True when something arrived (now or within `timeout` seconds)."""
+    def take_overflow(self) -> bool:
+        """Whether log events were dropped since the last call (the caller reads them again)."""
+        overflowed, self.overflowed = self.overflowed, False
+        return overflowed
+
+    async def wait(self, seconds: float) -> bool:
+        """True when something arrived (now or within `seconds`)."""
         # asyncio.timeout rather than wait_for: no extra task per wait (thousands wake at once)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self._wake.wait()
         arrived = self._wake.is_set()
         self._wake.clear()
@@ -47,10 +52,10 @@ class Watcher:
 
 
 class Changes:
-    def __init__(self) -> None:
+    def __init__(self, announce: Callable[[set[str]], None] | None = None) -> None:
         self._watchers: dict[str, set[Watcher]] = {}
-        # Set where nodes share the store: called with the ids of every change made here.
-        self.announce: Callable[[set[str]], None] | None = None
+        # Given where nodes share the store: called with the ids of every change made here.
+        self._announce = announce
         self.closing = False  # the server is stopping: waiting clients are answered now
 
     def close(self) -> None:
@@ -66,8 +71,8 @@ class Changes:
         """Wake the watchers of these threads; `here` False for changes heard from other nodes."""
         threads = list(threads)
         events = list(events)
-        if here and self.announce is not None and (threads or events):
-            self.announce({t.id for t in threads} | {e.thread_id for e in events})
+        if here and self._announce is not None and (threads or events):
+            self._announce({t.id for t in threads} | {e.thread_id for e in events})
         by_thread: dict[str, list[LogEvent]] = {}
         for new in events:
             by_thread.setdefault(new.thread_id, []).append(new.event)

@@ -350,15 +350,23 @@ class Identity:
         event stream that outlives its request's check. None when the user is gone or disabled
         (the store's lookups treat a disabled user as absent), or the name now belongs to
         another user (a new id)."""
-        found = await self.store.get_user(who.username)
-        if found is None or found[0].id != who.user.id:
+        user = await self.user_now(who.user.id, who.username)
+        if user is None:
             if self._roles is not None:
                 self._roles.pop(who.user.id, None)
             return None
-        roles = await self.store.roles_of(found[0].id)
+        roles = await self.store.roles_of(user.id)
         if self._roles is not None:  # what was read is remembered, as principal() would
-            self._roles[found[0].id] = roles
-        return Principal(user=found[0], roles=roles)
+            self._roles[user.id] = roles
+        return Principal(user=user, roles=roles)
+
+    async def user_now(self, user_id: int, username: str) -> User | None:
+        """The user as the store has them now; None when gone or disabled, or when the name
+        now belongs to another user (a new id)."""
+        found = await self.store.get_user(username)
+        if found is None or found[0].id != user_id:
+            return None
+        return found[0]
 
 
 class _Turn:

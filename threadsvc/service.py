@@ -19,6 +19,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from threadsvc.changes import Changes
 from threadsvc.errors import (
     BadParameter,
     Forbidden,
@@ -45,12 +46,12 @@ from threadsvc.models import (
     ThreadPage,
     now_ms,
 )
-from threadsvc.results import ResultLinks
+from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.registry import JobSpec, Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
-from threadsvc.uploads import Upload
+from threadsvc.uploads import Upload, Uploads
 
 SYSTEM = "system"  # the owner of the server's own threads (the purge)
 _THREAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -75,6 +76,7 @@ class Where:
 IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
+CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
 
 
 class Service:
@@ -85,15 +87,19 @@ class Service:
         runner: Runner,
         settings: Settings,
         links: ResultLinks,
+        *,
+        files: ResultFiles,
+        uploads: Uploads,
+        changes: Changes,
     ) -> None:
         self.store = store
         self.registry = registry
         self.runner = runner
         self.settings = settings
         self.links = links
-        self.files = runner.files
-        self.uploads = runner.uploads
-        self.changes = runner.changes
+        self.files = files
+        self.uploads = uploads
+        self.changes = changes
         # Groups are never renamed or removed: a found one is reused for a few seconds.
         self._groups: TTLCache[str, Group] = TTLCache(10_000, max(settings.auth_cache_seconds, 1))
 
@@ -111,6 +117,10 @@ class Service:
             raise GroupNotFound(f"No group '{ref[:80]}'")
         self._groups[ref] = group
         return group
+
+    async def groups_of(self, who: Principal) -> list[tuple[Group, Role]]:
+        """The groups `who` is a member of, with their role in each."""
+        return await self.store.groups_of(who.user.id)
 
     async def _scope(self, who: Principal, group_ref: str | None, minimum: Role) -> Where:
         if group_ref is None:
@@ -172,6 +182,13 @@ class Service:
     ) -> LogPage:
         scope = await self._scope(who, group_ref, LOG_ROLE)
         thread = await self._thread(who, thread_id, scope)
+        return await self.read_log(who, thread, since, limit, level)
+
+    async def read_log(
+        self, who: Principal, thread: Thread, since: int, limit: int, level: Level = Level.DEBUG
+    ) -> LogPage:
+        """The log of a thread in hand: for `logs`, and for an event stream, which found the
+        thread with `get_thread` and checks its caller again as it goes."""
         if not self.may_read_log(who, thread):  # holds after the route's check; said once here
             raise Forbidden("Only contributors of the thread's group may read its log")
         return await self.store.get_logs(thread.id, since, limit, level)
@@ -201,6 +218,17 @@ class Service:
         if group is not None and not who.has_role(group.id, spec.role):
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
         return spec
+
+    def startable(self, who: Principal, group: Group | None) -> list[str]:
+        """The jobs `who` may start here (what a start form offers): those `job_for` allows."""
+        names = []
+        for spec in self.registry:
+            try:
+                self.job_for(who, group, spec.name)
+            except (Forbidden, BadParameter):
+                continue
+            names.append(spec.name)
+        return names
 
     def _may_start_here(self, who: Principal, group: Group | None) -> None:
         """Server level: administrators only. A group: members with at least the lowest
@@ -285,9 +313,15 @@ class Service:
             self.runner.thread_added()
         return stored, created
 
+    def may_cancel(self, who: Principal, group_ref: str | None, thread: Thread) -> bool:
+        """Whether `who` may cancel `thread` (found on a group route when `group_ref` is given,
+        else on a server route), as `cancel` decides: not when it has ended already."""
+        where = thread.group_id if group_ref is not None else SERVER_GROUP_ID
+        return not thread.final and who.has_role(where, CANCEL_ROLE)
+
     async def cancel(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread | None:
         """The thread as it stands after the request; None when there is no such thread here."""
-        scope = await self._scope(who, group_ref, Role.CONTRIBUTOR)
+        scope = await self._scope(who, group_ref, CANCEL_ROLE)
         try:
             thread = await self._thread(who, thread_id, scope)
         except ThreadNotFound:
@@ -351,6 +385,17 @@ class Service:
         if thread is None or thread.result is None or not thread.result.kept(now_ms()):
             raise ResultDeleted("This result has been deleted")
         return thread, thread.result
+
+    # -- the server ------------------------------------------------------------------------
+    async def thread_counts(self, who: Principal) -> dict[Status, int]:
+        """Threads in the store by status, for the metrics: administrators only."""
+        if not who.is_admin:
+            raise Forbidden("Only administrators may read the metrics")
+        return await self.store.count_by_status()
+
+    async def check_store(self) -> None:
+        """Raises StoreUnavailable when the store does not answer (for readiness)."""
+        await self.store.count_by_status()
 
     # -- retention --------------------------------------------------------------------------
     async def start_purge(self) -> Thread | None:

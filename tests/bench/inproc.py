@@ -11,13 +11,16 @@ import json
 import sys
 import time
 
+from threadsvc.changes import Changes
 from threadsvc.models import Principal, Status, User
-from threadsvc.results import ResultLinks
+from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.registry import Registry
-from threadsvc.runner.runner import Runner
+from threadsvc.runner.runner import Runner, node_id
+from threadsvc.runner.supervisor import Supervisor
 from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
+from threadsvc.uploads import Uploads
 
 ADMIN = Principal(User(1, "bench", True))
 
@@ -31,8 +34,17 @@ async def main(db: str, data_dir: str, threads: int, concurrency: int, max_runni
     store = make_store(settings)
     await store.open()
     registry = Registry.load(settings.jobs)
-    runner = Runner(store, registry, settings)
-    service = Service(store, registry, runner, settings, ResultLinks(settings.secret_key, 300))
+    changes = Changes()
+    files = ResultFiles(settings.data_dir)
+    uploads = Uploads(settings.data_dir, settings.max_upload_file)
+    runner = Runner(
+        store, registry, settings, node=node_id(settings), changes=changes, files=files,
+        uploads=uploads, supervisor=Supervisor(),
+    )
+    service = Service(
+        store, registry, runner, settings, ResultLinks(settings.secret_key, 300), files=files,
+        uploads=uploads, changes=changes,
+    )
     await runner.start()
     try:
         todo = iter(range(threads))

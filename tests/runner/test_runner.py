@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from threadsvc.changes import Changes
 from threadsvc.models import (
     Level,
     LogEvent,
@@ -24,13 +25,15 @@ from threadsvc.models import (
     ThreadFilter,
     User,
 )
-from threadsvc.results import ResultLinks
+from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.context import Context
 from threadsvc.runner.registry import JobSpec, Registry, job
-from threadsvc.runner.runner import Runner
+from threadsvc.runner.runner import Runner, node_id
+from threadsvc.runner.supervisor import Supervisor
 from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.store.sqlite import SQLiteStore
+from threadsvc.uploads import Uploads
 
 pytestmark = pytest.mark.anyio
 ADMIN = Principal(User(1, "root", True))
@@ -50,8 +53,17 @@ async def running(
     config = Settings(**{"shutdown_grace": 0.2, "lease_timeout": 3,
                          "data_dir": str(path / "data"), **settings})
     registry = Registry(jobs)
-    runner = Runner(store, registry, config)
-    service = Service(store, registry, runner, config, ResultLinks(("k",), 300))
+    changes = Changes()
+    files = ResultFiles(config.data_dir)
+    uploads = Uploads(config.data_dir, config.max_upload_file)
+    runner = Runner(
+        store, registry, config, node=node_id(config), changes=changes, files=files,
+        uploads=uploads, supervisor=Supervisor(),
+    )
+    service = Service(
+        store, registry, runner, config, ResultLinks(("k",), 300), files=files, uploads=uploads,
+        changes=changes,
+    )
     await runner.start()
     try:
         yield service, runner, store

@@ -30,6 +30,7 @@ from threadsvc.errors import StoreUnavailable
 from threadsvc.models import DeliveryStatus, Thread, now_ms
 from threadsvc.results import ResultLinks
 from threadsvc.retry import doubled
+from threadsvc.runner.supervisor import Supervised, Supervisor
 from threadsvc.settings import Settings
 from threadsvc.store.base import DueDelivery, Store
 from threadsvc.xml import render
@@ -72,10 +73,10 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
         self._last_prune = 0.0
 
-    async def start(self) -> None:
+    async def start(self, supervisor: Supervisor) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=SEND_TIMEOUT,
@@ -87,7 +88,7 @@ class DeliveryWorker:
             # Alone on its store: any lease is a crashed predecessor's; send those now rather
             # than after LEASE (retrying sooner than a backoff planned is harmless).
             await self.store.release_all_deliveries(now_ms())
-        self._task = asyncio.create_task(self._loop(), name="webhook-deliveries")
+        self._task = supervisor.spawn("webhook-deliveries", self._loop)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; give attempts in flight `grace` seconds (default: the setting
@@ -100,10 +101,8 @@ class DeliveryWorker:
         if self._task is not None:
             # The loop ends after its current round; cancelling it in the middle of a claim
             # would leave what it claimed leased for LEASE seconds.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await self._task.join(5.0)
+            await self._task.stop()
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=grace)
         for task in list(self._inflight):
@@ -117,13 +116,14 @@ class DeliveryWorker:
         self._wake.set()
 
     async def _loop(self) -> None:
+        """Rounds until stopped. A store outage is waited out here; anything else ends the
+        loop, and the supervisor logs it, starts it again and, if it keeps dying, says so in
+        /ready."""
         while not self._stopping.is_set():
             try:
                 await self._round()
             except StoreUnavailable as exc:
                 log.warning("webhook deliveries: store unavailable: %s", exc)
-            except Exception:
-                log.exception("webhook deliveries: unexpected error; going on")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL)
             self._wake.clear()

@@ -22,25 +22,22 @@ log = logging.getLogger(__name__)
 IDS_PER_MESSAGE = 150  # 150 ids of 33 bytes stay well under NOTIFY's 8,000-byte payload
 
 
+Wake = Callable[[], None]
+CancelHeard = Callable[[str, str], Coroutine[Any, Any, bool]]
+
+
 class Cluster:
-    def __init__(
-        self,
-        store: Store,
-        node: str,
-        changes: Changes,
-        wake: Callable[[], None],
-        cancel: Callable[[str, str], Coroutine[Any, Any, bool]],
-    ) -> None:
+    """Telling is open from the start (the change feed is built with `changed` as its
+    announcer); hearing is `listen`, given what it feeds: the change feed, the runner's wake-up
+    and its cancel."""
+
+    def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.node = node
-        self.changes = changes
-        self._wake = wake
-        self._cancel = cancel
         self._changed: set[str] = set()
         self._flushing = False
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        changes.announce = self.changed
 
     # -- telling ----------------------------------------------------------------------------
     def thread_added(self) -> None:
@@ -73,34 +70,34 @@ class Cluster:
             log.warning("could not announce to other nodes: %s", exc)
 
     # -- hearing ----------------------------------------------------------------------------
-    async def listen(self) -> None:
+    async def listen(self, changes: Changes, wake: Wake, cancel: CancelHeard) -> None:
         async for message in self.store.announcements():
             kind, node, payload = (message.split(" ", 2) + ["", ""])[:3]
             if node == self.node:
                 continue
             if kind == "new":
-                self._wake()
+                wake()
             elif kind == "cancel":
                 thread_id, _, by = payload.partition(" ")
-                self._spawn(self._cancel(thread_id, by))
+                self._spawn(cancel(thread_id, by))
             elif kind == "changed":
-                watched = {i for i in payload.split(",") if self.changes.watched(i)}
+                watched = {i for i in payload.split(",") if changes.watched(i)}
                 fresh = watched - self._refreshing
                 self._refreshing |= fresh
                 for thread_id in fresh:
-                    self._spawn(self._refresh(thread_id))
+                    self._spawn(self._refresh(changes, thread_id))
 
-    async def _refresh(self, thread_id: str) -> None:
+    async def _refresh(self, changes: Changes, thread_id: str) -> None:
         """One read of a changed thread (and its new log events) for all its local watchers."""
         try:
             thread = await self.store.get_thread(thread_id)
-            since = self.changes.log_seq(thread_id)
+            since = changes.log_seq(thread_id)
             events: list[NewLogEvent] = []
             if since is not None:
                 page = await self.store.get_logs(thread_id, since, 10_000, Level.DEBUG)
                 events = [NewLogEvent(thread_id, e) for e in page.events]
             if thread is not None:
-                self.changes.publish([thread], events, here=False)
+                changes.publish([thread], events, here=False)
         except ThreadsvcError as exc:
             log.warning("could not read thread %s changed elsewhere: %s", thread_id, exc)
         finally:

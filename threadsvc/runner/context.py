@@ -202,7 +202,9 @@ class Context:
         self._writer.put(self._thread, event, status_changed=True)
         return self._thread
 
-    def _started(self, text: str) -> None:
+    def _started(self, next_seq: int, text: str) -> None:
+        """The log goes on at `next_seq` (known once the thread is claimed)."""
+        self._seq = next_seq
         # The claim stored the new status; putting the thread again publishes it to watchers.
         self._writer.put(self._thread, self._event(Level.INFO, text, now_ms()))
 

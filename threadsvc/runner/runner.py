@@ -24,6 +24,7 @@ from threadsvc.retry import Backoff
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import Registry
+from threadsvc.runner.supervisor import SideTask, Supervised, Supervisor
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
@@ -64,17 +65,23 @@ class Runner:
         registry: Registry,
         settings: Settings,
         *,
-        changes: Changes | None = None,
-        files: ResultFiles | None = None,
+        node: str,
+        changes: Changes,
+        files: ResultFiles,
+        uploads: Uploads,
+        supervisor: Supervisor,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
-        self.node = node_id(settings)
+        self.node = node
         self.shared_store = store.shared  # other nodes may run threads of this store
-        self.changes = changes or Changes()
-        self.files = files or ResultFiles(settings.data_dir)
-        self.uploads = Uploads(settings.data_dir, settings.max_upload_file)
+        self.changes = changes
+        self.files = files
+        self.uploads = uploads
+        self.cluster = cluster  # where nodes share the store
+        self._supervisor = supervisor
         self.writer = BatchWriter(
             store, self.node, on_written=self.changes.publish, on_lost=self._lost
         )
@@ -82,26 +89,25 @@ class Runner:
         self._ending: set[str] = set()  # of _running: the job is over, its end being stored
         self._wake = asyncio.Event()
         self._stopping = False
-        self._side_tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: list[Supervised] = []
         self._heartbeat: int | None = None  # when this node's threads last had a heartbeat
-        self.cluster = (
-            Cluster(store, self.node, self.changes, self.wake, self._cancel_heard)
-            if store.shared
-            else None
-        )
 
     # -- life -------------------------------------------------------------------------------
     async def start(self) -> None:
         if not self.shared_store:
             # One node owns an embedded store: whatever was left running was interrupted.
             await self._recover(await self.store.running_threads(), "the server stopped")
-        for name, coro in (
-            ("writer", self.writer.run()),
-            ("claim", self._claim_loop()),
-            ("heartbeat", self._heartbeat_loop()),
-            *([("listen", self.cluster.listen())] if self.cluster else []),
-        ):
-            self._side_tasks.append(asyncio.create_task(self._watched(name, coro), name=name))
+        side_tasks: list[tuple[str, SideTask]] = [
+            ("writer", self.writer.run),
+            ("claim", self._claim_loop),
+            ("heartbeat", self._heartbeat_loop),
+        ]
+        if self.cluster is not None:
+            cluster = self.cluster
+            side_tasks.append(
+                ("listen", lambda: cluster.listen(self.changes, self.wake, self._cancel_heard))
+            )
+        self._side_tasks = [self._supervisor.spawn(name, run) for name, run in side_tasks]
 
     async def stop(self) -> None:
         """Stop claiming; give running threads the grace period, then hand them back."""
@@ -117,9 +123,8 @@ class Runner:
             await asyncio.wait(remaining, timeout=5.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.flush(), timeout=10.0)
-        for task in self._side_tasks:
-            task.cancel()
-        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        for side_task in self._side_tasks:
+            await side_task.stop()
 
     def thread_added(self) -> None:
         """A thread was stored: claim it here now, and tell the other nodes."""
@@ -151,15 +156,6 @@ class Runner:
         if shown is None or shown[0] is not thread or shown[1].heartbeat != self._heartbeat:
             shown = item.shown = (thread, dataclasses.replace(thread, heartbeat=self._heartbeat))
         return shown[1]
-
-    async def _watched(self, name: str, coro: object) -> None:
-        try:
-            await coro  # type: ignore[misc]
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("runner task %s died", name)
-            raise
 
     # -- claiming ---------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -195,8 +191,8 @@ class Runner:
     async def _launch(self, item: Running) -> None:
         ctx = item.ctx
         thread = ctx.thread
-        ctx._seq = await self._last_log_seq(thread.id) + 1
-        ctx._started(f"Status: inprogress (node {self.node})")
+        next_seq = await self._last_log_seq(thread.id) + 1
+        ctx._started(next_seq, f"Status: inprogress (node {self.node})")
         try:
             spec = self.registry.get(thread.job)
         except UnknownJob:

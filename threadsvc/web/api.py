@@ -9,11 +9,9 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from importlib import resources
 
 import anyio
-from cachetools import LRUCache
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
@@ -21,16 +19,11 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from threadsvc.errors import (
     AuthenticationFailed,
     BadParameter,
-    Forbidden,
     ResultDeleted,
     StoreUnavailable,
 )
-from threadsvc.identity import Identity
 from threadsvc.models import Principal, Status, Thread, ThreadFilter, now_ms
-from threadsvc.runner.runner import Runner
-from threadsvc.service import Service
-from threadsvc.settings import Settings
-from threadsvc.store.base import Store
+from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
 from threadsvc.web import job_body, params, waiting
 from threadsvc.web.auth import authenticate, client_address, parse_basic
@@ -39,7 +32,6 @@ from threadsvc.web.responses import (
     document,
     prefix,
     respond,
-    serialise,
     wants,
     wants_json,
 )
@@ -49,50 +41,6 @@ SERVICE = "/ps/service"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _MEDIA_TYPE = re.compile(r"[\x21-\x7e]+/[\x21-\x7e]+(?:[ \t]*;[ \t]*[\x21-\x7e]+)*")
 BYTES = "application/octet-stream"
-
-
-class Renderings:
-    """Polled threads are rendered once per visible state, not once per poll: the version moves
-    with every visible change, the heartbeat (shown to administrators only) without one.
-    Documents (XML or JSON) and event-stream lines share the cache; a thread with a result is
-    never cached, as each answer signs a fresh link."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._cache: LRUCache[tuple[str, int, int | None, bool, str], bytes | str] = LRUCache(size)
-
-    def _key(self, thread: Thread, admin: bool, form: str) -> tuple[str, int, int | None, bool, str]:
-        return thread.id, thread.version, thread.heartbeat if admin else None, admin, form
-
-    def document(self, thread: Thread, admin: bool, as_json: bool) -> bytes:
-        key = self._key(thread, admin, "json" if as_json else "xml")
-        body = self._cache.get(key)
-        if not isinstance(body, bytes):
-            body = self._cache[key] = serialise(render.thread_element(thread, admin=admin), as_json)
-        return body
-
-    def line(self, thread: Thread, admin: bool) -> str:
-        key = self._key(thread, admin, "line")
-        line = self._cache.get(key)
-        if not isinstance(line, str):
-            line = self._cache[key] = render.to_line(render.thread_element(thread, admin=admin))
-        return line
-
-
-@dataclass(frozen=True)
-class AppState:
-    settings: Settings
-    store: Store
-    identity: Identity
-    runner: Runner
-    service: Service
-    streams: waiting.StreamQuota
-    renderings: Renderings
-    rechecks: waiting.Rechecks
-
-
-def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.threadsvc
-    return state
 
 
 async def _who(request: Request) -> tuple[AppState, Principal]:
@@ -253,7 +201,7 @@ async def progress(request: Request) -> Response:
         state.streams.acquire(who.username)  # 429 beyond the user's quota
         try:
             thread = await waiting.wait_for_change(
-                state.runner.changes, thread, seconds, caller, lambda t: t.version == baseline
+                state.changes, thread, seconds, caller, lambda t: t.version == baseline
             )
         finally:
             state.streams.release(who.username)
@@ -292,8 +240,8 @@ async def events(request: Request) -> Response:
         return state.renderings.line(current, current_who.is_admin)
 
     stream = waiting.event_stream(
-        state.store, state.runner.changes, thread, waiting.last_event_id(request),
-        _caller(state, who, group, thread_id), state.service.may_read_log, render_thread,
+        state.service, state.changes, thread, waiting.last_event_id(request),
+        _caller(state, who, group, thread_id), render_thread,
     )
     state.streams.acquire(who.username)  # 429 beyond the user's quota; the response gives it back
     return waiting.EventStreamResponse(stream, state.streams, who.username)
@@ -396,20 +344,22 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness, for anyone: 200 when the store answers, else 503 naming what failed."""
+    """Readiness, for anyone: 200 when the store answers and no side task keeps dying, else
+    503 naming what failed."""
     state = app_state(request)
+    problems = [f"side task {failing}" for failing in state.supervisor.failing()]
     try:
-        await state.store.count_by_status()
+        await state.service.check_store()
     except StoreUnavailable:
-        return PlainTextResponse("store unavailable\n", status_code=503)
+        problems.insert(0, "store unavailable")
+    if problems:
+        return PlainTextResponse("".join(f"{p}\n" for p in problems), status_code=503)
     return PlainTextResponse("ready\n")
 
 
 async def metrics(request: Request) -> Response:
     state, who = await _who(request)
-    if not who.is_admin:
-        raise Forbidden("Only administrators may read the metrics")
-    counts = await state.store.count_by_status()
+    counts = await state.service.thread_counts(who)
     lines = [
         "# HELP threadsvc_threads Threads in the store by status.",
         "# TYPE threadsvc_threads gauge",

@@ -54,12 +54,10 @@ async def session_user(request: Request, identity: Identity) -> User | None:
         return None
     if not isinstance(session.get(SESSION_ID), str):
         return None
-    found = await identity.store.get_user(username)
-    if found is None or found[0].id != user_id:
+    user = await identity.user_now(user_id, username)
+    if user is None or session.get(SESSION_VERSION) != user.credential_version:
         return None
-    if session.get(SESSION_VERSION) != found[0].credential_version:
-        return None
-    return found[0]
+    return user
 
 
 async def authenticate(request: Request, identity: Identity) -> Principal:

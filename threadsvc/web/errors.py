@@ -42,6 +42,11 @@ TABLE: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+def status_of(exc: Exception) -> tuple[int, str] | None:
+    """The status code and error id of the first class in TABLE that `exc` is an instance of."""
+    return next(((status, id_) for cls, status, id_ in TABLE if isinstance(exc, cls)), None)
+
+
 def error_response(request: Request, status: int, error_id: str, message: str,
                    headers: dict[str, str] | None = None) -> Response:
     element = error_element(error_id, request_path(request), message)
@@ -49,11 +54,10 @@ def error_response(request: Request, status: int, error_id: str, message: str,
 
 
 async def threadsvc_error(request: Request, exc: Exception) -> Response:
-    for cls, status, error_id in TABLE:
-        if isinstance(exc, cls):
-            break
-    else:
+    found = status_of(exc)
+    if found is None:
         return await internal_error(request, exc)
+    status, error_id = found
     headers: dict[str, str] = {}
     if isinstance(exc, errors.AuthenticationFailed):
         scheme = request.headers.get("authorization", "").split(" ", 1)[0].lower()

@@ -50,9 +50,7 @@ class _CheckedMultiPart(MultiPartParser):
 
     def on_part_end(self) -> None:
         super().on_part_end()
-        name, value = self.items[-1]
-        if name == "job" and isinstance(value, str) and value.strip():  # empty: 400 later
-            self._on_job(value.strip())
+        _field_arrived(self.items[-1], self._on_job)
 
 
 class _CheckedUrlEncoded(FormParser):
@@ -70,9 +68,14 @@ class _CheckedUrlEncoded(FormParser):
 
     def on_field_end(self) -> None:
         super().on_field_end()
-        name, value = self._items[-1]
-        if name == "job" and isinstance(value, str) and value.strip():  # empty: 400 later
-            self._on_job(value.strip())
+        _field_arrived(self._items[-1], self._on_job)
+
+
+def _field_arrived(field: tuple[str, object], on_job: JobCheck) -> None:
+    """The `job` field is checked as soon as it has arrived, before the rest is read."""
+    name, value = field
+    if name == "job" and isinstance(value, str) and value.strip():  # empty: 400 later
+        on_job(value.strip())
 
 
 async def read_form(request: Request, multipart: bool, on_job: JobCheck) -> FormData:

@@ -80,62 +80,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, timeout = self.limit, self.read_timeout
-        length, chunked = _framing(scope)
-        if length is not None and length > limit:
-            scope["threadsvc.too_large"] = True
-        large = chunked or (length or 0) > LARGE_BODY
-        received = 0
-        complete = not chunked and not length  # the whole body is in (or there is none)
-        holding = False  # one of the slots for large bodies
-        began = 0.0  # when reading began
-
-        async def limited() -> Message:
-            nonlocal received, complete, holding, began
-            if scope.get("threadsvc.too_large"):
-                raise BodyTooLarge(f"The body is larger than {limit} bytes")
-            if complete:
-                return await receive()
-            if large and not holding:
-                await self._take_slot(timeout or SLOT_WAIT)
-                holding = True
-            if not began:
-                began = time.monotonic()
-            try:
-                async with asyncio.timeout(timeout or None):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTooSlow(f"No part of the body arrived for {timeout:g} s") from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
-                if received > limit:
-                    raise BodyTooLarge(f"The body is larger than {limit} bytes")
-                elapsed = time.monotonic() - began
-                if timeout and not complete and elapsed > timeout and received < MIN_PACE * elapsed:
-                    raise RequestTooSlow(
-                        f"The body arrives slower than {MIN_PACE} bytes a second"
-                    )
-            elif message["type"] == "http.disconnect":
-                complete = True
-            if complete and holding:
-                holding = False
-                self.slots.release()
-            return message
-
-        async def closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and not complete:
-                headers = [*message.get("headers", []), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-            await send(message)
-
+        body = _Body(self, scope, receive, send)
         try:
-            await self.app(scope, limited, closing)
+            await self.app(scope, body.receive, body.send)
         finally:
-            if holding:
-                self.slots.release()
+            body.give_back_slot()
 
-    async def _take_slot(self, wait: float) -> None:
+    async def take_slot(self, wait: float) -> None:
         try:
             async with asyncio.timeout(wait):
                 await self.slots.acquire()
@@ -143,6 +94,67 @@ class BodyLimit:
             raise ServerBusy(
                 f"The server is reading as many large bodies as it may; try again ({wait:g} s)"
             ) from None
+
+
+class _Body:
+    """One request's body as BodyLimit lets it through: `receive` for the application, and
+    `send`, which closes the connection when the answer goes before the whole body came."""
+
+    def __init__(self, limits: BodyLimit, scope: Scope, receive: Receive, send: Send) -> None:
+        self._limits, self._scope, self._receive, self._send = limits, scope, receive, send
+        length, chunked = _framing(scope)
+        if length is not None and length > limits.limit:
+            scope["threadsvc.too_large"] = True
+        self._large = chunked or (length or 0) > LARGE_BODY
+        self._received = 0
+        self._complete = not chunked and not length  # the whole body is in (or there is none)
+        self._holding = False  # one of the slots for large bodies
+        self._began = 0.0  # when reading began
+
+    async def receive(self) -> Message:
+        limit, timeout = self._limits.limit, self._limits.read_timeout
+        if self._scope.get("threadsvc.too_large"):
+            raise BodyTooLarge(f"The body is larger than {limit} bytes")
+        if self._complete:
+            return await self._receive()
+        if self._large and not self._holding:
+            await self._limits.take_slot(timeout or SLOT_WAIT)
+            self._holding = True
+        if not self._began:
+            self._began = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout or None):
+                message = await self._receive()
+        except TimeoutError:
+            raise RequestTooSlow(f"No part of the body arrived for {timeout:g} s") from None
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            self._complete = not message.get("more_body", False)
+            self._check_pace(limit, timeout)
+        elif message["type"] == "http.disconnect":
+            self._complete = True
+        if self._complete:
+            self.give_back_slot()
+        return message
+
+    def _check_pace(self, limit: int, timeout: float) -> None:
+        if self._received > limit:
+            raise BodyTooLarge(f"The body is larger than {limit} bytes")
+        elapsed = time.monotonic() - self._began
+        slow = self._received < MIN_PACE * elapsed
+        if timeout and not self._complete and elapsed > timeout and slow:
+            raise RequestTooSlow(f"The body arrives slower than {MIN_PACE} bytes a second")
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and not self._complete:
+            headers = [*message.get("headers", []), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        await self._send(message)
+
+    def give_back_slot(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._limits.slots.release()
 
 
 def _framing(scope: Scope) -> tuple[int | None, bool]:

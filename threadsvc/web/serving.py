@@ -19,6 +19,7 @@ past `ceiling`, a newcomer is closed at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import sys
@@ -39,6 +40,7 @@ log = logging.getLogger("threadsvc.web")
 
 FILES_RESERVED = 64  # descriptors kept for the store, the log, the listening socket, libraries
 FILES_PER_RUNNING_JOB = 8  # a running job's files, uploads, pipes of a command
+_BASE: Any = AutoHTTPProtocol
 
 
 @dataclass(frozen=True)
@@ -76,69 +78,75 @@ async def _at_capacity(scope: Scope, receive: Receive, send: Send) -> None:
     await error_response(Request(scope), 503, "0503", message, headers)(scope, receive, send)
 
 
+class _DeadlineProtocol(_BASE):  # type: ignore[misc]
+    """uvicorn's protocol with the deadline and the caps that `http_protocol` sets."""
+
+    read_timeout = 0.0
+    limits: ConnectionLimits | None = None
+    idle: dict[Any, None]  # keep-alive connections between requests, oldest first
+    _deadline: asyncio.TimerHandle | None = None
+    _idle_since = 0.0  # when the connection last started waiting for a request
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self._idle_since = self.loop.time()
+        if self.read_timeout > 0:
+            self._deadline = self.loop.call_later(self.read_timeout, self._expire)
+        if self.limits is not None and len(self.connections) > self.limits.serve:
+            self._over_the_cap(len(self.connections))
+
+    def _over_the_cap(self, open_now: int) -> None:
+        limits, idle = self.limits, self.idle
+        assert limits is not None
+        while open_now > limits.serve and idle:  # make room: close the oldest idle one
+            oldest = next(iter(idle))
+            del idle[oldest]
+            oldest.transport.close()
+            open_now -= 1
+        if open_now <= limits.serve:
+            return
+        log.warning("at the connection cap (%d): new connections are refused", limits.serve)
+        if open_now > limits.ceiling:
+            transport: asyncio.Transport = self.transport
+            transport.close()
+        else:
+            self.app = _at_capacity
+
+    def data_received(self, data: bytes) -> None:
+        self.idle.pop(self, None)  # a request is coming
+        super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # No new timer per request (that would cost every poll): the one running looks
+        # again when it fires.
+        self._idle_since = self.loop.time()
+        between = self.cycle is None or self.cycle.response_complete  # none pipelined
+        if self.limits is not None and between and not self.transport.is_closing():
+            self.idle[self] = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.idle.pop(self, None)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _expire(self) -> None:
+        if self.transport.is_closing():
+            return
+        busy = self.cycle is not None and not self.cycle.response_complete
+        left = self.read_timeout if busy else self._idle_since + self.read_timeout - self.loop.time()
+        if left > 0:  # a request is being answered, or one was answered meanwhile
+            self._deadline = self.loop.call_later(left, self._expire)
+        else:
+            self.transport.close()
+
+
 def http_protocol(read_timeout: float, limits: ConnectionLimits | None = None) -> type[asyncio.Protocol]:
     """uvicorn's protocol (httptools when installed, else h11) with the deadline and caps."""
-    base: Any = AutoHTTPProtocol
-    idle: dict[Any, None] = {}  # keep-alive connections between requests, oldest first
-
-    class DeadlineProtocol(base):  # type: ignore[misc]
-        _deadline: asyncio.TimerHandle | None = None
-        _idle_since = 0.0  # when the connection last started waiting for a request
-
-        def connection_made(self, transport: asyncio.Transport) -> None:
-            super().connection_made(transport)
-            self._idle_since = self.loop.time()
-            if read_timeout > 0:
-                self._deadline = self.loop.call_later(read_timeout, self._expire)
-            if limits is not None and len(self.connections) > limits.serve:
-                self._over_the_cap(len(self.connections))
-
-        def _over_the_cap(self, open_now: int) -> None:
-            assert limits is not None
-            while open_now > limits.serve and idle:  # make room: close the oldest idle one
-                oldest = next(iter(idle))
-                del idle[oldest]
-                oldest.transport.close()
-                open_now -= 1
-            if open_now <= limits.serve:
-                return
-            log.warning("at the connection cap (%d): new connections are refused", limits.serve)
-            if open_now > limits.ceiling:
-                transport: asyncio.Transport = self.transport
-                transport.close()
-            else:
-                self.app = _at_capacity
-
-        def data_received(self, data: bytes) -> None:
-            idle.pop(self, None)  # a request is coming
-            super().data_received(data)
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # No new timer per request (that would cost every poll): the one running looks
-            # again when it fires.
-            self._idle_since = self.loop.time()
-            between = self.cycle is None or self.cycle.response_complete  # none pipelined
-            if limits is not None and between and not self.transport.is_closing():
-                idle[self] = None
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            idle.pop(self, None)
-            if self._deadline is not None:
-                self._deadline.cancel()
-            super().connection_lost(exc)
-
-        def _expire(self) -> None:
-            if self.transport.is_closing():
-                return
-            busy = self.cycle is not None and not self.cycle.response_complete
-            left = read_timeout if busy else self._idle_since + read_timeout - self.loop.time()
-            if left > 0:  # a request is being answered, or one was answered meanwhile
-                self._deadline = self.loop.call_later(left, self._expire)
-            else:
-                self.transport.close()
-
-    return DeadlineProtocol
+    settings: dict[str, Any] = {"read_timeout": read_timeout, "limits": limits, "idle": {}}
+    protocol: type[asyncio.Protocol] = type("DeadlineProtocol", (_DeadlineProtocol,), settings)
+    return protocol
 
 
 class Server(uvicorn.Server):
@@ -159,9 +167,7 @@ def serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
     """Run uvicorn's server with `config` (what uvicorn.run does for one process)."""
     config.load_app()
     server = Server(config, on_exit)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE

@@ -13,26 +13,28 @@ streams and long-polls count against one per-user quota (`StreamQuota`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ParamSpec
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from threadsvc.changes import Changes
+from threadsvc.changes import Changes, Watcher
 from threadsvc.errors import AuthenticationFailed, BadParameter, ThreadsvcError, TooManyStreams
 from threadsvc.identity import Identity
-from threadsvc.models import Level, Principal, Thread
-from threadsvc.store.base import Store
+from threadsvc.models import LogEvent, Principal, Thread
+from threadsvc.service import Service
 from threadsvc.xml import render
 
 MAX_WAIT = 60
 STATUS_INTERVAL = 0.25  # at most 4 status events a second
 KEEPALIVE = 15.0
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)", re.IGNORECASE)
+P = ParamSpec("P")
 
 
 class StreamQuota:
@@ -203,48 +205,44 @@ def last_event_id(request: Request) -> tuple[int, int]:
     return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
+def _fail_closed(stream: Callable[P, AsyncIterator[str]]) -> Callable[P, AsyncIterator[str]]:
+    @functools.wraps(stream)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[str]:
+        try:
+            async for item in stream(*args, **kwargs):
+                yield item
+        except ThreadsvcError:  # the right is gone (or the store is, for the check): fail closed
+            return
+
+    return guarded
+
+
+@_fail_closed
 async def event_stream(
-    store: Store,
+    service: Service,
     changes: Changes,
     thread: Thread,
     since: tuple[int, int],
     caller: Caller,
-    may_read_log: Callable[[Principal, Thread], bool],
     render_thread: Callable[[Principal, Thread], str],
 ) -> AsyncIterator[str]:
     """`status` events, and `log` events while the caller may read the log, until the thread's
     final status has been sent; or until a check finds the caller's right gone (the stream
     just ends: a client that reconnects is answered what its request deserves)."""
-    try:
-        async for item in _events(store, changes, thread, since, caller, may_read_log,
-                                  render_thread):
-            yield item
-    except ThreadsvcError:  # the right is gone (or the store is, for the check): fail closed
-        return
-
-
-async def _events(
-    store: Store,
-    changes: Changes,
-    thread: Thread,
-    since: tuple[int, int],
-    caller: Caller,
-    may_read_log: Callable[[Principal, Thread], bool],
-    render_thread: Callable[[Principal, Thread], str],
-) -> AsyncIterator[str]:
     seq, version = since
+    may_read_log = service.may_read_log
     logs = may_read_log(caller.who, thread)
     with changes.watch(thread.id, logs=logs) as watcher:
         thread = await caller.reread()
         more = logs
         while more:  # the log so far, from the store, then live from the feed
-            page = await store.get_logs(thread.id, seq, 1000, Level.DEBUG)
+            page = await service.read_log(caller.who, thread, seq, 1000)
             for event in page.events:
                 seq = watcher.seq = event.seq
                 yield _sse("log", seq, version, render.to_line(render.event_element(event)))
-            more = page.more
             if (checked := await caller.check_if_due()) is not None:
-                more = more and may_read_log(caller.who, checked)
+                logs = logs and may_read_log(caller.who, checked)  # for the live part too
+            more = page.more and logs
         last_status = 0.0
         last_sent = time.monotonic()
         while True:
@@ -253,19 +251,11 @@ async def _events(
                 logs = logs and may_read_log(caller.who, checked)
                 if checked.version > thread.version:
                     thread = checked
-            if watcher.overflowed:
-                watcher.overflowed = False
-                if logs:
-                    page = await store.get_logs(thread.id, seq, 10_000, Level.DEBUG)
-                    watcher.events.extend(page.events)
-            while watcher.events:
-                event = watcher.events.popleft()
-                if event.seq <= seq:
-                    continue
-                if not logs:  # no longer theirs to read: dropped, and not asked for again
-                    watcher.seq = event.seq
-                    continue
-                seq = watcher.seq = event.seq
+            if watcher.take_overflow() and logs:
+                page = await service.read_log(caller.who, thread, seq, 10_000)
+                watcher.events.extend(page.events)
+            for event in _arrived(watcher, seq, logs):
+                seq = event.seq
                 last_sent = time.monotonic()
                 yield _sse("log", seq, version, render.to_line(render.event_element(event)))
             if watcher.thread is not None and watcher.thread.version > thread.version:
@@ -285,6 +275,19 @@ async def _events(
             if not arrived and time.monotonic() >= last_sent + KEEPALIVE:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
+
+
+def _arrived(watcher: Watcher, seq: int, logs: bool) -> list[LogEvent]:
+    """The log events the watcher has received after `seq`, to send when the caller may read
+    the log; else none (they are dropped, and not asked for again)."""
+    arrived = []
+    while watcher.events:
+        event = watcher.events.popleft()
+        if event.seq > seq:  # not a repeat (a re-read after an overflow may repeat some)
+            seq = watcher.seq = event.seq
+            if logs:
+                arrived.append(event)
+    return arrived
 
 
 def _sse(kind: str, seq: int, version: int, data: str) -> str:

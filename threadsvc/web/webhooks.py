@@ -13,7 +13,7 @@ from starlette.responses import Response
 from threadsvc.delivery.service import WebhookService
 from threadsvc.errors import BadParameter
 from threadsvc.models import Principal
-from threadsvc.web.api import app_state
+from threadsvc.state import app_state
 from threadsvc.web.auth import authenticate
 from threadsvc.web.responses import JSONResponse, document, prefix, wants_json
 from threadsvc.xml import render
@@ -23,8 +23,7 @@ MEDIA_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 async def _who(request: Request) -> tuple[WebhookService, Principal]:
     state = app_state(request)
-    webhooks: WebhookService = request.app.state.webhooks
-    return webhooks, await authenticate(request, state.identity)
+    return state.webhooks, await authenticate(request, state.identity)
 
 
 def _group(request: Request) -> str | None:

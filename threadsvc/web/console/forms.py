@@ -23,9 +23,9 @@ from threadsvc.errors import (
 from threadsvc.models import Principal
 from threadsvc.runner.params import Choice, File, Integer, Number, Param, Text
 from threadsvc.runner.registry import JobSpec
+from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
 from threadsvc.web import job_body
-from threadsvc.web.api import AppState, app_state
 from threadsvc.web.auth import client_address, session_user
 from threadsvc.web.console.pages import (
     SIGN_IN,
@@ -43,7 +43,6 @@ from threadsvc.web.console.pages import (
 from threadsvc.web.console.session import CSRF_FIELD
 from threadsvc.web.console.session import sign_in as start_session
 from threadsvc.web.console.session import sign_out as end_session
-from threadsvc.web.console.views import startable
 
 MORE = "more"  # the text area for parameters a job accepts beyond those it declares
 OWN_FIELDS = frozenset({CSRF_FIELD, "job", MORE})
@@ -155,7 +154,7 @@ async def _form(
     values: dict[str, str], error: ThreadsvcError | None, status_code: int = 200,
 ) -> Response:
     group = await state.service.group(ref) if ref is not None else None
-    names = startable(state.service, who, group.id if group else None)
+    names = state.service.startable(who, group)
     jobs = [state.service.registry.get(n) for n in names]
     spec: JobSpec | None = None
     if name is not None:

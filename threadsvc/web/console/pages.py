@@ -21,8 +21,8 @@ from starlette.types import Receive, Scope, Send
 
 from threadsvc.errors import AuthenticationFailed, Forbidden, StoreUnavailable, ThreadsvcError
 from threadsvc.models import Principal, iso
+from threadsvc.state import AppState, app_state
 from threadsvc.web import errors
-from threadsvc.web.api import AppState, app_state
 from threadsvc.web.auth import authenticate, session_user
 from threadsvc.web.console.session import CSRF_FIELD, Console
 
@@ -106,8 +106,7 @@ TEMPLATES = Jinja2Templates(env=_environment())
 
 
 def console(request: Request) -> Console:
-    found: Console = request.app.state.console
-    return found
+    return app_state(request).console
 
 
 def render(
@@ -127,11 +126,7 @@ def render(
 
 
 def error_page(request: Request, exc: ThreadsvcError) -> Response:
-    for cls, status, _ in errors.TABLE:
-        if isinstance(exc, cls):
-            break
-    else:
-        status = 500
+    status, _ = errors.status_of(exc) or (500, "0500")
     message = str(exc)
     if isinstance(exc, StoreUnavailable):
         message = "The store is unavailable; try again"

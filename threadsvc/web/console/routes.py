@@ -16,13 +16,14 @@ async def home(request: Request) -> Response:
 
 
 def _thread_routes(base: str) -> list[BaseRoute]:
-    return [
-        Route(f"{base}/threads/{{id}}", views.thread_page, methods=["GET"]),
-        Route(f"{base}/threads/{{id}}/log.txt", views.log_text, methods=["GET"]),
-        Route(f"{base}/threads/{{id}}/cancel", views.cancel, methods=["POST"]),
-        Route(f"{base}/start", forms.start_form, methods=["GET"]),
-        Route(f"{base}/start", forms.start, methods=["POST"]),
+    pages = [  # under a group, and at server level
+        ("/threads/{id}", "GET", views.thread_page),
+        ("/threads/{id}/log.txt", "GET", views.log_text),
+        ("/threads/{id}/cancel", "POST", views.cancel),
+        ("/start", "GET", forms.start_form),
+        ("/start", "POST", forms.start),
     ]
+    return [Route(base + path, endpoint, methods=[method]) for path, method, endpoint in pages]
 
 
 def routes() -> list[BaseRoute]:

@@ -2,7 +2,7 @@
 
 The secret keys are known only once the lifespan has read them (they may live in the store),
 so `ConsoleSessions` builds its SessionMiddleware on the first request, from the `Console`
-that `create_app` puts on `app.state.console`. The cookie is HttpOnly and SameSite=Lax, and
+that `create_app` puts in the application state (threadsvc.state). The cookie is HttpOnly and SameSite=Lax, and
 Secure whenever the request came over https (as uvicorn sees it, X-Forwarded-Proto included).
 
 A session holds only a random id and, once signed in, the user's id, username and credential
@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.middleware.sessions import SessionMiddleware
@@ -26,6 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from threadsvc.models import User
 from threadsvc.web.auth import SESSION_ID, SESSION_USER_ID, SESSION_USERNAME, SESSION_VERSION
+
+if TYPE_CHECKING:  # the state holds a Console: imported at run time, this would be a cycle
+    from threadsvc.state import AppState
 
 COOKIE = "threadsvc-session"
 COOKIE_PATH = "/ps"  # the console and the services (EventSource) under one cookie
@@ -97,7 +100,8 @@ class ConsoleSessions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         console: Console | None = None
         if scope["type"] == "http":
-            console = getattr(scope["app"].state, "console", None)
+            state: AppState | None = getattr(scope["app"].state, "threadsvc", None)
+            console = state.console if state is not None else None
         if console is None or not _may_have_session(scope):
             await self.app(scope, receive, send)
             return

@@ -19,7 +19,6 @@ from threadsvc.models import (
     Level,
     LogPage,
     Principal,
-    Role,
     Status,
     Thread,
     ThreadFilter,
@@ -43,8 +42,6 @@ from threadsvc.xml.render import logs_text
 
 PAGESIZE = 25
 LOG_TAIL = 200  # events of the log a thread page shows
-# Service.cancel asks this role in the thread's group (administrators on server routes).
-CANCEL_ROLE = Role.CONTRIBUTOR
 STATUS_FILTERS = ("all", "active", "finished", *(s.value for s in Status))
 
 
@@ -62,7 +59,7 @@ class Row:
 async def groups(request: Request) -> Response:
     state, who = await viewer(request)
     found = []
-    for group, role in await state.store.groups_of(who.user.id):
+    for group, role in await state.service.groups_of(who):
         try:
             active = await state.service.list_threads(  # by id: a stored name may be odd
                 who, str(group.id), ThreadFilter(pagesize=1)
@@ -89,7 +86,7 @@ async def group_threads(request: Request) -> Response:
     ref = request.path_params["group"]
     group = await state.service.group(ref)
     context = {"group": group, "base": ui_base(group.name), "nav": "groups",
-               "jobs": startable(state.service, who, group.id)}
+               "jobs": state.service.startable(who, group)}
     try:
         listing = await _listing(request, state.service, who, group.name)
     except Forbidden as exc:
@@ -104,7 +101,7 @@ async def all_threads(request: Request) -> Response:
     listing = await _listing(request, state.service, who, None)
     return render(request, "threads.html", {
         **listing, "group": None, "base": ui_base(None), "nav": "threads", "forbidden": None,
-        "jobs": startable(state.service, who, None),
+        "jobs": state.service.startable(who, None),
     })
 
 
@@ -167,19 +164,6 @@ def _pages(path: str, found: ThreadPage, filters: dict[str, str]) -> dict[str, o
     }
 
 
-def startable(service: Service, who: Principal, group_id: int | None) -> list[str]:
-    """The jobs to offer on a start form: those whose scope and minimum role (the checks
-    Service.start makes before the parameters) let this user start them here."""
-    names = []
-    for spec in service.registry:
-        if not spec.scope.allows(server_level=group_id is None):
-            continue
-        allowed = who.is_admin if group_id is None else who.has_role(group_id, spec.role)
-        if allowed:
-            names.append(spec.name)
-    return names
-
-
 # -- one thread -------------------------------------------------------------------------------
 @page
 async def thread_page(request: Request) -> Response:
@@ -204,17 +188,10 @@ async def thread_page(request: Request) -> Response:
         "result_kept": kept,
         "log": tail,
         "last_seq": tail.events[-1].seq if tail and tail.events else 0,
-        "may_cancel": may_cancel(who, ref, thread),
+        "may_cancel": state.service.may_cancel(who, ref, thread),
         "nav": "groups" if group else "threads",
         "percent": percent(thread),
     })
-
-
-def may_cancel(who: Principal, group_ref: str | None, thread: Thread) -> bool:
-    """Whether to offer Cancel: the minimum Service.cancel asks, a contributor in the thread's
-    group on group routes, an administrator on server routes. The service still decides."""
-    where = thread.group_id if group_ref is not None else SERVER_GROUP_ID
-    return not thread.final and who.has_role(where, CANCEL_ROLE)
 
 
 def percent(thread: Thread) -> int | None:
