@@ -97,7 +97,7 @@ def test_counts_of_failed_sign_ins_are_forgotten_once_over(locking: Server) -> N
 
     def counted() -> bool:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-            return db.execute("SELECT 1 FROM login_failures WHERE username = ?",
+            return db.execute("SELECT 1 FROM sign_in_attempts WHERE username = ?",
                               (name,)).fetchone() is not None
 
     assert counted()

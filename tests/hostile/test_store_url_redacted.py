@@ -133,7 +133,9 @@ def test_a_running_server_refused_by_postgresql(cluster: tuple[str, int], tmp_pa
                           "WHERE usename = %s", (ROLE,))
             refused = wait_for(http, "/ps/service/threads", lambda r: r.status_code == 503,
                                timeout=30)
-            answers = [refused, http.get("/health"), http.get("/metrics"),
+            alive = http.get("/health")  # the process serves: ok, and nothing else
+            assert (alive.status_code, alive.text) == (200, "ok\n")
+            answers = [refused, http.get("/ready"), http.get("/metrics"),
                        http.post("/ps/service/groups/dev/threads", data={"job": "sleep"}),
                        httpx.get(f"{server.url}/ps/ui/threads")]
             for answer in answers:
