@@ -14,6 +14,7 @@ raises `ClientError(status, error_id, message)`; a failed connection raises `Con
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -133,10 +134,8 @@ def _raise_for_error(response: httpx.Response) -> None:
         return
     status = response.status_code
     retry_after: float | None = None
-    try:
+    with contextlib.suppress(ValueError):
         retry_after = float(response.headers.get("retry-after", ""))
-    except ValueError:
-        pass
     error = read_error(response.content)
     if error is not None:
         message = error.message or response.reason_phrase
@@ -297,7 +296,7 @@ class AsyncClient:
         thread_id: str,
         *,
         on_progress: ProgressCallback | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the client's public API; it bounds the polls)
         poll: int = 30,
     ) -> ThreadInfo:
         """Long-poll the progress until a final status; returns the final state.

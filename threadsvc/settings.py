@@ -10,7 +10,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,42 +85,67 @@ def _convert(name: str, value: Any) -> Any:
     key = name.replace("_", "-")
     if isinstance(value, str):
         value = value.strip()
+    if typing.get_origin(hint) is tuple:
+        convert: Callable[[Any], Any] | None = _to_tuple
+    elif typing.get_origin(hint) in (Mapping, dict) or hint is Mapping[str, Any]:
+        convert = _to_table
+    else:
+        convert = _CONVERTERS.get(hint)
+    if convert is None:
+        raise SettingsError(f"setting '{key}' cannot be set this way")
     try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError("expected 1/true/yes or 0/false/no")
-        if hint is int:
-            if isinstance(value, bool):
-                raise ValueError("expected an integer")
-            number = int(value)
-            if number < 0:
-                raise ValueError("must not be negative")
-            return number
-        if hint is float:
-            real = float(value)
-            if not 0 <= real < float("inf"):
-                raise ValueError("must be a finite, non-negative number")
-            return real
-        if hint is str:
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-        if typing.get_origin(hint) is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(item).strip() for item in items if str(item).strip())
-        if typing.get_origin(hint) in (Mapping, dict) or hint is Mapping[str, Any]:
-            if not isinstance(value, Mapping):
-                raise ValueError("expected a table")
-            return types.MappingProxyType(dict(value))
+        return convert(value)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"setting '{key}': {exc}") from None
-    raise SettingsError(f"setting '{key}' cannot be set this way")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected 1/true/yes or 0/false/no")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer")
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _to_float(value: Any) -> float:
+    real = float(value)
+    if not 0 <= real < float("inf"):
+        raise ValueError("must be a finite, non-negative number")
+    return real
+
+
+def _to_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _to_table(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("expected a table")
+    return types.MappingProxyType(dict(value))
+
+
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {
+    bool: _to_bool, int: _to_int, float: _to_float, str: _to_str,
+}
 
 
 def load_settings(

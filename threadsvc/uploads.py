@@ -117,7 +117,7 @@ class Uploads:
     async def discard(self, thread_id: str) -> None:
         directory = self.directory(thread_id)
         # Most threads had no uploads: one stat here is far cheaper than a hop to a worker thread.
-        if not os.path.lexists(directory):
+        if not os.path.lexists(directory):  # noqa: ASYNC240 (on purpose, see above)
             return
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
 

@@ -44,10 +44,10 @@ class Supervised:
     def describe(self) -> str:
         return f"{self.name}: died {self.deaths} times in a row, last with {self.last_error}"
 
-    async def join(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for the task to end by itself (its owner asked it to)."""
+    async def join(self, seconds: float) -> None:
+        """Wait up to `seconds` for the task to end by itself (its owner asked it to)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            await asyncio.wait_for(asyncio.shield(self._task), seconds)
 
     async def stop(self) -> None:
         """Cancel the task (in its work or its pause) and wait for it to end."""

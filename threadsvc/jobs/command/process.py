@@ -151,7 +151,7 @@ async def _terminate(process: asyncio.subprocess.Process, pgid: int, grace: floa
 async def _exited(process: asyncio.subprocess.Process) -> int:
     """The exit status, once the process has ended. Not `process.wait()`: on Python 3.11 that
     also waits for the end of its output, which a process left behind may hold open."""
-    while (status := process.returncode) is None:
+    while (status := process.returncode) is None:  # noqa: ASYNC110 (no event tells it)
         await asyncio.sleep(EXIT_POLL_SECONDS)
     return status
 

@@ -103,6 +103,9 @@ def parse_commands(tables: Mapping[str, Any]) -> dict[str, Command]:
     return {name: _parse_command(name, table) for name, table in tables.items()}
 
 
+Bad = Callable[[str | None, str], SettingsError]  # (the key, the problem) -> the error
+
+
 def _parse_command(name: str, table: Any) -> Command:
     def bad(key: str | None, problem: str) -> SettingsError:
         where = f"commands.{name}" + (f".{key}" if key else "")
@@ -115,12 +118,39 @@ def _parse_command(name: str, table: Any) -> Command:
     unknown = sorted(set(table) - KEYS)
     if unknown:
         raise bad(unknown[0], f"unknown key (known: {', '.join(sorted(KEYS))})")
+    params = _params(table.get("params", {}), bad)
+    argv = _argv(table.get("argv"), params, bad)
+    role = _role(table.get("role", "contributor"), bad)
+    level = table.get("level", "group")
+    if level not in ("group", "server", "both"):
+        raise bad("level", "must be group, server or both")
+    timeout = table.get("timeout")
+    if timeout is not None and not _positive(timeout):
+        raise bad("timeout", "must be a positive number of seconds")
+    grace = table.get("grace", GRACE_SECONDS)
+    if not (_positive(grace) or (grace == 0 and not isinstance(grace, bool))):
+        raise bad("grace", "must be a number of seconds, 0 or more")
+    cwd = table.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not cwd or "\x00" in cwd):
+        raise bad("cwd", "must be a directory (a non-empty string)")
+    return Command(
+        name=name,
+        argv=argv,
+        params=params,
+        role=role,
+        level=Scope(level),
+        timeout=float(timeout) if timeout is not None else None,
+        cwd=cwd,
+        env=_env(table.get("env", {}), bad),
+        grace=float(grace),
+    )
 
-    raw_params = table.get("params", {})
-    if not isinstance(raw_params, Mapping):
+
+def _params(raw: Any, bad: Bad) -> dict[str, re.Pattern[str]]:
+    if not isinstance(raw, Mapping):
         raise bad("params", "must be a table of parameter names and patterns")
     params: dict[str, re.Pattern[str]] = {}
-    for key, pattern in raw_params.items():
+    for key, pattern in raw.items():
         if not PARAM_NAME.fullmatch(key):
             raise bad(f"params.{key}", "a parameter name is a letter or '_', then letters, "
                       "digits, '_', '.' or '-' (at most 64)")
@@ -132,8 +162,13 @@ def _parse_command(name: str, table: Any) -> Command:
             params[key] = re.compile(pattern, re.ASCII)  # \d is 0-9, not every script's digits
         except (re.error, ValueError) as exc:
             raise bad(f"params.{key}", f"the pattern does not compile: {exc}") from None
+    return params
 
-    argv = table.get("argv")
+
+def _argv(
+    argv: Any, params: Mapping[str, re.Pattern[str]], bad: Bad
+) -> tuple[tuple[Piece, ...], ...]:
+    """The argv items as pieces; every declared parameter is used, none in the program."""
     if not isinstance(argv, list) or not argv:
         raise bad("argv", "is required: a non-empty list of strings")
     items: list[tuple[Piece, ...]] = []
@@ -144,42 +179,29 @@ def _parse_command(name: str, table: Any) -> Command:
         if "\x00" in item:
             raise bad("argv", f"item {index} holds a NUL character")
         pieces = _pieces(item, f"item {index}", lambda problem: bad("argv", problem))
-        for is_param, text in pieces:
-            if is_param and text not in params:
+        for text in (text for is_param, text in pieces if is_param):
+            if text not in params:
                 raise bad("argv", f"item {index}: {{{text}}} is not a declared parameter")
-            if is_param:
-                if index == 0:
-                    raise bad("argv", "item 0 (the program) cannot hold a parameter")
-                used.add(text)
+            if index == 0:
+                raise bad("argv", "item 0 (the program) cannot hold a parameter")
+            used.add(text)
         items.append(pieces)
     if not "".join(text for _, text in items[0]):
         raise bad("argv", "item 0 (the program) is empty")
     for key in params:
         if key not in used:
             raise bad(f"params.{key}", "is declared but used in no argv item")
+    return tuple(items)
 
-    role = table.get("role", "contributor")
+
+def _role(role: Any, bad: Bad) -> Role:
     roles = {r.label: r for r in Role}
     if not isinstance(role, str) or role.strip().lower() not in roles:
         raise bad("role", "must be reviewer, contributor, manager or approver")
-    parsed_role = roles[role.strip().lower()]
+    return roles[role.strip().lower()]
 
-    level = table.get("level", "group")
-    if level not in ("group", "server", "both"):
-        raise bad("level", "must be group, server or both")
 
-    timeout = table.get("timeout")
-    if timeout is not None and not _positive(timeout):
-        raise bad("timeout", "must be a positive number of seconds")
-    grace = table.get("grace", GRACE_SECONDS)
-    if not (_positive(grace) or (grace == 0 and not isinstance(grace, bool))):
-        raise bad("grace", "must be a number of seconds, 0 or more")
-
-    cwd = table.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not cwd or "\x00" in cwd):
-        raise bad("cwd", "must be a directory (a non-empty string)")
-
-    env = table.get("env", {})
+def _env(env: Any, bad: Bad) -> dict[str, str]:
     if not isinstance(env, Mapping):
         raise bad("env", "must be a table of variable names and string values")
     for key, value in env.items():
@@ -187,18 +209,7 @@ def _parse_command(name: str, table: Any) -> Command:
             raise bad(f"env.{key}", "is not a variable name")
         if not isinstance(value, str) or "\x00" in value:
             raise bad(f"env.{key}", "must be a string")
-
-    return Command(
-        name=name,
-        argv=tuple(items),
-        params=params,
-        role=parsed_role,
-        level=Scope(level),
-        timeout=float(timeout) if timeout is not None else None,
-        cwd=cwd,
-        env=dict(env),
-        grace=float(grace),
-    )
+    return dict(env)
 
 
 def _positive(value: Any) -> bool:
