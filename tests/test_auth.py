@@ -1,4 +1,4 @@
-"""Credentials (SPEC §9): Basic, API tokens, OAuth client credentials, lockout."""
+"""Credentials (docs/api.md#lockout): Basic, API tokens, OAuth client credentials, lockout."""
 
 from __future__ import annotations
 

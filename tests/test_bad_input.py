@@ -1,4 +1,4 @@
-"""Bad input of every kind answers a 4xx error document, never a 500 (SPEC §3, §8, §9, §11).
+"""Bad input of every kind answers a 4xx error document, never a 500 (docs/api.md#formats, docs/api.md#starting-a-thread, docs/api.md#errors, README.md#command-line).
 
 Every error here must be `<error id><request/><message/></error>` with exactly
 `Content-Type: application/xml;charset=utf-8`.

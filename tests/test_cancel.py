@@ -1,4 +1,4 @@
-"""Cancel and delete (SPEC §6): unknown, initialised, running and finished threads."""
+"""Cancel and delete (docs/api.md#services): unknown, initialised, running and finished threads."""
 
 from __future__ import annotations
 

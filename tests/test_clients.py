@@ -1,4 +1,4 @@
-"""What real PageSeeder clients require of the answers (SPEC §3, §4, §6, §9).
+"""What real PageSeeder clients require of the answers (docs/api.md#formats, #the-thread-document, #services, #errors).
 
 - A Java client strips only a literal `;charset=` from Content-Type, so every XML answer must
   say exactly `application/xml;charset=utf-8`, whatever its status.

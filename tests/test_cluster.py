@@ -1,4 +1,4 @@
-"""Several nodes on one PostgreSQL database behave as one server (SPEC §10, the multi-node
+"""Several nodes on one PostgreSQL database behave as one server (docs/api.md#durability, the multi-node
 issue): threads spread over the nodes, a node killed with SIGKILL loses nothing, and a cancel
 sent through one node stops a thread running on another."""
 

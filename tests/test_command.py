@@ -1,4 +1,4 @@
-"""The `command` job (SPEC §12): declared commands, their parameters, output, exit status,
+"""The `command` job (docs/api.md#jobs): declared commands, their parameters, output, exit status,
 cancel (SIGTERM, then SIGKILL after the grace, to the whole process group) and timeout."""
 
 from __future__ import annotations

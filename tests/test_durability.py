@@ -1,4 +1,4 @@
-"""SPEC §10 on a real server killed with SIGKILL and restarted on the same SQLite file."""
+"""docs/api.md#durability on a real server killed with SIGKILL and restarted on the same SQLite file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The life of a thread, driven with the `sleep` job against a real server (SPEC §4, §5, §7, §8).
+"""The life of a thread, driven with the `sleep` job against a real server (docs/api.md#the-thread-document, #statuses, #lists, #starting-a-thread).
 
 Every status `sleep` can reach, the rules every `<thread>` keeps, the log of each change, log
 paging, the thread lists with their filters, the JSON mirror and the answer to a start.
@@ -46,7 +46,7 @@ def parse_xml(response: httpx.Response) -> Any:
 
 
 def check_thread(el: Any) -> dict[str, str]:
-    """The rules of SPEC §4 that hold for any `<thread>` at any moment; returns its attributes."""
+    """The rules of docs/api.md#the-thread-document that hold for any `<thread>` at any moment; returns its attributes."""
     assert el.tag == "thread"
     a = dict(el.attrib)
     for name in ("id", "name", "username", "groupid", "status"):
@@ -186,7 +186,7 @@ def status_events(found: list[tuple[int, str, str]]) -> list[tuple[int, str, str
 
 
 def json_of(el: Any) -> dict[str, Any]:
-    """The JSON object that mirrors a `<thread>` (SPEC §3: numbers as JSON numbers)."""
+    """The JSON object that mirrors a `<thread>` (docs/api.md#formats: numbers as JSON numbers)."""
     numbers = {"groupid", "warnings", "errors", "current", "total", "percent"}
     obj: dict[str, Any] = {k: int(v) if k in numbers else v for k, v in el.attrib.items()}
     for child in el:

@@ -1,4 +1,4 @@
-"""The permission matrix of the thread services (SPEC §6 and §9), against a real server.
+"""The permission matrix of the thread services (docs/api.md#services, #errors), against a real server.
 
 Every route, server level and group level, for every kind of caller: anonymous, a wrong
 password, a non-member, each role of `dev`, the manager of another group, the thread's owner
@@ -46,7 +46,7 @@ CALLERS = (
 )
 UNAUTHENTICATED = {"anonymous", "badpass"}
 RANK = {"reviewer": 1, "contributor": 2, "manager": 3, "approver": 4}
-MINIMUM = {  # SPEC §6, group level
+MINIMUM = {  # docs/api.md#services, group level
     "list": "contributor",
     "start": "contributor",  # sleep's own minimum
     "get": "reviewer",
@@ -167,7 +167,7 @@ def assert_status(server: Server, thread_id: str, expected: set[str]) -> None:
 
 
 def assert_node_visibility(root: ET.Element, caller: str) -> None:
-    """SPEC §4 and §10: a running thread shows `node` and `heartbeat` to administrators only."""
+    """docs/api.md#the-thread-document, #durability: a running thread shows `node` and `heartbeat` to administrators only."""
     if caller == "admin":
         if root.get("status") not in FINAL | {"initialised"}:
             assert root.get("node"), f"admin does not see node: {ET.tostring(root)!r}"
@@ -225,7 +225,7 @@ def matrix(routes: tuple[str, ...] = ROUTES) -> list[tuple[str, str]]:
 
 # -- server level ---------------------------------------------------------------------------------
 def server_expected(route: str, caller: str) -> int:
-    """SPEC §6: list, start, logs, cancel, delete are for administrators (403 to others);
+    """docs/api.md#services: list, start, logs, cancel, delete are for administrators (403 to others);
     get/progress are for the owner or an administrator (404 to others)."""
     if caller in UNAUTHENTICATED:
         return 401

@@ -1,4 +1,4 @@
-"""The asynchronous-operation protocol (SPEC §7, §8): results, pre-signed URLs, retention,
+"""The asynchronous-operation protocol (docs/api.md#lists, #results-and-links): results, pre-signed URLs, retention,
 limits, idempotency, long-polls and Server-Sent Events, on a real server."""
 
 from __future__ import annotations

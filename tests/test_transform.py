@@ -255,7 +255,7 @@ def test_a_malformed_document_among_valid_ones(server: Server) -> None:
     documents = doc_set()
     documents.insert(1, ("broken/malformed.xml", (DATA / "malformed.xml").read_bytes()))
     thread, events, tid = run(server, [zipped(documents)], file(DATA / "copy.xsl"))
-    assert thread.get("status") == "failed"  # it reported an error (SPEC §5)
+    assert thread.get("status") == "failed"  # it reported an error (docs/api.md#statuses)
     assert thread.get("errors") == "1"
     assert message(thread) == "Transformed 3 of 4 documents"
     (error,) = errors(events)

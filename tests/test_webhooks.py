@@ -1,4 +1,4 @@
-"""Webhooks (SPEC §8) against a real server and a real HTTP receiver in this process."""
+"""Webhooks (docs/api.md#webhooks) against a real server and a real HTTP receiver in this process."""
 
 from __future__ import annotations
 

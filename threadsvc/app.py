@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> Starlette:
             )
             registry.add(purge_job(store, files, uploads, settings))
             if settings.commands:
-                registry.add(command_job(settings))  # the [commands.NAME] tables (SPEC §12)
+                registry.add(command_job(settings))  # the [commands.NAME] tables (docs/api.md#jobs)
             links = ResultLinks(keys, settings.result_url_ttl)
             service = Service(
                 store, registry, runner, settings, links, files=files, uploads=uploads,
@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
                 renderings=Renderings(),
                 rechecks=Rechecks(identity, settings.auth_cache_seconds or 5.0),
             )
-            deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (SPEC §8)
+            deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (docs/api.md#webhooks)
             await runner.start()
             await deliveries.start(supervisor)
             purge = supervisor.spawn("purge-schedule", lambda: schedule_purge(service, settings))

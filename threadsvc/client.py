@@ -1,4 +1,4 @@
-"""A client of threadsvc's thread services (SPEC §6-§8), on httpx.
+"""A client of threadsvc's thread services (docs/api.md#services, #lists, #starting-a-thread), on httpx.
 
     async with AsyncClient("http://127.0.0.1:8080", username="u", password="p", group="dev") as c:
         thread = await c.start("sleep", {"seconds": "2", "result": "hi"})

@@ -140,4 +140,4 @@ class NoResult(ThreadsvcError):
 
 
 class WebhookNotFound(NotFound):
-    """No such webhook, or none under that group (SPEC §8)."""
+    """No such webhook, or none under that group (docs/api.md#webhooks)."""

@@ -261,7 +261,7 @@ def wait_thread(
 
 
 def count(client: httpx.Client, status: str) -> int:
-    """How many threads of the group have `status` (a SPEC §7 status list)."""
+    """How many threads of the group have `status` (a docs/api.md#lists status list)."""
     response = client.get(
         group_path(), params={"status": status, "pagesize": 1},
         headers={"Accept": "application/json"},

@@ -1,4 +1,4 @@
-"""What the fault tests share: reading answers, the error document of SPEC §9, the server's
+"""What the fault tests share: reading answers, the error document of docs/api.md#errors, the server's
 resources as /proc shows them, and the state of a store read directly after the server is gone."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def status(text: str) -> str:
 
 
 def check_error(answer: httpx.Response, code: int, error_id: str) -> str:
-    """The answer is the error document of SPEC §9 with that status and id; its message."""
+    """The answer is the error document of docs/api.md#errors with that status and id; its message."""
     assert answer.status_code == code, f"{answer.status_code}: {answer.text[:300]}"
     assert answer.headers["content-type"] == XML
     with _VALIDATE:

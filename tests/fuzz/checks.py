@@ -1,4 +1,4 @@
-"""What every answer of the fuzzed server must look like (SPEC §3, §9), for both fuzz modules.
+"""What every answer of the fuzzed server must look like (docs/api.md#formats, #errors), for both fuzz modules.
 
 `check_answer(method, path, status, headers, body, json_asked)` raises AssertionError naming
 the problem: a 5xx, an error that is not an error document (or has the wrong Content-Type, the
@@ -36,7 +36,7 @@ XML_TYPE = "application/xml;charset=utf-8"
 JSON_TYPE = "application/json;charset=utf-8"
 GROUP = "/ps/service/groups/dev"
 
-# The error ids each 4xx/5xx status may carry (SPEC §9; threadsvc/web/errors.py TABLE adds
+# The error ids each 4xx/5xx status may carry (docs/api.md#errors; threadsvc/web/errors.py TABLE adds
 # 0204 unknown path, 0208 conflict, 0302 too many open event streams).
 ERROR_IDS: dict[int, frozenset[str]] = {
     400: frozenset({"0201", "0205"}),
@@ -117,7 +117,7 @@ def check_answer(
     sent: Sent | None = None,
     count: bool = True,
 ) -> None:
-    """Raise AssertionError when the answer breaks SPEC §3/§9 (unless it shows a known bug).
+    """Raise AssertionError when the answer breaks docs/api.md#formats, #errors (unless it shows a known bug).
     `count`: add it to the figures shown at the end of the run (not for regression tests)."""
     if count:
         ANSWERS[status] += 1
@@ -158,7 +158,7 @@ def _check_answer(
         else:
             error_id = _check_xml_error(where, body)
         expected = ERROR_IDS.get(status)
-        assert expected is not None, f"{where}: a status SPEC §9 does not list"
+        assert expected is not None, f"{where}: a status docs/api.md#errors does not list"
         assert error_id in expected, (
             f"{where} with error id {error_id}, not one of {sorted(expected)}"
         )

@@ -1,5 +1,5 @@
 """Hypothesis against a real server: whatever a client sends, the answer is below 500 and every
-error is an error document (SPEC §3, §9; the checks are in tests/fuzz/checks.py).
+error is an error document (docs/api.md#formats, #errors; the checks are in tests/fuzz/checks.py).
 
 One server for the module, seeded with threads in every state (tests/fuzz/checks.py). Each
 property sends `INPUTS` requests (5 × THREADSVC_FUZZ_EXAMPLES, so 150 by default) from

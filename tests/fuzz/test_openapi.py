@@ -12,7 +12,7 @@ ones, so the fuzzer gets past the 404s. For each operation and profile:
 
 Checks: schemathesis's own (no 5xx, status codes, content types and headers the description
 lists, JSON bodies against their schemas, credentials enforced, 405s with `Allow`) and ours:
-every 4xx is an error document with the id SPEC §9 gives its status, every XML body is valid
+every 4xx is an error document with the id docs/api.md#errors gives its status, every XML body is valid
 against its published XSD (tests/fuzz/checks.py).
 
 Long form: `THREADSVC_FUZZ_EXAMPLES=1000 pytest tests/fuzz` (docs/reliability.md).

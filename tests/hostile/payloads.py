@@ -30,7 +30,7 @@ _SCHEMA_LOCK = threading.Lock()  # validate() is for one OS thread at a time per
 def check_error(
     response: httpx.Response, status: int, error_id: str | None = None, naming: str | None = None
 ) -> Any:
-    """A complete SPEC §9 error document with the exact Content-Type; never a 500."""
+    """A complete docs/api.md#errors error document with the exact Content-Type; never a 500."""
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers.get("content-type") == XML_TYPE, response.headers
     with _SCHEMA_LOCK:

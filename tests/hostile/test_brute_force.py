@@ -1,4 +1,4 @@
-"""Password guessing (SPEC §9, docs/decisions.md "Lockout"): after `lockout-attempts` failed
+"""Password guessing (docs/api.md#lockout, docs/decisions.md "Lockout"): after `lockout-attempts` failed
 passwords within `lockout-seconds`, the username is locked for `lockout-seconds`: 429 with
 error 0301 and Retry-After, whatever the password, the right one included, over Basic and on
 the console's sign-in alike (one count per username). The failure that reaches the limit

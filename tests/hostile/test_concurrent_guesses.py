@@ -1,4 +1,4 @@
-"""Guessing a password with many requests at once (SPEC §9, failed passwords).
+"""Guessing a password with many requests at once (docs/api.md#lockout, failed passwords).
 
 The attack: 200 simultaneous Basic requests with wrong passwords for one user. Before, every
 one was checked (401), none locked, and the right password among them was accepted. Each

@@ -1,4 +1,4 @@
-"""Credentials that outlive what they stand for (SPEC §9: a user's sessions and access tokens end
+"""Credentials that outlive what they stand for (docs/api.md#authentication: a user's sessions and access tokens end
 when the user is removed or disabled, and sessions also when the password changes).
 
 The attacks: a console cookie kept working after the password changed; an OAuth access token

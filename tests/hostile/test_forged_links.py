@@ -1,4 +1,4 @@
-"""Forged credentials that need no password: pre-signed result links (SPEC §8) tampered,
+"""Forged credentials that need no password: pre-signed result links (docs/api.md#results-and-links) tampered,
 expired, made for another thread, signed with another key or for another purpose, replayed
 after the result was deleted; OAuth access tokens forged, expired, signed with a key that was
 rotated out; API tokens revoked or made up.

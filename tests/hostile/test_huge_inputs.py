@@ -11,7 +11,7 @@ serving. Where the header section arrives in one read, h11 parses it whatever it
 section of up to some hundreds of kB may also be answered normally: the module asserts that
 the limit exists (at 1 MB), not where it lies. Behind nginx (deploy/) the proxy answers first.
 
-Everything threadsvc itself answers is a SPEC §9 error document: 413 with error 0206 for a body
+Everything threadsvc itself answers is a docs/api.md#errors error document: 413 with error 0206 for a body
 too large, never stored (no thread, nothing under data-dir/uploads, no spooled temporary file
 left), 400 with 0201 for too many fields or files.
 """

@@ -1,4 +1,4 @@
-"""Locking someone else out (SPEC §9 failed passwords, §11 `user unlock`).
+"""Locking someone else out (docs/api.md#lockout; `user unlock` in README.md#command-line).
 
 The lock is per username, so five wrong guesses from anywhere lock the real user out. What an
 operator gets against that: `threadsvc user unlock NAME`; every failed sign-in and every lock in

@@ -1,4 +1,4 @@
-"""A node started with another `secret-key` than the others (SPEC §10: several nodes, one store).
+"""A node started with another `secret-key` than the others (docs/api.md#durability: several nodes, one store).
 
 The attack (or mistake): such a node served result links and access tokens that the other nodes
 refused, silently. The store now keeps a fingerprint of the signing key (an HMAC of a fixed

@@ -1,4 +1,4 @@
-"""Server-side request forgery through webhooks (SPEC §8): URLs naming loopback, private,
+"""Server-side request forgery through webhooks (docs/api.md#webhooks): URLs naming loopback, private,
 link-local, metadata, unspecified and reserved addresses, in every spelling a resolver
 accepts (one number, hex, octal, short forms, IPv4-mapped and NAT64 IPv6, names that resolve
 to loopback), are refused at registration (400, error 0201, naming `url`, nothing kept), with

@@ -1,4 +1,4 @@
-"""Webhooks (SPEC §8): which URLs they may name (address.py), how deliveries are signed
+"""Webhooks (docs/api.md#webhooks): which URLs they may name (address.py), how deliveries are signed
 (signing.py), who may manage them (service.py), and the worker that sends them (worker.py).
 
 The store queues a delivery inside the transaction of every status change (a transactional

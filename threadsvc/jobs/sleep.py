@@ -1,4 +1,4 @@
-"""`sleep`: a job for trying things out, able to drive every status (SPEC §11)."""
+"""`sleep`: a job for trying things out, able to drive every status (docs/api.md#jobs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`transform`: an XSLT 1.0 stylesheet applied to a set of XML documents (SPEC §12).
+"""`transform`: an XSLT 1.0 stylesheet applied to a set of XML documents (docs/api.md#jobs).
 
 Parameters: `documents` (XML files, or zip files standing for the documents inside),
 `stylesheet` (one XSLT 1.0 file) and up to 100 `param.NAME` text fields (NAME matching

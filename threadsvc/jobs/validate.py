@@ -1,4 +1,4 @@
-"""`validate`: a set of XML documents checked against one schema (SPEC §12).
+"""`validate`: a set of XML documents checked against one schema (docs/api.md#jobs).
 
 The documents are the uploaded files of `documents`, a zip standing for the files inside it
 (threadsvc.jobs.documents checks zip limits and paths before anything is read). The schema
@@ -8,7 +8,7 @@ threadsvc.xml.validation.
 
 Each document is one progress step. A valid one is the message `Document PATH is valid.`;
 each finding of an invalid one is an error (so the thread ends `failed` when any document is
-invalid, as SPEC §5 says of a job that reported an error), a warning (Schematron
+invalid, as docs/api.md#statuses says of a job that reported an error), a warning (Schematron
 role="warning") is a warning. The result, whatever the final status, is
 `<validation-report>` (validation-report.xsd), written at the end from a spool on disk so that
 memory does not grow with the set. A schema that cannot be used, an unsafe upload (zip bomb,

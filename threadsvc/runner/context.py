@@ -1,6 +1,6 @@
 """The Context a job receives: its parameters, and the one way to report what it is doing.
 
-Status rules (SPEC §5): a warning sets `warning`, an error sets `error`, and the next progress
+Status rules (docs/api.md#statuses): a warning sets `warning`, an error sets `error`, and the next progress
 or message step sets `inprogress` again. Every report is stored by the node's batch writer.
 """
 

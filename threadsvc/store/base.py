@@ -228,7 +228,7 @@ class Store(Protocol):
 
     async def count_by_status(self) -> dict[Status, int]: ...
 
-    # -- webhooks (SPEC §8) -----------------------------------------------------------------
+    # -- webhooks (docs/api.md#webhooks) -----------------------------------------------------------
     # Deliveries are queued by the store itself, inside the transaction of each status change
     # (claim_threads, write_batch, cancel_initialised, recover_thread): for every webhook of the
     # thread's group and every server webhook (group_id -1), one delivery with event `final`

@@ -1,4 +1,4 @@
-"""The one table from errors to status codes and error ids (SPEC §9)."""
+"""The one table from errors to status codes and error ids (docs/api.md#errors)."""
 
 from __future__ import annotations
 

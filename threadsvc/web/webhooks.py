@@ -1,4 +1,4 @@
-"""The webhook handlers (SPEC §8): parse the request, call the WebhookService, render the answer.
+"""The webhook handlers (docs/api.md#webhooks): parse the request, call the WebhookService, render the answer.
 
 The same handlers serve `/groups/{group}/webhooks...` (managers of the group) and
 `/webhooks...` (administrators, for every thread of the server).

@@ -1,4 +1,4 @@
-"""The server's answers as the Python client reads them (SPEC §4, §7, §9): each document, parsed
+"""The server's answers as the Python client reads them (docs/api.md#the-thread-document, #lists, #errors): each document, parsed
 by the hardened parser, becomes a frozen dataclass. Lenient: a missing or malformed optional part
 is None (or 0), so that a newer server's extra attributes and elements are simply ignored."""
 
@@ -21,7 +21,7 @@ class Unreadable(ValueError):
 
 @dataclass(frozen=True)
 class ThreadInfo:
-    """One `<thread>` element (SPEC §4). Optional parts are None when absent."""
+    """One `<thread>` element (docs/api.md#the-thread-document). Optional parts are None when absent."""
 
     id: str
     name: str
@@ -83,7 +83,7 @@ class LogPage:
 
 @dataclass(frozen=True)
 class ErrorAnswer:
-    """An `<error id>` document (SPEC §3)."""
+    """An `<error id>` document (docs/api.md#formats)."""
 
     id: str
     message: str | None

@@ -211,7 +211,7 @@ def to_json(element: Element) -> bytes:
     return json.dumps(to_json_data(element), ensure_ascii=False, separators=(",", ":")).encode()
 
 
-# -- webhooks (SPEC §8) ---------------------------------------------------------------------------
+# -- webhooks (docs/api.md#webhooks) ---------------------------------------------------------------
 _LIST_ROOTS["webhooks"] = "webhooks"
 
 

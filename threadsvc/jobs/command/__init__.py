@@ -1,4 +1,4 @@
-"""`command`: runs a command that an administrator declared in the settings (SPEC §12).
+"""`command`: runs a command that an administrator declared in the settings (docs/api.md#jobs).
 
 settings.py checks the `[commands.NAME]` tables at start-up; job.py makes the one job `command`
 of them; process.py runs a command in its own process group and turns its output into the

@@ -36,7 +36,7 @@ from threadsvc.errors import BadParameter
 from threadsvc.models import Role, Scope
 from threadsvc.settings import SettingsError
 
-GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL (SPEC §12); a command may declare `grace`
+GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL (docs/api.md#jobs); a command may declare `grace`
 MAX_VALUE = 10_000  # characters in one parameter value
 
 KEYS = frozenset({"argv", "params", "role", "level", "timeout", "cwd", "env", "grace"})

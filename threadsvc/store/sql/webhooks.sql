@@ -1,4 +1,4 @@
--- Webhooks and their durable outbox of deliveries (SPEC §8). Named queries, as queries.sql.
+-- Webhooks and their durable outbox of deliveries (docs/api.md#webhooks). Named queries, as queries.sql.
 
 -- name: insert_webhook
 INSERT INTO webhooks (group_id, url, secret, events, created_by, created)

@@ -3,7 +3,7 @@
  * - times are shown in the reader's time zone (the page says UTC);
  * - a form marked data-once cannot be sent twice by a double click;
  * - a thread page follows its thread live through the Server-Sent Events of the services
- *   (GET .../threads/{id}/events, SPEC §7): `status` events carry the <thread> XML, `log`
+ *   (GET .../threads/{id}/events, docs/api.md#events): `status` events carry the <thread> XML, `log`
  *   events one <event>. The stream ends after the final status.
  */
 (function () {
