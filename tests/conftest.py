@@ -10,9 +10,18 @@ from tests.pg import unavailable as pg_unavailable
 from tests.support import Server, running_server
 
 NewStore = Callable[[Path], str]
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `postgres` every test that asks for the cluster, directly or through a fixture (the
+    stores' parameters carry the mark themselves: they ask for it only when they run)."""
+    for item in items:
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="module", params=STORES)
 def new_store(request: pytest.FixtureRequest) -> NewStore:
     """Each store the project has, as a maker of fresh store URLs for servers in `directory`:
     modules whose servers use it run once on each store."""

@@ -1,4 +1,6 @@
-"""Real parts for tests: a threadsvc server in its own process on a free port, seeded users.
+"""Real parts for tests: a threadsvc server in its own process on a free port, seeded users,
+the helpers that start threads and wait on them, and peers on 127.0.0.1 for the server to reach
+(a TCP `Listener` that must never hear from it, a webhook `Receiver`).
 
 The standard world: administrator `admin`; group `dev` (id 240) with `reviewer`,
 `contributor`, `manager` and `approver`; group `other` (id 241) with `othermgr` as manager;
@@ -7,23 +9,31 @@ The standard world: administrator `admin`; group `dev` (id 240) with `reviewer`,
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import httpx
+from lxml import etree
 
 from threadsvc import admin
 from threadsvc.settings import load_settings
 
+GROUP = "/ps/service/groups/dev"
 ROLES = ("reviewer", "contributor", "manager", "approver")
 USERS = ("admin", *ROLES, "othermgr", "outsider")
 
@@ -148,12 +158,203 @@ def wait_for(client: httpx.Client, path: str, predicate: Any, timeout: float = 1
         time.sleep(0.05)
 
 
+# -- threads ----------------------------------------------------------------------------------
 FINAL = ("completed", "failed", "cancelled")
-_FINAL_THREAD = re.compile(r'<thread [^>]*status="(' + "|".join(FINAL) + ')"')
 
 
-def wait_final(client: httpx.Client, tid: str, timeout: float = 60.0,
-               group: str = "dev") -> httpx.Response:
-    """The progress answer of thread `tid` of `group` once its status is final."""
-    return wait_for(client, f"/ps/service/groups/{group}/threads/{tid}/progress",
-                    lambda r: bool(_FINAL_THREAD.search(r.text)), timeout)
+def thread_id(answer: httpx.Response) -> str:
+    """The id of the (first) thread in an answer."""
+    found = re.search(r'<thread [^>]*id="([0-9a-f]{32})"', answer.text)
+    assert found, f"{answer.status_code}: {answer.text[:300]}"
+    return found.group(1)
+
+
+def status(text: str) -> str:
+    """The status of the (first) thread in an answer's text."""
+    found = re.search(r'<thread [^>]*status="([a-z]+)"', text)
+    assert found, text[:300]
+    return found.group(1)
+
+
+def start(http: httpx.Client, where: str = GROUP, **fields: Any) -> str:
+    """Start a thread from form fields (the `sleep` job unless `job` names another) under
+    `where` (a group's path or /ps/service); its id, once the answer is checked to be 202."""
+    data = {"job": "sleep", **{k: str(v) for k, v in fields.items()}}
+    answer = http.post(f"{where}/threads", data=data)
+    assert answer.status_code == 202, answer.text
+    return thread_id(answer)
+
+
+def wait_status(http: httpx.Client, tid: str, statuses: Collection[str], where: str = GROUP,
+                timeout: float = 15.0) -> httpx.Response:
+    """The progress answer of thread `tid` once its status is one of `statuses`."""
+    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(statuses) + ')"')
+    return wait_for(http, f"{where}/threads/{tid}/progress",
+                    lambda r: bool(pattern.search(r.text)), timeout)
+
+
+def wait_running(http: httpx.Client, tid: str, where: str = GROUP) -> httpx.Response:
+    """Wait until the job itself runs: `inprogress` with the progress it reports first, so the
+    runner holds it (a thread just claimed in the store is `inprogress` a moment earlier)."""
+    return wait_for(http, f"{where}/threads/{tid}/progress",
+                    lambda r: 'status="inprogress"' in r.text and "<progress " in r.text, 15)
+
+
+def wait_final(http: httpx.Client, tid: str, where: str = GROUP,
+               timeout: float = 60.0) -> httpx.Response:
+    """The progress answer of thread `tid` once its status is final."""
+    return wait_status(http, tid, FINAL, where, timeout)
+
+
+# -- uploads ----------------------------------------------------------------------------------
+Upload = tuple[str, bytes]  # a file's name and content
+
+
+def file(path: Path, name: str | None = None, **replace: str) -> Upload:
+    """The file at `path` as an upload, each `old=new` of `replace` replaced in it."""
+    data = path.read_bytes()
+    for old, new in replace.items():
+        data = data.replace(old.encode(), new.encode())
+    return (name or path.name, data)
+
+
+def zipped(entries: list[Upload], name: str = "set.zip") -> Upload:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for entry, data in entries:
+            archive.writestr(entry, data)
+    return (name, buffer.getvalue())
+
+
+# -- peers the server reaches -----------------------------------------------------------------
+class Listener:
+    """A TCP listener on 127.0.0.1 that counts connections and answers each with `body` over
+    HTTP/1.0 (whatever was fetched: an entity declaration, a document, a stylesheet)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/evil") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            with conn:
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(self.body), self.body))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: Message  # names in any case
+    body: bytes
+
+    @property
+    def thread(self) -> etree._Element:
+        return etree.fromstring(self.body)
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 recording every request (a webhook's deliveries) and
+    answering `status` (with `location`, if given); `fail[path] = N` answers the next N requests
+    to `path` with 500 instead."""
+
+    def __init__(self, status: int = 204, location: str | None = None, port: int = 0) -> None:
+        self.requests: list[Received] = []
+        self.fail: dict[str, int] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver.lock:
+                    receiver.requests.append(
+                        Received(self.path, self.headers, body))
+                    failing = receiver.fail.get(self.path, 0)
+                    if failing:
+                        receiver.fail[self.path] = failing - 1
+                self.send_response(500 if failing else status)
+                if location and not failing:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.http.server_address[1]
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @property
+    def hits(self) -> int:
+        return len(self.requests)
+
+    def received(self, path: str | None = None) -> list[Received]:
+        """What came so far (to `path`, if given)."""
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def finals(self) -> dict[str, set[str]]:
+        """Thread id -> the delivery ids of the final statuses heard for it."""
+        found: dict[str, set[str]] = {}
+        for received in self.received():
+            thread = re.search(rb'<thread id="([0-9a-f]{32})"', received.body)
+            if thread and received.headers.get("x-threadsvc-event") == "final":
+                found.setdefault(thread.group(1).decode(), set()).add(
+                    received.headers["x-threadsvc-delivery"])
+        return found
+
+    def wait(self, path: str | None, count: int, timeout: float = 15.0) -> list[Received]:
+        """What came (to `path`, if given), once at least `count` requests have."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.received(path)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path}: {len(found)} of {count} deliveries came")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,7 +20,8 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, seed, wait_for
+from tests import support
+from tests.support import Server, seed
 from threadsvc.jobs.command import GRACE_SECONDS, parse_commands, run_command
 from threadsvc.settings import SettingsError
 from threadsvc.xml.schemas import validate
@@ -145,11 +146,7 @@ def thread(http: httpx.Client, tid: str, where: str = GROUP) -> Any:
 
 
 def wait_final(http: httpx.Client, tid: str, where: str = GROUP, timeout: float = 20) -> Any:
-    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(FINAL) + ')"')
-    response = wait_for(
-        http, f"{where}/threads/{tid}/progress", lambda r: bool(pattern.search(r.text)), timeout
-    )
-    return parse_xml(response)
+    return parse_xml(support.wait_final(http, tid, where, timeout))
 
 
 def events(http: httpx.Client, tid: str, where: str = GROUP) -> list[tuple[str, str]]:

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.support import Server, running_server, wait_for
+from tests.support import Server, running_server, start, status, wait_final, wait_for
+from tests.support import thread_id as id_of
 
 GROUP = "/ps/service/groups/dev"
 
@@ -37,27 +38,8 @@ def short(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iter
         yield server
 
 
-def _id(text: str) -> str:
-    found = re.search(r'<thread id="([0-9a-f]{32})"', text)
-    assert found, text
-    return found.group(1)
-
-
-def _status(text: str) -> str:
-    found = re.search(r'<thread [^>]*status="([a-z]+)"', text)
-    assert found, text
-    return found.group(1)
-
-
-def start(http: httpx.Client, **fields: str) -> str:
-    answer = http.post(f"{GROUP}/threads", data={"job": "sleep", **fields})
-    assert answer.status_code == 202, answer.text
-    return _id(answer.text)
-
-
-def finished(http: httpx.Client, thread_id: str) -> httpx.Response:
-    return wait_for(http, f"/ps/service/threads/{thread_id}/progress",
-                    lambda r: _status(r.text) in ("completed", "failed", "cancelled"))
+def finished(http: httpx.Client, tid: str) -> httpx.Response:
+    return wait_final(http, tid, "/ps/service", timeout=10)
 
 
 def test_result_follows_the_headers_to_the_file(server: Server) -> None:
@@ -67,7 +49,7 @@ def test_result_follows_the_headers_to_the_file(server: Server) -> None:
         location = answer.headers["location"]
         running = http.get(location)
         assert running.status_code == 202 and "retry-after" in running.headers
-        finished(http, _id(answer.text))
+        finished(http, id_of(answer))
         task = http.get(location.removesuffix("/result"))
         assert task.status_code == 303 and task.headers["location"] == location
         redirect = http.get(location)
@@ -190,16 +172,16 @@ def test_idempotent_repeat_starts_nothing(server: Server) -> None:
         first = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"}, headers=headers)
         again = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"}, headers=headers)
         assert first.status_code == again.status_code == 202
-        assert _id(first.text) == _id(again.text)
+        assert id_of(first) == id_of(again)
         other = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"},
                           headers={"Idempotency-Key": "order-43"})
-        assert _id(other.text) != _id(first.text)
+        assert id_of(other) != id_of(first)
         bad = http.post(f"{GROUP}/threads", data={"job": "sleep"},
                         headers={"Idempotency-Key": "x" * 300})
         assert bad.status_code == 400 and "Idempotency-Key" in bad.text
     with server.client("contributor") as http:  # another user's key is another key
         theirs = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"}, headers=headers)
-        assert _id(theirs.text) != _id(first.text)
+        assert id_of(theirs) != id_of(first)
 
 
 def test_etag_and_long_poll(server: Server) -> None:
@@ -230,7 +212,7 @@ def test_long_poll_wakes_on_cancel(server: Server) -> None:
             with server.client("contributor") as other:
                 answer = other.get(url, params={"wait": "30"}, headers={"If-None-Match": tag})
                 woke.append(time.monotonic())
-                assert _status(answer.text) == "cancelled"
+                assert status(answer.text) == "cancelled"
 
         poller = threading.Thread(target=poll)
         poller.start()

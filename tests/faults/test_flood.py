@@ -20,16 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import (
-    GROUP,
-    check_error,
-    socket_fds,
-    status,
-    tcp_connections,
-    thread_id,
-    wait_until,
-)
-from tests.support import Server, password, running_server, wait_for
+from tests.faults.common import check_error, socket_fds, tcp_connections, wait_until
+from tests.support import GROUP, Server, password, running_server, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 SECONDS = float(os.environ.get("THREADSVC_FLOOD_SECONDS", "10"))
 STREAMS = 4  # max-streams-per-user

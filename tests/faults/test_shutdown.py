@@ -23,8 +23,10 @@ import psycopg
 import pytest
 
 from tests.conftest import NewStore
-from tests.faults.common import GROUP, status, thread_id, wait_until
-from tests.support import Server, seed, wait_for
+from tests.faults.common import wait_until
+from tests.support import GROUP, Server, seed, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 GRACE = 3.0
 RUNNING = {"inprogress", "warning", "error"}

@@ -17,6 +17,8 @@ from tests.fuzz.checks import GROUP, XML_TYPE, check_answer
 from tests.pg import PostgresCluster
 from tests.support import Server, password, running_server
 
+pytestmark = pytest.mark.slow
+
 
 def error_id(response: httpx.Response) -> str:
     assert response.headers["content-type"] == XML_TYPE, response.headers
