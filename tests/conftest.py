@@ -42,6 +42,18 @@ def world(
 
 
 @pytest.fixture(scope="module")
+def in_process_world(
+    tmp_path_factory: pytest.TempPathFactory, new_store: NewStore
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """`world`, served in this process through httpx.ASGITransport (tests/support.py
+    `InProcess`): for modules that ask only what the app answers. A module uses it by
+    overriding `world` with it."""
+    directory = tmp_path_factory.mktemp("app")
+    settings = {"max-running": 64, "db": new_store(directory)}
+    yield from running_server(directory, in_process=True, **settings)
+
+
+@pytest.fixture(scope="module")
 def server(world: tuple[Server, dict[str, str]]) -> Server:
     return world[0]
 

@@ -9,6 +9,7 @@ The standard world: administrator `admin`; group `dev` (id 240) with `reviewer`,
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -28,9 +29,11 @@ from typing import Any, Self
 
 import anyio
 import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from lxml import etree
 
 from threadsvc import admin
+from threadsvc.app import create_app
 from threadsvc.settings import load_settings
 
 GROUP = "/ps/service/groups/dev"
@@ -120,9 +123,71 @@ class Server:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
     def client(self, user: str | None = None, **kwargs: Any) -> httpx.Client:
-        auth = (user, password(user)) if user else None
-        return httpx.Client(base_url=self.url, auth=auth, **{"timeout": 30, **kwargs})
+        """A client signed in as `user` with Basic (or as `kwargs` say)."""
+        return httpx.Client(base_url=self.url, **self._options(user, kwargs))
+
+    @staticmethod
+    def _options(user: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {"auth": (user, password(user)) if user else None, "timeout": 30, **kwargs}
+
+
+class InProcess(Server):
+    """The app of `create_app` in this process, its lifespan run on an event loop of its own
+    (an anyio portal); clients reach it through `httpx.ASGITransport`, with no port and no
+    process to start. For tests of what the app answers that need neither the network (the
+    proxy headers, slow clients, connection limits of uvicorn) nor a process to signal."""
+
+    def __init__(self, directory: Path, **settings: Any) -> None:
+        super().__init__(directory, **settings)
+        self.url = "http://127.0.0.1"
+        self._stack: contextlib.ExitStack | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        app = create_app(load_settings(self.config, environ={}))
+        with contextlib.ExitStack() as stack:
+            self.portal = stack.enter_context(start_blocking_portal())
+            stack.enter_context(self.portal.wrap_async_context_manager(
+                app.router.lifespan_context(app)))
+            self.transport = _PortalTransport(self.portal, httpx.ASGITransport(app))
+            self._stack = stack.pop_all()
+
+    @property
+    def running(self) -> bool:
+        return self._stack is not None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self._stack is not None
+        self._stack.close()
+        self._stack = None
+        return 0
+
+    def client(self, user: str | None = None, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, transport=self.transport,
+                            **self._options(user, kwargs))
+
+
+class _PortalTransport(httpx.BaseTransport):
+    """A synchronous transport over `httpx.ASGITransport`, run on the app's portal."""
+
+    def __init__(self, portal: BlockingPortal, inner: httpx.ASGITransport) -> None:
+        self.portal, self.inner = portal, inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()  # a sync stream: read here, sent as bytes on the app's loop
+        copy = httpx.Request(request.method, request.url, headers=request.headers, content=body)
+
+        async def send() -> httpx.Response:
+            response = await self.inner.handle_async_request(copy)
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  content=content, request=request)
+
+        return self.portal.call(send)
 
 
 def _toml(value: Any) -> str:
@@ -135,14 +200,17 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def running_server(directory: Path, **settings: Any) -> Iterator[tuple[Server, dict[str, str]]]:
-    server = Server(directory, **settings)
+def running_server(directory: Path, in_process: bool = False,
+                   **settings: Any) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The standard world on a server started for it (`InProcess` if `in_process`), stopped
+    after; with the users' API tokens."""
+    server = (InProcess if in_process else Server)(directory, **settings)
     tokens = seed(server.config)
     server.start()
     try:
         yield server, tokens
     finally:
-        if server.process is not None:
+        if server.running:
             server.stop()
 
 

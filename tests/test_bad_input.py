@@ -31,9 +31,11 @@ _SCHEMA_LOCK = threading.Lock()  # validate() is for one OS thread at a time per
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    """This module's server: the standard world with `max-upload` = 100000."""
+    """This module's server: the standard world with `max-upload` = 100000, served in this
+    process (it asks only what the app answers)."""
     yield from running_server(
-        tmp_path_factory.mktemp("bad-input"), **{"max-running": 16, "max-upload": MAX_UPLOAD}
+        tmp_path_factory.mktemp("bad-input"), in_process=True,
+        **{"max-running": 16, "max-upload": MAX_UPLOAD},
     )
 
 
