@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def in_process_world(
     `InProcess`): for modules that ask only what the app answers. A module uses it by
     overriding `world` with it."""
     directory = tmp_path_factory.mktemp("app")
-    settings = {"max-running": 64, "db": new_store(directory)}
+    settings: dict[str, Any] = {"max-running": 64, "db": new_store(directory)}
     yield from running_server(directory, in_process=True, **settings)
 
 
