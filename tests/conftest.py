@@ -38,7 +38,7 @@ def world(
 ) -> Iterator[tuple[Server, dict[str, str]]]:
     """A real server with the standard world (see tests/support.py), shared by a module."""
     directory = tmp_path_factory.mktemp("server")
-    settings = {"max-running": 64, "db": new_store(directory)}
+    settings: dict[str, Any] = {"max-running": 64, "db": new_store(directory)}
     yield from running_server(directory, **settings)
 
 
