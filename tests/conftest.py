@@ -8,7 +8,8 @@ import pytest
 
 from tests.pg import PostgresCluster
 from tests.pg import unavailable as pg_unavailable
-from tests.support import Server, running_server
+from tests.support import Clock, Server, running_server
+from threadsvc import models
 
 NewStore = Callable[[Path], str]
 STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -52,6 +53,15 @@ def in_process_world(
     directory = tmp_path_factory.mktemp("app")
     settings: dict[str, Any] = {"max-running": 64, "db": new_store(directory)}
     yield from running_server(directory, in_process=True, **settings)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """threadsvc's clock, for this test, moved on with `clock.advance(seconds)` (the rules of
+    `InProcess` servers see it; servers in their own processes do not)."""
+    moved = Clock()
+    monkeypatch.setattr(models, "wall_clock_ns", moved)
+    return moved
 
 
 @pytest.fixture(scope="module")

@@ -171,6 +171,21 @@ class InProcess(Server):
                             **self._options(user, kwargs))
 
 
+class Clock:
+    """threadsvc's clock (`threadsvc.models.wall_clock_ns`) moved on by hand: an `InProcess`
+    server's rules (TTLs, lockouts, retention) see the time pass without the wait. conftest's
+    `clock` fixture puts it in place for one test."""
+
+    def __init__(self) -> None:
+        self.ahead_ns = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() + self.ahead_ns
+
+    def advance(self, seconds: float) -> None:
+        self.ahead_ns += int(seconds * 1_000_000_000)
+
+
 class _PortalTransport(httpx.BaseTransport):
     """A synchronous transport over `httpx.ASGITransport`, run on the app's portal."""
 

@@ -11,14 +11,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import Server, password, running_server
+from tests.support import Clock, Server, password, running_server
+
+LOCKING = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2,
+           "purge-interval": 0.5}
 
 
 @pytest.fixture(scope="module")
 def locking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    settings = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2,
-                "purge-interval": 0.5}
-    for server, _ in running_server(tmp_path_factory.mktemp("locking"), **settings):
+    for server, _ in running_server(tmp_path_factory.mktemp("locking"), **LOCKING):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def locking_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`locking`, served in this process: its clock can be moved on (conftest's `clock`)."""
+    directory = tmp_path_factory.mktemp("locking-here")
+    for server, _ in running_server(directory, in_process=True, **LOCKING):
         yield server
 
 
@@ -69,17 +78,18 @@ def test_oauth_client_credentials(locking: Server) -> None:
     assert expired.status_code == 401 and _error_id(expired) == "0100"
 
 
-def test_lockout_after_failed_passwords(locking: Server) -> None:
-    url = f"{locking.url}/ps/service/groups/dev/threads"
-    for _ in range(3):
-        assert httpx.get(url, auth=("manager", "wrong")).status_code == 401
-    locked = httpx.get(url, auth=("manager", password("manager")))
-    assert locked.status_code == 429 and _error_id(locked) == "0301"
-    assert int(locked.headers["retry-after"]) >= 1
-    # another user is not affected
-    assert httpx.get(url, auth=("contributor", password("contributor"))).status_code == 200
-    time.sleep(2.1)
-    assert httpx.get(url, auth=("manager", password("manager"))).status_code == 200
+def test_lockout_after_failed_passwords(locking_here: Server, clock: Clock) -> None:
+    url = "/ps/service/groups/dev/threads"
+    with locking_here.client() as http:
+        for _ in range(3):
+            assert http.get(url, auth=("manager", "wrong")).status_code == 401
+        locked = http.get(url, auth=("manager", password("manager")))
+        assert locked.status_code == 429 and _error_id(locked) == "0301"
+        assert int(locked.headers["retry-after"]) >= 1
+        # another user is not affected
+        assert http.get(url, auth=("contributor", password("contributor"))).status_code == 200
+        clock.advance(2.1)
+        assert http.get(url, auth=("manager", password("manager"))).status_code == 200
 
 
 def test_unknown_users_are_counted_too(locking: Server) -> None:

@@ -13,28 +13,36 @@ import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.support import Server, running_server, start, status, wait_final, wait_for
+from tests.support import Clock, Server, running_server, start, status, wait_final, wait_for
 from tests.support import thread_id as id_of
 
 GROUP = "/ps/service/groups/dev"
 
 
+SHORT = {  # short lifetimes, so that expiry and retention can be watched
+    "result-url-ttl": 2,
+    "result-ttl": 4,
+    "thread-ttl": 6,
+    "purge-interval": 0.5,
+    "max-active-per-user": 5,
+    "max-active-per-group": 8,
+    "max-streams-per-user": 2,
+    "max-running": 64,
+}
+
+
 @pytest.fixture(scope="module")
 def short(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
-    """Short lifetimes, so that expiry and retention can be watched."""
     directory = tmp_path_factory.mktemp("short")
-    settings = {
-        "db": new_store(directory),
-        "result-url-ttl": 2,
-        "result-ttl": 4,
-        "thread-ttl": 6,
-        "purge-interval": 0.5,
-        "max-active-per-user": 5,
-        "max-active-per-group": 8,
-        "max-streams-per-user": 2,
-        "max-running": 64,
-    }
-    for server, _ in running_server(directory, **settings):
+    for server, _ in running_server(directory, db=new_store(directory), **SHORT):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def short_here(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
+    """`short`, served in this process: its clock can be moved on (conftest's `clock`)."""
+    directory = tmp_path_factory.mktemp("short-here")
+    for server, _ in running_server(directory, in_process=True, db=new_store(directory), **SHORT):
         yield server
 
 
@@ -122,29 +130,30 @@ def test_result_links_are_on_public_url_whatever_the_host_header(public: Server,
         assert href.startswith("http://evil.example.net/ps/service/results/"), href
 
 
-def test_presigned_url_expires(short: Server) -> None:
-    with short.client("contributor") as http:
+def test_presigned_url_expires(short_here: Server, clock: Clock) -> None:
+    with short_here.client("contributor") as http:
         thread_id = start(http, seconds="0", steps="1", result="x")
         finished(http, thread_id)
         href = http.get(f"{GROUP}/threads/{thread_id}/result").headers["location"]
-    assert httpx.get(href).status_code == 200
-    time.sleep(3.2)
-    expired = httpx.get(href)
+    with short_here.client() as anonymous:
+        assert anonymous.get(href).status_code == 200
+        clock.advance(3.2)
+        expired = anonymous.get(href)
     assert expired.status_code == 403 and 'id="0400"' in expired.text
 
 
-def test_retention_deletes_results_then_threads(short: Server) -> None:
-    with short.client("contributor") as http:
+def test_retention_deletes_results_then_threads(short_here: Server, clock: Clock) -> None:
+    with short_here.client("contributor") as http:
         thread_id = start(http, seconds="0", steps="1", result="x")
         finished(http, thread_id)
         listed = http.get(f"{GROUP}/threads", params={"status": "all", "deletion-before": "9999999999999"})
         assert thread_id in listed.text
-        time.sleep(4.2)
+        clock.advance(4.2)
         gone = http.get(f"{GROUP}/threads/{thread_id}/result")
         assert gone.status_code == 410 and 'id="0401"' in gone.text
         assert http.get(f"{GROUP}/threads/{thread_id}").status_code == 200  # no 303 any more
         wait_for(http, f"{GROUP}/threads/{thread_id}", lambda r: r.status_code == 404, timeout=10)
-    with short.client("admin") as http:
+    with short_here.client("admin") as http:
         purges = http.get("/ps/service/threads", params={"status": "all", "type": "purge"}).text
         assert 'username="system"' in purges and 'type="purge"' in purges
 
