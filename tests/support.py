@@ -215,10 +215,11 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def running_server(directory: Path, in_process: bool = False,
+def running_server(directory: Path, in_process: bool = False, killed: bool = False,
                    **settings: Any) -> Iterator[tuple[Server, dict[str, str]]]:
-    """The standard world on a server started for it (`InProcess` if `in_process`), stopped
-    after; with the users' API tokens."""
+    """The standard world on a server started for it (`InProcess` if `in_process`), with the
+    users' API tokens; stopped after, whatever happened (SIGKILLed if `killed`: a failed check
+    must not leave a stopping server behind)."""
     server = (InProcess if in_process else Server)(directory, **settings)
     tokens = seed(server.config)
     server.start()
@@ -226,7 +227,7 @@ def running_server(directory: Path, in_process: bool = False,
         yield server, tokens
     finally:
         if server.running:
-            server.stop()
+            server.stop(signal.SIGKILL if killed else signal.SIGTERM)
 
 
 def wait_for(client: httpx.Client, path: str, predicate: Any, timeout: float = 10.0) -> httpx.Response:

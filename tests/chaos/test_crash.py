@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.support import Receiver, Server, seed
+from tests.support import Receiver, Server, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -70,14 +70,10 @@ def receiver() -> Iterator[Receiver]:
 def server(tmp_path: Path, new_store: NewStore) -> Iterator[Server]:
     """A server of its own, killed at the end whatever happened (a failed check must not leave
     it running)."""
-    server = Server(tmp_path, db=new_store(tmp_path), **{
+    for server, _ in running_server(tmp_path, killed=True, db=new_store(tmp_path), **{
         "max-running": 32, "max-active-per-user": 10_000, "webhook-allow-private": True,
-    })
-    seed(server.config)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.kill()
+    }):
+        yield server
 
 
 @pytest.mark.timeout(600)
