@@ -178,9 +178,15 @@ class Clock:
 
     def __init__(self) -> None:
         self.ahead_ns = 0
+        self.stopped_at: int | None = None
 
     def __call__(self) -> int:
-        return time.time_ns() + self.ahead_ns
+        now = time.time_ns() if self.stopped_at is None else self.stopped_at
+        return now + self.ahead_ns
+
+    def stop(self) -> None:
+        """Time stands still from now on, but for `advance`."""
+        self.stopped_at = time.time_ns()
 
     def advance(self, seconds: float) -> None:
         self.ahead_ns += int(seconds * 1_000_000_000)
