@@ -33,6 +33,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error
 from tests.support import Server, seed
 
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
 FILES = 256  # the server's open-file limit
 POLLS = 400  # long-polls sent at once by one user, well beyond FILES
 LOG_BOUND = 200_000  # bytes of log a flood may cost at most (it was 22 MB)

@@ -35,6 +35,8 @@ from tests.support import Server, running_server, wait_for
 from threadsvc import admin
 from threadsvc.settings import load_settings
 
+pytestmark = pytest.mark.slow
+
 GROUP = "/ps/service/groups/dev"
 SERVER = "/ps/service"
 RUN = "6"  # seconds a thread runs: long beside the 1 s re-check

@@ -31,6 +31,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error, still_serving
 from tests.support import Server, running_server, wait_for
 
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
 
 def heads(token: str) -> tuple[bytes, bytes]:
     """A GET with 10 kB of headers, and a POST's head announcing a 10 000-byte form; both with

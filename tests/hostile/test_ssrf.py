@@ -19,6 +19,8 @@ from lxml import etree
 from tests.hostile.payloads import GROUP, check_error, still_serving
 from tests.support import Receiver, Server, running_server, seed, wait_for
 
+pytestmark = pytest.mark.slow
+
 HOOKS = f"{GROUP}/webhooks"
 SERVER_HOOKS = "/ps/service/webhooks"
 

@@ -30,6 +30,8 @@ from tests.hostile.payloads import GROUP, check_error
 from tests.support import Server, password, running_server, wait_final
 from threadsvc.xml.schemas import validate
 
+pytestmark = pytest.mark.slow
+
 XML_TYPE = "application/xml;charset=utf-8"
 NASTY = [
     "ctl\x01user",  # the report

@@ -29,6 +29,8 @@ from threadsvc import admin
 from threadsvc.models import now_ms
 from threadsvc.settings import load_settings
 
+pytestmark = pytest.mark.slow
+
 DOCS = Path(__file__).parents[2] / "docs" / "webhooks.md"
 SECRET = "a-long-enough-secret-for-hooks"
 

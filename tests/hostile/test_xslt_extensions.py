@@ -32,6 +32,8 @@ from tests.hostile.payloads import GROUP, finish, result_bytes, still_serving, t
 from tests.support import Server
 from threadsvc.xml.transform import Engine, StylesheetError
 
+pytestmark = pytest.mark.slow
+
 XSL_NS = "http://www.w3.org/1999/XSL/Transform"
 DOCUMENT = b"<doc><n>3</n><n>1</n><n>2</n><title>Alpha</title></doc>"
 
