@@ -8,7 +8,7 @@ import pytest
 
 from tests.pg import PostgresCluster
 from tests.pg import unavailable as pg_unavailable
-from tests.support import Clock, Server, running_server
+from tests.support import Clock, InProcess, Server, running_server
 from threadsvc import models
 
 NewStore = Callable[[Path], str]
@@ -52,7 +52,7 @@ def in_process_world(
     overriding `world` with it."""
     directory = tmp_path_factory.mktemp("app")
     settings: dict[str, Any] = {"max-running": 64, "db": new_store(directory)}
-    yield from running_server(directory, in_process=True, **settings)
+    yield from running_server(directory, kind=InProcess, **settings)
 
 
 @pytest.fixture

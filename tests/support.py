@@ -72,7 +72,9 @@ def seed(config: Path) -> dict[str, str]:
 class Server:
     """`threadsvc serve` in a subprocess, on the settings file it writes for itself."""
 
-    def __init__(self, directory: Path, **settings: Any) -> None:
+    def __init__(self, directory: Path, config_tail: str = "", **settings: Any) -> None:
+        """Settings as in threadsvc.toml (names with dashes); `config_tail` is written after
+        them (tables such as [commands.NAME])."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -87,15 +89,19 @@ class Server:
             "shutdown-grace": 1.0,
             **settings,
         }
-        self.config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in values.items()))
+        self.config.write_text(
+            "".join(f"{k} = {_toml(v)}\n" for k, v in values.items()) + config_tail)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "server.log"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "threadsvc", "serve", "--config", str(self.config)]
 
     def start(self, timeout: float = 20.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("THREADSVC_")}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "threadsvc", "serve", "--config", str(self.config)],
+                self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -142,8 +148,8 @@ class InProcess(Server):
     process to start. For tests of what the app answers that need neither the network (the
     proxy headers, slow clients, connection limits of uvicorn) nor a process to signal."""
 
-    def __init__(self, directory: Path, **settings: Any) -> None:
-        super().__init__(directory, **settings)
+    def __init__(self, directory: Path, config_tail: str = "", **settings: Any) -> None:
+        super().__init__(directory, config_tail, **settings)
         self.url = "http://127.0.0.1"
         self._stack: contextlib.ExitStack | None = None
 
@@ -221,12 +227,14 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def running_server(directory: Path, in_process: bool = False, killed: bool = False,
-                   **settings: Any) -> Iterator[tuple[Server, dict[str, str]]]:
-    """The standard world on a server started for it (`InProcess` if `in_process`), with the
-    users' API tokens; stopped after, whatever happened (SIGKILLed if `killed`: a failed check
-    must not leave a stopping server behind)."""
-    server = (InProcess if in_process else Server)(directory, **settings)
+def running_server(
+    directory: Path, kind: type[Server] = Server, killed: bool = False, config_tail: str = "",
+    **settings: Any,
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The standard world on a server of `kind` started for it (a `Server` process, or
+    `InProcess`), with the users' API tokens; stopped after, whatever happened (SIGKILLed if
+    `killed`: a failed check must not leave a stopping server behind)."""
+    server = kind(directory, config_tail, **settings)
     tokens = seed(server.config)
     server.start()
     try:
@@ -234,6 +242,21 @@ def running_server(directory: Path, in_process: bool = False, killed: bool = Fal
     finally:
         if server.running:
             server.stop(signal.SIGKILL if killed else signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def sitecustomize(directory: Path, code: str) -> Iterator[None]:
+    """Servers started inside run `code` first, as their sitecustomize module."""
+    (directory / "sitecustomize.py").write_text(code)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(directory), saved) if p)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def wait_for(client: httpx.Client, path: str, predicate: Any, timeout: float = 10.0) -> httpx.Response:

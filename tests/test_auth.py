@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import Clock, Server, password, running_server
+from tests.support import Clock, InProcess, Server, password, running_server
 
 LOCKING = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2,
            "purge-interval": 0.5}
@@ -27,7 +27,7 @@ def locking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def locking_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`locking`, served in this process: its clock can be moved on (conftest's `clock`)."""
     directory = tmp_path_factory.mktemp("locking-here")
-    for server, _ in running_server(directory, in_process=True, **LOCKING):
+    for server, _ in running_server(directory, kind=InProcess, **LOCKING):
         yield server
 
 

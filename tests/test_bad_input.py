@@ -19,7 +19,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, running_server, wait_for
+from tests.support import InProcess, Server, running_server, wait_for
 from threadsvc.xml.schemas import validate
 
 XML_TYPE = "application/xml;charset=utf-8"
@@ -34,7 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, di
     """This module's server: the standard world with `max-upload` = 100000, served in this
     process (it asks only what the app answers)."""
     yield from running_server(
-        tmp_path_factory.mktemp("bad-input"), in_process=True,
+        tmp_path_factory.mktemp("bad-input"), kind=InProcess,
         **{"max-running": 16, "max-upload": MAX_UPLOAD},
     )
 

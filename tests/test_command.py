@@ -21,7 +21,7 @@ import pytest
 from lxml import etree
 
 from tests import support
-from tests.support import Server, seed
+from tests.support import Server, running_server, seed
 from threadsvc.jobs.command import GRACE_SECONDS, parse_commands, run_command
 from threadsvc.settings import SettingsError
 from threadsvc.xml.schemas import validate
@@ -96,16 +96,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("command")
     workdir = directory / "work"
     workdir.mkdir()
-    server = Server(directory, **{"max-running": 64})
-    with server.config.open("a") as config:
-        config.write(commands_toml(workdir))
-    seed(server.config)
-    server.start()
-    try:
+    for server, _ in running_server(directory, config_tail=commands_toml(workdir),
+                                    **{"max-running": 64}):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -13,7 +13,16 @@ import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.support import Clock, Server, running_server, start, status, wait_final, wait_for
+from tests.support import (
+    Clock,
+    InProcess,
+    Server,
+    running_server,
+    start,
+    status,
+    wait_final,
+    wait_for,
+)
 from tests.support import thread_id as id_of
 
 GROUP = "/ps/service/groups/dev"
@@ -42,7 +51,7 @@ def short(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iter
 def short_here(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
     """`short`, served in this process: its clock can be moved on (conftest's `clock`)."""
     directory = tmp_path_factory.mktemp("short-here")
-    for server, _ in running_server(directory, in_process=True, db=new_store(directory), **SHORT):
+    for server, _ in running_server(directory, kind=InProcess, db=new_store(directory), **SHORT):
         yield server
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 from lxml import etree
 
-from tests.support import GROUP, Server, Upload, thread_id, wait_final
+from tests.support import Server, Upload, thread_id, wait_final
 from threadsvc.xml.schemas import validate
 
 XML_TYPE = "application/xml;charset=utf-8"
+GROUP = "/ps/service/groups/dev"
 PASSWD_LINE = re.compile(r"\w+:[x*!]?:\d+:\d+:")  # what a line of /etc/passwd looks like
 MARKER = "HOSTILE-MARKER-5c1e"  # planted in files and listeners' answers: must never come back
 

@@ -12,7 +12,6 @@ on the server's PYTHONPATH, which configures the root logger before `serve` does
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from tests.hostile.payloads import GROUP, finish, thread_logs
-from tests.support import USERS, Receiver, Server, password, running_server, wait_for
+from tests.support import USERS, Receiver, Server, password, running_server, sitecustomize, wait_for
 
 BOOT = '''import logging
 logging.basicConfig(level=logging.DEBUG,
@@ -34,19 +33,10 @@ logging.basicConfig(level=logging.DEBUG,
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    boot = tmp_path_factory.mktemp("boot")
-    (boot / "sitecustomize.py").write_text(BOOT)
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(boot), saved) if p)
-    try:
+    with sitecustomize(tmp_path_factory.mktemp("boot"), BOOT):
         yield from running_server(tmp_path_factory.mktemp("secrets"), **{
             "webhook-allow-private": True, "lockout-attempts": 2, "lockout-seconds": 60,
             "result-url-ttl": 60})
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
 
 
 def csrf_of(response: httpx.Response) -> str:
