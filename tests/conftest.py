@@ -12,7 +12,9 @@ from tests.support import Clock, InProcess, Server, running_server
 from threadsvc import models
 
 NewStore = Callable[[Path], str]
-STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# A module on both stores runs its servers again on PostgreSQL: that half is `slow` (the fast
+# tier keeps PostgreSQL in the store contract suite, tests/store).
+STORES = ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -569,7 +569,7 @@ def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
             # nothing listens: attempts fail with no connection (code 0)
             wait_for(http, location, lambda r: b'code="0"' in r.content)
         server.stop()
-        receiver = Receiver(port)
+        receiver = Receiver(port=port)
         try:
             server.start()
             [received] = receiver.wait("/down", 1)
