@@ -11,14 +11,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import Server, password, running_server
+from tests.support import Clock, InProcess, Server, password, running_server
+
+LOCKING = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2,
+           "purge-interval": 0.5}
 
 
 @pytest.fixture(scope="module")
 def locking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    settings = {"lockout-attempts": 3, "lockout-seconds": 2, "access-token-ttl": 2,
-                "purge-interval": 0.5}
-    for server, _ in running_server(tmp_path_factory.mktemp("locking"), **settings):
+    for server, _ in running_server(tmp_path_factory.mktemp("locking"), **LOCKING):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def locking_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`locking`, served in this process: its clock can be moved on (conftest's `clock`)."""
+    directory = tmp_path_factory.mktemp("locking-here")
+    for server, _ in running_server(directory, kind=InProcess, **LOCKING):
         yield server
 
 
@@ -69,17 +78,18 @@ def test_oauth_client_credentials(locking: Server) -> None:
     assert expired.status_code == 401 and _error_id(expired) == "0100"
 
 
-def test_lockout_after_failed_passwords(locking: Server) -> None:
-    url = f"{locking.url}/ps/service/groups/dev/threads"
-    for _ in range(3):
-        assert httpx.get(url, auth=("manager", "wrong")).status_code == 401
-    locked = httpx.get(url, auth=("manager", password("manager")))
-    assert locked.status_code == 429 and _error_id(locked) == "0301"
-    assert int(locked.headers["retry-after"]) >= 1
-    # another user is not affected
-    assert httpx.get(url, auth=("contributor", password("contributor"))).status_code == 200
-    time.sleep(2.1)
-    assert httpx.get(url, auth=("manager", password("manager"))).status_code == 200
+def test_lockout_after_failed_passwords(locking_here: Server, clock: Clock) -> None:
+    url = "/ps/service/groups/dev/threads"
+    with locking_here.client() as http:
+        for _ in range(3):
+            assert http.get(url, auth=("manager", "wrong")).status_code == 401
+        locked = http.get(url, auth=("manager", password("manager")))
+        assert locked.status_code == 429 and _error_id(locked) == "0301"
+        assert int(locked.headers["retry-after"]) >= 1
+        # another user is not affected
+        assert http.get(url, auth=("contributor", password("contributor"))).status_code == 200
+        clock.advance(2.1)
+        assert http.get(url, auth=("manager", password("manager"))).status_code == 200
 
 
 def test_unknown_users_are_counted_too(locking: Server) -> None:
@@ -88,12 +98,16 @@ def test_unknown_users_are_counted_too(locking: Server) -> None:
     assert codes == [401, 401, 401, 429]
 
 
-def test_counts_of_failed_sign_ins_are_forgotten_once_over(locking: Server) -> None:
+def test_counts_of_failed_sign_ins_are_forgotten_once_over(
+    locking_here: Server, clock: Clock
+) -> None:
     """Each made-up name leaves a count; the purge interval deletes it once the window is over
     (else a stream of random names would grow the table for ever)."""
     name = f"ghost-{time.monotonic_ns()}"
-    assert httpx.get(f"{locking.url}/ps/service/threads", auth=(name, "x")).status_code == 401
-    database = locking.directory / "threadsvc.db"
+    clock.stop()  # the window ends when the clock says, however slow the machine
+    with locking_here.client(auth=(name, "x")) as http:
+        assert http.get("/ps/service/threads").status_code == 401
+    database = locking_here.directory / "threadsvc.db"
 
     def counted() -> bool:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
@@ -101,6 +115,7 @@ def test_counts_of_failed_sign_ins_are_forgotten_once_over(locking: Server) -> N
                               (name,)).fetchone() is not None
 
     assert counted()
+    clock.advance(2.1)
     deadline = time.monotonic() + 10
     while counted():
         assert time.monotonic() < deadline, "the count was never forgotten"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, running_server, wait_for
+from tests.support import InProcess, Server, running_server, wait_for
 from threadsvc.xml.schemas import validate
 
 XML_TYPE = "application/xml;charset=utf-8"
@@ -31,9 +31,11 @@ _SCHEMA_LOCK = threading.Lock()  # validate() is for one OS thread at a time per
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    """This module's server: the standard world with `max-upload` = 100000."""
+    """This module's server: the standard world with `max-upload` = 100000, served in this
+    process (it asks only what the app answers)."""
     yield from running_server(
-        tmp_path_factory.mktemp("bad-input"), **{"max-running": 16, "max-upload": MAX_UPLOAD}
+        tmp_path_factory.mktemp("bad-input"), kind=InProcess,
+        **{"max-running": 16, "max-upload": MAX_UPLOAD},
     )
 
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, running_server, wait_for
+from tests import support
+from tests.support import Server, running_server
 from threadsvc.models import Level
 from threadsvc.settings import load_settings
 from threadsvc.store import make_store
@@ -68,23 +69,11 @@ def progress(http: httpx.Client, tid: str, where: str = GROUP) -> Any:
 
 
 def wait_status(http: httpx.Client, tid: str, statuses: set[str], where: str = GROUP) -> Any:
-    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(statuses) + ')"')
-    response = wait_for(
-        http, f"{where}/threads/{tid}/progress", lambda r: bool(pattern.search(r.text)), 15
-    )
-    return parse_xml(response)
+    return parse_xml(support.wait_status(http, tid, statuses, where))
 
 
-def wait_running(http: httpx.Client, thread_id: str, where: str = GROUP) -> Any:
-    """Wait until the job itself runs: `inprogress` with the progress it reports first, so the
-    runner holds it (a thread just claimed in the store is `inprogress` a moment earlier)."""
-    response = wait_for(
-        http,
-        f"{where}/threads/{thread_id}/progress",
-        lambda r: 'status="inprogress"' in r.text and "<progress " in r.text,
-        15,
-    )
-    return parse_xml(response)
+def wait_running(http: httpx.Client, tid: str, where: str = GROUP) -> Any:
+    return parse_xml(support.wait_running(http, tid, where))
 
 
 def cancel(http: httpx.Client, tid: str, where: str = GROUP) -> Any:

@@ -25,6 +25,8 @@ from threadsvc.client import (
     WaitTimeout,
 )
 
+pytestmark = pytest.mark.slow
+
 HEX32 = re.compile(r"[0-9a-f]{32}")
 
 

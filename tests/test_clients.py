@@ -24,6 +24,12 @@ from lxml import etree
 from tests.support import Server, wait_for
 from threadsvc.xml.schemas import validate
 
+
+@pytest.fixture(scope="module")
+def world(in_process_world: tuple[Server, dict[str, str]]) -> tuple[Server, dict[str, str]]:
+    """This module asks only what the app answers: served in this process."""
+    return in_process_world
+
 XML_TYPE = "application/xml;charset=utf-8"
 GROUP = "/ps/service/groups/dev"
 STATUSES = {"initialised", "inprogress", "error", "warning", "completed", "failed", "cancelled"}

@@ -16,6 +16,8 @@ import pytest
 from tests.pg import PostgresCluster
 from tests.support import Server, seed
 
+pytestmark = pytest.mark.slow
+
 THREADS = 500
 FINAL = {"completed", "failed", "cancelled"}
 

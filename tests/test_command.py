@@ -20,7 +20,8 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, seed, wait_for
+from tests import support
+from tests.support import Server, running_server, seed
 from threadsvc.jobs.command.process import run_command
 from threadsvc.jobs.command.settings import GRACE_SECONDS, parse_commands
 from threadsvc.settings import SettingsError
@@ -96,16 +97,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("command")
     workdir = directory / "work"
     workdir.mkdir()
-    server = Server(directory, **{"max-running": 64})
-    with server.config.open("a") as config:
-        config.write(commands_toml(workdir))
-    seed(server.config)
-    server.start()
-    try:
+    for server, _ in running_server(directory, config_tail=commands_toml(workdir),
+                                    **{"max-running": 64}):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -146,11 +140,7 @@ def thread(http: httpx.Client, tid: str, where: str = GROUP) -> Any:
 
 
 def wait_final(http: httpx.Client, tid: str, where: str = GROUP, timeout: float = 20) -> Any:
-    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(FINAL) + ')"')
-    response = wait_for(
-        http, f"{where}/threads/{tid}/progress", lambda r: bool(pattern.search(r.text)), timeout
-    )
-    return parse_xml(response)
+    return parse_xml(support.wait_final(http, tid, where, timeout))
 
 
 def events(http: httpx.Client, tid: str, where: str = GROUP) -> list[tuple[str, str]]:
@@ -530,8 +520,8 @@ def test_a_second_cancel_during_the_grace_kills_at_once() -> None:
     async def main() -> float:
         run = run_command(ctx, stubborn, stubborn.argv_for({}))  # type: ignore[arg-type]
         task = asyncio.create_task(run)
-        while not any(text.startswith("pids:") for _, text in ctx.events):
-            await asyncio.sleep(0.02)
+        while not any(text.startswith("pids:") for _, text in ctx.events):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # (the command's output has no event to wait on)
         task.cancel()
         await asyncio.sleep(0.3)
         assert not task.done()  # in its grace

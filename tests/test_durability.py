@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.support import Server, seed, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 
 def _status(text: str) -> str:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from lxml import etree
 
+from tests import support
 from tests.support import Server, running_server, wait_for
 from threadsvc.xml.schemas import validate
 
@@ -119,28 +120,13 @@ def progress(http: httpx.Client, thread_id: str, where: str = GROUP) -> Any:
 def wait_status(
     http: httpx.Client, thread_id: str, statuses: set[str], where: str = GROUP, timeout: float = 15
 ) -> Any:
-    pattern = re.compile(r'<thread [^>]*status="(' + "|".join(statuses) + ')"')
-    response = wait_for(
-        http,
-        f"{where}/threads/{thread_id}/progress",
-        lambda r: bool(pattern.search(r.text)),
-        timeout,
-    )
-    el = parse_xml(response)
+    el = parse_xml(support.wait_status(http, thread_id, statuses, where, timeout))
     check_thread(el)
     return el
 
 
 def wait_running(http: httpx.Client, thread_id: str, where: str = GROUP) -> Any:
-    """Wait until the job itself runs: `inprogress` with the progress it reports first, so the
-    runner holds it (a thread just claimed in the store is `inprogress` a moment earlier)."""
-    response = wait_for(
-        http,
-        f"{where}/threads/{thread_id}/progress",
-        lambda r: 'status="inprogress"' in r.text and "<progress " in r.text,
-        15,
-    )
-    return parse_xml(response)
+    return parse_xml(support.wait_running(http, thread_id, where))
 
 
 def wait_final(http: httpx.Client, thread_id: str, where: str = GROUP, timeout: float = 15) -> Any:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.support import Clock
 from threadsvc.errors import LinkRefused
 from threadsvc.results import ResultLinks
 
@@ -22,7 +23,7 @@ def test_a_link_survives_key_rotation() -> None:
         dropped.verify(link.token)  # once the old key is gone, its links are too
 
 
-def test_expired_and_tampered_links_are_refused() -> None:
+def test_expired_and_tampered_links_are_refused(clock: Clock) -> None:
     links = ResultLinks(("k",), ttl=1)
     link = links.sign("c" * 32)
     assert link.expires > time.time() * 1000
@@ -30,7 +31,7 @@ def test_expired_and_tampered_links_are_refused() -> None:
         middle = len(link.token) - 10  # inside the signature, away from base64 padding bits
         swapped = "A" if link.token[middle] != "A" else "B"
         links.verify(link.token[:middle] + swapped + link.token[middle + 1 :])
-    time.sleep(2.1)
+    clock.advance(2.1)
     with pytest.raises(LinkRefused, match="expired"):
         links.verify(link.token)
 

@@ -22,6 +22,12 @@ import pytest
 
 from tests.support import USERS, Server, password, wait_for
 
+
+@pytest.fixture(scope="module")
+def world(in_process_world: tuple[Server, dict[str, str]]) -> tuple[Server, dict[str, str]]:
+    """This module asks only what the app answers: served in this process."""
+    return in_process_world
+
 XML = "application/xml;charset=utf-8"
 SERVICE = "/ps/service"
 THREAD_ID = re.compile(r"[0-9a-f]{32}")
@@ -83,7 +89,7 @@ def client(server: Server, caller: str) -> httpx.Client:
         return server.client()
     if caller == "badpass":
         user = bad_password_user()
-        return httpx.Client(base_url=server.url, auth=(user, password(user) + "-wrong"), timeout=30)
+        return server.client(auth=(user, password(user) + "-wrong"))
     user = user_of(caller)
     assert user is not None
     return server.client(user)
@@ -532,8 +538,7 @@ def test_numeric_group_is_an_id(server: Server, threads: Threads) -> None:
 
 # -- Bearer tokens --------------------------------------------------------------------------------
 def bearer(server: Server, token: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
-                        timeout=30)
+    return server.client(headers={"Authorization": f"Bearer {token}"})
 
 
 def test_bearer_tokens_work_like_basic(server: Server, threads: Threads,

@@ -13,51 +13,50 @@ import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.support import Server, running_server, wait_for
+from tests.support import (
+    Clock,
+    InProcess,
+    Server,
+    running_server,
+    start,
+    status,
+    wait_final,
+    wait_for,
+)
+from tests.support import thread_id as id_of
 
 GROUP = "/ps/service/groups/dev"
 
 
+SHORT = {  # short lifetimes, so that expiry and retention can be watched
+    "result-url-ttl": 2,
+    "result-ttl": 4,
+    "thread-ttl": 6,
+    "purge-interval": 0.5,
+    "max-active-per-user": 5,
+    "max-active-per-group": 8,
+    "max-streams-per-user": 2,
+    "max-running": 64,
+}
+
+
 @pytest.fixture(scope="module")
 def short(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
-    """Short lifetimes, so that expiry and retention can be watched."""
     directory = tmp_path_factory.mktemp("short")
-    settings = {
-        "db": new_store(directory),
-        "result-url-ttl": 2,
-        "result-ttl": 4,
-        "thread-ttl": 6,
-        "purge-interval": 0.5,
-        "max-active-per-user": 5,
-        "max-active-per-group": 8,
-        "max-streams-per-user": 2,
-        "max-running": 64,
-    }
-    for server, _ in running_server(directory, **settings):
+    for server, _ in running_server(directory, db=new_store(directory), **SHORT):
         yield server
 
 
-def _id(text: str) -> str:
-    found = re.search(r'<thread id="([0-9a-f]{32})"', text)
-    assert found, text
-    return found.group(1)
+@pytest.fixture(scope="module")
+def short_here(tmp_path_factory: pytest.TempPathFactory, new_store: NewStore) -> Iterator[Server]:
+    """`short`, served in this process: its clock can be moved on (conftest's `clock`)."""
+    directory = tmp_path_factory.mktemp("short-here")
+    for server, _ in running_server(directory, kind=InProcess, db=new_store(directory), **SHORT):
+        yield server
 
 
-def _status(text: str) -> str:
-    found = re.search(r'<thread [^>]*status="([a-z]+)"', text)
-    assert found, text
-    return found.group(1)
-
-
-def start(http: httpx.Client, **fields: str) -> str:
-    answer = http.post(f"{GROUP}/threads", data={"job": "sleep", **fields})
-    assert answer.status_code == 202, answer.text
-    return _id(answer.text)
-
-
-def finished(http: httpx.Client, thread_id: str) -> httpx.Response:
-    return wait_for(http, f"/ps/service/threads/{thread_id}/progress",
-                    lambda r: _status(r.text) in ("completed", "failed", "cancelled"))
+def finished(http: httpx.Client, tid: str) -> httpx.Response:
+    return wait_final(http, tid, "/ps/service", timeout=10)
 
 
 def test_result_follows_the_headers_to_the_file(server: Server) -> None:
@@ -67,7 +66,7 @@ def test_result_follows_the_headers_to_the_file(server: Server) -> None:
         location = answer.headers["location"]
         running = http.get(location)
         assert running.status_code == 202 and "retry-after" in running.headers
-        finished(http, _id(answer.text))
+        finished(http, id_of(answer))
         task = http.get(location.removesuffix("/result"))
         assert task.status_code == 303 and task.headers["location"] == location
         redirect = http.get(location)
@@ -140,29 +139,30 @@ def test_result_links_are_on_public_url_whatever_the_host_header(public: Server,
         assert href.startswith("http://evil.example.net/ps/service/results/"), href
 
 
-def test_presigned_url_expires(short: Server) -> None:
-    with short.client("contributor") as http:
+def test_presigned_url_expires(short_here: Server, clock: Clock) -> None:
+    with short_here.client("contributor") as http:
         thread_id = start(http, seconds="0", steps="1", result="x")
         finished(http, thread_id)
         href = http.get(f"{GROUP}/threads/{thread_id}/result").headers["location"]
-    assert httpx.get(href).status_code == 200
-    time.sleep(3.2)
-    expired = httpx.get(href)
+    with short_here.client() as anonymous:
+        assert anonymous.get(href).status_code == 200
+        clock.advance(3.2)
+        expired = anonymous.get(href)
     assert expired.status_code == 403 and 'id="0400"' in expired.text
 
 
-def test_retention_deletes_results_then_threads(short: Server) -> None:
-    with short.client("contributor") as http:
+def test_retention_deletes_results_then_threads(short_here: Server, clock: Clock) -> None:
+    with short_here.client("contributor") as http:
         thread_id = start(http, seconds="0", steps="1", result="x")
         finished(http, thread_id)
         listed = http.get(f"{GROUP}/threads", params={"status": "all", "deletion-before": "9999999999999"})
         assert thread_id in listed.text
-        time.sleep(4.2)
+        clock.advance(4.2)
         gone = http.get(f"{GROUP}/threads/{thread_id}/result")
         assert gone.status_code == 410 and 'id="0401"' in gone.text
         assert http.get(f"{GROUP}/threads/{thread_id}").status_code == 200  # no 303 any more
         wait_for(http, f"{GROUP}/threads/{thread_id}", lambda r: r.status_code == 404, timeout=10)
-    with short.client("admin") as http:
+    with short_here.client("admin") as http:
         purges = http.get("/ps/service/threads", params={"status": "all", "type": "purge"}).text
         assert 'username="system"' in purges and 'type="purge"' in purges
 
@@ -190,16 +190,16 @@ def test_idempotent_repeat_starts_nothing(server: Server) -> None:
         first = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"}, headers=headers)
         again = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"}, headers=headers)
         assert first.status_code == again.status_code == 202
-        assert _id(first.text) == _id(again.text)
+        assert id_of(first) == id_of(again)
         other = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"},
                           headers={"Idempotency-Key": "order-43"})
-        assert _id(other.text) != _id(first.text)
+        assert id_of(other) != id_of(first)
         bad = http.post(f"{GROUP}/threads", data={"job": "sleep"},
                         headers={"Idempotency-Key": "x" * 300})
         assert bad.status_code == 400 and "Idempotency-Key" in bad.text
     with server.client("contributor") as http:  # another user's key is another key
         theirs = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"}, headers=headers)
-        assert _id(theirs.text) != _id(first.text)
+        assert id_of(theirs) != id_of(first)
 
 
 def test_etag_and_long_poll(server: Server) -> None:
@@ -230,7 +230,7 @@ def test_long_poll_wakes_on_cancel(server: Server) -> None:
             with server.client("contributor") as other:
                 answer = other.get(url, params={"wait": "30"}, headers={"If-None-Match": tag})
                 woke.append(time.monotonic())
-                assert _status(answer.text) == "cancelled"
+                assert status(answer.text) == "cancelled"
 
         poller = threading.Thread(target=poll)
         poller.start()

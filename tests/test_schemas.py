@@ -27,6 +27,12 @@ from threadsvc.web.routes import routes
 from threadsvc.xml import answers, render
 from threadsvc.xml.schemas import SCHEMAS, schema, validate
 
+
+@pytest.fixture(scope="module")
+def world(in_process_world: tuple[Server, dict[str, str]]) -> tuple[Server, dict[str, str]]:
+    """This module asks only what the app answers: served in this process."""
+    return in_process_world
+
 T0 = 1_795_334_400_123  # 2026-11-22T08:00:00.123Z
 ID = "349f4fbcd872d514751f7809acf4d888"
 

@@ -1,6 +1,15 @@
+"""A first look at the app, served in this process."""
+
 from __future__ import annotations
 
+import pytest
+
 from tests.support import Server, wait_for
+
+
+@pytest.fixture(scope="module")
+def world(in_process_world: tuple[Server, dict[str, str]]) -> tuple[Server, dict[str, str]]:
+    return in_process_world
 
 
 def test_start_and_complete(server: Server) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,7 +19,17 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.support import Server, running_server, wait_final, wait_for
+from tests.support import (
+    Listener,
+    Server,
+    Upload,
+    file,
+    running_server,
+    thread_id,
+    wait_final,
+    wait_for,
+    zipped,
+)
 from threadsvc.xml.schemas import validate as validate_published
 
 DATA = Path(__file__).parent / "data" / "validate"
@@ -36,63 +44,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 that records every connection (and answers a little XML)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            with conn:
-                body = b'<!ENTITY leak "LEAKED-OVER-HTTP">'
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    item = Listener()
-    yield item
-    item.close()
+    """Records every connection, answering a little XML."""
+    with Listener(b'<!ENTITY leak "LEAKED-OVER-HTTP">') as item:
+        yield item
 
 
 # -- helpers ------------------------------------------------------------------------------------
-Upload = tuple[str, bytes]
-
-
-def file(path: Path, name: str | None = None, **replace: str) -> Upload:
-    data = path.read_bytes()
-    for old, new in replace.items():
-        data = data.replace(old.encode(), new.encode())
-    return (name or path.name, data)
-
-
-def zipped(entries: list[Upload], name: str = "set.zip") -> Upload:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for entry, data in entries:
-            archive.writestr(entry, data)
-    return (name, buffer.getvalue())
-
-
 def post(http: httpx.Client, documents: list[Upload], schema: Upload | None = None,
          **fields: str) -> httpx.Response:
     files = [("documents", (name, data, "application/xml")) for name, data in documents]
@@ -105,14 +64,12 @@ def start(http: httpx.Client, documents: list[Upload], schema: Upload | None = N
           **fields: str) -> str:
     response = post(http, documents, schema, **fields)
     assert response.status_code == 202, response.text
-    match = re.search(r'<thread id="([0-9a-f]{32})"', response.text)
-    assert match, response.text
-    return match.group(1)
+    return thread_id(response)
 
 
 def finish(http: httpx.Client, tid: str, timeout: float = 60) -> Any:
     """The thread once final, checked against thread.xsd."""
-    response = wait_final(http, tid, timeout)
+    response = wait_final(http, tid, timeout=timeout)
     validate_published(response.content)
     return etree.fromstring(response.content)
 

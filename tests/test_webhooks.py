@@ -9,11 +9,8 @@ import hmac
 import ipaddress
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -21,7 +18,7 @@ import pytest
 from lxml import etree
 
 from tests.conftest import NewStore
-from tests.support import Server, free_port, running_server, wait_for
+from tests.support import Received, Receiver, Server, free_port, running_server, wait_for
 from threadsvc.delivery import address as addresses
 from threadsvc.delivery import signing
 from threadsvc.delivery import worker as delivery_worker
@@ -32,71 +29,6 @@ GROUP = "/ps/service/groups/dev/webhooks"
 SERVER = "/ps/service/webhooks"
 XML_TYPE = "application/xml;charset=utf-8"
 KEY, SRV, LATER = "k" * 16, "server-hook-secret", "later-hook-secret"
-
-
-# -- a receiver -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-    @property
-    def thread(self) -> etree._Element:
-        return etree.fromstring(self.body)
-
-
-class Receiver:
-    """A ThreadingHTTPServer on 127.0.0.1 recording every POST; `fail[path] = N` answers the
-    next N requests to `path` with 500."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.requests: list[Received] = []
-        self.fail: dict[str, int] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                with receiver.lock:
-                    receiver.requests.append(Received(self.path, headers, body))
-                    failing = receiver.fail.get(self.path, 0)
-                    if failing:
-                        receiver.fail[self.path] = failing - 1
-                self.send_response(500 if failing else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.http.server_address[1]
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def received(self, path: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.requests if r.path == path]
-
-    def wait(self, path: str, count: int, timeout: float = 15.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.received(path)
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{path}: {len(found)} of {count} deliveries came")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 PUBLIC = "https://threads.example.org"
@@ -126,9 +58,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
+    with Receiver() as found:
+        yield found
 
 
 def unique(name: str) -> str:
@@ -480,20 +411,21 @@ def verify_timed(headers: dict[str, str], body: bytes, secret: str) -> bool:
 def check_signed(received: Received, secret: str, event: str) -> None:
     """Both signatures hold; the timed one not for the same body under another delivery id,
     nor at another time."""
-    assert received.headers["content-type"] == XML_TYPE
-    assert received.headers["x-threadsvc-event"] == event
-    assert re.fullmatch(r"[0-9a-f]{32}", received.headers["x-threadsvc-delivery"])
+    headers = {k.lower(): v for k, v in received.headers.items()}
+    assert headers["content-type"] == XML_TYPE
+    assert headers["x-threadsvc-event"] == event
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-threadsvc-delivery"])
     mac = hmac.new(secret.encode(), received.body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(received.headers["x-threadsvc-signature"], f"sha256={mac}")
-    assert verify_timed(received.headers, received.body, secret)
-    replayed = {**received.headers, "x-threadsvc-delivery": secrets.token_hex(16)}
+    assert hmac.compare_digest(headers["x-threadsvc-signature"], f"sha256={mac}")
+    assert verify_timed(headers, received.body, secret)
+    replayed = {**headers, "x-threadsvc-delivery": secrets.token_hex(16)}
     assert not verify_timed(replayed, received.body, secret)
-    stamp = str(int(received.headers["x-threadsvc-timestamp"]) + 1)
-    later = {**received.headers, "x-threadsvc-timestamp": stamp,
-             "x-threadsvc-signature-v2": received.headers["x-threadsvc-signature-v2"].replace(
-                 f"t={received.headers['x-threadsvc-timestamp']},", f"t={stamp},")}
+    stamp = str(int(headers["x-threadsvc-timestamp"]) + 1)
+    later = {**headers, "x-threadsvc-timestamp": stamp,
+             "x-threadsvc-signature-v2": headers["x-threadsvc-signature-v2"].replace(
+                 f"t={headers['x-threadsvc-timestamp']},", f"t={stamp},")}
     assert not verify_timed(later, received.body, secret)
-    assert not verify_timed(received.headers, received.body + b" ", secret)
+    assert not verify_timed(headers, received.body + b" ", secret)
     validate(received.body)
 
 
@@ -639,7 +571,7 @@ def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
             # nothing listens: attempts fail with no connection (code 0)
             wait_for(http, location, lambda r: b'code="0"' in r.content)
         server.stop()
-        receiver = Receiver(port)
+        receiver = Receiver(port=port)
         try:
             server.start()
             [received] = receiver.wait("/down", 1)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+# The clock every time rule reads through now_ms (TTLs, lockouts, retention): a seam that lets
+# a test of such a rule move time on instead of sleeping through it.
+wall_clock_ns: Callable[[], int] = time.time_ns
+
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return wall_clock_ns() // 1_000_000
 
 
 def iso(ms: int) -> str:

@@ -50,7 +50,7 @@ def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) 
             urls = {"threadsvc": server.url + path, "bare": bare_url + path}
             totals = {name: {"requests": 0, "seconds": 0.0, "cpu": 0.0, "p99": [], "errors": 0}
                       for name in urls}
-            for name, url in urls.items():  # warm-up
+            for url in urls.values():  # warm-up
                 wrk(url, seconds=sizes.warmup, connections=sizes.connections, headers=auth)
             for round_no in range(sizes.poll_rounds):
                 for name, url in urls.items():

@@ -25,7 +25,7 @@ class Client:
         self.error: str | None = None
 
 
-async def hold(spec: dict[str, Any], client: Client, connect: asyncio.Semaphore,
+async def hold(spec: dict[str, Any], client: Client, connect: asyncio.Semaphore,  # noqa: C901
                go: asyncio.Event) -> None:
     path = spec["thread_path"]
     if spec["mode"] == "longpoll":

@@ -14,45 +14,18 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.support import Server, free_port, seed
+from tests.support import Receiver, Server, running_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 ROUNDS = int(os.environ.get("THREADSVC_CHAOS_ROUNDS", "3"))
 GROUP = "/ps/service/groups/dev"
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that records the final statuses it hears."""
-
-    def __init__(self) -> None:
-        self.finals: dict[str, set[str]] = {}  # thread id -> delivery ids
-        lock = threading.Lock()
-        finals = self.finals
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                found = re.search(rb'<thread id="([0-9a-f]{32})"', body)
-                if found and self.headers["x-threadsvc-event"] == "final":
-                    with lock:
-                        finals.setdefault(found.group(1).decode(), set()).add(
-                            self.headers["x-threadsvc-delivery"]
-                        )
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 class Load:
@@ -89,29 +62,24 @@ class Load:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.server.shutdown()
+    with Receiver() as found:
+        yield found
 
 
 @pytest.fixture
 def server(tmp_path: Path, new_store: NewStore) -> Iterator[Server]:
     """A server of its own, killed at the end whatever happened (a failed check must not leave
     it running)."""
-    server = Server(tmp_path, db=new_store(tmp_path), **{
+    for server, _ in running_server(tmp_path, killed=True, db=new_store(tmp_path), **{
         "max-running": 32, "max-active-per-user": 10_000, "webhook-allow-private": True,
-    })
-    seed(server.config)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.kill()
+    }):
+        yield server
 
 
 @pytest.mark.timeout(600)
 def test_kills_lose_nothing(tmp_path: Path, server: Server, receiver: Receiver) -> None:
     with server.client("manager") as http:
-        assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "a-webhook-secret"}
+        assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url(), "secret": "a-webhook-secret"}
                          ).status_code == 201
     load = Load(server)
     load.thread.start()
@@ -151,9 +119,9 @@ def test_kills_lose_nothing(tmp_path: Path, server: Server, receiver: Receiver) 
             assert seqs == list(range(1, len(seqs) + 1)), f"a gap in the log of {thread_id}"
             assert len(re.findall(r"Status: inprogress \(node", logs)) <= 1, "ran twice"
     deadline = time.monotonic() + 150  # on PostgreSQL a dead node's lease must run out
-    while set(accepted) - set(receiver.finals):
+    while set(accepted) - set(receiver.finals()):
         assert time.monotonic() < deadline, (
-            f"{len(set(accepted) - set(receiver.finals))} final statuses never delivered"
+            f"{len(set(accepted) - set(receiver.finals()))} final statuses never delivered"
         )
         time.sleep(0.5)
     server.stop()
@@ -161,5 +129,5 @@ def test_kills_lose_nothing(tmp_path: Path, server: Server, receiver: Receiver) 
     figures.mkdir(parents=True, exist_ok=True)
     (figures / f"{tmp_path.name}.txt").write_text(
         f"kills={ROUNDS} requests={load.requests} accepted={len(accepted)} "
-        f"final_statuses_delivered={len(receiver.finals)}\n"
+        f"final_statuses_delivered={len(receiver.finals())}\n"
     )

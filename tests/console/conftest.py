@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import Server, password, running_server
+from tests.support import Server, password, running_server, start
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 CHROMIUM_ARGS = [
@@ -141,13 +141,8 @@ def sign_in(page: Any, user: str, secret: str | None = None) -> None:
 def start_sleep(server: Server, user: str, group: str | None = "dev", **params: Any) -> str:
     """Start a sleep thread through the API; returns its id."""
     where = f"/groups/{group}" if group else ""
-    data = {"job": "sleep", **{k: str(v) for k, v in params.items()}}
     with server.client(user) as http:
-        response = http.post(f"/ps/service{where}/threads", data=data)
-    assert response.status_code == 202, response.text
-    found = re.search(r'id="([0-9a-f]{32})"', response.text)
-    assert found, response.text
-    return found.group(1)
+        return start(http, f"/ps/service{where}", **params)
 
 
 def thread_status(server: Server, thread_id: str) -> str:

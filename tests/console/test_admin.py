@@ -12,6 +12,8 @@ import pytest
 from tests.console.conftest import UI, Browsing, cancel_all, start_sleep, thread_status
 from tests.support import Server, running_server
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:

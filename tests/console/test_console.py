@@ -7,8 +7,12 @@ import re
 import time
 from typing import Any
 
+import pytest
+
 from tests.console.conftest import UI, Browsing, sign_in, start_sleep, thread_status
 from tests.support import Server
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 PROGRESS = "#progress-wrap progress"
 

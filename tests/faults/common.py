@@ -14,24 +14,11 @@ from pathlib import Path
 import httpx
 from lxml import etree
 
+from tests.support import FINAL
 from threadsvc.xml.schemas import validate
 
-GROUP = "/ps/service/groups/dev"
 XML = "application/xml;charset=utf-8"
-FINAL = {"completed", "failed", "cancelled"}
 _VALIDATE = threading.Lock()  # validate() is for one OS thread at a time
-
-
-def thread_id(answer: httpx.Response) -> str:
-    found = re.search(r'<thread [^>]*id="([0-9a-f]{32})"', answer.text)
-    assert found, f"{answer.status_code}: {answer.text[:300]}"
-    return found.group(1)
-
-
-def status(text: str) -> str:
-    found = re.search(r'<thread [^>]*status="([a-z]+)"', text)
-    assert found, text[:300]
-    return found.group(1)
 
 
 def check_error(answer: httpx.Response, code: int, error_id: str) -> str:

@@ -19,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import GROUP, check_error, status, thread_id
-from tests.support import Server, running_server, wait_for
+from tests.faults.common import check_error
+from tests.support import GROUP, Server, running_server, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 SIZE_MIB = 4
 

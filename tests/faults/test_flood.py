@@ -20,16 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import (
-    GROUP,
-    check_error,
-    socket_fds,
-    status,
-    tcp_connections,
-    thread_id,
-    wait_until,
-)
-from tests.support import Server, password, running_server, wait_for
+from tests.faults.common import check_error, socket_fds, tcp_connections, wait_until
+from tests.support import GROUP, Server, password, running_server, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 SECONDS = float(os.environ.get("THREADSVC_FLOOD_SECONDS", "10"))
 STREAMS = 4  # max-streams-per-user
@@ -66,7 +60,7 @@ class Flood:
             except AssertionError as exc:
                 self.bad.append(f"{kind}: {exc}")
 
-    async def main(self) -> None:
+    async def main(self) -> None:  # noqa: C901 (the flood's parts, read top to bottom)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
         auth = ("contributor", password("contributor"))
         async with httpx.AsyncClient(base_url=self.server.url, auth=auth, timeout=60,
@@ -119,7 +113,7 @@ class Flood:
             tasks = [asyncio.create_task(fn()) for fn, n in (
                 (long_poll, 30), (poll, 10), (listing, 6), (start, 3), (stream, STREAMS + 4),
             ) for _ in range(n)]
-            while not self.stop.is_set():
+            while not self.stop.is_set():  # noqa: ASYNC110 (a threading.Event, set by the test)
                 await asyncio.sleep(0.1)
             for task in tasks:
                 task.cancel()

@@ -26,11 +26,12 @@ import httpx
 import pytest
 from psycopg import conninfo
 
-from tests.chaos.test_crash import Receiver
-from tests.faults.common import FINAL, GROUP, all_final, check_error, status, thread_id
+from tests.faults.common import all_final, check_error
 from tests.pg import PostgresCluster
 from tests.pg import unavailable as pg_unavailable
-from tests.support import Server, seed, wait_for
+from tests.support import FINAL, GROUP, Receiver, Server, seed, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 OUTAGES = int(os.environ.get("THREADSVC_PG_OUTAGES", "1"))
 DOWN = float(os.environ.get("THREADSVC_PG_DOWN", "6"))
@@ -157,7 +158,7 @@ def test_postgres_stops_and_comes_back(tmp_path: Path, cluster: Cluster) -> None
     load = Load(server)
     try:
         with server.client("manager") as http:
-            assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url, "secret": "a-webhook-secret"}
+            assert http.post(f"{GROUP}/webhooks", data={"url": receiver.url(), "secret": "a-webhook-secret"}
                              ).status_code == 201
             # threads that run through every outage
             long = [thread_id(http.post(f"{GROUP}/threads", data={
@@ -227,13 +228,13 @@ def test_postgres_stops_and_comes_back(tmp_path: Path, cluster: Cluster) -> None
                 seqs = [int(s) for s in re.findall(r'<event seq="(\d+)"', logs)]
                 assert seqs == list(range(1, len(seqs) + 1)), f"a gap in the log of {tid}"
         deadline = time.monotonic() + 90
-        while set(ids) - set(receiver.finals):
+        while set(ids) - set(receiver.finals()):
             assert time.monotonic() < deadline, (
-                f"{len(set(ids) - set(receiver.finals))} final statuses never delivered")
+                f"{len(set(ids) - set(receiver.finals()))} final statuses never delivered")
             time.sleep(0.5)
     finally:
         load.stop.set()
-        receiver.server.shutdown()
+        receiver.close()
         if server.process is not None:
             server.stop()
         if cluster.pg.root is not None and not (cluster.pg.root / "data/postmaster.pid").exists():

@@ -23,8 +23,10 @@ import psycopg
 import pytest
 
 from tests.conftest import NewStore
-from tests.faults.common import GROUP, status, thread_id, wait_until
-from tests.support import Server, seed, wait_for
+from tests.faults.common import wait_until
+from tests.support import GROUP, Server, running_server, seed, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 GRACE = 3.0
 RUNNING = {"inprogress", "warning", "error"}
@@ -45,17 +47,11 @@ def store_rows(db: str) -> dict[str, tuple[str, str | None]]:
 
 @pytest.fixture
 def server(tmp_path: Path, new_store: NewStore) -> Iterator[Server]:
-    server = Server(tmp_path, db=new_store(tmp_path), **{
+    for server, _ in running_server(tmp_path, killed=True, db=new_store(tmp_path), **{
         "shutdown-grace": GRACE, "max-running": 4, "max-active-per-user": 10_000,
         "jobs": ["tests.jobs_for_tests", "tests.faults.jobs"],
-    })
-    seed(server.config)
-    server.start()
-    try:
+    }):
         yield server
-    finally:
-        if server.process is not None:
-            server.stop(signal.SIGKILL)
 
 
 def _in_background(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:

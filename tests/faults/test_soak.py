@@ -26,8 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import GROUP, all_final, rss_kib, socket_fds, thread_id
-from tests.support import Server, running_server
+from tests.faults.common import all_final, rss_kib, socket_fds
+from tests.support import GROUP, Server, running_server, thread_id
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 SECONDS = float(os.environ.get("THREADSVC_SOAK_SECONDS", "30"))
 LONG_FORM = SECONDS >= 300

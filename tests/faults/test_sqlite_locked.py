@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.common import GROUP, all_final, check_error, status, thread_id, wait_until
-from tests.support import Server, running_server, wait_for
+from tests.faults.common import all_final, check_error, wait_until
+from tests.support import GROUP, Server, running_server, status, thread_id, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 BUSY_TIMEOUT = 10.0  # threadsvc/store/sqlite.py: PRAGMA busy_timeout
 STARTS = 4  # at once, while the lock is held

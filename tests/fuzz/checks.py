@@ -188,7 +188,7 @@ def _check_json_error(where: str, body: bytes) -> str:
     except ValueError as exc:
         raise AssertionError(
             f"{where} with a JSON body that does not parse ({exc}): {body[:300]!r}"
-        )
+        ) from None
     assert isinstance(data, dict) and set(data) == {"error"}, f"{where}: {body[:300]!r}"
     error = data["error"]
     assert isinstance(error, dict), f"{where}: {body[:300]!r}"
@@ -207,14 +207,18 @@ def _check_valid_xml(where: str, body: bytes) -> None:
     try:
         root = etree.fromstring(body)
     except etree.XMLSyntaxError as exc:
-        raise AssertionError(f"{where} with XML that is not well-formed ({exc}): {body[:300]!r}")
+        raise AssertionError(
+            f"{where} with XML that is not well-formed ({exc}): {body[:300]!r}"
+        ) from None
     if root.tag not in _ROOTS_WITH_SCHEMA:
         return
     with _SCHEMA_LOCK:
         try:
             validate(body)
         except ValueError as exc:
-            raise AssertionError(f"{where} with an invalid <{root.tag}>: {exc}\n{body[:500]!r}")
+            raise AssertionError(
+                f"{where} with an invalid <{root.tag}>: {exc}\n{body[:500]!r}"
+            ) from None
 
 
 # -- a world with things in it -------------------------------------------------------------------

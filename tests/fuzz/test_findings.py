@@ -13,9 +13,12 @@ import httpx
 import pytest
 from lxml import etree
 
+from tests import support
 from tests.fuzz.checks import GROUP, XML_TYPE, check_answer
 from tests.pg import PostgresCluster
 from tests.support import Server, password, running_server
+
+pytestmark = pytest.mark.slow
 
 
 def error_id(response: httpx.Response) -> str:
@@ -27,9 +30,7 @@ def error_id(response: httpx.Response) -> str:
 
 def start(server: Server, **fields: str) -> str:
     with server.client("contributor") as http:
-        response = http.post(f"{GROUP}/threads", data={"job": "sleep", **fields})
-    assert response.status_code == 202, response.text
-    return str(etree.fromstring(response.content).get("id"))
+        return support.start(http, GROUP, **fields)
 
 
 @pytest.fixture(scope="module")

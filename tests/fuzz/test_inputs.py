@@ -36,7 +36,7 @@ fuzz_settings = settings(
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-pytestmark = pytest.mark.timeout(max(300, INPUTS * 3))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(300, INPUTS * 3))]
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ from schemathesis.core.failures import FailureGroup
 from tests.fuzz.checks import KNOWN, Seeded, Sent, check_answer, known_bug, seed_world
 from tests.support import password, running_server
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("THREADSVC_FUZZ_EXAMPLES", "30"))
 
 # name -> (user or None, "basic" | "bearer", Accept)

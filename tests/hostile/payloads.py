@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import threading
 import time
 import zipfile
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 from lxml import etree
 
-from tests.support import Server, wait_final
+from tests.support import Server, Upload, thread_id, wait_final
 from threadsvc.xml.schemas import validate
 
 XML_TYPE = "application/xml;charset=utf-8"
@@ -82,23 +81,18 @@ def post_xml(http: httpx.Client, body: bytes, path: str = f"{GROUP}/threads") ->
 
 
 # -- jobs with uploads ------------------------------------------------------------------------
-Upload = tuple[str, bytes]
-
-
 def start_upload(http: httpx.Client, job: str, uploads: list[tuple[str, Upload]],
                  **fields: str) -> str:
     """Start `job` with files (`(field, (name, bytes))`); the thread's id."""
     files = [(field, (name, data, "application/octet-stream")) for field, (name, data) in uploads]
     response = http.post(f"{GROUP}/threads", data={"job": job, **fields}, files=files)
     assert response.status_code == 202, response.text
-    found = re.search(r'<thread id="([0-9a-f]{32})"', response.text)
-    assert found, response.text
-    return found.group(1)
+    return thread_id(response)
 
 
 def finish(http: httpx.Client, tid: str, timeout: float = 60) -> Any:
     """The thread once final."""
-    return etree.fromstring(wait_final(http, tid, timeout).content)
+    return etree.fromstring(wait_final(http, tid, timeout=timeout).content)
 
 
 def thread_logs(http: httpx.Client, tid: str) -> list[tuple[str, str]]:
@@ -146,38 +140,7 @@ def deep(levels: int, inner: str = "", tag: str = "a") -> bytes:
     return (f"<{tag}>" * levels + inner + f"</{tag}>" * levels).encode()
 
 
-# -- a listener that must never hear from the server ------------------------------------------
-class Listener:
-    """A TCP listener on 127.0.0.1 that counts connections, answering each with a little XML
-    holding MARKER (an entity declaration, a document, a stylesheet: whatever was fetched)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "/evil") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            with conn:
-                body = f'<!ENTITY leak "{MARKER}"><leak>{MARKER}</leak>'.encode()
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+# -- what a listener that must never hear from the server answers ----------------------------
+# a little XML holding MARKER, for whatever was fetched (an entity declaration, a document, a
+# stylesheet): tests/support.py `Listener(LEAK)`
+LEAK = f'<!ENTITY leak "{MARKER}"><leak>{MARKER}</leak>'.encode()

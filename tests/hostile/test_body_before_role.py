@@ -35,6 +35,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error, still_serving, thread_total
 from tests.support import Server, password, running_server
 
+pytestmark = pytest.mark.slow
+
 MAX_UPLOAD = 40 * 1024 * 1024
 DECLARED = 32 * 1024 * 1024  # under max-upload: only the role can refuse it early
 READ_TIMEOUT = 3.0

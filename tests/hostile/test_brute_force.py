@@ -21,6 +21,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error
 from tests.support import Server, password, running_server
 
+pytestmark = pytest.mark.slow
+
 ATTEMPTS = 3
 SECONDS = 3
 UI = "/ps/ui"

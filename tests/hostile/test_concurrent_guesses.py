@@ -26,6 +26,8 @@ from tests.hostile.payloads import GROUP, check_error
 from tests.pg import PostgresCluster
 from tests.support import Server, password, running_server, seed
 
+pytestmark = pytest.mark.slow
+
 ATTEMPTS = 5
 GUESSES = 200
 RIGHT_AT = 197

@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,9 @@ import httpx
 import pytest
 
 from tests.hostile.payloads import GROUP, check_error
-from tests.support import Server, seed
+from tests.support import Server, running_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 FILES = 256  # the server's open-file limit
 POLLS = 400  # long-polls sent at once by one user, well beyond FILES
@@ -41,47 +39,24 @@ LOG_BOUND = 200_000  # bytes of log a flood may cost at most (it was 22 MB)
 class LimitedServer(Server):
     """A server whose process may open FILES files (as `prlimit --nofile` would make it)."""
 
-    def start(self, timeout: float = 20.0) -> None:
+    def command(self) -> list[str]:
         prlimit = shutil.which("prlimit")  # util-linux; it execs the server (the same pid)
         if prlimit is None:
             pytest.skip("prlimit (util-linux) is not installed")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("THREADSVC_")}
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [prlimit, f"--nofile={FILES}", "--", sys.executable, "-m", "threadsvc", "serve",
-                 "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server did not start: {self.log.read_text()[-3000:]}")
+        return [prlimit, f"--nofile={FILES}", "--", *super().command()]
 
 
-def limited(directory: Path, **settings: Any) -> Iterator[tuple[LimitedServer, dict[str, str]]]:
-    server = LimitedServer(directory, **{"max-running": 4, **settings})
-    tokens = seed(server.config)
-    server.start()
-    try:
-        yield server, tokens
-    finally:
-        if server.process is not None:
-            server.stop()
+def limited(directory: Path, **settings: Any) -> Iterator[tuple[Server, dict[str, str]]]:
+    yield from running_server(directory, LimitedServer, **{"max-running": 4, **settings})
 
 
 @pytest.fixture(scope="module")
-def quota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LimitedServer, dict[str, str]]]:
+def quota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     yield from limited(tmp_path_factory.mktemp("quota"), **{"max-streams-per-user": 20})
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LimitedServer, dict[str, str]]]:
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     """No useful per-user quota: the connection cap alone stands."""
     yield from limited(tmp_path_factory.mktemp("capped"), **{"max-streams-per-user": 10_000})
 

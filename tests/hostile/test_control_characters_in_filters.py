@@ -16,6 +16,8 @@ from tests.conftest import NewStore
 from tests.hostile.payloads import GROUP, check_error, still_serving
 from tests.support import Server, running_server
 
+pytestmark = pytest.mark.slow
+
 CONTROLS = ["%00", "%01", "%09", "%0A", "%0D", "%1B", "%1F", "%7F", "%C2%80", "%C2%9F",
             "a%00", "%00b", "dev%00", "contributor%00", "sleep%00x"]
 

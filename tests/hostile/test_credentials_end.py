@@ -25,6 +25,8 @@ from tests.conftest import NewStore
 from tests.hostile.payloads import GROUP, check_error
 from tests.support import Server, password, running_server, wait_final
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def world(

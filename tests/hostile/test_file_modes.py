@@ -22,6 +22,8 @@ import pytest
 from tests.hostile.payloads import GROUP, finish
 from tests.support import Server, seed, wait_for
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=[0o022, 0o002, 0o000], ids=["022", "002", "000"])
 def umask(request: pytest.FixtureRequest) -> Iterator[int]:

@@ -22,6 +22,8 @@ from itsdangerous import URLSafeTimedSerializer
 from tests.hostile.payloads import GROUP, check_error, finish, still_serving
 from tests.support import Server, running_server, wait_for
 
+pytestmark = pytest.mark.slow
+
 LINK_TTL = 2
 TOKEN_TTL = 2
 KEY = "test-secret-key"  # tests/support.py Server's secret-key

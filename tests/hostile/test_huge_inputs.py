@@ -18,6 +18,7 @@ left), 400 with 0201 for too many fields or files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -60,10 +61,8 @@ def raw_exchange(server: Server, head: bytes, body: bytes = b"", timeout: float 
     a reset ends the reading (whatever came before it is returned)."""
     received = b""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
-        try:
+        with contextlib.suppress(OSError):  # closed while sending: judged on what can be read
             sock.sendall(head + body)
-        except OSError:
-            pass  # closed while sending: judged on what can still be read
         try:
             while True:
                 chunk = sock.recv(65536)

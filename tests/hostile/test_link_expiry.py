@@ -21,6 +21,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error, finish
 from tests.support import Server, running_server
 
+pytestmark = pytest.mark.slow
+
 TTL = 2
 
 

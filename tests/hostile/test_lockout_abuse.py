@@ -22,6 +22,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error
 from tests.support import Server, password, running_server
 
+pytestmark = pytest.mark.slow
+
 ATTEMPTS = 3
 SETTINGS = {"lockout-attempts": ATTEMPTS, "lockout-seconds": 600}
 

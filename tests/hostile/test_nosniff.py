@@ -9,14 +9,13 @@ PYTHONPATH (Starlette sends that answer outside every middleware)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.hostile.payloads import GROUP, finish
-from tests.support import Server, running_server
+from tests.support import Server, running_server, sitecustomize
 
 BOOT = '''from threadsvc.web import api
 
@@ -29,17 +28,8 @@ api.openapi = broken
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    boot = tmp_path_factory.mktemp("boot")
-    (boot / "sitecustomize.py").write_text(BOOT)
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(boot), saved) if p)
-    try:
+    with sitecustomize(tmp_path_factory.mktemp("boot"), BOOT):
         yield from running_server(tmp_path_factory.mktemp("nosniff"), **{"max-upload": 1000})
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
 
 
 def sniffless(response: httpx.Response, status: int) -> None:

@@ -26,6 +26,8 @@ from tests.conftest import NewStore
 from tests.hostile.payloads import GROUP, check_error
 from tests.support import Server, running_server
 
+pytestmark = pytest.mark.slow
+
 ATTEMPTS = 4
 
 

@@ -24,7 +24,7 @@ import pytest
 from lxml import etree
 
 from tests.hostile.payloads import GROUP, check_error, finish, thread_total
-from tests.support import Server, password, seed
+from tests.support import Server, password, running_server
 from threadsvc.client import Client
 
 SCRIPTS = Path(__file__).parent.parent / "commands"
@@ -54,17 +54,8 @@ argv = {_argv(str(SCRIPTS / "forge.py"))}
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    directory = tmp_path_factory.mktemp("patterns")
-    server = Server(directory, **{"jobs": ["tests.hostile.jobs"], "max-running": 16})
-    with server.config.open("a") as config:
-        config.write(COMMANDS)
-    tokens = seed(server.config)
-    server.start()
-    try:
-        yield server, tokens
-    finally:
-        if server.process is not None:
-            server.stop()
+    yield from running_server(tmp_path_factory.mktemp("patterns"), config_tail=COMMANDS,
+                              **{"jobs": ["tests.hostile.jobs"], "max-running": 16})
 
 
 NOT_ASCII_DIGITS = [

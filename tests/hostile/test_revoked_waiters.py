@@ -28,11 +28,14 @@ import anyio
 import httpx
 import pytest
 
+from tests import support
 from tests.conftest import NewStore
 from tests.hostile.payloads import check_error
 from tests.support import Server, running_server, wait_for
 from threadsvc import admin
 from threadsvc.settings import load_settings
+
+pytestmark = pytest.mark.slow
 
 GROUP = "/ps/service/groups/dev"
 SERVER = "/ps/service"
@@ -107,12 +110,8 @@ def client(server: Server, token: str) -> httpx.Client:
 
 def start(server: Server, token: str, path: str = GROUP, **fields: str) -> str:
     with client(server, token) as http:
-        answer = http.post(f"{path}/threads", data={"job": "sleep", "seconds": RUN,
-                                                    "steps": RUN, "result": "secret", **fields})
-        assert answer.status_code == 202, answer.text
-        found = re.search(r'<thread id="([0-9a-f]{32})"', answer.text)
-        assert found
-        return found.group(1)
+        return support.start(http, path, **{"seconds": RUN, "steps": RUN, "result": "secret",
+                                            **fields})
 
 
 class Stream:

@@ -19,6 +19,8 @@ import pytest
 from tests.support import Server, seed
 from threadsvc.keys import FINGERPRINT_SETTING, key_fingerprint
 
+pytestmark = pytest.mark.slow
+
 
 def node(directory: Path, db: str, keys: list[str]) -> Server:
     return Server(directory, db=db, **{"secret-key": keys})

@@ -12,21 +12,18 @@ on the server's PYTHONPATH, which configures the root logger before `serve` does
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.hostile.payloads import GROUP, finish, thread_logs
-from tests.support import USERS, Server, password, running_server, wait_for
+from tests.support import USERS, Receiver, Server, password, running_server, sitecustomize, wait_for
 
 BOOT = '''import logging
 logging.basicConfig(level=logging.DEBUG,
@@ -36,43 +33,10 @@ logging.basicConfig(level=logging.DEBUG,
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    boot = tmp_path_factory.mktemp("boot")
-    (boot / "sitecustomize.py").write_text(BOOT)
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(boot), saved) if p)
-    try:
+    with sitecustomize(tmp_path_factory.mktemp("boot"), BOOT):
         yield from running_server(tmp_path_factory.mktemp("secrets"), **{
             "webhook-allow-private": True, "lockout-attempts": 2, "lockout-seconds": 60,
             "result-url-ttl": 60})
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                receiver.bodies.append(self.rfile.read(int(self.headers["content-length"])))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 def csrf_of(response: httpx.Response) -> str:
@@ -107,7 +71,7 @@ def used_secrets(server: Server, tokens: dict[str, str]) -> tuple[list[str], lis
             "client_secret": wrong[0]})
         with server.client("manager") as http:
             created = http.post(f"{GROUP}/webhooks", data={
-                "url": receiver.url, "secret": webhook_secret, "events": "all"})
+                "url": receiver.url(), "secret": webhook_secret, "events": "all"})
             assert created.status_code == 201, created.text
         for auth in ({"Authorization": f"Bearer {access}"},
                      {"Authorization": f"Bearer {tokens['contributor']}"}):

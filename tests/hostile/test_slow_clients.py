@@ -31,6 +31,8 @@ import pytest
 from tests.hostile.payloads import GROUP, check_error, still_serving
 from tests.support import Server, running_server, wait_for
 
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+
 
 def heads(token: str) -> tuple[bytes, bytes]:
     """A GET with 10 kB of headers, and a POST's head announcing a 10 000-byte form; both with
@@ -68,10 +70,8 @@ class Slow:
         while not self._stop.wait(self.interval) and self.sent < len(self.trickle):
             byte = self.trickle[self.sent: self.sent + 1]
             for sock in self.sockets:
-                try:
+                with contextlib.suppress(OSError):  # closed by the server: closed() tells
                     sock.send(byte)
-                except OSError:
-                    pass  # closed by the server: closed() tells
             self.sent += 1
 
     def closed(self) -> int:

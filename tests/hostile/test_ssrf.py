@@ -9,17 +9,17 @@ and a redirect is never followed, so a public receiver cannot bounce a delivery 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from tests.hostile.payloads import GROUP, check_error, still_serving
-from tests.support import Server, running_server, seed, wait_for
+from tests.support import Receiver, Server, running_server, seed, wait_for
+
+pytestmark = pytest.mark.slow
 
 HOOKS = f"{GROUP}/webhooks"
 SERVER_HOOKS = "/ps/service/webhooks"
@@ -56,41 +56,6 @@ def lenient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for server, _ in running_server(tmp_path_factory.mktemp("lenient"),
                                     **{"webhook-allow-private": True}):
         yield server
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 answering every POST with `status` and `location`, and
-    counting the requests it gets."""
-
-    def __init__(self, status: int = 204, location: str | None = None) -> None:
-        self.hits = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                receiver.hits += 1
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.http.server_address[1]
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 def webhook_urls(server: Server, where: str = HOOKS) -> list[str]:

@@ -26,6 +26,8 @@ from psycopg import conninfo, sql
 from tests.pg import PostgresCluster
 from tests.support import Server, free_port, seed, wait_for
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "Right-Pass-7fq2"  # the role's real one
 WRONG = "Wr0ng-Kq7 zz/?#@Vt8-pw"  # characters that must be percent-encoded in a URL
 ROLE = "pwuser"

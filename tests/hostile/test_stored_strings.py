@@ -27,8 +27,10 @@ from lxml import etree
 
 from tests.conftest import NewStore
 from tests.hostile.payloads import GROUP, check_error
-from tests.support import Server, password, seed, wait_final
+from tests.support import Server, password, running_server, wait_final
 from threadsvc.xml.schemas import validate
+
+pytestmark = pytest.mark.slow
 
 XML_TYPE = "application/xml;charset=utf-8"
 NASTY = [
@@ -71,15 +73,8 @@ class Store:
 def world(tmp_path_factory: pytest.TempPathFactory,
           new_store: NewStore) -> Iterator[tuple[Server, dict[str, str]]]:
     directory = tmp_path_factory.mktemp("stored")
-    server = Server(directory, db=new_store(directory),
-                    **{"max-running": 16, "webhook-allow-private": True})
-    tokens = seed(server.config)
-    server.start()
-    try:
-        yield server, tokens
-    finally:
-        if server.process is not None:
-            server.stop()
+    yield from running_server(directory, db=new_store(directory),
+                              **{"max-running": 16, "webhook-allow-private": True})
 
 
 @pytest.fixture(scope="module")

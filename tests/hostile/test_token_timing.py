@@ -37,6 +37,8 @@ from threadsvc import admin
 from threadsvc.errors import AuthenticationFailed
 from threadsvc.settings import load_settings
 
+pytestmark = pytest.mark.slow
+
 TRIALS = int(os.environ.get("THREADSVC_TIMING_TRIALS", "200"))
 
 

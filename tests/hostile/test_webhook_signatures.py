@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,12 @@ import anyio
 import pytest
 
 from tests.hostile.payloads import GROUP, check_error, finish
-from tests.support import Server, running_server, seed
+from tests.support import Receiver, Server, running_server, seed
 from threadsvc import admin
 from threadsvc.models import now_ms
 from threadsvc.settings import load_settings
+
+pytestmark = pytest.mark.slow
 
 DOCS = Path(__file__).parents[2] / "docs" / "webhooks.md"
 SECRET = "a-long-enough-secret-for-hooks"
@@ -46,38 +46,6 @@ def documented_verify() -> Callable[..., bool]:
     return verify
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.seen: list[tuple[Any, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.seen.append((self.headers, body))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def wait(self, count: int, timeout: float = 20) -> list[tuple[Any, bytes]]:
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < count:
-            assert time.monotonic() < deadline, f"{len(self.seen)} of {count} deliveries came"
-            time.sleep(0.05)
-        return list(self.seen)
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     yield from running_server(tmp_path_factory.mktemp("hooks"), **{
@@ -86,9 +54,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, di
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
+    with Receiver() as found:
+        yield found
 
 
 SHORT = ["k", "k" * 15, "é" * 15, "\u4e2d" * 15, "k" * 14 + "\t", "1234567890abcde"]
@@ -113,7 +80,7 @@ def test_captured_deliveries_do_not_replay(server: Server, receiver: Receiver) -
     verify = documented_verify()
     with server.client("manager") as http:
         made = http.post(f"{GROUP}/webhooks", data={
-            "url": receiver.url, "secret": SECRET, "events": "all"})
+            "url": receiver.url(), "secret": SECRET, "events": "all"})
         assert made.status_code == 201, made.text
         try:
             threads = [http.post(f"{GROUP}/threads", data={
@@ -121,7 +88,8 @@ def test_captured_deliveries_do_not_replay(server: Server, receiver: Receiver) -
                 for _ in range(6)]
             for tid in threads:
                 finish(http, tid)
-            received = receiver.wait(12)  # inprogress and completed of each, at least
+            # inprogress and completed of each, at least
+            received = [(r.headers, r.body) for r in receiver.wait(None, 12, timeout=20)]
         finally:
             http.delete(made.headers["location"])
     ids = [headers["X-Threadsvc-Delivery"] for headers, _ in received]
@@ -169,7 +137,7 @@ def test_a_webhook_stored_with_a_short_secret_is_still_delivered(
 
     async def store_old_webhook() -> None:
         async with admin.opened(settings) as opened:
-            await opened.store.create_webhook(240, receiver.url, "old", "final", "manager",
+            await opened.store.create_webhook(240, receiver.url(), "old", "final", "manager",
                                               now_ms())
 
     anyio.run(store_old_webhook)
@@ -178,7 +146,7 @@ def test_a_webhook_stored_with_a_short_secret_is_still_delivered(
         with server.client("contributor") as http:
             started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"})
             finish(http, started.text.split('id="', 1)[1][:32])
-        [(headers, body)] = receiver.wait(1)
+        [(headers, body)] = [(r.headers, r.body) for r in receiver.wait(None, 1, timeout=20)]
         assert documented_verify()(headers, body, "old")
         mac = hmac.new(b"old", body, hashlib.sha256).hexdigest()
         assert headers["X-Threadsvc-Signature"] == f"sha256={mac}"

