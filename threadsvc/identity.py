@@ -46,6 +46,9 @@ CLIENT_ID_PREFIX = "tsc_"
 # It matters beyond scrypt's cost: checking a password reserves an attempt (a store write), and a
 # client polling with Basic must not need the store's write lock to read.
 VERIFIED_TTL = 600.0
+# Seconds a password check waits for the one before it of the same name (see Identity._turn):
+# a scrypt and two store statements take far less; a store waiting on a lock takes more.
+TURN_WAIT = 2.0
 CACHED_USERS = 10_000  # bearer tokens and users whose roles are remembered, at most
 CLIENT_KEY = "client:"  # lockout counts of an OAuth client id (no username holds a ':')
 LONGEST_NAME = 200  # a longer sign-in name or client id is no one's: refused without a count
@@ -203,14 +206,21 @@ class Identity:
 
     @contextlib.asynccontextmanager
     async def _turn(self, name: str) -> AsyncIterator[None]:
+        """This name's turn, waited for TURN_WAIT seconds at most: a check that takes longer
+        (a store that waits on a lock held elsewhere) does not hold the others in a queue."""
         turn = self._turns.get(name)
         if turn is None:
             turn = self._turns[name] = _Turn()
         turn.waiting += 1
+        holding = False
         try:
-            async with turn.lock:
-                yield
+            with anyio.move_on_after(TURN_WAIT):
+                await turn.lock.acquire()
+                holding = True
+            yield
         finally:
+            if holding:
+                turn.lock.release()
             turn.waiting -= 1
             if not turn.waiting:
                 del self._turns[name]

@@ -172,8 +172,9 @@ def test_one_user_floods(server: Server) -> None:
     assert flood.codes["start 429"] > 0 and flood.codes["stream 429"] > 0
     assert flood.codes["stream 200"] >= STREAMS
     assert sum(flood.codes.values()) > 200, "the flood barely ran"
-    # (long-polls past the quota are answered at once: they no longer hold connections)
-    assert peak_conns > 20, "the flood did not hold many connections"
+    # Long-polls past the quota are answered at once and no longer hold connections: what the
+    # flood holds is its streams, and whichever requests are being answered.
+    assert peak_conns > STREAMS + 4, "the flood did not hold many connections"
     assert set(answers) <= {200, 202}, answers
     assert p95 < P95_BOUND and max(took) < MAX_BOUND
 

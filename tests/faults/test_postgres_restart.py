@@ -221,7 +221,7 @@ def test_postgres_stops_and_comes_back(tmp_path: Path, cluster: Cluster) -> None
             for tid in long:
                 assert statuses[tid] == "completed", (tid, admin.get(
                     f"/ps/service/threads/{tid}/logs").text[-2000:])
-            assert set(statuses.values()) <= FINAL
+            assert set(statuses.values()) <= set(FINAL)
             assert 'total="0"' in admin.get("/ps/service/threads", params={"pagesize": "1"}).text
             for tid in long:
                 logs = admin.get(f"/ps/service/threads/{tid}/logs").text
