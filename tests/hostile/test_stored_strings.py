@@ -9,7 +9,8 @@ is stopped, into a thread's username, name, job type, message, result name and m
 its log events, a webhook's URL, and a group's name; then every answer that shows
 them must be a 200 with a document valid against the published XSDs: progress, the group's
 and the server's lists (XML and JSON), logs (XML, JSON and text, the text one line an event),
-the event stream, cancel, and the console's pages.
+the event stream, cancel, the console's pages, and what `threadsvc threads` prints to an
+operator's terminal (no control character, so no escape sequence, and one line a thread).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +254,28 @@ def test_console_pages(server: Server, planted: dict[str, str]) -> None:
 def test_the_server_logged_no_error(server: Server, planted: dict[str, str]) -> None:
     log = Path(server.log).read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+# -- the command line ---------------------------------------------------------------------------
+TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_the_cli_prints_no_control_character(server: Server, planted: dict[str, str]) -> None:
+    """`threads list`, `show` and `logs` print stored strings through one filter: an ESC or a
+    CSI (`\\x9b`) from the server never reaches the terminal, and each thread is one line."""
+
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "threadsvc", "threads", *args, "--url", server.url,
+                   "--user", "contributor", "--password", password("contributor"),
+                   "--group", "dev"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert not TERMINAL_CONTROLS.search(done.stdout + done.stderr), repr(done.stdout[:300])
+        return done.stdout
+
+    listed = cli("list", "--status", "all", "--pagesize", "1000")
+    for tid in planted.values():
+        assert len([line for line in listed.splitlines() if line.startswith(tid)]) == 1, tid
+    for tid in list(planted.values())[:4]:
+        cli("show", tid)
+        cli("logs", tid)

@@ -1,5 +1,10 @@
 """What the commands print: tables and lines for people, `--json` for scripts, the live
-progress line of `threads watch`."""
+progress line of `threads watch`.
+
+Threat model: what a server sends (a job's message, a thread's name, a username made before
+names were checked) reaches an operator's terminal. Every such text is printed through
+`shown`: line breaks become spaces and other control characters U+FFFD, so no escape sequence
+(C0's ESC or C1's CSI) can move the cursor, rewrite the screen or forge a line."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import click
 from threadsvc.models import Group, Role
 from threadsvc.store.base import UserEntry
 from threadsvc.xml.answers import ThreadInfo, ThreadList
+from threadsvc.xml.render import text_line as shown
 
 
 def users(entries: list[UserEntry], as_json: bool) -> None:
@@ -21,7 +27,7 @@ def users(entries: list[UserEntry], as_json: bool) -> None:
     for e in entries:
         flags = ", ".join(f for f, on in (("administrator", e.user.is_admin),
                                           ("disabled", e.disabled)) if on)
-        click.echo(f"{e.user.username:24} {flags}".rstrip())
+        click.echo(f"{shown(e.user.username):24} {flags}".rstrip())
 
 
 def user(entry: UserEntry, groups: list[tuple[Group, Role]], as_json: bool) -> None:
@@ -31,11 +37,11 @@ def user(entry: UserEntry, groups: list[tuple[Group, Role]], as_json: bool) -> N
                                "disabled": entry.disabled, "created": entry.created,
                                "groups": roles}))
         return
-    click.echo(f"username: {entry.user.username}")
+    click.echo(f"username: {shown(entry.user.username)}")
     click.echo(f"administrator: {'yes' if entry.user.is_admin else 'no'}")
     click.echo(f"disabled: {'yes' if entry.disabled else 'no'}")
     for name, label in roles.items():
-        click.echo(f"group: {name} ({label})")
+        click.echo(f"group: {shown(name)} ({label})")
 
 
 def clients(found: list[tuple[str, str, int]], as_json: bool) -> None:
@@ -43,7 +49,7 @@ def clients(found: list[tuple[str, str, int]], as_json: bool) -> None:
         click.echo(json.dumps([{"client_id": c, "username": u, "created": t} for c, u, t in found]))
         return
     for client_id, username, _ in found:
-        click.echo(f"{client_id}  {username}")
+        click.echo(f"{shown(client_id)}  {shown(username)}")
 
 
 def thread(found: ThreadInfo) -> None:
@@ -51,18 +57,18 @@ def thread(found: ThreadInfo) -> None:
     for item in dataclasses.fields(found):
         value = getattr(found, item.name)
         if value is not None:
-            click.echo(f"{item.name}: {value}")
+            click.echo(f"{item.name}: {shown(str(value))}")
 
 
 def threads(found: ThreadList) -> None:
     """id, status, job, user, progress, created, name; a note on stderr when there are more."""
     for t in found.threads:
         done = f"{t.percent}%" if t.percent is not None else "-"
-        click.echo(f"{t.id}  {t.status:<11} {t.type or '-':<10} {t.username:<12} {done:>4}  "
-                   f"{t.created or '-'}  {t.name}")
-    shown = len(found.threads)
-    if found.total > shown:
-        click.echo(f"({shown} of {found.total} on page {found.page}; see --page)", err=True)
+        click.echo(f"{shown(t.id)}  {shown(t.status):<11} {shown(t.type or '-'):<10} "
+                   f"{shown(t.username):<12} {done:>4}  {shown(t.created or '-')}  {shown(t.name)}")
+    listed = len(found.threads)
+    if found.total > listed:
+        click.echo(f"({listed} of {found.total} on page {found.page}; see --page)", err=True)
 
 
 class ProgressLine:
@@ -80,12 +86,12 @@ class ProgressLine:
             bar += f"{thread.current or 0}/{thread.total}"
         else:
             bar = f"[{'?' * self.WIDTH}]" if thread.current is None else f"{thread.current} done"
-        line = f"{thread.status:<11} {bar}  {(thread.message or '')[:60]}"
+        line = f"{shown(thread.status):<11} {bar}  {shown(thread.message or '')[:60]}"
         click.echo("\r" + line.ljust(100), nl=False, err=True)
         self.shown = True
 
     def end(self, thread: ThreadInfo) -> None:
         if self.shown:
             click.echo("", err=True)
-        click.echo(f"thread {thread.id} {thread.status}"
-                   + (f": {thread.message}" if thread.message else ""), err=True)
+        click.echo(f"thread {shown(thread.id)} {shown(thread.status)}"
+                   + (f": {shown(thread.message)}" if thread.message else ""), err=True)
