@@ -144,3 +144,15 @@ def deep(levels: int, inner: str = "", tag: str = "a") -> bytes:
 # a little XML holding MARKER, for whatever was fetched (an entity declaration, a document, a
 # stylesheet): tests/support.py `Listener(LEAK)`
 LEAK = f'<!ENTITY leak "{MARKER}"><leak>{MARKER}</leak>'.encode()
+
+
+def checked_at_most(codes: list[int], attempts: int) -> int:
+    """How many of the answers were checked (200 or 401), asserting the bound: `attempts` a
+    window. Arrival is not the order the requests were made in: when the right password was
+    among the first checked, its success starts a new count (as the owner's sign-in does), so
+    the bound is then `attempts` before it and `attempts` after."""
+    made = len([c for c in codes if c in (200, 401)])
+    bound = 2 * attempts if 200 in codes else attempts
+    assert made <= bound, codes
+    assert codes.count(429) >= len(codes) - bound, codes
+    return made

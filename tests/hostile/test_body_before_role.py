@@ -294,8 +294,13 @@ def test_millions_of_elements_from_a_member_cost_nothing(server: Server) -> None
         for chunked in (False, True) * 3:
             race = send_until_answered(server, f"{GROUP}/threads", "contributor",
                                        "application/xml", xml_bomb(), chunked)
-            assert race.answer.startswith(b"HTTP/1.1 413 "), race.answer[:300]
-            assert b'id="0206"' in race.answer and not race.finished_sending
+            head, _, document = race.answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413 "), race.answer[:300]
+            # The server closes while the client still sends, so the client's socket may be
+            # reset before the document behind the status line is read; when it came, it is
+            # the 0206 error.
+            assert not document or b'id="0206"' in document, document[:300]
+            assert not race.finished_sending
     finally:
         stop.set()
         poller.join()

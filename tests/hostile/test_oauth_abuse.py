@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import NewStore
-from tests.hostile.payloads import GROUP, check_error
+from tests.hostile.payloads import GROUP, check_error, checked_at_most
 from tests.support import Server, running_server
 
 pytestmark = pytest.mark.slow
@@ -86,11 +86,9 @@ def test_a_burst_of_wrong_secrets_checks_no_more(server: Server) -> None:
         return [a.status_code for a in answers]
 
     codes = asyncio.run(burst())
-    made = len([c for c in codes if c in (200, 401)])
+    made = checked_at_most(codes, ATTEMPTS)
     print(f"\n100 concurrent client secrets: {made} checked, {codes.count(429)} refused unchecked")
-    assert made <= ATTEMPTS, codes
-    assert codes.count(429) >= 100 - ATTEMPTS
-    assert failures_logged(server, client_id) <= ATTEMPTS
+    assert failures_logged(server, client_id) <= made
 
 
 def test_unknown_client_ids_are_limited_too(server: Server) -> None:
