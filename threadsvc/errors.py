@@ -19,6 +19,8 @@
     ├── StoreUnavailable           the database cannot be reached
     ├── ServerBusy                 too many large bodies are being read; try again
     ├── StorageFull                no space left for a file (a result, an upload)
+    ├── FileUnavailable            the file storage cannot be reached (503, never 410)
+    │   └── FileMissing            it answered, but holds no such file
     ├── Conflict                   a unique name or id is already taken
     ├── LinkRefused                a pre-signed link expired or was tampered with
     ├── ResultDeleted              the result's deletion moment has passed
@@ -121,6 +123,14 @@ class ServerBusy(ThreadsvcError):
 
 class StorageFull(ThreadsvcError):
     """The disk under data-dir is full (ENOSPC, EDQUOT, EFBIG): a file could not be stored."""
+
+
+class FileUnavailable(ThreadsvcError):
+    """The file storage (a directory, the database, a bucket) did not give or take a file."""
+
+
+class FileMissing(FileUnavailable):
+    """The file storage holds no file of that key (yet the store says it should)."""
 
 
 class Conflict(ThreadsvcError):

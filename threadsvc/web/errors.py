@@ -38,6 +38,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.NoResult, 409, "0402"),
     (errors.StoreUnavailable, 503, "0503"),
     (errors.ServerBusy, 503, "0503"),
+    (errors.FileUnavailable, 503, "0503"),
     (errors.StorageFull, 507, "0507"),
 ]
 
@@ -75,6 +76,12 @@ async def threadsvc_error(request: Request, exc: Exception) -> Response:
         log.warning("store unavailable: %s", exc)
         headers["Retry-After"] = "5"
         return error_response(request, status, error_id, "The store is unavailable; try again", headers)
+    if isinstance(exc, errors.FileUnavailable):  # logged: an operator must see a missing file
+        log.warning("file storage unavailable: %s", exc)
+        headers["Retry-After"] = "5"
+        return error_response(
+            request, status, error_id, "The file storage is unavailable; try again", headers
+        )
     return error_response(request, status, error_id, str(exc), headers)
 
 
