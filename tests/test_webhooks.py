@@ -623,9 +623,8 @@ def test_an_attempt_connects_to_the_address_it_checked(
     """With private addresses refused, an attempt resolves the host itself, checks the address
     and connects to that very address, keeping the URL's host in the Host header. (Here the
     check is told to let 127.0.0.1 pass, standing in for a public address.)"""
-    from threadsvc.models import Delivery, Status, Thread, Webhook
+    from threadsvc.models import Delivery, DueDelivery, Status, Thread, Webhook
     from threadsvc.settings import Settings
-    from threadsvc.store.base import DueDelivery
 
     monkeypatch.setattr(addresses, "refusal", lambda address: None)
     path = unique("pinned")

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from threadsvc.errors import BadParameter, Conflict, NotFound
 from threadsvc.identity import Identity, token_hash
 from threadsvc.keys import secret_keys
-from threadsvc.models import Group, Role
+from threadsvc.models import Group, Role, UserEntry
 from threadsvc.service import valid_group_name
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
-from threadsvc.store.base import Store, UserEntry
+from threadsvc.store.base import Store
 
 DEMO_GROUP = "demo"
 DEMO_ADMIN = "demo-admin"

@@ -275,3 +275,21 @@ class Delivery:
     last_attempt: int | None  # None before the first attempt
     code: int | None  # the last attempt's HTTP status; 0 when no response came
     created: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """A user as `threadsvc user list` shows them."""
+
+    user: User
+    disabled: bool
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A claimed delivery, with what it takes to send it."""
+
+    delivery: Delivery
+    webhook: Webhook
+    thread: Thread  # the thread as it was at that change

@@ -13,8 +13,7 @@ import json
 
 import click
 
-from threadsvc.models import Group, Role
-from threadsvc.store.base import UserEntry
+from threadsvc.models import Group, Role, UserEntry
 from threadsvc.xml.answers import ThreadInfo, ThreadList
 from threadsvc.xml.render import text_line as shown
 

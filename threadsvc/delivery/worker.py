@@ -27,12 +27,12 @@ from threadsvc import __version__
 from threadsvc.delivery.address import AddressRefused, resolve_public
 from threadsvc.delivery.signing import signed_headers
 from threadsvc.errors import StoreUnavailable
-from threadsvc.models import DeliveryStatus, Thread, now_ms
+from threadsvc.models import DeliveryStatus, DueDelivery, Thread, now_ms
 from threadsvc.results import ResultLinks
 from threadsvc.retry import doubled
 from threadsvc.runner.supervisor import Supervised, Supervisor
 from threadsvc.settings import Settings
-from threadsvc.store.base import DueDelivery, Store
+from threadsvc.store.base import Store
 from threadsvc.xml import render
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ its writer (or a reader) thread, where every primitive returns at once, so the r
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -56,17 +57,17 @@ class Tx(Protocol):
 Rule = Callable[[Tx], Coroutine[Any, Any, T]]
 
 
-class Transactions:
+class Transactions(abc.ABC):
     """What each store gives the rules mixed into it: ways to run a rule."""
 
+    @abc.abstractmethod
     async def _read(self, rule: Rule[T]) -> T:
         """Run a rule of one statement (no transaction needed)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _snapshot(self, rule: Rule[T]) -> T:
         """Run a rule of several reads on one snapshot."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _write(self, rule: Rule[T]) -> T:
         """Run a rule in one write transaction: it happens whole or not at all."""
-        raise NotImplementedError

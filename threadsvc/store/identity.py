@@ -4,8 +4,7 @@ once over the dialect primitives (dialect.py)."""
 from __future__ import annotations
 
 from threadsvc.errors import Conflict, NotFound
-from threadsvc.models import Group, LoginFailures, Role, User, now_ms
-from threadsvc.store.base import UserEntry
+from threadsvc.models import Group, LoginFailures, Role, User, UserEntry, now_ms
 from threadsvc.store.dialect import Args, Transactions, Tx
 from threadsvc.store.rows import failures_from_row, user_from_row
 
@@ -37,6 +36,7 @@ async def _changed(tx: Tx, name: str, args: Args) -> bool:
 class IdentityRules(Transactions):
     # -- server settings --------------------------------------------------------------------
     async def get_or_put_setting(self, key: str, value: str) -> str:
+        """The stored value of `key`, storing `value` first when there is none."""
         async def do(tx: Tx) -> str:
             await tx.run("put_setting_if_absent", {"key": key, "value": value})
             return str(await tx.value("get_setting", {"key": key}))
@@ -48,6 +48,7 @@ class IdentityRules(Transactions):
 
     # -- identity ---------------------------------------------------------------------------
     async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
+        """Raises Conflict when the username is taken."""
         args = {
             "username": username,
             "password_hash": password_hash,
@@ -65,6 +66,7 @@ class IdentityRules(Transactions):
             raise Conflict(f"user '{username}' already exists") from None
 
     async def update_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
+        """Raises NotFound when there is no such user."""
         async def do(tx: Tx) -> User:
             args = {"username": username, "password_hash": password_hash, "is_admin": is_admin}
             row = await tx.one("update_user", args)
@@ -75,6 +77,9 @@ class IdentityRules(Transactions):
         return await self._write(do)
 
     async def get_user(self, username: str) -> tuple[User, str | None] | None:
+        """The user and their password hash; None for a disabled user, as for an unknown one
+        (every credential is looked up through here, `user_for_token` or `get_oauth_client`,
+        which also ignore disabled users)."""
         async def do(tx: Tx) -> tuple[User, str | None] | None:
             row = await tx.one("get_user_by_name", {"username": username})
             return None if row is None else (user_from_row(row), row["password_hash"])
@@ -93,10 +98,13 @@ class IdentityRules(Transactions):
         return await self._read(do)
 
     async def set_password(self, username: str, password_hash: str | None) -> bool:
+        """Bumps the credential version; False when there is no such user."""
         args = {"username": username, "password_hash": password_hash}
         return await self._write(lambda tx: _changed(tx, "set_password", args))
 
     async def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Disabling bumps the credential version and deletes the user's API tokens and OAuth
+        clients, in one transaction; False when there is no such user."""
         async def do(tx: Tx) -> bool:
             query = "disable_user" if disabled else "enable_user"
             row = await tx.one(query, {"username": username})
@@ -108,6 +116,7 @@ class IdentityRules(Transactions):
         return await self._write(do)
 
     async def remove_user(self, username: str) -> bool:
+        """With their memberships, tokens and clients (their threads stay); False when none."""
         async def do(tx: Tx) -> bool:
             gone = await _changed(tx, "delete_user", {"username": username})
             await tx.run("clear_login_failures", {"username": username})
@@ -127,6 +136,7 @@ class IdentityRules(Transactions):
         return await self._read(do)
 
     async def remove_api_token(self, token_hash: str) -> bool:
+        """False when there was no such token."""
         return await self._write(
             lambda tx: _changed(tx, "delete_api_token", {"token_hash": token_hash})
         )
@@ -141,6 +151,7 @@ class IdentityRules(Transactions):
         await self._write(lambda tx: tx.run("insert_oauth_client", args))
 
     async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
+        """The client's user and the hash of its secret."""
         async def do(tx: Tx) -> tuple[User, str] | None:
             row = await tx.one("get_oauth_client", {"client_id": client_id})
             return None if row is None else (user_from_row(row), row["secret_hash"])
@@ -153,6 +164,7 @@ class IdentityRules(Transactions):
         )
 
     async def list_oauth_clients(self) -> list[tuple[str, str, int]]:
+        """(client id, username, created) of every client."""
         async def do(tx: Tx) -> list[tuple[str, str, int]]:
             rows = await tx.all("list_oauth_clients")
             return [(r["client_id"], r["username"], r["created"]) for r in rows]
@@ -160,6 +172,7 @@ class IdentityRules(Transactions):
         return await self._read(do)
 
     async def create_group(self, name: str, group_id: int | None = None) -> Group:
+        """Raises Conflict when the name or id is taken."""
         async def do(tx: Tx) -> Group:
             await tx.lock("lock_group_ids")
             new_id = await tx.value("insert_group", {"id": group_id, "name": name})
@@ -189,6 +202,7 @@ class IdentityRules(Transactions):
         await self._write(lambda tx: tx.run("set_membership", args))
 
     async def remove_membership(self, group_id: int, user_id: int) -> bool:
+        """False when the user was not a member of the group."""
         args = {"group_id": group_id, "user_id": user_id}
         return await self._write(lambda tx: _changed(tx, "delete_membership", args))
 
@@ -212,6 +226,8 @@ class IdentityRules(Transactions):
     async def reserve_login_attempt(
         self, username: str, address: str, now: int, window_ms: int, attempts: int
     ) -> tuple[LoginFailures | None, bool]:
+        """Reserve one sign-in attempt atomically (across nodes) by `reserve_attempt`: the
+        counts as they stand afterwards, and whether the attempt may be made."""
         async def do(tx: Tx) -> tuple[LoginFailures | None, bool]:
             # Attempts on one name, from any node, wait for each other here: no two read the
             # same count (the lock is the user's, which their thread starts take too).
@@ -228,6 +244,8 @@ class IdentityRules(Transactions):
         return await self._write(do)
 
     async def clear_login_failures(self, username: str, address: str | None = None) -> bool:
+        """Forget the attempts of `username` from `address`, or from everywhere (None); False
+        when there were none."""
         if address is None:
             name, args = "clear_login_failures", {"username": username}
         else:
@@ -235,6 +253,8 @@ class IdentityRules(Transactions):
         return await self._write(lambda tx: tx.run(name, args)) > 0
 
     async def forget_login_failures(self, now: int, window_ms: int) -> int:
+        """Delete the counts that no longer matter: window over and no lock; how many. (Each
+        made-up name tried makes one, so they must not stay.)"""
         args = {"now": now, "window_over": now - window_ms}
         return await self._write(lambda tx: tx.run("forget_login_failures", args))
 

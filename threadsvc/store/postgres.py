@@ -32,14 +32,13 @@ from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, Thread
 from threadsvc.retry import Backoff
 from threadsvc.store import RedactStoreUrl, redact
+from threadsvc.store.base import Store
 from threadsvc.store.coalesce import Coalescer
 from threadsvc.store.dialect import Rule
-from threadsvc.store.identity import IdentityRules
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.postgres_tx import Conn, PostgresTx, Q
 from threadsvc.store.rows import insert_args
 from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
-from threadsvc.store.threads import ThreadRules
 
 T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
@@ -56,7 +55,7 @@ _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 NO_LIMITS = ActiveLimits(per_user=2**62, per_group=2**62)  # a start that no limit applies to
 
 
-class PostgresStore(ThreadRules, IdentityRules):
+class PostgresStore(Store):
     shared = True  # nodes share it: they announce with NOTIFY and hear with LISTEN
 
     def __init__(

@@ -25,19 +25,18 @@ from typing import Any, TypeVar
 from threadsvc import private
 from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
 from threadsvc.models import Thread
+from threadsvc.store.base import Store
 from threadsvc.store.dialect import Rule
-from threadsvc.store.identity import IdentityRules
 from threadsvc.store.migrate import migrate_sqlite
 from threadsvc.store.sqlite_tx import SQLiteTx, insert_start, run_now
 from threadsvc.store.starts import Start
-from threadsvc.store.threads import ThreadRules
 
 T = TypeVar("T")
 # How long a write waits for a lock another process holds (from the call); then StoreUnavailable.
 BUSY_TIMEOUT_MS = 10_000
 
 
-class SQLiteStore(ThreadRules, IdentityRules):
+class SQLiteStore(Store):
     shared = False  # one node owns an embedded store
 
     def __init__(self, path: str | Path, readers: int = 4) -> None:

@@ -4,6 +4,8 @@ but for the insert of a start (`_insert`), each store's own, as their ways of ma
 
 from __future__ import annotations
 
+import abc
+
 from threadsvc.models import (
     ActiveLimits,
     Level,
@@ -53,14 +55,22 @@ class ThreadRules(WebhookRules):
         idempotency_since: int = 0,
         request_hash: str | None = None,
     ) -> tuple[Thread, bool]:
+        """Store a new `initialised` thread with the first event of its log; durable on return.
+
+        Atomically: when the same user started a thread in the same group (or at server level)
+        with `idempotency_key` created at or after `idempotency_since`, nothing is stored and
+        that thread is returned with False, unless it was started with another `request_hash`
+        (what was asked: job and parameters), which raises Conflict;
+        when `limits` would be exceeded, TooManyActiveThreads is raised and nothing is stored.
+        Otherwise returns (thread, True)."""
         start = Start(
             thread, first_event, limits, idempotency_key, idempotency_since, request_hash
         )
         return await self._insert(start)
 
+    @abc.abstractmethod
     async def _insert(self, start: Start) -> tuple[Thread, bool]:
         """Each store's own: the checks of a start and its insert, atomic."""
-        raise NotImplementedError
 
     async def get_thread(self, thread_id: str) -> Thread | None:
         async def do(tx: Tx) -> Thread | None:
@@ -70,6 +80,7 @@ class ThreadRules(WebhookRules):
         return await self._read(do)
 
     async def list_threads(self, query: ThreadFilter) -> ThreadPage:
+        """Newest first; `total` counts every thread matching, across pages."""
         async def do(tx: Tx) -> ThreadPage:
             plan = list_query(query, tx.array(sorted(s.value for s in query.statuses)))
             if plan.counted:
@@ -90,6 +101,7 @@ class ThreadRules(WebhookRules):
         return await self._snapshot(do)
 
     async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
+        """Move up to `limit` of the oldest `initialised` threads to `inprogress` on `node`."""
         async def do(tx: Tx) -> tuple[list[Thread], dict[str, int]]:
             rows = await tx.all("claim_threads", {"node": node, "limit": limit, "now": now})
             claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
@@ -108,6 +120,12 @@ class ThreadRules(WebhookRules):
         events: list[NewLogEvent],
         now: int,
     ) -> set[str]:
+        """In one transaction: log events, then the reported state (status, message, progress,
+        counts, ended, result, version; heartbeat = now) of threads that `node` runs, then the
+        webhook deliveries of each status change (`status_changes`, oldest first).
+
+        Returns the ids whose state was not written because the thread is no longer this
+        node's to run (it was recovered elsewhere or is already final)."""
         async def do(tx: Tx) -> set[str]:
             # The threads' rows first: on PostgreSQL a recovery (which locks the row, then
             # appends to the log) then waits for this batch instead of deadlocking with it.
@@ -122,6 +140,8 @@ class ThreadRules(WebhookRules):
     async def cancel_initialised(
         self, thread_id: str, message: str, event: LogEvent
     ) -> Thread | None:
+        """End an `initialised` thread as cancelled at `event.timestamp` (it never started),
+        with `message` and `event` appended to its log; None if it was not `initialised`."""
         now = event.timestamp
 
         async def do(tx: Tx) -> Thread | None:
@@ -140,9 +160,11 @@ class ThreadRules(WebhookRules):
         return await self._write(do)
 
     async def request_cancel(self, thread_id: str) -> None:
+        """Flag a running thread so that the node running it cancels it."""
         await self._write(lambda tx: tx.run("request_cancel", {"id": thread_id}))
 
     async def cancel_requests(self, node: str) -> list[str]:
+        """Ids of threads running on `node` that were asked to cancel."""
         async def do(tx: Tx) -> list[str]:
             return [row["id"] for row in await tx.all("cancel_requests", {"node": node})]
 
@@ -152,11 +174,14 @@ class ThreadRules(WebhookRules):
         await self._write(lambda tx: tx.run("heartbeat", {"node": node, "now": now}))
 
     async def running_threads(self) -> list[Thread]:
+        """Every thread in a running status, oldest first."""
         return await self._read(lambda tx: _threads(tx, "running_threads", None))
 
     async def recover_thread(
         self, thread: Thread, requeue: bool, message: str, now: int, level: Level
     ) -> Thread | None:
+        """End `thread` failed (or put it back to `initialised` when `requeue`) with `message`
+        logged, if it is still running on the node it had; None when another did it first."""
         async def do(tx: Tx) -> Thread | None:
             query = "requeue_orphan" if requeue else "fail_orphan"
             args = {"id": thread.id, "node": thread.node, "now": now, "message": message}
@@ -174,6 +199,7 @@ class ThreadRules(WebhookRules):
         return await self._write(do)
 
     async def delete_thread(self, thread_id: str) -> bool:
+        """Delete a final thread with its log; False when it is absent or not final."""
         async def do(tx: Tx) -> bool:
             if await tx.run("delete_thread", {"id": thread_id}) == 0:
                 return False
@@ -202,17 +228,21 @@ class ThreadRules(WebhookRules):
         return await self._snapshot(do)
 
     async def expired_results(self, now: int, limit: int) -> list[Thread]:
+        """Threads whose result file is still kept although its deletion moment has come."""
         args = {"now": now, "limit": limit}
         return await self._read(lambda tx: _threads(tx, "expired_results", args))
 
     async def forget_result_file(self, thread_id: str) -> None:
+        """Record that the thread's result file is deleted (its deletion moment stays)."""
         await self._write(lambda tx: tx.run("forget_result_file", {"id": thread_id}))
 
     async def ended_before(self, moment: int, limit: int) -> list[Thread]:
+        """Final threads that ended before `moment`, oldest first."""
         args = {"moment": moment, "limit": limit}
         return await self._read(lambda tx: _threads(tx, "ended_before", args))
 
     async def forget_idempotency_keys(self, created_before: int) -> int:
+        """Clear idempotency keys of threads created before the moment; how many."""
         args = {"before": created_before}
         return await self._write(lambda tx: tx.run("forget_idempotency_keys", args))
 

@@ -1,5 +1,4 @@
-"""The store's webhook methods (store/base.py holds their contract), and the outbox hook; written
-once over the dialect primitives (dialect.py).
+"""The store's webhooks and their outbox, written once over the dialect primitives (dialect.py).
 
 `_status_changed` runs inside the very transaction that changes a thread's status, so a
 delivery is queued if and only if the change is stored (a transactional outbox): a crash can
@@ -10,8 +9,15 @@ so several nodes can deliver.
 
 from __future__ import annotations
 
-from threadsvc.models import Delivery, DeliveryStatus, Status, Thread, Webhook, WebhookEvents
-from threadsvc.store.base import DueDelivery
+from threadsvc.models import (
+    Delivery,
+    DeliveryStatus,
+    DueDelivery,
+    Status,
+    Thread,
+    Webhook,
+    WebhookEvents,
+)
 from threadsvc.store.dialect import Transactions, Tx
 from threadsvc.store.rows import delivery_from_row, thread_from_snapshot, webhook_from_row
 
@@ -36,6 +42,7 @@ class WebhookRules(Transactions):
         created_by: str,
         now: int,
     ) -> Webhook:
+        """Store a webhook of the group (-1: of the server) and return it with its new id."""
         args = {
             "group_id": group_id,
             "url": url,
@@ -59,6 +66,7 @@ class WebhookRules(Transactions):
         return await self._read(do)
 
     async def list_webhooks(self, group_id: int) -> list[Webhook]:
+        """The webhooks of one group (-1: the server's), oldest first."""
         async def do(tx: Tx) -> list[Webhook]:
             rows = await tx.all("list_webhooks", {"group_id": group_id})
             return [webhook_from_row(row) for row in rows]
@@ -67,10 +75,12 @@ class WebhookRules(Transactions):
 
     async def delete_webhook(self, webhook_id: int) -> bool:
         # Its deliveries go with it (ON DELETE CASCADE).
+        """Delete a webhook with all its deliveries; False when there was none."""
         return await self._write(lambda tx: tx.run("delete_webhook", {"id": webhook_id})) > 0
 
     # -- deliveries -------------------------------------------------------------------------
     async def recent_deliveries(self, webhook_id: int, limit: int) -> list[Delivery]:
+        """The webhook's latest `limit` deliveries, newest first."""
         async def do(tx: Tx) -> list[Delivery]:
             args = {"webhook_id": webhook_id, "limit": limit}
             return [delivery_from_row(row) for row in await tx.all("recent_deliveries", args)]
@@ -78,6 +88,9 @@ class WebhookRules(Transactions):
         return await self._read(do)
 
     async def next_delivery_due(self) -> int | None:
+        """When the earliest deliverable `pending` delivery is due (epoch ms), None if none is.
+
+        Deliverable: no earlier delivery (same webhook, same thread) is still pending."""
         async def do(tx: Tx) -> int | None:
             value = await tx.value("next_delivery_due")
             return None if value is None else int(value)
@@ -85,6 +98,10 @@ class WebhookRules(Transactions):
         return await self._read(do)
 
     async def claim_deliveries(self, now: int, lease_ms: int, limit: int) -> list[DueDelivery]:
+        """Take up to `limit` deliverable pending deliveries due at `now`, oldest first, each with
+        its webhook and snapshot, and push their `next_attempt` to `now + lease_ms` in the same
+        transaction, so that no other worker takes them while the lease lasts. At most one
+        delivery per (webhook, thread) is pending-and-deliverable, so their order is kept."""
         async def do(tx: Tx) -> list[DueDelivery]:
             claimed = []
             for row in await tx.all("due_deliveries", {"now": now, "limit": limit}):
@@ -108,6 +125,8 @@ class WebhookRules(Transactions):
         status: DeliveryStatus,
         next_attempt: int,
     ) -> None:
+        """Count one attempt of a pending delivery: its HTTP status `code` (0 without a
+        response), its new `status`, and when to try next (used while `pending`)."""
         args = {
             "id": delivery_id,
             "now": now,
@@ -118,11 +137,15 @@ class WebhookRules(Transactions):
         await self._write(lambda tx: tx.run("record_delivery_attempt", args))
 
     async def release_delivery(self, delivery_id: str, now: int) -> None:
+        """Give back a claimed, still pending delivery that was not attempted: due at `now`."""
         args = {"id": delivery_id, "now": now}
         await self._write(lambda tx: tx.run("release_delivery", args))
 
     async def release_all_deliveries(self, now: int) -> int:
+        """Make every pending delivery due at `now` (leases and backoff alike); how many. For a
+        node starting alone on its store, whose leases a crash may have left behind."""
         return await self._write(lambda tx: tx.run("release_all_deliveries", {"now": now}))
 
     async def prune_deliveries(self, created_before: int) -> int:
+        """Delete delivered and failed deliveries created before the moment; how many."""
         return await self._write(lambda tx: tx.run("prune_deliveries", {"before": created_before}))
