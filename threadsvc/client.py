@@ -29,7 +29,7 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import IO, Any, Self, TypeVar
+from typing import IO, Any, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import anyio
@@ -151,6 +151,31 @@ def _unexpected(response: httpx.Response) -> ClientError:
     )
 
 
+class Options(TypedDict, total=False):
+    """How both clients reach the server: as whom (a username and password, or a token), in
+    which group (none: server level), and how long a call may take (seconds, default 30)."""
+
+    username: str | None
+    password: str | None
+    token: str | None
+    group: str | None
+    timeout: float
+
+
+def _credentials(options: Options) -> tuple[str | None, str | None]:
+    """The username and token, once checked that not both are given."""
+    username, token = options.get("username"), options.get("token")
+    if token is not None and username is not None:
+        raise ValueError("give a token or a username and password, not both")
+    return username, token
+
+
+def _next_page(page: LogPage, since: int) -> int | None:
+    """The `since` of the page after `page`; None when it was the last (or the server would
+    send the same page again)."""
+    return page.next if page.more and page.next > since else None
+
+
 class _Bearer(httpx.Auth):
     def __init__(self, token: str) -> None:
         self.token = token
@@ -164,26 +189,16 @@ class _Bearer(httpx.Auth):
 class AsyncClient:
     """A client of one server, as one user, in one group (or at server level without a group)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        group: str | None = None,
-        timeout: float = 30,
-    ) -> None:
-        if token is not None and username is not None:
-            raise ValueError("give a token or a username and password, not both")
+    def __init__(self, base_url: str, **options: Unpack[Options]) -> None:
+        username, token = _credentials(options)
         auth: httpx.Auth | None = None
         if token is not None:
             auth = _Bearer(token)
         elif username is not None:
-            auth = httpx.BasicAuth(username, password or "")
+            auth = httpx.BasicAuth(username, options.get("password") or "")
         self.base_url = base_url.rstrip("/")
-        self.group = group
-        self.timeout = timeout
+        self.group = options.get("group")
+        self.timeout = timeout = options.get("timeout", 30)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             auth=auth,
@@ -363,13 +378,12 @@ class AsyncClient:
         page_size: int | None = None,
     ) -> AsyncIterator[LogEntry]:
         """Every event of the log (at `level` or above), paging with `since`=`next`."""
-        while True:
-            page = await self.logs_page(thread_id, since=since, level=level, limit=page_size)
+        after: int | None = since
+        while after is not None:
+            page = await self.logs_page(thread_id, since=after, level=level, limit=page_size)
             for event in page.events:
                 yield event
-            if not page.more or page.next <= since:
-                return
-            since = page.next
+            after = _next_page(page, after)
 
     async def cancel(self, thread_id: str) -> ThreadInfo | None:
         """The thread as it stands after the request; None when there is no such thread."""
@@ -438,22 +452,9 @@ def _multipart(files: Files, opened: list[IO[bytes]]) -> list[tuple[str, tuple[s
 class Client:
     """The same methods as AsyncClient, blocking: each call is one `anyio.run`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        group: str | None = None,
-        timeout: float = 30,
-    ) -> None:
-        if token is not None and username is not None:
-            raise ValueError("give a token or a username and password, not both")
-        self._options: dict[str, Any] = {
-            "base_url": base_url, "username": username, "password": password, "token": token,
-            "group": group, "timeout": timeout,
-        }
+    def __init__(self, base_url: str, **options: Unpack[Options]) -> None:
+        _credentials(options)
+        self._base_url, self._options = base_url, options
         self._urls: dict[str, tuple[str, str]] = {}  # shared by the calls, as in AsyncClient
 
     def __enter__(self) -> Self:
@@ -467,11 +468,11 @@ class Client:
 
     @property
     def group(self) -> str | None:
-        return self._options["group"]  # type: ignore[no-any-return]
+        return self._options.get("group")
 
     def _run(self, call: Callable[[AsyncClient], Awaitable[T]]) -> T:
         async def main() -> T:
-            async with AsyncClient(**self._options) as client:
+            async with AsyncClient(self._base_url, **self._options) as client:
                 client._urls = self._urls
                 return await call(client)
 
@@ -519,12 +520,11 @@ class Client:
         page_size: int | None = None,
     ) -> Iterator[LogEntry]:
         """Every event, one `anyio.run` per page."""
-        while True:
-            page = self.logs_page(thread_id, since=since, level=level, limit=page_size)
+        after: int | None = since
+        while after is not None:
+            page = self.logs_page(thread_id, since=after, level=level, limit=page_size)
             yield from page.events
-            if not page.more or page.next <= since:
-                return
-            since = page.next
+            after = _next_page(page, after)
 
     def cancel(self, thread_id: str) -> ThreadInfo | None:
         return self._run(lambda c: c.cancel(thread_id))

@@ -2,7 +2,11 @@
 
     ThreadsvcError
     ├── AuthenticationFailed       no or bad credentials
-    ├── AccountLocked              too many failed passwords
+    ├── RetryLater                 refused for now, with when to try again
+    │   ├── AccountLocked          too many failed passwords
+    │   ├── TooManyActiveThreads   a per-user or per-group limit
+    │   ├── TooManyStreams         a user's open event streams
+    │   └── ServerBusy             too many large bodies are being read
     ├── Forbidden                  role too low, not a member, not an administrator
     ├── BadParameter               a missing or bad parameter (names it)
     │   └── UnknownJob             no job of that name (here)
@@ -14,10 +18,7 @@
     ├── BodyTooLarge
     ├── RequestTooSlow             a body that does not arrive in time
     ├── ThreadStillRunning         DELETE of an active thread
-    ├── TooManyActiveThreads       a per-user or per-group limit
-    ├── TooManyStreams             a user's open event streams
     ├── StoreUnavailable           the database cannot be reached
-    ├── ServerBusy                 too many large bodies are being read; try again
     ├── StorageFull                no space left for a file (a result, an upload)
     ├── FileUnavailable            the file storage cannot be reached (503, never 410)
     │   └── FileMissing            it answered, but holds no such file
@@ -43,10 +44,16 @@ class AuthenticationFailed(ThreadsvcError):
     pass
 
 
-class AccountLocked(ThreadsvcError):
-    def __init__(self, message: str, retry_after: int) -> None:
+class RetryLater(ThreadsvcError):
+    """Refused for now: the answer says when to try again (`Retry-After`, in seconds)."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AccountLocked(RetryLater):
+    pass
 
 
 class Forbidden(ThreadsvcError):
@@ -97,28 +104,20 @@ class ThreadStillRunning(ThreadsvcError):
     pass
 
 
-class TooManyActiveThreads(ThreadsvcError):
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class TooManyActiveThreads(RetryLater):
+    pass
 
 
-class TooManyStreams(ThreadsvcError):
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class TooManyStreams(RetryLater):
+    pass
 
 
 class StoreUnavailable(ThreadsvcError):
     pass
 
 
-class ServerBusy(ThreadsvcError):
+class ServerBusy(RetryLater):
     """Every slot for reading a large body stayed taken for as long as a request may wait."""
-
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class StorageFull(ThreadsvcError):

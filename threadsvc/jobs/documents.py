@@ -14,8 +14,11 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from threadsvc.runner.params import File
 from threadsvc.uploads import InputFile
 
+# The `documents` parameter of every job that reads a DocumentSet.
+DOCUMENTS = File(multiple=True, required=True, doc="XML documents, or zip files of them")
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with entries, an empty zip
 
 

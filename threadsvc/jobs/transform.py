@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from threadsvc.errors import BadParameter
-from threadsvc.jobs.documents import DocumentSet, Limits
-from threadsvc.models import Level, Role, Scope
+from threadsvc.jobs.documents import DOCUMENTS, DocumentSet, Limits
+from threadsvc.models import Level
 from threadsvc.runner.context import Context
 from threadsvc.runner.params import File
-from threadsvc.runner.registry import JobSpec
+from threadsvc.runner.registry import JobSpec, job
 from threadsvc.uploads import InputFile, Upload
 from threadsvc.xml.engine import MAX_OUTPUT, RESERVED_PARAM, output_path
 from threadsvc.xml.render import xml_safe
@@ -52,7 +52,7 @@ MAX_PARAM_VALUE = 10_000  # characters
 MAX_STYLESHEET = 16 * 1024 * 1024  # bytes
 MAX_TOTAL_OUTPUT = 4 * 1024 * 1024 * 1024  # bytes of all outputs, uncompressed
 
-__all__ = ["DOCUMENT_SECONDS", "MAX_OUTPUT", "TransformJob", "transform_job"]
+__all__ = ["DOCUMENT_SECONDS", "MAX_OUTPUT", "TransformJob", "transform"]
 
 
 class TransformFailed(Exception):
@@ -101,6 +101,15 @@ def stylesheet_params(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
+@job(
+    "transform",
+    spec=TransformJob,
+    params={
+        "documents": DOCUMENTS,
+        "stylesheet": File(required=True, doc="an XSLT 1.0 stylesheet"),
+    },
+    title="Transform thread",
+)
 async def transform(ctx: Context) -> None:
     """Apply an XSLT 1.0 stylesheet to each document; the result is a zip of the outputs."""
     documents = await ctx.run_sync(DocumentSet, ctx.files("documents"), Limits())
@@ -159,18 +168,3 @@ def _transform_all(
     except StylesheetError as exc:
         raise TransformFailed(str(exc)) from None
     return done
-
-
-transform_job = TransformJob(
-    name="transform",
-    fn=transform,
-    scope=Scope.GROUP,
-    role=Role.CONTRIBUTOR,
-    params={
-        "documents": File(multiple=True, required=True,
-                          doc="XML files, or zip files standing for the documents inside"),
-        "stylesheet": File(required=True, doc="an XSLT 1.0 stylesheet"),
-    },
-    title="Transform thread",
-    description=(transform.__doc__ or "").strip(),
-)

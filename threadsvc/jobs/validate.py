@@ -25,11 +25,11 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 from threadsvc.errors import BadParameter
-from threadsvc.jobs.documents import DocumentSet
-from threadsvc.models import Group, Principal, Role, Scope
+from threadsvc.jobs.documents import DOCUMENTS, DocumentSet
+from threadsvc.models import Group, Principal
 from threadsvc.runner.context import Context
 from threadsvc.runner.params import Choice, File
-from threadsvc.runner.registry import JobSpec
+from threadsvc.runner.registry import JobSpec, job
 from threadsvc.uploads import Upload
 from threadsvc.xml.validation import (
     EXTENSIONS,
@@ -80,7 +80,19 @@ class ValidateJob(JobSpec):
                     params.get("schema-type"))
 
 
-async def run_validate(ctx: Context) -> None:
+@job(
+    "validate",
+    spec=ValidateJob,
+    params={
+        "documents": DOCUMENTS,
+        "schema": File(doc="the schema: .xsd, .rng, .rnc, .sch or .dtd; none to validate "
+                           "against each document's internal DTD subset"),
+        "schema-type": Choice(choices=KINDS, doc="the schema language, when the schema's "
+                                                 "file name does not tell"),
+    },
+    title="Validation thread",
+)
+async def validate(ctx: Context) -> None:
     """Validate XML documents (files or zips) against an XSD, RELAX NG (XML or compact),
     ISO Schematron or DTD schema, or each document's internal DTD subset."""
     schemas = ctx.files("schema")
@@ -138,21 +150,3 @@ def _spooled(spool: IO[bytes]) -> Iterator[DocumentReport]:
     for line in spool:
         path, findings = json.loads(line)
         yield DocumentReport(path, tuple(Finding(*item) for item in findings))
-
-
-validate = ValidateJob(
-    name="validate",
-    fn=run_validate,
-    scope=Scope.GROUP,
-    role=Role.CONTRIBUTOR,
-    params={
-        "documents": File(multiple=True, required=True,
-                          doc="XML documents, or zip files of them"),
-        "schema": File(doc="the schema: .xsd, .rng, .rnc, .sch or .dtd; none to validate "
-                           "against each document's internal DTD subset"),
-        "schema-type": Choice(choices=KINDS, doc="the schema language, when the schema's "
-                                                 "file name does not tell"),
-    },
-    title="Validation thread",
-    description=(run_validate.__doc__ or "").strip(),
-)

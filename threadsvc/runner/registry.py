@@ -80,11 +80,13 @@ def job(
     params: Mapping[str, Param] | None = None,
     title: str = "",
     retry_safe: bool = False,
+    spec: type[JobSpec] = JobSpec,
 ) -> Callable[[JobFunction], JobSpec]:
-    """Declare an async function as a job; the module holding it is registered by the registry."""
+    """Declare an async function as a job; the module holding it is registered by the registry.
+    A job that parses or checks its parameters its own way gives its JobSpec subclass as `spec`."""
 
     def declare(fn: JobFunction) -> JobSpec:
-        return JobSpec(
+        return spec(
             name=name,
             fn=fn,
             scope=scope,

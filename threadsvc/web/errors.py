@@ -67,10 +67,7 @@ async def threadsvc_error(request: Request, exc: Exception) -> Response:
             if scheme == "bearer"
             else 'Basic realm="threadsvc", charset="UTF-8"'
         )
-    if isinstance(
-        exc,
-        errors.TooManyActiveThreads | errors.AccountLocked | errors.TooManyStreams | errors.ServerBusy,
-    ):
+    if isinstance(exc, errors.RetryLater):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.StoreUnavailable):
         log.warning("store unavailable: %s", exc)
