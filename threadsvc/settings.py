@@ -35,6 +35,9 @@ class Settings:
     node: str = ""  # this node's id; empty: host name and process id
     public_url: str = ""  # how clients reach the server: the base of every result link
     max_running: int = 16
+    # While other groups' threads wait, a group is given at most this share of the node's slots
+    # (at least one), and a user at most this share of the group's (store/fair.py).
+    max_running_share: float = 0.5
     max_active_per_user: int = 100
     max_active_per_group: int = 1000
     max_streams_per_user: int = 50  # open event streams and long-polls
@@ -94,9 +97,15 @@ def _convert(name: str, value: Any) -> Any:
     if convert is None:
         raise SettingsError(f"setting '{key}' cannot be set this way")
     try:
-        return convert(value)
+        converted = convert(value)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"setting '{key}': {exc}") from None
+    if name in _SHARES and not 0 < converted <= 1:
+        raise SettingsError(f"setting '{key}': must be more than 0 and at most 1")
+    return converted
+
+
+_SHARES = frozenset({"max_running_share"})  # fractions: more than 0, at most 1
 
 
 def _to_bool(value: Any) -> bool:

@@ -101,7 +101,7 @@ async def test_ready_names_a_runner_loop_that_keeps_dying(
 ) -> None:
     """In-process: the claim loop made to raise (not a store outage, which it rides out)."""
 
-    async def claim_fault(*args: object) -> list[object]:
+    async def claim_fault(*args: object, **kwargs: object) -> list[object]:
         raise RuntimeError("injected fault")
 
     monkeypatch.setattr(SQLiteStore, "claim_threads", claim_fault)

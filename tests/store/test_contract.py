@@ -221,6 +221,40 @@ async def test_claim_oldest_first_up_to_limit(store: Store) -> None:
     assert await store.claim_threads("node-a", 10, base + 12) == []
 
 
+async def test_claims_share_a_node_between_groups_then_users(store: Store) -> None:
+    """One user's burst does not hold every slot while another group waits; the node's own
+    running threads count, another node's do not."""
+    base = now_ms()
+    burst = [await add(store, base + i, user="alice") for i in range(20)]
+    other = await add(store, base + 50, group=241, user="olga")
+    first = await store.claim_threads("node-a", 4, base + 60, slots=8, share=0.5)
+    assert other.id in {t.id for t in first}
+    assert [t.id for t in first if t.id != other.id] == [t.id for t in burst[:3]]
+    late = await add(store, base + 70, group=241, user="oscar")
+    # alice's group holds 3 of node-a's 8 slots, olga's 1: oscar's thread goes first, then
+    # alice's may take every slot left, her group alone waiting.
+    second = await store.claim_threads("node-a", 4, base + 80, slots=8, share=0.5)
+    assert {t.id for t in second} == {late.id} | {t.id for t in burst[3:6]}
+    # Another node starts from its own (empty) count; within one group, the user running
+    # fewer goes first (alice and bob hold none: alice, older; then bob; then alice again).
+    bob = [await add(store, base + 90 + i, user="bob") for i in range(2)]
+    third = await store.claim_threads("node-b", 3, base + 100, slots=8, share=0.5)
+    assert {t.id for t in third} == {burst[6].id, bob[0].id, burst[7].id}
+
+
+async def test_a_share_bounds_a_group_while_another_waits(store: Store) -> None:
+    """share 0.25 of 4 slots: one each while both groups wait, the other slots stay free."""
+    base = now_ms()
+    for i in range(3):
+        await add(store, base + i, user="alice")
+        await add(store, base + 10 + i, group=241, user="olga")
+    claimed = await store.claim_threads("node-a", 4, base + 20, slots=4, share=0.25)
+    assert sorted((t.group_id, t.username) for t in claimed) == [(240, "alice"), (241, "olga")]
+    server = await add(store, base + 30, group=-1, user="system")  # one more group
+    [claimed_server] = await store.claim_threads("node-a", 2, base + 40, slots=4, share=0.25)
+    assert claimed_server.id == server.id
+
+
 async def test_batch_writes_events_and_state_of_own_threads_only(store: Store) -> None:
     thread = await add(store, now_ms())
     [claimed] = await store.claim_threads("node-a", 1, now_ms())

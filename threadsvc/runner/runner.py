@@ -163,7 +163,10 @@ class Runner:
             free = self.settings.max_running - (len(self._running) - len(self._ending))
             if free > 0:
                 try:
-                    claimed = await self.store.claim_threads(self.node, free, now_ms())
+                    claimed = await self.store.claim_threads(
+                        self.node, free, now_ms(), slots=self.settings.max_running,
+                        share=self.settings.max_running_share,
+                    )
                 except ThreadsvcError as exc:
                     log.warning("cannot claim threads: %s", exc)
                     claimed = []

@@ -17,6 +17,7 @@ from threadsvc.models import (
     ThreadFilter,
     ThreadPage,
 )
+from threadsvc.store import fair
 from threadsvc.store.dialect import Tx
 from threadsvc.store.listing import list_query
 from threadsvc.store.rows import thread_from_row
@@ -100,10 +101,27 @@ class ThreadRules(WebhookRules):
 
         return await self._snapshot(do)
 
-    async def claim_threads(self, node: str, limit: int, now: int) -> list[Thread]:
-        """Move up to `limit` of the oldest `initialised` threads to `inprogress` on `node`."""
+    async def claim_threads(
+        self, node: str, limit: int, now: int, *, slots: int = 0, share: float = 1.0
+    ) -> list[Thread]:
+        """Move up to `limit` `initialised` threads to `inprogress` on `node`, chosen fairly
+        (store/fair.py) for a node of `slots` (0: `limit` and what it runs) and `share`."""
         async def do(tx: Tx) -> tuple[list[Thread], dict[str, int]]:
-            rows = await tx.all("claim_threads", {"node": node, "limit": limit, "now": now})
+            await tx.lock("lock_claims")
+            running = [
+                ((row["group_id"], row["username"]), row["n"])
+                for row in await tx.all("running_on_node", {"node": node})
+            ]
+            waiting = [
+                fair.Waiting(row["seq"], row["group_id"], row["username"])
+                for row in await tx.all("waiting_heads", {"limit": limit})
+            ]
+            size = slots or limit + sum(n for _, n in running)
+            seqs = fair.pick(running, waiting, limit, size, share)
+            if not seqs:
+                return [], {}
+            args = {"node": node, "seqs": tx.array(seqs), "now": now}
+            rows = await tx.all("claim_threads", args)
             claimed = [thread_from_row(row) for row in sorted(rows, key=lambda r: r["seq"])]
             await self._status_changed(tx, claimed)
             return claimed, await tx.claimed_log_seqs(rows)

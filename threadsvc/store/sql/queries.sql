@@ -116,6 +116,21 @@ RETURNING *;
 UPDATE threads SET cancel_requested = true
 WHERE id = :id AND status IN ('inprogress', 'warning', 'error');
 
+-- name: running_on_node
+-- What a fair claim weighs (store/fair.py): the node's running threads by owner.
+SELECT group_id, username, count(*) AS n FROM threads
+WHERE status IN ('inprogress', 'warning', 'error') AND node = :node
+GROUP BY group_id, username;
+
+-- name: waiting_heads
+-- The oldest `limit` waiting threads of each owner: a claim of `limit` needs no more of any.
+SELECT seq, group_id, username FROM (
+    SELECT seq, group_id, username,
+           row_number() OVER (PARTITION BY group_id, username ORDER BY seq) AS k
+    FROM threads WHERE status = 'initialised'
+) AS w
+WHERE k <= :limit;
+
 -- name: running_threads
 SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
 

@@ -41,13 +41,14 @@ FROM (SELECT 1) AS one LEFT JOIN page ON true;
 status = ANY(:statuses)
 
 -- name: claim_threads
--- SKIP LOCKED: nodes claiming together take different threads, and none waits for another.
+-- The threads store/fair.py chose. SKIP LOCKED: nodes claiming together take different
+-- threads, and none waits for another (a thread another node took is no longer initialised).
 -- log_seq: the last seq of each thread's log, which the runner numbers its next events from.
 UPDATE threads
 SET status = 'inprogress', started = GREATEST(:now, created), node = :node, heartbeat = :now,
     version = version + 1
 WHERE seq IN (
-    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
+    SELECT seq FROM threads WHERE seq = ANY(:seqs::bigint[]) AND status = 'initialised'
     FOR NO KEY UPDATE SKIP LOCKED
 )
 RETURNING *,
@@ -133,6 +134,11 @@ SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username));
 -- to right), in one round trip.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username)) AS user_lock,
        pg_advisory_xact_lock(hashtext('threadsvc.group'), hashint8(:group_id)) AS group_lock;
+
+-- name: lock_claims
+-- Claims, one at a time across nodes: each sees the ones before it committed, so the fair
+-- choice (store/fair.py) is made knowing every node's claims, and no two nodes pick alike.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.claims'), 0);
 
 -- name: lock_group_ids
 -- Creating groups, so that insert_group moves the id sequence knowing every committed id.

@@ -43,9 +43,7 @@ status IN (SELECT value FROM json_each(:statuses))
 -- name: claim_threads
 UPDATE threads
 SET status = 'inprogress', started = max(:now, created), node = :node, heartbeat = :now, version = version + 1
-WHERE seq IN (
-    SELECT seq FROM threads WHERE status = 'initialised' ORDER BY seq LIMIT :limit
-)
+WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'initialised'
 RETURNING *;
 
 -- name: last_log_seqs
