@@ -6,6 +6,7 @@
     │   ├── AccountLocked          too many failed passwords
     │   ├── TooManyActiveThreads   a per-user or per-group limit
     │   ├── TooManyStreams         a user's open event streams
+    │   ├── TooManyWebhooks        a group's or the server's webhooks
     │   └── ServerBusy             too many large bodies are being read
     ├── Forbidden                  role too low, not a member, not an administrator
     ├── BadParameter               a missing or bad parameter (names it)
@@ -110,6 +111,10 @@ class TooManyActiveThreads(RetryLater):
 
 class TooManyStreams(RetryLater):
     pass
+
+
+class TooManyWebhooks(RetryLater):
+    """A group, or the server, has as many webhooks as the settings allow."""
 
 
 class StoreUnavailable(ThreadsvcError):

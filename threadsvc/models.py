@@ -243,6 +243,10 @@ class LoginFailures:
     locked_until: int
 
 
+# A pending delivery's next_attempt while an earlier pending one of its webhook and thread
+# waits: never due, so that finding what is due is an index lookup (store/webhooks.py).
+BEHIND = 1 << 62
+
 WebhookEvents = Literal["final", "all"]
 DeliveryEvent = Literal["final", "status"]
 DeliveryStatus = Literal["pending", "delivered", "failed"]

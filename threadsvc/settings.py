@@ -58,6 +58,10 @@ class Settings:
     # stranger can no longer lock a user out, but each address gets its own attempts.
     lockout_per_address: bool = False
     webhook_allow_private: bool = False
+    max_webhooks_per_group: int = 20  # the server's own webhooks count as one more group's
+    max_webhooks: int = 1000
+    # Past this, a webhook's oldest pending deliveries are given up (logged as such).
+    max_pending_deliveries: int = 10_000
     shutdown_grace: float = 10.0
     # Seconds a connection has to send a request's headers (from connecting, or from its last
     # response); a body must keep arriving at 1 KiB/s on average once this time has passed.

@@ -75,7 +75,8 @@ def _null_args(sql: str) -> dict[str, None] | tuple[None, ...]:
 # SQLite, a subquery in RETURNING costs half a millisecond a row).
 DIALECT_ONLY = {
     "postgres": {
-        "lock_user", "lock_user_and_group", "lock_group_ids", "lock_claims", "copy_log_events",
+        "lock_user", "lock_user_and_group", "lock_group_ids", "lock_claims", "lock_delivery_claims",
+        "lock_webhooks", "copy_log_events",
         "insert_thread_within_limits",
     },
     "sqlite": {

@@ -71,8 +71,9 @@ async def change(store: Store, thread: Thread, status: Status, **more: object) -
 async def claim_all(
     store: Store, now: int | None = None, limit: int = 100
 ) -> list[tuple[str, str]]:
+    """What a claim took, sorted (a claim chooses by group and webhook, not in queue order)."""
     claimed = await store.claim_deliveries(now or now_ms(), LEASE, limit)
-    return [(d.webhook.url, d.delivery.event) for d in claimed]
+    return sorted((d.webhook.url, d.delivery.event) for d in claimed)
 
 
 async def test_webhooks_round_trip(store: Store) -> None:

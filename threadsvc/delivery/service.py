@@ -78,7 +78,9 @@ class WebhookService:
             raise BadParameter("events", "must be final or all")
         await self.check_address(url)
         return await self.store.create_webhook(
-            group_id, url, secret, cast(WebhookEvents, events), who.username, now_ms()
+            group_id, url, secret, cast(WebhookEvents, events), who.username, now_ms(),
+            most_in_group=self.settings.max_webhooks_per_group,
+            most_in_all=self.settings.max_webhooks,
         )
 
     async def check_address(self, url: str) -> None:

@@ -12,6 +12,16 @@ beside the runner) and sends the deliveries that are due:
   any 2xx is success, anything else (a redirect included: they are not followed) is retried
   after a random delay of up to BACKOFF_BASE × 2^(attempts-1) seconds (full jitter), at
   most BACKOFF_CAP, until GIVE_UP_AFTER after the change, when the delivery is `failed`.
+
+Many tenants share the workers, and some receivers are dead or slow on purpose:
+- claims are fair (store/fair.py): by group, then webhook, against the attempts in flight, so
+  one group's receivers hold at most `SHARE` of the workers while another group's deliveries
+  wait, and a slow one delays another group's by at most one attempt (SEND_TIMEOUT);
+- a webhook whose attempts failed BREAK_AFTER times in a row is paused (the circuit opens)
+  for PAUSE_BASE seconds, doubled with each further failure up to PAUSE_CAP: none of its
+  deliveries is claimed meanwhile, then one is tried; a 2xx closes the circuit;
+- every TRIM_EVERY seconds, a webhook holding more than `max-pending-deliveries` pending
+  deliveries has its oldest given up (`failed`), counted in `given_up` and logged.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 
 import httpx
 
@@ -33,6 +44,7 @@ from threadsvc.retry import doubled
 from threadsvc.runner.supervisor import Supervised, Supervisor
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+from threadsvc.store.fair import Owner
 from threadsvc.xml import render
 
 log = logging.getLogger(__name__)
@@ -44,6 +56,11 @@ BACKOFF_BASE = 1.0  # seconds; the first retry comes within this, each later one
 BACKOFF_CAP = 3600.0
 GIVE_UP_AFTER = 24 * 3600.0  # seconds after the change
 CONCURRENCY = 16  # attempts in flight per server
+SHARE = 0.5  # of the workers, one group's receivers may hold while another's deliveries wait
+BREAK_AFTER = 5  # consecutive failed attempts of a webhook that pause it
+PAUSE_BASE = 30.0  # seconds of the first pause; each further failure doubles it
+PAUSE_CAP = 3600.0
+TRIM_EVERY = 30.0  # seconds between looks for webhooks over `max-pending-deliveries`
 PRUNE_EVERY = 600.0  # seconds between deletions of deliveries older than `thread-ttl`
 CONTENT_TYPE = "application/xml;charset=utf-8"
 
@@ -72,9 +89,11 @@ class DeliveryWorker:
         self._own_client = client is None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], Owner] = {}
         self._task: Supervised | None = None
         self._last_prune = 0.0
+        self._last_trim = 0.0
+        self.given_up = 0  # deliveries given up past `max-pending-deliveries` since start
 
     async def start(self, supervisor: Supervisor) -> None:
         if self._client is None:
@@ -129,12 +148,7 @@ class DeliveryWorker:
             self._wake.clear()
 
     async def _round(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._last_prune >= PRUNE_EVERY:
-            self._last_prune = loop.time()
-            pruned = await self.store.prune_deliveries(now_ms() - self.settings.thread_ttl * 1000)
-            if pruned:
-                log.info("pruned %d old webhook deliveries", pruned)
+        await self._housekeeping()
         free = CONCURRENCY - len(self._inflight)
         if free <= 0:
             return
@@ -142,12 +156,38 @@ class DeliveryWorker:
         now = now_ms()
         if due is None or due > now:
             return
-        for claimed in await self.store.claim_deliveries(now, int(LEASE * 1000), free):
+        busy = Counter(self._inflight.values())
+        claims = await self.store.claim_deliveries(
+            now, int(LEASE * 1000), free, busy=busy.items(), workers=CONCURRENCY, share=SHARE
+        )
+        for claimed in claims:
             task = asyncio.create_task(
                 self._deliver(claimed), name=f"webhook-{claimed.delivery.id}"
             )
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._inflight[task] = (claimed.webhook.group_id, str(claimed.webhook.id))
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()  # a worker is free: another group's delivery may be waiting for one
+
+    async def _housekeeping(self) -> None:
+        """Prune old deliveries now and then; give up what a webhook holds past the cap."""
+        clock = asyncio.get_running_loop().time()
+        if clock - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = clock
+            pruned = await self.store.prune_deliveries(now_ms() - self.settings.thread_ttl * 1000)
+            if pruned:
+                log.info("pruned %d old webhook deliveries", pruned)
+        if clock - self._last_trim >= TRIM_EVERY:
+            self._last_trim = clock
+            most = self.settings.max_pending_deliveries
+            for webhook_id, count in (await self.store.give_up_excess(most, now_ms())).items():
+                self.given_up += count
+                log.warning(
+                    "webhook %d: gave up its %d oldest pending deliveries (it held more than "
+                    "max-pending-deliveries, %d)", webhook_id, count, most,
+                )
 
     async def _deliver(self, due: DueDelivery) -> None:
         delivery = due.delivery
@@ -169,7 +209,16 @@ class DeliveryWorker:
             gave_up = next_attempt >= delivery.created + int(GIVE_UP_AFTER * 1000)
             status = "failed" if gave_up else "pending"
         try:
-            await self.store.record_attempt(delivery.id, now, code, status, next_attempt)
+            failures = await self.store.record_attempt(
+                delivery.id, now, code, status, next_attempt
+            )
+            if failures >= BREAK_AFTER:
+                pause = doubled(PAUSE_BASE, PAUSE_CAP, failures - BREAK_AFTER)
+                await self.store.pause_webhook(due.webhook.id, now + int(pause * 1000))
+                log.warning(
+                    "webhook %d paused for %.0f s after %d failed attempts in a row",
+                    due.webhook.id, pause, failures,
+                )
         except StoreUnavailable as exc:  # the lease runs out, and it is tried again
             log.warning("webhook delivery %s: attempt not recorded: %s", delivery.id, exc)
             return

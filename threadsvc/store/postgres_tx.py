@@ -8,7 +8,7 @@ from typing import Any, cast
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from threadsvc.models import NewLogEvent, Thread, now_ms
+from threadsvc.models import BEHIND, NewLogEvent, Thread, now_ms
 from threadsvc.store.dialect import Args, Row, Where
 from threadsvc.store.listing import statement
 from threadsvc.store.queries import load_queries
@@ -94,5 +94,6 @@ class PostgresTx:
                 "event": ["final" if thread.final else "status" for thread in changes],
                 "snapshot": [snapshot_json(thread) for thread in changes],
                 "now": now_ms(),
+                "behind": BEHIND,
             },
         )

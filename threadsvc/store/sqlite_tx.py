@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Coroutine
 from typing import Any, TypeVar, cast
 
-from threadsvc.models import NewLogEvent, Thread, now_ms
+from threadsvc.models import BEHIND, NewLogEvent, Thread, now_ms
 from threadsvc.store.dialect import Args, Row, Tx, Where
 from threadsvc.store.listing import statement
 from threadsvc.store.queries import load_queries
@@ -83,6 +83,7 @@ class SQLiteTx:
                     "event": "final" if thread.final else "status",
                     "snapshot": snapshot_json(thread),
                     "now": now,
+                    "behind": BEHIND,
                 },
             )
 

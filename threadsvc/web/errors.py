@@ -32,6 +32,7 @@ TABLE: list[tuple[type[Exception], int, str]] = [
     (errors.TooManyActiveThreads, 429, "0300"),
     (errors.AccountLocked, 429, "0301"),
     (errors.TooManyStreams, 429, "0302"),
+    (errors.TooManyWebhooks, 429, "0303"),
     (errors.ThreadStillRunning, 409, "0403"),
     (errors.LinkRefused, 403, "0400"),
     (errors.ResultDeleted, 410, "0401"),

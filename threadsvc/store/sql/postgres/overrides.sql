@@ -140,6 +140,14 @@ SELECT pg_advisory_xact_lock(hashtext('threadsvc.user'), hashtext(:username)) AS
 -- choice (store/fair.py) is made knowing every node's claims, and no two nodes pick alike.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.claims'), 0);
 
+-- name: lock_delivery_claims
+-- Delivery claims, one at a time across nodes (as lock_claims for threads).
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.deliveries'), 0);
+
+-- name: lock_webhooks
+-- Creating webhooks, so that the caps are counted knowing every committed one.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.webhooks'), 0);
+
 -- name: lock_group_ids
 -- Creating groups, so that insert_group moves the id sequence knowing every committed id.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.groups'), 0);
@@ -191,22 +199,30 @@ FROM active;
 INSERT INTO webhook_deliveries
     (id, webhook_id, thread_id, event, snapshot, status, attempts, next_attempt, created)
 SELECT replace(gen_random_uuid()::text, '-', ''), w.id, c.thread_id, c.event, c.snapshot,
-       'pending', 0, :now, :now
+       'pending', 0,
+       -- due now, unless it waits behind an earlier pending one (stored, or in this batch)
+       CASE WHEN row_number() OVER (PARTITION BY w.id, c.thread_id ORDER BY c.n) = 1
+                 AND NOT EXISTS (
+                     SELECT 1 FROM webhook_deliveries e
+                     WHERE e.webhook_id = w.id AND e.thread_id = c.thread_id
+                       AND e.status = 'pending')
+            THEN :now::bigint ELSE :behind::bigint END,
+       :now
 FROM unnest(:thread_id::text[], :group_id::bigint[], :event::text[], :snapshot::text[])
      WITH ORDINALITY AS c (thread_id, group_id, event, snapshot, n)
 JOIN webhooks w ON w.group_id IN (c.group_id, -1) AND (c.event = 'final' OR w.events = 'all')
 ORDER BY c.n, w.id;
 
 -- name: due_deliveries
--- SKIP LOCKED: workers on several nodes claim different deliveries; one that another worker
--- is claiming still holds back the later ones of its (webhook, thread), being still pending.
+-- The first `limit` due deliveries of each webhook not paused, for store/fair.py to choose
+-- from: one index range per webhook, whatever the outbox holds. (Claims take turns under
+-- lock_delivery_claims, so nothing here needs locking.)
 SELECT d.*, w.group_id AS w_group_id, w.url AS w_url, w.secret AS w_secret,
        w.events AS w_events, w.created_by AS w_created_by, w.created AS w_created
-FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-WHERE d.status = 'pending' AND d.next_attempt <= :now
-  AND NOT EXISTS (
-      SELECT 1 FROM webhook_deliveries e
-      WHERE e.webhook_id = d.webhook_id AND e.thread_id = d.thread_id
-        AND e.status = 'pending' AND e.seq < d.seq)
-ORDER BY d.seq LIMIT :limit
-FOR NO KEY UPDATE OF d SKIP LOCKED;
+FROM webhooks w
+CROSS JOIN LATERAL (
+    SELECT * FROM webhook_deliveries e
+    WHERE e.webhook_id = w.id AND e.status = 'pending' AND e.next_attempt <= :now
+    ORDER BY e.next_attempt, e.seq LIMIT :limit
+) AS d
+WHERE w.paused_until <= :now;

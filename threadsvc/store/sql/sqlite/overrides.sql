@@ -115,18 +115,26 @@ SELECT 1 FROM webhooks LIMIT 1;
 -- One delivery per webhook that wants this change: the thread's group's and the server's.
 INSERT INTO webhook_deliveries
     (id, webhook_id, thread_id, event, snapshot, status, attempts, next_attempt, created)
-SELECT lower(hex(randomblob(16))), id, :thread_id, :event, :snapshot, 'pending', 0, :now, :now
+SELECT lower(hex(randomblob(16))), id, :thread_id, :event, :snapshot, 'pending', 0,
+       -- due now, unless it waits behind an earlier pending one
+       CASE WHEN EXISTS (
+                SELECT 1 FROM webhook_deliveries e
+                WHERE e.webhook_id = webhooks.id AND e.thread_id = :thread_id
+                  AND e.status = 'pending')
+            THEN :behind ELSE :now END,
+       :now
 FROM webhooks
 WHERE group_id IN (:group_id, -1) AND (:event = 'final' OR events = 'all')
 ORDER BY id;
 
 -- name: due_deliveries
+-- The first `limit` due deliveries of each webhook not paused, for store/fair.py to choose
+-- from: one index range per webhook, whatever the outbox holds.
 SELECT d.*, w.group_id AS w_group_id, w.url AS w_url, w.secret AS w_secret,
        w.events AS w_events, w.created_by AS w_created_by, w.created AS w_created
-FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-WHERE d.status = 'pending' AND d.next_attempt <= :now
-  AND NOT EXISTS (
-      SELECT 1 FROM webhook_deliveries e
-      WHERE e.webhook_id = d.webhook_id AND e.thread_id = d.thread_id
-        AND e.status = 'pending' AND e.seq < d.seq)
-ORDER BY d.seq LIMIT :limit;
+FROM webhooks w JOIN webhook_deliveries d ON d.seq IN (
+    SELECT e.seq FROM webhook_deliveries e
+    WHERE e.webhook_id = w.id AND e.status = 'pending' AND e.next_attempt <= :now
+    ORDER BY e.next_attempt, e.seq LIMIT :limit
+)
+WHERE w.paused_until <= :now;

@@ -152,7 +152,9 @@ CREATE TABLE webhooks (
     secret TEXT NOT NULL,
     events TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,  -- consecutive failed attempts (the circuit breaker)
+    paused_until INTEGER NOT NULL DEFAULT 0  -- no delivery is claimed before (epoch ms)
 );
 CREATE INDEX webhooks_group ON webhooks (group_id);
 
@@ -175,6 +177,9 @@ CREATE INDEX deliveries_webhook ON webhook_deliveries (webhook_id, seq);
 CREATE INDEX deliveries_pending_order ON webhook_deliveries (webhook_id, thread_id, seq)
     WHERE status = 'pending';
 CREATE INDEX deliveries_created ON webhook_deliveries (created) WHERE status <> 'pending';
+-- next_attempt is 2^62 while an earlier pending delivery of the webhook and thread waits.
+CREATE INDEX deliveries_next ON webhook_deliveries (webhook_id, next_attempt, seq)
+    WHERE status = 'pending';
 
 -- Active threads per user and per group, for the limits (kept by triggers).
 CREATE TABLE active_by_user (
