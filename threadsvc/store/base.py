@@ -221,6 +221,10 @@ class Store(Protocol):
     async def ended_before(self, moment: int, limit: int) -> list[Thread]:
         """Final threads that ended before `moment`, oldest first."""
 
+    async def threads_by_ids(self, ids: list[str]) -> list[Thread]:
+        """The threads of `ids` that exist, in no set order (the purge looks for files whose
+        thread is gone)."""
+
     async def forget_idempotency_keys(self, created_before: int) -> int:
         """Clear idempotency keys of threads created before the moment; how many."""
 

@@ -212,6 +212,15 @@ class ThreadRules(WebhookRules):
         args = {"moment": moment, "limit": limit}
         return await self._read(lambda tx: _threads(tx, "ended_before", args))
 
+    async def threads_by_ids(self, ids: list[str]) -> list[Thread]:
+        if not ids:
+            return []
+
+        async def do(tx: Tx) -> list[Thread]:
+            return [thread_from_row(row) for row in await tx.all("threads_by_ids", {"ids": tx.array(ids)})]
+
+        return await self._read(do)
+
     async def forget_idempotency_keys(self, created_before: int) -> int:
         args = {"before": created_before}
         return await self._write(lambda tx: tx.run("forget_idempotency_keys", args))

@@ -204,3 +204,6 @@ WHERE d.status = 'pending' AND d.next_attempt <= :now
         AND e.status = 'pending' AND e.seq < d.seq)
 ORDER BY d.seq LIMIT :limit
 FOR NO KEY UPDATE OF d SKIP LOCKED;
+
+-- name: threads_by_ids
+SELECT * FROM threads WHERE id = ANY(:ids);

@@ -132,3 +132,6 @@ WHERE d.status = 'pending' AND d.next_attempt <= :now
       WHERE e.webhook_id = d.webhook_id AND e.thread_id = d.thread_id
         AND e.status = 'pending' AND e.seq < d.seq)
 ORDER BY d.seq LIMIT :limit;
+
+-- name: threads_by_ids
+SELECT * FROM threads WHERE id IN (SELECT value FROM json_each(:ids));
