@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import httpx
@@ -41,7 +41,7 @@ class Remote(LocalFiles):
     """Files under a directory, served as a remote storage is: no local paths, so downloads
     are streamed through `read` and jobs get fetched copies."""
 
-    fetched: list[str] = []
+    fetched: ClassVar[list[str]] = []
 
     def local_path(self, key: str) -> None:  # type: ignore[override]
         return None
@@ -218,8 +218,10 @@ def test_the_purge_leaves_no_file_behind(tmp_path: Path) -> None:
             assert len(_keys(data)) >= 3
             orphan.write_bytes(b"orphan")
             with server.client("admin") as admin:
-                wait_for(admin, "/ps/service/threads?pagesize=100",
-                         lambda r: not any(t in r.text for t in done), timeout=30)
+                def purged(answer: httpx.Response, ids: list[str] = done) -> bool:
+                    return not any(t in answer.text for t in ids)
+
+                wait_for(admin, "/ps/service/threads?pagesize=100", purged, timeout=30)
             # Purges go on while there is work (each purge is a thread, purged in its turn).
             deadline = time.monotonic() + 30
             while _keys(data) and time.monotonic() < deadline:

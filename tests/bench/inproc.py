@@ -12,9 +12,9 @@ import sys
 import time
 
 from threadsvc.changes import Changes
-from threadsvc.models import Principal, Status, User
 from threadsvc.files import make_files
 from threadsvc.files.scratch import Scratch
+from threadsvc.models import Principal, Status, User
 from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner, node_id

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from threadsvc.changes import Changes
+from threadsvc.files.local import LocalFiles
+from threadsvc.files.scratch import Scratch
 from threadsvc.models import (
     Level,
     LogEvent,
@@ -25,8 +27,6 @@ from threadsvc.models import (
     ThreadFilter,
     User,
 )
-from threadsvc.files.local import LocalFiles
-from threadsvc.files.scratch import Scratch
 from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.context import Context
 from threadsvc.runner.registry import JobSpec, Registry, job
