@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.jobs_for_tests import CHUNK
-from tests.support import GROUP, InProcess, Server, running_server, wait_final, wait_for
+from tests.support import GROUP, InProcess, Server, running_server, seed, wait_final, wait_for
 from threadsvc import app as app_module
 from threadsvc.files import make_files
 from threadsvc.files.base import FileStorage
@@ -364,3 +364,34 @@ def test_nodes_sharing_data_dir_start_together(tmp_path: Path, postgres: Any) ->
         for node in nodes:
             if node.process is not None:
                 node.stop()
+
+
+def _written_2_mib(answer: httpx.Response) -> bool:
+    found = re.search(r'<progress current="(\d+)"', answer.text)
+    return found is not None and int(found.group(1)) >= 2
+
+
+@pytest.mark.slow
+def test_a_node_killed_while_writing_leaves_no_partial_result(tmp_path: Path) -> None:
+    server = Server(tmp_path, jobs=JOBS)
+    seed(server.config)
+    server.start()
+    data = tmp_path / "data"
+    try:
+        with server.client("contributor") as http:
+            answer = http.post(f"{GROUP}/threads", data={"job": "big-result", "mib": "1024"})
+            tid = re.search(r'<thread id="([0-9a-f]{32})"', answer.text).group(1)  # type: ignore[union-attr]
+            wait_for(http, f"{GROUP}/threads/{tid}/progress", _written_2_mib, timeout=60)
+        written = [p for p in (data / "work").rglob("*") if p.is_file() and p.stat().st_size]
+        assert written  # the result so far, in this process's scratch only
+        server.kill()
+        assert not (data / "results").exists() or not list((data / "results").iterdir())
+        server.start()
+        with server.client("contributor") as http:
+            done = wait_final(http, tid)
+            assert 'status="failed"' in done.text and "<result" not in done.text
+        leftovers = [p for p in (data / "work").rglob("*") if p.is_file() and p.stat().st_size]
+        assert leftovers == []  # the killed process's scratch is gone
+    finally:
+        if server.running:
+            server.stop()

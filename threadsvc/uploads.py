@@ -87,7 +87,7 @@ class Uploads:
 
     async def _store(self, thread_id: str, param: str, index: int, upload: Upload) -> dict[str, Any]:
         key = f"{uploads_prefix(thread_id)}{_key_part(param)}-{index}"
-        received = self.scratch.file(f"{param}-{index}")
+        received = self.scratch.file(f"{_key_part(param)}-{index}")
         try:
             size, digest = await anyio.to_thread.run_sync(self._receive, received, param, upload)
             await self.storage.put(key, received)
