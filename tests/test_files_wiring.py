@@ -17,6 +17,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,13 +52,23 @@ class Remote(LocalFiles):
         await super().fetch(key, target)
 
 
+class Signing(Remote):
+    """A storage that signs its own links, as s3 with `s3-presign` does."""
+
+    def presigned_url(self, key: str, ttl: int, filename: str, media_type: str) -> str:
+        return f"https://bucket.example/{key}?ttl={ttl}&name={filename}&type={media_type}"
+
+
 @pytest.fixture
 def remote_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Servers whose data-dir is under a directory named `remote` use `Remote`."""
+    """Servers whose data-dir is under a directory named `remote` use `Remote`, under one
+    named `signing` `Signing`."""
 
     def files(settings: Settings) -> FileStorage:
         if "remote" in Path(settings.data_dir).parts:
             return Remote(settings.data_dir)
+        if "signing" in Path(settings.data_dir).parts:
+            return Signing(settings.data_dir)
         return make_files(settings)
 
     monkeypatch.setattr(app_module, "make_files", files)
@@ -150,6 +161,25 @@ def test_streamed_download_answers_ranges_as_a_local_file(
         # Several ranges: the local file answers multipart, the stream the whole file (allowed).
         several = b.get(links[1], headers={"Range": "bytes=0-1,5-6"})
         assert several.status_code == 200 and several.content == CHUNK
+
+
+def test_a_storage_that_signs_its_links_is_linked_to_directly(
+    tmp_path: Path, remote_when_asked: None
+) -> None:
+    for server, _ in running_server(tmp_path / "signing", InProcess, jobs=JOBS,
+                                    **{"result-url-ttl": 120}):
+        with server.client("contributor") as http:
+            tid = _big(http)
+            before = int(time.time()) * 1000
+            redirect = http.get(f"{GROUP}/threads/{tid}/result")
+            shown = http.get(f"{GROUP}/threads/{tid}/progress").text
+            after = int(time.time()) * 1000
+    url = f"https://bucket.example/results/{tid}?ttl=120&name=big.bin&type=application/octet-stream"
+    assert redirect.status_code == 302 and redirect.headers["location"] == url
+    assert f'<result href="{url.replace("&", "&amp;")}"' in shown
+    expires = re.search(r'expires="([^"]+)"', shown).group(1)  # type: ignore[union-attr]
+    moment = int(datetime.fromisoformat(expires).timestamp() * 1000)
+    assert before + 120_000 <= moment <= after + 120_000 and moment % 1000 == 0
 
 
 # -- uploads ----------------------------------------------------------------------------------
