@@ -120,6 +120,7 @@ def test_a_missing_file_is_503_not_410(kind: str, request: pytest.FixtureRequest
         assert http.get(f"{GROUP}/threads/{tid}/result").status_code == 302  # still kept
 
 
+@pytest.mark.slow  # waits for the deletion moment
 def test_a_result_past_its_deletion_is_410(tmp_path: Path) -> None:
     for server, _ in running_server(tmp_path, InProcess, jobs=JOBS, **{"result-ttl": 1}):
         with server.client("contributor") as http:
@@ -235,6 +236,7 @@ def _keys(data: Path) -> list[str]:
     )
 
 
+@pytest.mark.slow  # waits for thread-ttl and the purge
 def test_the_purge_leaves_no_file_behind(tmp_path: Path) -> None:
     settings = {"thread-ttl": 1, "result-ttl": 1, "purge-interval": 0.5}
     for server, _ in running_server(tmp_path, InProcess, jobs=JOBS, **settings):

@@ -79,9 +79,9 @@ class Where:
 IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
+CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
 FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
 log = logging.getLogger(__name__)
-CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
 
 
 class Service:
