@@ -4,6 +4,9 @@ sent through one node stops a thread running on another."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
 import re
 import signal
 import time
@@ -11,10 +14,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.jobs_for_tests import CHUNK
 from tests.pg import PostgresCluster
-from tests.support import Server, seed
+from tests.support import Server, seed, wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -132,3 +137,65 @@ def test_three_nodes_lose_nothing(nodes: list[Server], tmp_path: Path) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+# -- every node serves every file: nodes with separate data directories --------------------------
+needs_postgres_files = pytest.mark.skipif(
+    importlib.util.find_spec("threadsvc.files.postgres") is None,
+    reason="needs threadsvc/files/postgres.py (the postgres file storage)",
+)
+
+
+def _ran_on(http: httpx.Client, tid: str) -> str:
+    logs = http.get(f"/ps/service/groups/dev/threads/{tid}/logs").text
+    found = re.search(r"Status: inprogress \(node (\w+)\)", logs)
+    return found.group(1) if found else ""
+
+
+@pytest.mark.parametrize("files", [
+    pytest.param("postgres", marks=needs_postgres_files),
+    "local-shared",  # one directory both nodes mount (here: the same one)
+])
+@pytest.mark.timeout(120)
+def test_every_node_serves_every_file(tmp_path: Path, postgres: PostgresCluster, files: str) -> None:
+    """n1 receives (it runs nothing: max-running 0), n2 runs; with postgres files nothing is
+    shared but the database."""
+    db = postgres.new_database_url()
+    common: dict[str, object] = {"db": db, "jobs": ["tests.jobs_for_tests"], "files": "postgres"}
+    if files == "local-shared":
+        common.update({"files": "local", "files-shared": True, "data-dir": str(tmp_path / "shared")})
+    receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
+    runner = Server(tmp_path / "n2", node="n2", **common)
+    seed(receiver.config)
+    receiver.start()
+    runner.start()
+    try:
+        with receiver.client("admin", timeout=60) as http:
+            body = os.urandom(300_000)
+            answer = http.post("/ps/service/groups/dev/threads", data={"job": "checksum"},
+                               files=[("files", ("a.bin", body))])
+            assert answer.status_code == 202, answer.text
+            tid = _ids(answer.text)[0]
+            done = wait_final(http, tid, timeout=60)
+            assert 'status="completed"' in done.text and _ran_on(http, tid) == "n2"
+            link = http.get(f"/ps/service/groups/dev/threads/{tid}/result").headers["location"]
+            assert link.startswith(receiver.url)
+            assert http.get(link).text == f"a.bin {len(body)} {hashlib.sha256(body).hexdigest()}"
+
+            answer = http.post("/ps/service/groups/dev/threads", data={"job": "big-result", "mib": "2"})
+            tid = _ids(answer.text)[0]
+            done = wait_final(http, tid, timeout=60)
+            assert 'status="completed"' in done.text and _ran_on(http, tid) == "n2"
+            link = http.get(f"/ps/service/groups/dev/threads/{tid}/result").headers["location"]
+            whole = http.get(link)
+            assert whole.status_code == 200 and whole.content == CHUNK * 2
+            part = http.get(link, headers={"Range": "bytes=1048570-1048585"})
+            assert part.status_code == 206
+            assert part.headers["content-range"] == f"bytes 1048570-1048585/{2 * len(CHUNK)}"
+            assert part.content == (CHUNK * 2)[1048570:1048586]
+        if files == "postgres":  # nothing on either node's disk
+            assert not list((tmp_path / "n1" / "data").glob("results/*"))
+            assert not list((tmp_path / "n2" / "data").glob("results/*"))
+    finally:
+        receiver.stop()
+        runner.stop()

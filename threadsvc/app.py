@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,6 +17,10 @@ from threadsvc.changes import Changes
 from threadsvc.delivery.service import WebhookService
 from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
+from threadsvc.files import make_files
+from threadsvc.files.base import FileStorage
+from threadsvc.files.scratch import Scratch
+from threadsvc.files.shared import check_shared
 from threadsvc.identity import Identity
 from threadsvc.jobs.command.job import command_job
 from threadsvc.jobs.command.process import kill_all
@@ -30,6 +35,7 @@ from threadsvc.service import Service
 from threadsvc.settings import Settings
 from threadsvc.state import AppState, state_of
 from threadsvc.store import make_store
+from threadsvc.store.base import Store
 from threadsvc.uploads import Uploads
 from threadsvc.web import errors
 from threadsvc.web.console import Console, ConsoleSessions
@@ -48,6 +54,7 @@ def create_app(settings: Settings) -> Starlette:
         registry = Registry.load(settings.jobs)
         store = make_store(settings)
         await store.open()
+        stack = contextlib.AsyncExitStack()
         try:
             keys = await secret_keys(settings, store)
             await check_key_fingerprint(store, keys)
@@ -55,8 +62,9 @@ def create_app(settings: Settings) -> Starlette:
             node = node_id(settings)
             cluster = Cluster(store, node) if store.shared else None  # nodes hear one another
             changes = Changes(announce=cluster.changed if cluster is not None else None)
-            files = ResultFiles(settings.data_dir)
-            uploads = Uploads(settings.data_dir, settings.max_upload_file)
+            storage, scratch = await stack.enter_async_context(opened_files(settings, store))
+            files = ResultFiles(storage, scratch)
+            uploads = Uploads(storage, scratch, settings.max_upload_file)
             runner = Runner(
                 store, registry, settings, node=node, changes=changes, files=files,
                 uploads=uploads, supervisor=supervisor, cluster=cluster,
@@ -97,7 +105,10 @@ def create_app(settings: Settings) -> Starlette:
                 await runner.stop()
                 kill_all()  # commands still in their SIGTERM grace: the process ends now
         finally:
-            await store.close()
+            try:
+                await stack.aclose()  # the file storage and this process's scratch
+            finally:
+                await store.close()
 
     return Starlette(
         routes=[*routes(), *console_routes()],
@@ -117,6 +128,28 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+@contextlib.asynccontextmanager
+async def opened_files(
+    settings: Settings, store: Store
+) -> AsyncIterator[tuple[FileStorage, Scratch]]:
+    """The one file storage of this node, open, with this process's scratch directory (what
+    killed processes left there is removed first); local files on a shared store are first
+    proven to be the directory the other nodes use."""
+    storage = make_files(settings)
+    await storage.open()
+    scratch = Scratch(settings.data_dir)
+    try:
+        removed = await anyio.to_thread.run_sync(scratch.open)
+        if removed:
+            log.info("removed the scratch of %d stopped processes", removed)
+        if storage.kind == "local" and store.shared:
+            await check_shared(storage, store, scratch)
+        yield storage, scratch
+    finally:
+        await anyio.to_thread.run_sync(scratch.close)
+        await storage.close()
 
 
 def stop_waiting(app: Starlette) -> None:

@@ -1,7 +1,8 @@
-"""Result files on disk, and the pre-signed links that let anyone holding one download it.
+"""Result files, and the pre-signed links that let anyone holding one download it.
 
-A result is written under `data-dir/results/` as it is produced (never held whole in memory),
-named by the thread's id only, so no caller's text ever reaches a path.
+A result is written to a scratch file on the node's disk as it is produced (never held whole in
+memory), then put into the file storage under a key made of the thread's id only, so no
+caller's text ever reaches a path or a key.
 """
 
 from __future__ import annotations
@@ -14,51 +15,66 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import anyio.to_thread
+import anyio
 from itsdangerous import BadSignature, Serializer, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 
 from threadsvc import private
 from threadsvc.errors import OUT_OF_SPACE, LinkRefused, StorageFull
+from threadsvc.files.base import FileStorage, result_key
+from threadsvc.files.scratch import Scratch
 from threadsvc.models import Result, now_ms
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ResultFiles:
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.root = Path(data_dir) / "results"
+    """Results in the file storage, under `results/THREAD_ID`: each written by its job into a
+    scratch file on this node's disk, then put into the storage whole."""
 
-    def path(self, result: Result) -> Path:
+    def __init__(self, storage: FileStorage, scratch: Scratch) -> None:
+        self.storage = storage
+        self.scratch = scratch
+
+    @staticmethod
+    def key(result: Result) -> str:
         assert result.file is not None
-        return self.root / result.file
+        return result_key(result.file)  # `file` is the thread's id (older versions: the same)
+
+    def local_path(self, result: Result) -> Path | None:
+        """Where the result is on this node's disk, for a storage that keeps files there."""
+        return self.storage.local_path(self.key(result))
 
     @contextlib.contextmanager
     def writer(self, thread_id: str) -> Iterator[tuple[BinaryIO, Path]]:
-        """A file to write the result into; it replaces any earlier one only when complete."""
-        private.make_dirs(self.root)
-        final = self.root / thread_id
-        partial = self.root / f"{thread_id}.part"
+        """A scratch file to write the result into; `keep` then stores it. Nothing is kept
+        when the writing fails."""
+        partial = self.scratch.file(thread_id)
         try:
             with private.create(partial) as out:
-                yield out, final
+                yield out, partial
                 out.flush()
                 os.fsync(out.fileno())
-            partial.replace(final)
         except OSError as exc:
+            partial.unlink(missing_ok=True)
             if exc.errno in OUT_OF_SPACE:  # the job fails saying so; nothing partial is kept
                 raise StorageFull(f"No space left on the server to store the result: {exc}") from exc
             raise
-        finally:
+        except BaseException:
             partial.unlink(missing_ok=True)
+            raise
+
+    async def keep(self, thread_id: str, written: Path) -> int:
+        """Put the scratch file `written` as the thread's result, replacing any earlier one
+        only once whole; returns its size."""
+        try:
+            return await self.storage.put(result_key(thread_id), written)
+        finally:
+            await anyio.Path(written).unlink(missing_ok=True)
 
     async def delete(self, result: Result | None) -> None:
         if result is not None and result.file is not None:
-            await anyio.to_thread.run_sync(self._unlink, self.path(result))
-
-    @staticmethod
-    def _unlink(path: Path) -> None:
-        path.unlink(missing_ok=True)
+            await self.storage.delete(self.key(result))
 
 
 def download_name(name: str) -> str:

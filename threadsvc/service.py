@@ -11,8 +11,10 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from cachetools import TTLCache
 from threadsvc.changes import Changes
 from threadsvc.errors import (
     BadParameter,
+    FileUnavailable,
     Forbidden,
     GroupNotFound,
     NoResult,
@@ -77,6 +80,8 @@ IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
 CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
+FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -100,6 +105,7 @@ class Service:
         self.files = files
         self.uploads = uploads
         self.changes = changes
+        self._files_checked: tuple[float, FileUnavailable | None] | None = None
         # Groups are never renamed or removed: a found one is reused for a few seconds.
         self._groups: TTLCache[str, Group] = TTLCache(10_000, max(settings.auth_cache_seconds, 1))
 
@@ -267,10 +273,10 @@ class Service:
                 idempotency_key, request_hash=_request_hash(spec.name, params),
             )
         except BaseException:
-            await self.uploads.discard(thread_id)
+            await self.uploads.discard(thread_id, params)
             raise
         if not created:
-            await self.uploads.discard(thread_id)
+            await self.uploads.discard(thread_id, params)
         return thread, created
 
     async def _insert(
@@ -359,8 +365,11 @@ class Service:
             raise ThreadStillRunning(f"Thread '{thread.id}' is {thread.status.value}; cancel it first")
         if not await self.store.delete_thread(thread.id):
             raise ThreadNotFound(f"No thread '{thread_id}'")
-        await self.files.delete(thread.result)
-        await self.uploads.discard(thread.id)
+        try:
+            await self.files.delete(thread.result)
+            await self.uploads.discard(thread.id, thread.params)
+        except FileUnavailable as exc:  # the thread is gone: the purge removes its files later
+            log.warning("could not delete the files of thread %s: %s", thread.id, exc)
 
     # -- results ----------------------------------------------------------------------------
     async def result(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread:
@@ -396,6 +405,22 @@ class Service:
     async def check_store(self) -> None:
         """Raises StoreUnavailable when the store does not answer (for readiness)."""
         await self.store.count_by_status()
+
+    async def check_files(self) -> None:
+        """Raises FileUnavailable when the file storage cannot be written and read back (for
+        readiness). The answer is reused for FILES_CHECK_SECONDS: a check writes a file, and
+        /ready may be polled often by several balancers."""
+        now = time.monotonic()
+        if self._files_checked is None or now - self._files_checked[0] >= FILES_CHECK_SECONDS:
+            try:
+                await self.files.storage.check()
+                failure: FileUnavailable | None = None
+            except FileUnavailable as exc:
+                failure = exc
+            self._files_checked = (time.monotonic(), failure)
+        failure = self._files_checked[1]
+        if failure is not None:
+            raise failure
 
     # -- retention --------------------------------------------------------------------------
     async def start_purge(self) -> Thread | None:

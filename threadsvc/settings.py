@@ -32,6 +32,15 @@ class Settings:
     # Empty: a key generated once and kept in the store.
     secret_key: tuple[str, ...] = ()
     data_dir: str = "threadsvc-data"
+    # Where results and uploads are kept: `local` (under data-dir), `postgres` (the store's
+    # database) or `s3`; empty: `local` with SQLite, `postgres` with a PostgreSQL store.
+    files: str = ""
+    files_shared: bool = False  # `local` files on a directory every node mounts
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = ""
+    s3_presign: bool = False  # result links are the bucket's own pre-signed URLs
     node: str = ""  # this node's id; empty: host name and process id
     public_url: str = ""  # how clients reach the server: the base of every result link
     max_running: int = 16
@@ -73,14 +82,47 @@ class Settings:
     jobs: tuple[str, ...] = ()  # extra modules whose @job functions are registered
     commands: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_files(self)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def files_kind(self) -> str:
+        """The file storage in use: `files`, or the default for the store."""
+        return self.files or ("local" if self.sqlite_path is not None else "postgres")
 
     @property
     def sqlite_path(self) -> Path | None:
         if self.db.startswith("sqlite:///"):
             return Path(self.db.removeprefix("sqlite:///"))
         return None
+
+
+FILE_KINDS = ("local", "postgres", "s3")
+
+
+def _check_files(settings: Settings) -> None:
+    """Settings of the file storage that cannot work together are refused before anything
+    opens, each with what to change."""
+    if settings.files not in ("", *FILE_KINDS):
+        raise SettingsError(
+            f"setting 'files': {settings.files!r} is not one of {', '.join(FILE_KINDS)}"
+        )
+    kind = settings.files_kind
+    if kind == "postgres" and settings.sqlite_path is not None:
+        raise SettingsError(
+            "setting 'files': postgres files need a PostgreSQL store ('db'); with SQLite use local"
+        )
+    if kind == "s3" and not settings.s3_bucket:
+        raise SettingsError("setting 's3-bucket' is required with files = \"s3\"")
+    if kind == "local" and settings.sqlite_path is None and not settings.files_shared:
+        raise SettingsError(
+            "setting 'files': local files with a PostgreSQL store are seen by this node only; "
+            "use files = \"postgres\" or \"s3\", or set files-shared = true when data-dir is "
+            "one directory every node mounts"
+        )
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -1,22 +1,31 @@
-"""Files uploaded with a start: kept under `data-dir/uploads/THREAD_ID/` from before the 202
-(so a thread that runs after a restart still has them) until the thread ends or is deleted.
+"""Files uploaded with a start: kept in the file storage from before the 202 (so a thread that
+runs after a restart, on any node, still has them) until the thread ends or is deleted.
 
-Stored names are made by the server (`PARAM-N`); the caller's file name is kept only as data.
+Stored names are made by the server (`uploads/THREAD_ID/PARAM-N`); the caller's file name is
+kept only as data. An upload is received into this node's scratch (size limit, sha256) and put
+into the storage whole, so no node ever sees part of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
+import re
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import anyio
 import anyio.to_thread
 
 from threadsvc import private
-from threadsvc.errors import OUT_OF_SPACE, BodyTooLarge, StorageFull
+from threadsvc.errors import OUT_OF_SPACE, BodyTooLarge, FileMissing, StorageFull
+from threadsvc.files.base import CHUNK, KEY, FileStorage, uploads_prefix
+from threadsvc.files.scratch import Scratch
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,16 @@ class InputFile:
 
 
 class Uploads:
-    def __init__(self, data_dir: str | os.PathLike[str], max_file: int) -> None:
-        self.root = Path(data_dir) / "uploads"
-        self.max_file = max_file
+    """Uploads in the file storage, under `uploads/THREAD_ID/PARAM-N` (the stored `file` of each
+    saved upload, as older versions stored it too). A job reads them from local paths: the
+    storage's own when it keeps files on this disk, else copies fetched into scratch before
+    the job runs (`fetched`) and removed after it."""
 
-    def directory(self, thread_id: str) -> Path:
-        return self.root / thread_id
+    def __init__(self, storage: FileStorage, scratch: Scratch, max_file: int) -> None:
+        self.storage = storage
+        self.scratch = scratch
+        self.max_file = max_file
+        self._fetched: dict[str, Path] = {}  # thread id -> its uploads fetched into scratch
 
     async def save(self, thread_id: str, params: dict[str, Any]) -> dict[str, Any]:
         """Store every Upload in `params`; returns the parameters with each replaced by a
@@ -52,7 +65,17 @@ class Uploads:
         if not any(map(_holds_upload, params.values())):
             return dict(params)  # most starts: nothing to write, so no hop to a worker thread
         try:
-            return await anyio.to_thread.run_sync(self._save, thread_id, params)
+            saved: dict[str, Any] = {}
+            for name, value in params.items():
+                if isinstance(value, Upload):
+                    saved[name] = await self._store(thread_id, name, 0, value)
+                elif _holds_upload(value):
+                    saved[name] = [
+                        await self._store(thread_id, name, i, u) for i, u in enumerate(value)
+                    ]
+                else:
+                    saved[name] = value
+            return saved
         except OSError as exc:
             await self.discard(thread_id)
             if exc.errno in OUT_OF_SPACE:
@@ -62,25 +85,22 @@ class Uploads:
             await self.discard(thread_id)
             raise
 
-    def _save(self, thread_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        saved: dict[str, Any] = {}
-        for name, value in params.items():
-            if isinstance(value, Upload):
-                saved[name] = self._store(thread_id, name, 0, value)
-            elif _holds_upload(value):
-                saved[name] = [self._store(thread_id, name, i, u) for i, u in enumerate(value)]
-            else:
-                saved[name] = value
-        return saved
+    async def _store(self, thread_id: str, param: str, index: int, upload: Upload) -> dict[str, Any]:
+        key = f"{uploads_prefix(thread_id)}{_key_part(param)}-{index}"
+        received = self.scratch.file(f"{_key_part(param)}-{index}")
+        try:
+            size, digest = await anyio.to_thread.run_sync(self._receive, received, param, upload)
+            await self.storage.put(key, received)
+        finally:
+            await anyio.Path(received).unlink(missing_ok=True)
+        return {"name": upload.filename, "file": key, "size": size,
+                "type": upload.content_type, "sha256": digest}
 
-    def _store(self, thread_id: str, param: str, index: int, upload: Upload) -> dict[str, Any]:
-        directory = self.directory(thread_id)
-        private.make_dirs(directory)
-        target = directory / f"{param}-{index}"
+    def _receive(self, target: Path, param: str, upload: Upload) -> tuple[int, str]:
         size = 0
         digest = hashlib.sha256()  # what the file holds: a retried start sends the same
         with private.create(target) as out:
-            while chunk := upload.file.read(1024 * 1024):
+            while chunk := upload.file.read(CHUNK):
                 size += len(chunk)
                 digest.update(chunk)
                 if size > self.max_file:
@@ -89,37 +109,77 @@ class Uploads:
                         f"{self.max_file} bytes"
                     )
                 out.write(chunk)
-        return {
-            "name": upload.filename,
-            "file": str(target.relative_to(self.root.parent)),
-            "size": size,
-            "type": upload.content_type,
-            "sha256": digest.hexdigest(),
-        }
+        return size, digest.hexdigest()
 
     def input_file(self, saved: dict[str, Any]) -> InputFile:
+        key = str(saved["file"])
+        if not KEY.fullmatch(key) or not key.startswith("uploads/") or ".." in key:
+            raise FileMissing(f"a stored upload names no file: {key[:100]!r}")
+        path = self.storage.local_path(key)
+        if path is None:
+            _, thread_id, tail = key.split("/", 2)
+            folder = self._fetched.get(thread_id)
+            if folder is None:
+                raise FileMissing(f"the uploads of thread {thread_id} are not on this node")
+            path = folder / tail
         return InputFile(
             name=str(saved["name"]),
-            path=self.root.parent / str(saved["file"]),
+            path=path,
             size=int(saved["size"]),
             content_type=str(saved.get("type") or "application/octet-stream"),
         )
 
+    @contextlib.asynccontextmanager
+    async def fetched(self, thread_id: str, params: dict[str, Any]) -> AsyncIterator[None]:
+        """While inside, the thread's uploads are readable from this node's disk: a storage
+        without local copies has them fetched into scratch first, removed on the way out."""
+        keys = [str(item["file"]) for item in _saved_items(params)]
+        if not keys or self.storage.local_path(keys[0]) is not None:
+            yield
+            return
+        folder = await anyio.to_thread.run_sync(self.scratch.folder, f"in-{thread_id}")
+        self._fetched[thread_id] = folder
+        try:
+            for key in keys:
+                if KEY.fullmatch(key) and key.startswith(uploads_prefix(thread_id)):
+                    await self.storage.fetch(key, folder / key.rsplit("/", 1)[1])
+            yield
+        finally:
+            self._fetched.pop(thread_id, None)
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+
     @staticmethod
     def saved_in(params: dict[str, Any]) -> bool:
         """Whether a thread's stored parameters name saved files (each one a dict, as `_store`
-        makes it; every other parameter is text): only then has it a directory here."""
+        makes it; every other parameter is text): only then has it uploads stored."""
         return any(
             isinstance(v, dict) or (isinstance(v, list) and bool(v) and isinstance(v[0], dict))
             for v in params.values()
         )
 
-    async def discard(self, thread_id: str) -> None:
-        directory = self.directory(thread_id)
-        # Most threads had no uploads: one stat here is far cheaper than a hop to a worker thread.
-        if not os.path.lexists(directory):  # noqa: ASYNC240 (on purpose, see above)
-            return
-        await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
+    async def discard(self, thread_id: str, params: dict[str, Any] | None = None) -> None:
+        """Delete the thread's uploads; given its stored `params`, only when they name some
+        (most threads have none: no round trip to a remote storage for them)."""
+        if params is None or self.saved_in(params):
+            await self.storage.delete_prefix(uploads_prefix(thread_id))
+
+
+def _key_part(param: str) -> str:
+    """A declared parameter's name as part of a key: itself when plain (as always before),
+    else a digest of it (a job may declare any name)."""
+    if _PLAIN.fullmatch(param):
+        return param
+    return "p" + hashlib.sha256(param.encode()).hexdigest()[:24]
+
+
+def _saved_items(params: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for value in params.values():
+        if isinstance(value, dict):
+            items.append(value)
+        elif isinstance(value, list):
+            items.extend(v for v in value if isinstance(v, dict))
+    return items
 
 
 def _holds_upload(value: Any) -> bool:

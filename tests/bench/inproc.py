@@ -12,6 +12,8 @@ import sys
 import time
 
 from threadsvc.changes import Changes
+from threadsvc.files import make_files
+from threadsvc.files.scratch import Scratch
 from threadsvc.models import Principal, Status, User
 from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.registry import Registry
@@ -35,8 +37,12 @@ async def main(db: str, data_dir: str, threads: int, concurrency: int, max_runni
     await store.open()
     registry = Registry.load(settings.jobs)
     changes = Changes()
-    files = ResultFiles(settings.data_dir)
-    uploads = Uploads(settings.data_dir, settings.max_upload_file)
+    storage = make_files(settings)
+    await storage.open()
+    scratch = Scratch(settings.data_dir)
+    scratch.open()
+    files = ResultFiles(storage, scratch)
+    uploads = Uploads(storage, scratch, settings.max_upload_file)
     runner = Runner(
         store, registry, settings, node=node_id(settings), changes=changes, files=files,
         uploads=uploads, supervisor=Supervisor(),
@@ -67,6 +73,8 @@ async def main(db: str, data_dir: str, threads: int, concurrency: int, max_runni
         total = time.perf_counter() - t0
     finally:
         await runner.stop()
+        scratch.close()
+        await storage.close()
         await store.close()
     return {"threads": threads, "seconds": total, "rate": threads / total,
             "start_seconds": started, "start_rate": threads / started}

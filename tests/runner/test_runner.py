@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from threadsvc.changes import Changes
+from threadsvc.files.local import LocalFiles
+from threadsvc.files.scratch import Scratch
 from threadsvc.models import (
     Level,
     LogEvent,
@@ -54,8 +56,12 @@ async def running(
                          "data_dir": str(path / "data"), **settings})
     registry = Registry(jobs)
     changes = Changes()
-    files = ResultFiles(config.data_dir)
-    uploads = Uploads(config.data_dir, config.max_upload_file)
+    storage = LocalFiles(config.data_dir)
+    await storage.open()
+    scratch = Scratch(config.data_dir)
+    scratch.open()
+    files = ResultFiles(storage, scratch)
+    uploads = Uploads(storage, scratch, config.max_upload_file)
     runner = Runner(
         store, registry, config, node=node_id(config), changes=changes, files=files,
         uploads=uploads, supervisor=Supervisor(),
@@ -69,6 +75,7 @@ async def running(
         yield service, runner, store
     finally:
         await runner.stop()
+        scratch.close()
         await store.close()
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 
+from threadsvc.files.local import LocalFiles
+from threadsvc.files.scratch import Scratch
 from threadsvc.uploads import Upload, Uploads
 
 pytestmark = pytest.mark.anyio
@@ -19,8 +21,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def uploads_in(directory: Path) -> Uploads:
+    scratch = Scratch(directory)
+    scratch.open()
+    return Uploads(LocalFiles(directory), scratch, max_file=100)
+
+
 async def test_no_files_no_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    uploads = Uploads(tmp_path, max_file=100)
+    uploads = uploads_in(tmp_path)
 
     async def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("hopped to a worker thread")
@@ -30,13 +38,16 @@ async def test_no_files_no_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     saved = await uploads.save("t" * 32, params)
     assert saved == params and saved is not params
     await uploads.discard("t" * 32)
+    await uploads.discard("t" * 32, params)
 
 
 async def test_files_are_saved_and_discarded(tmp_path: Path) -> None:
-    uploads = Uploads(tmp_path, max_file=100)
+    uploads = uploads_in(tmp_path)
     upload = Upload("a.xml", "application/xml", io.BytesIO(b"<a/>"))
     saved = await uploads.save("t" * 32, {"documents": [upload], "n": 1})
     assert saved["n"] == 1 and saved["documents"][0]["size"] == 4
-    assert uploads.directory("t" * 32).is_dir()
+    assert saved["documents"][0]["file"] == f"uploads/{'t' * 32}/documents-0"
+    assert (tmp_path / "uploads" / ("t" * 32) / "documents-0").read_bytes() == b"<a/>"
+    assert not list(uploads.scratch.directory.iterdir())  # the received copy was moved
     await uploads.discard("t" * 32)
-    assert not uploads.directory("t" * 32).exists()
+    assert not (tmp_path / "uploads" / ("t" * 32)).exists()

@@ -7,6 +7,7 @@ place (the scratch directory is under the same root, so the rename is atomic).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -127,7 +128,9 @@ class LocalFiles:
         except OSError as exc:
             raise FileUnavailable(f"cannot write under {self.root}: {exc}") from exc
         finally:
-            await self.delete(key)
+            with contextlib.suppress(OSError):  # a failed check says why above, not here
+                await self.delete(key)
+                await anyio.Path(marker).unlink(missing_ok=True)
 
 
 def _walk(base: Path) -> list[Path]:

@@ -129,11 +129,12 @@ class Context:
     ) -> AsyncIterator[BinaryIO]:
         """Write the thread's result as it is produced, into a binary file on disk.
 
-        Writes block, so write large results from `ctx.run_sync`. The result is offered once
+        Writes block, so write large results from `ctx.run_sync`. The file is put into the
+        file storage whole when the block ends. The result is offered once
         the thread ends (whatever its final status); a new result replaces an earlier one."""
-        with self._files.writer(self.thread_id) as (out, final):
+        with self._files.writer(self.thread_id) as (out, written):
             yield out
-        size = (await anyio.Path(final).stat()).st_size
+        size = await self._files.keep(self.thread_id, written)
         self._result = Result(self.thread_id, media_type, size, download_name(name))
 
     async def set_result(

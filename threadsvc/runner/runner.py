@@ -17,13 +17,13 @@ import socket
 from dataclasses import dataclass, field
 
 from threadsvc.changes import Changes
-from threadsvc.errors import StoreUnavailable, ThreadsvcError, UnknownJob
+from threadsvc.errors import FileUnavailable, StoreUnavailable, ThreadsvcError, UnknownJob
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
 from threadsvc.retry import Backoff
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
-from threadsvc.runner.registry import Registry
+from threadsvc.runner.registry import JobFunction, Registry
 from threadsvc.runner.supervisor import SideTask, Supervised, Supervisor
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
@@ -208,8 +208,14 @@ class Runner:
             item.job_task = asyncio.create_task(asyncio.sleep(0), name=f"job-{thread.id}")
             item.job_task.cancel()
         else:
-            item.job_task = asyncio.create_task(spec.fn(ctx), name=f"job-{thread.id}")
+            item.job_task = asyncio.create_task(self._run_job(spec.fn, ctx), name=f"job-{thread.id}")
         item.task = asyncio.create_task(self._supervise(item), name=f"thread-{thread.id}")
+
+    async def _run_job(self, fn: JobFunction, ctx: Context) -> object:
+        """The job, with its uploads readable from this node's disk while it runs (fetched from
+        a storage without local copies; a storage that cannot be reached fails the thread)."""
+        async with self.uploads.fetched(ctx.thread_id, ctx.params):
+            return await fn(ctx)
 
     async def _last_log_seq(self, thread_id: str) -> int:
         """Retried while the store is unavailable: the thread is claimed and registered here,
@@ -283,8 +289,10 @@ class Runner:
             await asyncio.shield(write())
         finally:
             await self._forget(item)
-            if self.uploads.saved_in(item.ctx.params):  # inputs are not needed any more
-                await self.uploads.discard(item.ctx.thread_id)
+            try:  # inputs are not needed any more (the purge removes what a failure leaves)
+                await self.uploads.discard(item.ctx.thread_id, item.ctx.params)
+            except FileUnavailable as exc:
+                log.warning("could not delete the uploads of thread %s: %s", item.ctx.thread_id, exc)
 
     async def _hand_back(self, item: Running) -> None:
         """Shutdown: flush what the job wrote, then requeue or fail it through the store."""
@@ -391,7 +399,8 @@ class Runner:
             if recovered is not None:
                 log.info("recovered thread %s: %s", thread.id, recovered.status.value)
                 if recovered.final:
-                    await self.uploads.discard(thread.id)
+                    with contextlib.suppress(FileUnavailable):  # else the purge removes them
+                        await self.uploads.discard(thread.id, thread.params)
                 self.changes.publish([recovered])
         if threads:
             self._wake.set()

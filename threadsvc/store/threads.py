@@ -259,6 +259,17 @@ class ThreadRules(WebhookRules):
         args = {"moment": moment, "limit": limit}
         return await self._read(lambda tx: _threads(tx, "ended_before", args))
 
+    async def threads_by_ids(self, ids: list[str]) -> list[Thread]:
+        """The threads of these ids that exist, in no set order (the purge's orphan check)."""
+        if not ids:
+            return []
+
+        async def do(tx: Tx) -> list[Thread]:
+            rows = await tx.all("threads_by_ids", {"ids": tx.array(ids)})
+            return [thread_from_row(row) for row in rows]
+
+        return await self._read(do)
+
     async def forget_idempotency_keys(self, created_before: int) -> int:
         """Clear idempotency keys of threads created before the moment; how many."""
         args = {"before": created_before}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -19,7 +20,8 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from threadsvc.errors import (
     AuthenticationFailed,
     BadParameter,
-    ResultDeleted,
+    FileMissing,
+    FileUnavailable,
     StoreUnavailable,
 )
 from threadsvc.models import Principal, Status, Thread, ThreadFilter, now_ms
@@ -35,9 +37,11 @@ from threadsvc.web.responses import (
     wants,
     wants_json,
 )
+from threadsvc.web.stored import stored_file
 from threadsvc.xml import render
 
 SERVICE = "/ps/service"
+log = logging.getLogger(__name__)
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _MEDIA_TYPE = re.compile(r"[\x21-\x7e]+/[\x21-\x7e]+(?:[ \t]*;[ \t]*[\x21-\x7e]+)*")
 BYTES = "application/octet-stream"
@@ -66,11 +70,26 @@ def _thread_url(request: Request, thread: Thread) -> str:
 
 
 def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLink | None:
-    """A freshly signed link to the thread's result, when it has one still kept."""
-    if thread.result is None or not thread.result.kept(now_ms()) or not thread.final:
+    """A freshly signed link to the thread's result, when it has one still kept: the file
+    storage's own pre-signed URL when it signs its own (s3-presign), else the server's."""
+    result = thread.result
+    if result is None or not result.kept(now_ms()) or not thread.final:
         return None
+    ttl = state.service.links.ttl
+    # Whole seconds, taken before signing: the storage's URL works until at least then.
+    expires = now_ms() // 1000 * 1000 + ttl * 1000
+    presigned = state.service.files.storage.presigned_url(
+        state.service.files.key(result), ttl, result.name, _media_type(result.media_type)
+    )
+    if presigned is not None:
+        return render.ResultLink(presigned, expires)
     link = state.service.links.sign(thread.id)
     return render.ResultLink(_absolute(request, f"{SERVICE}/results/{link.token}"), link.expires)
+
+
+def _media_type(declared: str) -> str:
+    """A job may have named any media type; one that cannot be a header value is sent as bytes."""
+    return declared if _MEDIA_TYPE.fullmatch(declared) else BYTES
 
 
 def _thread_doc(
@@ -260,20 +279,20 @@ async def result(request: Request) -> Response:
 
 
 async def download(request: Request) -> Response:
-    """A pre-signed result link: no credentials; Range requests are honoured."""
+    """A pre-signed result link: no credentials; Range requests are honoured. 410 only when the
+    store says the result was deleted; a file that cannot be reached is a 503."""
     state = app_state(request)
     _, found = await state.service.download(request.path_params["token"])
-    path = state.service.files.path(found)
+    files = state.service.files
+    media_type = _media_type(found.media_type)
+    headers = {"Cache-Control": "private, no-store"}
+    path = files.local_path(found)
+    if path is None:  # streamed from the storage
+        return await stored_file(request, files.storage, files.key(found), media_type,
+                                 found.name, headers)
     if not await anyio.Path(path).is_file():
-        raise ResultDeleted("This result has been deleted")
-    # A job may have named any media type; one that cannot be a header value is sent as bytes.
-    media_type = found.media_type if _MEDIA_TYPE.fullmatch(found.media_type) else BYTES
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=found.name,
-        headers={"Cache-Control": "private, no-store"},
-    )
+        raise FileMissing(f"the result file of a kept result is missing: {files.key(found)}")
+    return FileResponse(path, media_type=media_type, filename=found.name, headers=headers)
 
 
 async def logs(request: Request) -> Response:
@@ -344,10 +363,16 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness, for anyone: 200 when the store answers and no side task keeps dying, else
-    503 naming what failed."""
+    """Readiness, for anyone: 200 when the store answers, the file storage can be written and
+    read back (checked every few seconds at most) and no side task keeps dying, else 503 naming
+    what failed (the file storage's error goes to the log, not to anyone)."""
     state = app_state(request)
     problems = [f"side task {failing}" for failing in state.supervisor.failing()]
+    try:
+        await state.service.check_files()
+    except FileUnavailable as exc:
+        log.warning("readiness: the file storage fails its check: %s", exc)
+        problems.insert(0, f"file storage ({state.settings.files_kind}) unavailable")
     try:
         await state.service.check_store()
     except StoreUnavailable:

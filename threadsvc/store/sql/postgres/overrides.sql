@@ -226,3 +226,6 @@ CROSS JOIN LATERAL (
     ORDER BY e.next_attempt, e.seq LIMIT :limit
 ) AS d
 WHERE w.paused_until <= :now;
+
+-- name: threads_by_ids
+SELECT * FROM threads WHERE id = ANY(:ids);

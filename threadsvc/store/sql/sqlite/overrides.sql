@@ -138,3 +138,6 @@ FROM webhooks w JOIN webhook_deliveries d ON d.seq IN (
     ORDER BY e.next_attempt, e.seq LIMIT :limit
 )
 WHERE w.paused_until <= :now;
+
+-- name: threads_by_ids
+SELECT * FROM threads WHERE id IN (SELECT value FROM json_each(:ids));
