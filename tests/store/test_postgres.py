@@ -444,3 +444,19 @@ class socket_free_port:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+async def test_statements_are_bounded_and_planned_for_their_parameters(dsn: str) -> None:
+    """Every pooled connection: a statement timeout (a runaway query fails instead of holding
+    a connection) and no cached generic plans (which went stale on the outbox once)."""
+    store = PostgresStore(dsn, max_size=2)
+    await store.open()
+    try:
+        assert store._pool is not None
+        async with store._pool.connection() as conn:
+            timeout = await (await conn.execute("SHOW statement_timeout")).fetchone()
+            mode = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
+            assert timeout == {"statement_timeout": "30s"}
+            assert mode == {"plan_cache_mode": "force_custom_plan"}
+    finally:
+        await store.close()

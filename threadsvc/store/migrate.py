@@ -75,6 +75,7 @@ async def migrate_postgres(conn: AsyncConnection[Any]) -> int:
     """Migrate inside one transaction holding an advisory lock, so that nodes starting together
     migrate once (DDL is transactional: a failed migration leaves nothing behind)."""
     async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute("SET LOCAL statement_timeout = 0")  # a migration may take its time
         await cur.execute(_PG_MIGRATE_LOCK)
         await cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
         row = await cur.fetchone()

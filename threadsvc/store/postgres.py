@@ -55,6 +55,20 @@ _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 NO_LIMITS = ActiveLimits(per_user=2**62, per_group=2**62)  # a start that no limit applies to
 
 
+# Every statement of the store's connections: none may run longer than this (a query that
+# would, as a generic plan gone stale did, fails as StoreUnavailable instead of holding a
+# connection and its locks), and each is planned for its own parameters, never from a cached
+# generic plan made when the tables held other data.
+STATEMENT_TIMEOUT_MS = 30_000
+_SESSION = (
+    f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; SET plan_cache_mode = force_custom_plan"
+)
+
+
+async def _configure(conn: Conn) -> None:
+    await conn.execute(_SESSION)
+
+
 class PostgresStore(Store):
     shared = True  # nodes share it: they announce with NOTIFY and hear with LISTEN
 
@@ -82,6 +96,7 @@ class PostgresStore(Store):
             min_size=self._min_size,
             max_size=self._max_size,
             timeout=self._timeout,
+            configure=_configure,
             open=False,
             name="threadsvc",
         )
