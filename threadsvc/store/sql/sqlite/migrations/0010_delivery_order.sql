@@ -1,4 +1,4 @@
--- 0009: deliveries found by index lookups whatever the outbox holds. A pending delivery that
+-- 0010: deliveries found by index lookups whatever the outbox holds. A pending delivery that
 -- waits behind an earlier pending one of its webhook and thread has next_attempt 2^62 (never
 -- due) until that one is delivered or given up, so "due" needs no anti-join; webhooks count
 -- their consecutive failed attempts and pause after several (the circuit breaker).
