@@ -215,3 +215,18 @@ CREATE INDEX deliveries_webhook ON webhook_deliveries (webhook_id, seq);
 CREATE INDEX deliveries_pending_order ON webhook_deliveries (webhook_id, thread_id, seq)
     WHERE status = 'pending';
 CREATE INDEX deliveries_created ON webhook_deliveries (created) WHERE status <> 'pending';
+
+-- Files of the `postgres` file storage (files/postgres.py): see migrations/0009_files.sql.
+CREATE SEQUENCE file_ids;
+CREATE TABLE files (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    id BIGINT NOT NULL UNIQUE,
+    size BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE file_chunks (
+    file_id BIGINT NOT NULL,
+    n INTEGER NOT NULL,
+    data BYTEA COMPRESSION lz4 NOT NULL,
+    PRIMARY KEY (file_id, n)
+);

@@ -1,0 +1,19 @@
+-- 0009: files kept in the store's database (the `postgres` file storage, files/postgres.py).
+-- A file is its row in `files` and its chunks of at most 1 MiB in `file_chunks`, written under
+-- a new id and swapped in with the key's row in one transaction, so that no reader ever sees
+-- part of a file and a writer killed halfway leaves nothing. Keys compare byte by byte
+-- (COLLATE "C"), so a prefix is a range of the primary key. Chunks are compressed with lz4
+-- when they shrink (results are XML; uploads are often zips, which lz4 gives up on quickly).
+CREATE SEQUENCE file_ids;
+CREATE TABLE files (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    id BIGINT NOT NULL UNIQUE,
+    size BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE file_chunks (
+    file_id BIGINT NOT NULL,
+    n INTEGER NOT NULL,
+    data BYTEA COMPRESSION lz4 NOT NULL,
+    PRIMARY KEY (file_id, n)
+);
