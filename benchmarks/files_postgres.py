@@ -137,6 +137,9 @@ async def run_threadsvc(dsn: str, source: Path) -> tuple[float, float, int]:
 
 
 async def one(design: str, dsn: str, source: Path, size: int) -> dict[str, float]:
+    import threadsvc.files.postgres  # noqa: F401 (imported before the baseline, by every design)
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if design == "threadsvc":
         written, read, total = await run_threadsvc(dsn, source)
     else:
@@ -160,7 +163,7 @@ async def one(design: str, dsn: str, source: Path, size: int) -> dict[str, float
     assert total == size, (total, size)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     figures = {"write_mib_s": size / 2**20 / written, "read_mib_s": size / 2**20 / read,
-               "peak_rss_mib": peak}
+               "peak_rss_mib": peak, "baseline_mib": baseline}
     if design != "threadsvc":
         figures["stored_mib"] = stored[0] / 2**20 if stored else 0
     return figures
@@ -186,7 +189,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"{size} MiB, CHUNK {CHUNK // 1024} KiB")
             print(f"{'content':8} {'design':16} {'write MiB/s':>12} {'read MiB/s':>11}"
-                  f" {'peak RSS MiB':>13} {'stored MiB':>11}")
+                  f" {'peak RSS MiB':>13} {'(before)':>9} {'stored MiB':>11}")
             for content in CONTENTS:
                 source = Path(tmp) / f"{content}.bin"
                 make_source(source, size * 2**20, content)
@@ -201,7 +204,8 @@ def main() -> None:
                     f = json.loads(done.stdout)
                     stored = f"{f['stored_mib']:11.1f}" if "stored_mib" in f else f"{'':>11}"
                     print(f"{content:8} {design:16} {f['write_mib_s']:12.1f}"
-                          f" {f['read_mib_s']:11.1f} {f['peak_rss_mib']:13.1f} {stored}")
+                          f" {f['read_mib_s']:11.1f} {f['peak_rss_mib']:13.1f} {f['baseline_mib']:9.1f}"
+                          f" {stored}")
                 source.unlink()
     finally:
         if cluster is not None:

@@ -16,6 +16,7 @@ from threadsvc.changes import Changes
 from threadsvc.delivery.service import WebhookService
 from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
+from threadsvc.files.migrate import check_recorded
 from threadsvc.identity import Identity
 from threadsvc.jobs.command.job import command_job
 from threadsvc.jobs.command.process import kill_all
@@ -51,6 +52,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             keys = await secret_keys(settings, store)
             await check_key_fingerprint(store, keys)
+            # TODO(merge): files.kind, once make_files builds the storage from `files`
+            await check_recorded(store, "local")
             supervisor = Supervisor()
             node = node_id(settings)
             cluster = Cluster(store, node) if store.shared else None  # nodes hear one another

@@ -36,6 +36,9 @@ from threadsvc.store import redact
 from threadsvc.store.migrate import migrate_postgres
 
 KEYS_PAGE = 1000  # keys listed per query
+# Seconds a call waits for a pooled connection once the server was found unreachable (instead
+# of `timeout`), until a call succeeds again: during an outage a request is 503 at once.
+DOWN_WAIT = 1.0
 # Held from the swap to the commit: the old id read by one put is the one it deletes.
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('threadsvc.files'), hashtext(%s))"
 _COPY = "COPY file_chunks (file_id, n, data) FROM STDIN (FORMAT BINARY)"
@@ -60,6 +63,7 @@ class PostgresFiles:
         self._max_size = max_size
         self._timeout = timeout
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+        self._down = False  # the last call could not reach the server
 
     # -- plumbing ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -100,8 +104,13 @@ class PostgresFiles:
         if self._pool is None:
             raise FileUnavailable("PostgreSQL files: not open")
         with self._errors(doing):
-            async with self._pool.connection() as conn:
-                yield conn
+            try:
+                async with self._pool.connection(DOWN_WAIT if self._down else None) as conn:
+                    yield conn
+            except (psycopg.OperationalError, PoolTimeout):
+                self._down = True
+                raise
+        self._down = False
 
     @staticmethod
     def _check(key: str) -> str:
