@@ -12,10 +12,12 @@ the write and read throughput and the peak RSS of the client process, for each d
 
 Each design runs in a fresh child process, so that its peak RSS is its own.
 
-    python benchmarks/files_postgres.py [SIZE_MIB] [DSN]
+    [REPEAT=3] python benchmarks/files_postgres.py [SIZE_MIB] [DSN]
 
+Each run is on a database of its own (the DSN's role must be able to create databases).
 Without a DSN it starts a private cluster as the tests do (tests/pg.py: fsync off, so the
-figures are the client's and the server's work, not the disk's).
+figures are the client's and the server's work, not the disk's). "stored" is the size of the
+relation that holds the file, with its TOAST table and indexes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,13 +118,9 @@ async def read_chunks(conn: psycopg.AsyncConnection) -> int:
 
 async def run_threadsvc(dsn: str, source: Path) -> tuple[float, float, int]:
     from threadsvc.files.postgres import PostgresFiles
-    from threadsvc.store.postgres import PostgresStore
 
-    store = PostgresStore(dsn)
-    await store.open()  # migrates: makes the tables
-    await store.close()
     files = PostgresFiles(dsn)
-    await files.open()
+    await files.open()  # migrates: makes the tables
     try:
         began = time.perf_counter()
         await files.put("results/bench", source)
@@ -132,14 +131,20 @@ async def run_threadsvc(dsn: str, source: Path) -> tuple[float, float, int]:
             total += len(chunk)
         return written, time.perf_counter() - began, total
     finally:
-        await files.delete("results/bench")
         await files.close()
 
 
+STORED = {
+    "lo": "pg_largeobject",
+    "threadsvc": "file_chunks",
+}
+
+
 async def one(design: str, dsn: str, source: Path, size: int) -> dict[str, float]:
+    """One design on a database of its own: the figures of one write and one read."""
     import threadsvc.files.postgres  # noqa: F401 (imported before the baseline, by every design)
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if design == "threadsvc":
         written, read, total = await run_threadsvc(dsn, source)
     else:
@@ -153,20 +158,32 @@ async def one(design: str, dsn: str, source: Path, size: int) -> dict[str, float
             began = time.perf_counter()
             total = await (read_lo(conn) if design == "lo" else read_chunks(conn))
             read = time.perf_counter() - began
-        with psycopg.connect(dsn, autocommit=True) as sync:
-            stored = sync.execute(
-                "SELECT pg_total_relation_size('bench_chunks')"
-                if design != "lo" else "SELECT pg_total_relation_size('pg_largeobject')"
-            ).fetchone()
-            sync.execute("SELECT lo_unlink(oid) FROM bench_files WHERE oid IS NOT NULL")
-            sync.execute("DROP TABLE bench_chunks, bench_files")
+    with psycopg.connect(dsn, autocommit=True) as sync:
+        row = sync.execute(
+            "SELECT pg_total_relation_size(%s::regclass)", (STORED.get(design, "bench_chunks"),)
+        ).fetchone()
     assert total == size, (total, size)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    figures = {"write_mib_s": size / 2**20 / written, "read_mib_s": size / 2**20 / read,
-               "peak_rss_mib": peak, "baseline_mib": baseline}
-    if design != "threadsvc":
-        figures["stored_mib"] = stored[0] / 2**20 if stored else 0
-    return figures
+    return {"write": size / 2**20 / written, "read": size / 2**20 / read,
+            "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "baseline": baseline, "stored": row[0] / 2**20 if row else 0.0}
+
+
+def run_one(design: str, admin: str, source: Path) -> dict[str, float]:
+    """`one` in a child process (its peak RSS its own), on a new database dropped after."""
+    name = f"bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        dsn = psycopg.conninfo.make_conninfo(admin, dbname=name)
+        done = subprocess.run([sys.executable, __file__, "--one", design, dsn, str(source)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip()[-500:])
+        figures: dict[str, float] = json.loads(done.stdout)
+        return figures
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name}")
 
 
 def main() -> None:
@@ -175,37 +192,32 @@ def main() -> None:
         print(json.dumps(asyncio.run(one(design, dsn, source, source.stat().st_size))))
         return
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    repeat = int(os.environ.get("REPEAT", "3"))
     cluster = None
     if len(sys.argv) > 2:
-        dsn = sys.argv[2]
+        admin = sys.argv[2]  # a role that may create databases
     else:
         from tests.pg import PostgresCluster
 
         cluster = PostgresCluster.start()
-        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench")
-        dsn = psycopg.conninfo.make_conninfo(cluster.dsn, dbname="bench")
+        admin = cluster.dsn
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"{size} MiB, CHUNK {CHUNK // 1024} KiB")
+            print(f"{size} MiB, CHUNK {CHUNK // 1024} KiB, median of {repeat} runs"
+                  f" (peak RSS: the highest)")
             print(f"{'content':8} {'design':16} {'write MiB/s':>12} {'read MiB/s':>11}"
-                  f" {'peak RSS MiB':>13} {'(before)':>9} {'stored MiB':>11}")
+                  f" {'peak RSS MiB':>13} {'(at start)':>10} {'stored MiB':>11}")
             for content in CONTENTS:
                 source = Path(tmp) / f"{content}.bin"
                 make_source(source, size * 2**20, content)
                 for design in DESIGNS:
-                    done = subprocess.run(
-                        [sys.executable, __file__, "--one", design, dsn, str(source)],
-                        capture_output=True, text=True, check=False,
-                    )
-                    if done.returncode != 0:
-                        print(f"{content:8} {design:16} failed: {done.stderr.strip()[-300:]}")
-                        continue
-                    f = json.loads(done.stdout)
-                    stored = f"{f['stored_mib']:11.1f}" if "stored_mib" in f else f"{'':>11}"
-                    print(f"{content:8} {design:16} {f['write_mib_s']:12.1f}"
-                          f" {f['read_mib_s']:11.1f} {f['peak_rss_mib']:13.1f} {f['baseline_mib']:9.1f}"
-                          f" {stored}")
+                    runs = [run_one(design, admin, source) for _ in range(repeat)]
+                    print(f"{content:8} {design:16}"
+                          f" {statistics.median(r['write'] for r in runs):12.1f}"
+                          f" {statistics.median(r['read'] for r in runs):11.1f}"
+                          f" {max(r['peak'] for r in runs):13.1f}"
+                          f" {max(r['baseline'] for r in runs):10.1f}"
+                          f" {statistics.median(r['stored'] for r in runs):11.1f}", flush=True)
                 source.unlink()
     finally:
         if cluster is not None:
