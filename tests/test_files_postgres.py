@@ -148,3 +148,24 @@ async def test_connections_dropped(files: PostgresFiles, postgres: PostgresClust
             if time.monotonic() > deadline:
                 raise
             await anyio.sleep(0.2)
+
+
+def test_chunks_are_compressed_with_lz4_where_the_server_has_it(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        version = conn.info.server_version
+        lz4 = conn.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                           " WHERE name = 'default_toast_compression'").fetchone()
+    if version < 140000 or not (lz4 and lz4[0]):
+        pytest.skip("this server has no lz4: the default compression stays")
+    from threadsvc.store.postgres import PostgresStore
+
+    async def migrate() -> None:
+        store = PostgresStore(url)
+        await store.open()
+        await store.close()
+
+    anyio.run(migrate)
+    with psycopg.connect(url) as conn:
+        found = conn.execute("SELECT attcompression FROM pg_attribute WHERE attname = 'data'"
+                             " AND attrelid = 'file_chunks'::regclass").fetchone()
+    assert found is not None and found[0] == "l"

@@ -14,6 +14,13 @@ CREATE TABLE files (
 CREATE TABLE file_chunks (
     file_id BIGINT NOT NULL,
     n INTEGER NOT NULL,
-    data BYTEA COMPRESSION lz4 NOT NULL,
+    data BYTEA NOT NULL,
     PRIMARY KEY (file_id, n)
 );
+-- lz4 where the server has it (PostgreSQL 14 and later, built with lz4); else the default.
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE file_chunks ALTER COLUMN data SET COMPRESSION lz4';
+EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+    NULL;
+END $$;
