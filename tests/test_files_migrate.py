@@ -105,6 +105,8 @@ def test_migrate_local_to_postgres(postgres: PostgresCluster, tmp_path: Path) ->
         assert len(steps) == len(files) and steps[-1].startswith(f"{len(files)}/{len(files)} ")
         present = [line for line in steps if " present " in line]
         assert len(present) >= 5  # the first run's work was kept
+        print(f"\nmigrate: {len(files)} files, killed after 5 lines; the second run found"
+              f" {len(present)} there and copied {len(steps) - len(present)}")
         assert any(" copied " in line for line in steps)
         assert recorded(url) == "postgres"
 
