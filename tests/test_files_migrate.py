@@ -1,6 +1,7 @@
 """`threadsvc files migrate --to postgres`: every upload and result of a local data-dir reaches
 the store's database with the same bytes, through a kill halfway and a second run; then the
-store records the new storage and a node on the old one refuses to start."""
+store records the new storage and a node on the old one refuses to start. And what is refused
+before anything is copied."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from tests.pg import PostgresCluster
 from tests.support import Server
+from threadsvc.cli import main
 from threadsvc.files.base import CHUNK, result_key, uploads_prefix
 from threadsvc.files.local import LocalFiles
+from threadsvc.files.migrate import check_recorded
 from threadsvc.files.postgres import PostgresFiles
+from threadsvc.settings import SettingsError
+from threadsvc.store.sqlite import SQLiteStore
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 SMALL_PIPE = 4096  # the least a pipe holds: the migration can run at most this far ahead
 
 
@@ -85,6 +90,7 @@ async def read_back(url: str, keys: list[str]) -> dict[str, bytes]:
         await files.close()
 
 
+@pytest.mark.slow
 def test_migrate_local_to_postgres(postgres: PostgresCluster, tmp_path: Path) -> None:
     url = postgres.new_database_url()
     try:
@@ -118,3 +124,37 @@ def test_migrate_local_to_postgres(postgres: PostgresCluster, tmp_path: Path) ->
             node.start()  # a node on local files refuses this store now
     finally:
         postgres.drop_database(url)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--to", "local"], "in 'local' already"),
+        (["--to", "postgres"], "need a PostgreSQL store"),
+        (["--to", "nowhere"], "Invalid value for '--to'"),
+    ],
+)
+def test_refused_before_anything_is_copied(tmp_path: Path, args: list[str], said: str) -> None:
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    done = CliRunner().invoke(main, ["files", "migrate", "--db", db, *args])
+    assert done.exit_code == 2 and said in done.output, done.output
+    assert not (tmp_path / "store.db").exists()
+
+
+def test_a_node_on_another_storage_is_refused(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "store.db")
+        await store.open()
+        try:
+            await check_recorded(store, "local")  # the first node records its own
+            await check_recorded(store, "local")
+            with pytest.raises(SettingsError, match="files migrate --to postgres"):
+                await check_recorded(store, "postgres")
+            await store.put_setting("files", "postgres")  # as a migration ends
+            await check_recorded(store, "postgres")
+            with pytest.raises(SettingsError, match="set files = postgres"):
+                await check_recorded(store, "local")
+        finally:
+            await store.close()
+
+    anyio.run(run)

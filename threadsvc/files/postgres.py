@@ -95,7 +95,7 @@ class PostgresFiles:
     def _errors(self, doing: str) -> Iterator[None]:
         try:
             yield
-        except (psycopg.Error, PoolTimeout, PoolClosed, OSError) as exc:
+        except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
             reason = redact(" ".join(str(exc).split()), self.url) or type(exc).__name__
             raise FileUnavailable(f"PostgreSQL files: {doing}: {reason}") from None
 
