@@ -176,7 +176,8 @@ class PostgresFiles:
             raise FileMissing(f"no file {key}")
         file_id, size = found
         end = size if end is None else min(end, size)
-        for n in range(start // CHUNK, -(-end // CHUNK) if end > start else 0):
+        last = (end - 1) // CHUNK if end > start else -1  # the chunk that holds byte end - 1
+        for n in range(start // CHUNK, last + 1):
             async with self._connection(f"cannot read {key}") as conn:
                 cur = await conn.execute(
                     "SELECT data FROM file_chunks WHERE file_id = %s AND n = %s",
@@ -194,7 +195,8 @@ class PostgresFiles:
                 async for chunk in self.read(key):
                     await out.write(chunk)
         except BaseException:
-            await anyio.Path(target).unlink(missing_ok=True)  # no part of a file left behind
+            with anyio.CancelScope(shield=True):  # even when cancelled: no part of a file left
+                await anyio.Path(target).unlink(missing_ok=True)
             raise
 
     async def keys(self, prefix: str) -> AsyncIterator[str]:

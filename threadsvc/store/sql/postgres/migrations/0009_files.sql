@@ -3,7 +3,7 @@
 -- a new id and swapped in with the key's row in one transaction, so that no reader ever sees
 -- part of a file and a writer killed halfway leaves nothing. Keys compare byte by byte
 -- (COLLATE "C"), so a prefix is a range of the primary key. Chunks are compressed with lz4
--- when they shrink (results are XML; uploads are often zips, which lz4 gives up on quickly).
+-- when they shrink (results are mostly XML; on a zip lz4 costs little and saves nothing).
 CREATE SEQUENCE file_ids;
 CREATE TABLE files (
     key TEXT COLLATE "C" PRIMARY KEY,
