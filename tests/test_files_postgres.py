@@ -169,3 +169,26 @@ def test_chunks_are_compressed_with_lz4_where_the_server_has_it(url: str) -> Non
         found = conn.execute("SELECT attcompression FROM pg_attribute WHERE attname = 'data'"
                              " AND attrelid = 'file_chunks'::regclass").fetchone()
     assert found is not None and found[0] == "l"
+
+
+async def test_no_chunk_outlives_its_file(files: PostgresFiles, url: str, tmp_path: Path) -> None:
+    """Replacing, racing puts, deleting one key or a thread's uploads: every chunk left is one
+    of a file that is there, and every file has all its chunks."""
+    orphans = "SELECT count(*) FROM file_chunks WHERE file_id NOT IN (SELECT id FROM files)"
+    chunks = "SELECT count(*) FROM file_chunks"
+    sources = []
+    for n in range(8):
+        sources.append(tmp_path / f"s{n}")
+        sources[-1].write_bytes(bytes([n]) * (2 * CHUNK + n + 1))  # three chunks each
+    async with anyio.create_task_group() as tasks:
+        for path in sources:
+            tasks.start_soon(files.put, "results/raced", path)
+    assert (count(url, orphans), count(url, chunks)) == (0, 3)
+    await files.put("results/raced", sources[0])
+    for n in range(3):
+        await files.put(f"uploads/t/file-{n}", sources[n])
+    assert (count(url, orphans), count(url, chunks)) == (0, 12)
+    await files.delete_prefix("uploads/t/")
+    assert (count(url, orphans), count(url, chunks)) == (0, 3)
+    await files.delete("results/raced")
+    assert count(url, chunks) == 0
