@@ -19,6 +19,7 @@ from threadsvc.delivery.worker import DeliveryWorker
 from threadsvc.errors import ThreadsvcError
 from threadsvc.files import make_files
 from threadsvc.files.base import FileStorage
+from threadsvc.files.migrate import check_recorded
 from threadsvc.files.scratch import Scratch
 from threadsvc.files.shared import check_shared
 from threadsvc.identity import Identity
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             keys = await secret_keys(settings, store)
             await check_key_fingerprint(store, keys)
+            await check_recorded(store, settings.files_kind)
             supervisor = Supervisor()
             node = node_id(settings)
             cluster = Cluster(store, node) if store.shared else None  # nodes hear one another

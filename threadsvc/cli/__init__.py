@@ -1,7 +1,8 @@
 """The `threadsvc` command: it only turns arguments into settings and calls.
 
 `serve` runs the server (serve.py); `user`, `client`, `group` and `member` change the store
-(admin.py); `threads` is a client of a running server (client.py). Only `serve` imports the web
+(admin.py); `files migrate` moves uploads and results to another storage (files.py);
+`threads` is a client of a running server (client.py). Only `serve` imports the web
 application, and only once it runs: the other commands start without Starlette or the console.
 """
 
@@ -11,6 +12,7 @@ import click
 
 from threadsvc.cli.admin import group, member, oauth_client, user
 from threadsvc.cli.client import threads
+from threadsvc.cli.files import files
 from threadsvc.cli.serve import serve
 
 
@@ -20,5 +22,5 @@ def main() -> None:
     """threadsvc: long-running, group-scoped jobs behind PageSeeder-compatible services."""
 
 
-for command in (serve, user, oauth_client, group, member, threads):
+for command in (serve, user, oauth_client, group, member, threads, files):
     main.add_command(command)

@@ -220,3 +220,25 @@ CREATE INDEX deliveries_created ON webhook_deliveries (created) WHERE status <> 
 -- next_attempt is 2^62 while an earlier pending delivery of the webhook and thread waits.
 CREATE INDEX deliveries_next ON webhook_deliveries (webhook_id, next_attempt, seq)
     WHERE status = 'pending';
+
+-- Files of the `postgres` file storage (files/postgres.py): see migrations/0009_files.sql.
+CREATE SEQUENCE file_ids;
+CREATE TABLE files (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    id BIGINT NOT NULL UNIQUE,
+    size BIGINT NOT NULL,
+    created BIGINT NOT NULL
+);
+CREATE TABLE file_chunks (
+    file_id BIGINT NOT NULL,
+    n INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (file_id, n)
+);
+-- lz4 where the server has it (PostgreSQL 14 and later, built with lz4); else the default.
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE file_chunks ALTER COLUMN data SET COMPRESSION lz4';
+EXCEPTION WHEN feature_not_supported OR syntax_error THEN
+    NULL;
+END $$;

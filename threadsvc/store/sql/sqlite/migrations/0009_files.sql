@@ -1,0 +1,3 @@
+-- 0009: nothing for SQLite. The `postgres` file storage keeps files in a PostgreSQL store's
+-- database (postgres/migrations/0009_files.sql); beside SQLite, files stay under data-dir.
+-- The number keeps both dialects at the same version.
