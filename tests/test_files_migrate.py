@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from threadsvc.files.base import CHUNK, result_key, uploads_prefix
 from threadsvc.files.local import LocalFiles
 from threadsvc.files.migrate import check_recorded
 from threadsvc.files.postgres import PostgresFiles
+from threadsvc.models import Level, LogEvent, Status, Thread, now_ms
 from threadsvc.settings import SettingsError
 from threadsvc.store.sqlite import SQLiteStore
 
@@ -95,7 +97,8 @@ def test_migrate_local_to_postgres(postgres: PostgresCluster, tmp_path: Path) ->
     url = postgres.new_database_url()
     try:
         files = seed(tmp_path / "data")
-        node = Server(tmp_path, db=url)
+        # files under data-dir, which the nodes share (as before files could be elsewhere)
+        node = Server(tmp_path, db=url, files="local", **{"files-shared": True})
         node.start()  # the first node records where the files are: here
         node.stop()
         assert recorded(url) == "local"
@@ -152,8 +155,27 @@ def test_a_node_on_another_storage_is_refused(tmp_path: Path) -> None:
                 await check_recorded(store, "postgres")
             await store.put_setting("files", "postgres")  # as a migration ends
             await check_recorded(store, "postgres")
-            with pytest.raises(SettingsError, match="set files = postgres"):
+            with pytest.raises(SettingsError, match='set files = "postgres"'):
                 await check_recorded(store, "local")
+        finally:
+            await store.close()
+
+    anyio.run(run)
+
+
+def test_a_store_from_before_the_record_keeps_its_files_under_data_dir(tmp_path: Path) -> None:
+    """Threads but no record: an earlier version's store, whose files are all local."""
+    async def run() -> None:
+        store = SQLiteStore(tmp_path / "store.db")
+        await store.open()
+        try:
+            now = now_ms()
+            thread = Thread(secrets.token_hex(16), "Sleep thread", "alice", 240, "sleep", {},
+                            Status.INITIALISED, now, version=1)
+            await store.insert_thread(thread, LogEvent(1, now, Level.INFO, "created"))
+            with pytest.raises(SettingsError, match='"local" with files-shared = true'):
+                await check_recorded(store, "postgres")
+            await check_recorded(store, "local")
         finally:
             await store.close()
 
