@@ -33,7 +33,10 @@ class Settings:
     secret_key: tuple[str, ...] = ()
     data_dir: str = "threadsvc-data"
     node: str = ""  # this node's id; empty: host name and process id
-    public_url: str = ""  # how clients reach the server: the base of every result link
+    public_url: str = ""  # how clients reach the server: the base of every URL it sends
+    # Peers (addresses, networks, or "*" alone) whose X-Forwarded-Proto, -For and -Host are
+    # believed: the proxies in front. Others' are ignored.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     max_running: int = 16
     max_active_per_user: int = 100
     max_active_per_group: int = 1000

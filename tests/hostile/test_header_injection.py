@@ -188,7 +188,8 @@ def test_location_headers_hold_only_the_server_s_values(server: Server) -> None:
             assert response.status_code == 202, response.text
             assert_not_split(response)
             for header in ("location", "content-location"):
-                assert re.fullmatch(r"/ps/(service|api)/groups/(dev|240)/threads/[0-9a-f]{32}"
+                assert re.fullmatch(re.escape(server.url) +
+                                    r"/ps/(service|api)/groups/(dev|240)/threads/[0-9a-f]{32}"
                                     r"(/result|/progress)", response.headers[header]), (
                     response.headers[header])
 

@@ -35,6 +35,7 @@ from threadsvc.web.responses import (
     wants,
     wants_json,
 )
+from threadsvc.web.urls import absolute as _absolute  # the one builder of the URLs sent
 from threadsvc.xml import render
 
 SERVICE = "/ps/service"
@@ -52,17 +53,11 @@ def _group(request: Request) -> str | None:
     return request.path_params.get("group")
 
 
-def _absolute(request: Request, path: str) -> str:
-    """`public-url` when set, so that a forged Host header cannot make the server hand out
-    links to another site; else the address the request came to."""
-    base = app_state(request).settings.public_url or str(request.base_url)
-    return base.rstrip("/") + path
-
-
 def _thread_url(request: Request, thread: Thread) -> str:
+    """The thread's absolute URL under the prefix and group the request named it by."""
     group = _group(request)
     where = f"/groups/{group}" if group is not None else ""
-    return f"{prefix(request)}{where}/threads/{thread.id}"
+    return _absolute(request, f"{prefix(request)}{where}/threads/{thread.id}")
 
 
 def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLink | None:
