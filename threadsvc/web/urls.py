@@ -31,7 +31,6 @@ from threadsvc.web.errors import error_response
 
 # reg-name (letters, digits, `.-_~`) or a bracketed IPv6 literal, then an optional port
 _HOST = re.compile(r"(?:[A-Za-z0-9._~-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{0,5})?")
-_BAD_HOST = "must be a host name or an IP address, with an optional port"
 
 
 def absolute(request: Request, path: str) -> str:
@@ -61,7 +60,8 @@ class ProxyHeaders(ProxyHeadersMiddleware):
             hosts = [value for name, value in scope["headers"] if name == b"host"]
             if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0].decode("latin-1"))):
                 headers = {"X-Content-Type-Options": "nosniff", "Connection": "close"}
-                answer = error_response(Request(scope), 400, "0201", f"Host {_BAD_HOST}", headers)
+                message = "Host must be a host name or an IP address, with an optional port"
+                answer = error_response(Request(scope), 400, "0201", message, headers)
                 await answer(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)  # type: ignore[arg-type]
