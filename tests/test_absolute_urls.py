@@ -84,7 +84,8 @@ def every_url(server: Server, source: str = "127.0.0.1",
         assert result.status_code == 302, result.text
         urls["302 Location"] = result.headers["location"]
     with client(server, "manager", source, headers) as http:
-        made = http.post(f"{GROUP}/webhooks", data={"url": "http://127.0.0.1:9/h", "secret": "k" * 16})
+        made = http.post(f"{GROUP}/webhooks",
+                         data={"url": "http://127.0.0.1:9/h", "secret": "k" * 16})
         assert made.status_code == 201, made.text
         urls["201 Location"] = made.headers["location"]
         hook = re.findall(r'<webhook\s(?:[^>]*\s)?id="([0-9]+)"', made.text)[0]
@@ -161,8 +162,8 @@ def test_public_url_whatever_the_host_and_forwarded_headers(public: Server, sour
 def test_the_host_the_nearest_proxy_added_counts(plain: Server) -> None:
     """A client in front of the proxy may send its own X-Forwarded-Host; the proxy adds the
     real one after it."""
-    for forwarded in ({"X-Forwarded-Host": "evil.example, proxy.example"},
-                      [("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Host", "proxy.example")]):
+    as_lines = [("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Host", "proxy.example")]
+    for forwarded in ({"X-Forwarded-Host": "evil.example, proxy.example"}, as_lines):
         with client(plain, "contributor") as http:
             started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"},
                                 headers=forwarded)
@@ -313,3 +314,19 @@ def test_azure_core_s_location_poller_drives_a_thread_to_its_result(plain: Serve
     downloaded = done.http_response
     assert downloaded.request.url.startswith(f"{plain.url}/ps/service/results/")  # via the 302
     assert downloaded.status_code == 200 and downloaded.text() == "hello"
+
+
+def test_uvicorn_s_variable_is_not_read_and_serve_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the setting, FORWARDED_ALLOW_IPS (uvicorn's) named the proxies: now the setting
+    does, and a node started with the variable says it is not read."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", OTHER_PEER)
+    for server, _ in running_server(tmp_path):
+        with client(server, "contributor", "127.0.0.1", FORWARDED) as http:  # the default
+            started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"})
+        assert started.headers["content-location"].startswith(PROXY + "/ps/"), started.headers
+        with client(server, "contributor", OTHER_PEER, FORWARDED) as http:
+            started = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"})
+        assert started.headers["content-location"].startswith(server.url + "/ps/")
+        assert "FORWARDED_ALLOW_IPS is not read" in server.log.read_text()

@@ -52,7 +52,9 @@ class ProxyHeaders(ProxyHeadersMiddleware):
         # uvicorn trusts every peer only for exactly "*" (a string or a one-item list)
         super().__init__(app, trusted_hosts=list(trusted))  # type: ignore[arg-type]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+    async def __call__(  # type: ignore[override]
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         if scope["type"] == "http":
             client = scope.get("client")
             if client and client[0] in self.trusted_hosts:
