@@ -199,8 +199,9 @@ def test_start_answers_202_with_headers_and_the_stored_thread(server: Server) ->
         assert a["groupid"] == "240"
         assert a["status"] in STATUSES - FINAL
         tid = a["id"]
-        assert response.headers["content-location"] == f"{GROUP}/threads/{tid}/progress"
-        assert response.headers["location"] == f"{GROUP}/threads/{tid}/result"
+        thread = f"{server.url}{GROUP}/threads/{tid}"
+        assert response.headers["content-location"] == f"{thread}/progress"
+        assert response.headers["location"] == f"{thread}/result"
         assert int(response.headers["retry-after"]) >= 0
         # already in the store: the progress URL and the task resource answer at once
         now = http.get(response.headers["content-location"])
@@ -228,8 +229,9 @@ def test_start_with_an_xml_body(server: Server, content_type: str) -> None:
         assert response.status_code == 202, response.text
         el = parse_xml(response)
         tid = check_thread(el)["id"]
-        assert response.headers["content-location"] == f"{GROUP}/threads/{tid}/progress"
-        assert response.headers["location"] == f"{GROUP}/threads/{tid}/result"
+        thread = f"{server.url}{GROUP}/threads/{tid}"
+        assert response.headers["content-location"] == f"{thread}/progress"
+        assert response.headers["location"] == f"{thread}/result"
         done = wait_final(http, tid)
         assert done.get("status") == "completed"
         assert done.find("progress").attrib == {"current": "3", "total": "3", "percent": "100"}
@@ -253,7 +255,8 @@ def test_start_by_numeric_group_id_and_under_ps_api(server: Server) -> None:
             follow = http.get(response.headers["content-location"])
             assert follow.status_code == 200, follow.text
             assert parse_xml(follow).get("id") == el.get("id")
-            assert response.headers["location"].endswith(f"/threads/{el.get('id')}/result")
+            result = f"{server.url}{where}/threads/{el.get('id')}/result"
+            assert response.headers["location"] == result
 
 
 # -- statuses ---------------------------------------------------------------------------------

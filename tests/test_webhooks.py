@@ -34,6 +34,13 @@ KEY, SRV, LATER = "k" * 16, "server-hook-secret", "later-hook-secret"
 PUBLIC = "https://threads.example.org"
 
 
+def on_public(location: str) -> str:
+    """A `Location` of the server below, which is on `public-url`: absolute there; its path
+    (which the proxy in front would pass on) to follow it here."""
+    assert location.startswith(PUBLIC + "/ps/service/"), location
+    return location.removeprefix(PUBLIC)
+
+
 @pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory, new_store: NewStore
@@ -107,7 +114,7 @@ def test_managers_and_administrators_register_group_webhooks(server: Server, use
     with server.client(user) as http:
         response = http.post(GROUP, data={"url": "http://127.0.0.1:9/x", "secret": KEY})
         assert response.status_code == 201, response.text
-        http.delete(response.headers["location"])
+        http.delete(on_public(response.headers["location"]))
 
 
 @pytest.mark.parametrize("user", ["reviewer", "contributor", "outsider", "othermgr"])
@@ -172,8 +179,8 @@ def test_registration_answers_the_webhook_without_its_secret(server: Server) -> 
         assert webhook.get("events") == "final"  # the default
         assert webhook.get("groupid") == "240"
         assert re.fullmatch(r"[1-9][0-9]*", webhook.get("id") or "")
-        location = response.headers["location"]
-        assert location == f"{GROUP}/{webhook.get('id')}"
+        assert response.headers["location"] == f"{PUBLIC}{GROUP}/{webhook.get('id')}"
+        location = on_public(response.headers["location"])
         for answer in (
             response,
             http.get(location),

@@ -42,7 +42,10 @@ class Settings:
     s3_region: str = ""
     s3_presign: bool = False  # result links are the bucket's own pre-signed URLs
     node: str = ""  # this node's id; empty: host name and process id
-    public_url: str = ""  # how clients reach the server: the base of every result link
+    public_url: str = ""  # how clients reach the server: the base of every URL it sends
+    # Peers (addresses, networks, or "*" alone) whose X-Forwarded-Proto, -For and -Host are
+    # believed: the proxies in front. Others' are ignored.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     max_running: int = 16
     # While other groups' threads wait, a group is given at most this share of the node's slots
     # (at least one), and a user at most this share of the group's (store/fair.py).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 from typing import Any
 
@@ -30,10 +31,12 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     from threadsvc.jobs.command.settings import parse_commands
     from threadsvc.web import serving
     from threadsvc.web.serving import connection_limits, http_protocol
+    from threadsvc.web.urls import ProxyHeaders, check_settings
 
     settings = settings_from(config, db=db, host=host, port=port)
     try:
         parse_commands(settings.commands)  # a bad [commands] table is a usage error, not a crash
+        check_settings(settings)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,12 +46,18 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     if demo:
         accounts = run(settings, admin.ensure_demo)
         print_demo(settings, accounts)
+    if "FORWARDED_ALLOW_IPS" in os.environ:
+        logging.getLogger("threadsvc").warning(
+            "FORWARDED_ALLOW_IPS is not read: the proxies trusted are the setting "
+            "forwarded-allow-ips (THREADSVC_FORWARDED_ALLOW_IPS), now %s",
+            ",".join(settings.forwarded_allow_ips) or "none")
     app = create_app(settings)
     uvicorn_config = uvicorn.Config(
-        app,
+        # uvicorn's proxy-header middleware, given the setting and X-Forwarded-Host
+        ProxyHeaders(app, settings.forwarded_allow_ips),
         host=settings.host,
         port=settings.port,
-        proxy_headers=True,
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
         log_level="info",
         log_config=_uvicorn_log_config(),

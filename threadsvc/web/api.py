@@ -38,6 +38,7 @@ from threadsvc.web.responses import (
     wants_json,
 )
 from threadsvc.web.stored import stored_file
+from threadsvc.web.urls import absolute
 from threadsvc.xml import render
 
 SERVICE = "/ps/service"
@@ -56,17 +57,11 @@ def _group(request: Request) -> str | None:
     return request.path_params.get("group")
 
 
-def _absolute(request: Request, path: str) -> str:
-    """`public-url` when set, so that a forged Host header cannot make the server hand out
-    links to another site; else the address the request came to."""
-    base = app_state(request).settings.public_url or str(request.base_url)
-    return base.rstrip("/") + path
-
-
 def _thread_url(request: Request, thread: Thread) -> str:
+    """The thread's absolute URL under the prefix and group the request named it by."""
     group = _group(request)
     where = f"/groups/{group}" if group is not None else ""
-    return f"{prefix(request)}{where}/threads/{thread.id}"
+    return absolute(request, f"{prefix(request)}{where}/threads/{thread.id}")
 
 
 def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLink | None:
@@ -84,7 +79,7 @@ def _link(request: Request, state: AppState, thread: Thread) -> render.ResultLin
     if presigned is not None:
         return render.ResultLink(presigned, expires)
     link = state.service.links.sign(thread.id)
-    return render.ResultLink(_absolute(request, f"{SERVICE}/results/{link.token}"), link.expires)
+    return render.ResultLink(absolute(request, f"{SERVICE}/results/{link.token}"), link.expires)
 
 
 def _media_type(declared: str) -> str:

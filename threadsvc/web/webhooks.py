@@ -16,6 +16,7 @@ from threadsvc.models import Principal
 from threadsvc.state import app_state
 from threadsvc.web.auth import authenticate
 from threadsvc.web.responses import JSONResponse, document, prefix, wants_json
+from threadsvc.web.urls import absolute
 from threadsvc.xml import render
 
 MEDIA_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -62,7 +63,7 @@ async def register(request: Request) -> Response:
     fields = await _fields(request)
     webhook = await webhooks.register(who, group, fields)
     where = f"/groups/{group}" if group is not None else ""
-    location = f"{prefix(request)}{where}/webhooks/{webhook.id}"
+    location = absolute(request, f"{prefix(request)}{where}/webhooks/{webhook.id}")
     return document(request, render.webhook_element(webhook), 201, {"Location": location})
 
 
