@@ -36,7 +36,7 @@ from tests.bench.common import (
 )
 from tests.bench.sizes import FULL, QUICK, Sizes
 
-ITEMS = ("1", "2", "5", "6", "4", "3")  # the order they run in: the peers last
+ITEMS = ("1", "2", "5", "6", "7", "4", "3")  # the order they run in: the peers last
 
 
 def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Path,
@@ -70,6 +70,10 @@ def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Pa
 
         for store in stores.names:
             wake.run(results, stores, store, sizes, work)
+    elif item == "7":
+        from tests.bench import files
+
+        files.run(results, stores, sizes, work)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ class Sizes:
     read_repeats: int = 50
     # 6 long-polls and streams
     waiters: int = 5_000
+    # 7 files
+    result_mib: int = 200
+    upload_starts: int = 50
 
 
 FULL = Sizes("full")
@@ -46,4 +49,6 @@ QUICK = Sizes(
     table_threads=100_000,
     read_repeats=20,
     waiters=1_000,
+    result_mib=50,
+    upload_starts=20,
 )

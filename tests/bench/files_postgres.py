@@ -12,7 +12,7 @@ the write and read throughput and the peak RSS of the client process, for each d
 
 Each design runs in a fresh child process, so that its peak RSS is its own.
 
-    [REPEAT=3] python benchmarks/files_postgres.py [SIZE_MIB] [DSN]
+    [REPEAT=3] python -m tests.bench.files_postgres [SIZE_MIB] [DSN]
 
 Each run is on a database of its own (the DSN's role must be able to create databases).
 Without a DSN it starts a private cluster as the tests do (tests/pg.py: fsync off, so the
@@ -34,8 +34,6 @@ import time
 from pathlib import Path
 
 import psycopg
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from threadsvc.files.base import CHUNK
 
