@@ -214,7 +214,7 @@ async def test_no_such_bucket(s3: S3Server) -> None:
 async def test_nothing_listening(tmp_path: Path) -> None:
     """A refused connection fails at once, after the few attempts (no minutes of retries)."""
     files = S3Files(bucket="b", endpoint=f"http://127.0.0.1:{free_port()}", credentials=("a", "b"))
-    with pytest.raises(FileUnavailable, match="127.0.0.1"):
+    with pytest.raises(FileUnavailable, match="cannot connect to .*127.0.0.1"):
         await files.open()
     for attempt in (files.check(), files.size("results/X"), files.delete("results/X")):
         with pytest.raises(FileUnavailable):
@@ -254,7 +254,7 @@ def silent_endpoint() -> Iterator[str]:
 async def test_a_silent_endpoint_times_out(silent_endpoint: str) -> None:
     files = S3Files(bucket="b", endpoint=silent_endpoint, credentials=("a", "b"),
                     read_timeout=0.5, attempts=2)
-    with pytest.raises(FileUnavailable, match="ReadTimeout"):
+    with pytest.raises(FileUnavailable, match="did not answer in time"):
         await files.open()
 
 

@@ -42,7 +42,14 @@ try:
     from boto3.exceptions import S3UploadFailedError
     from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 except ImportError as exc:  # pragma: no cover (the extra is installed wherever tests run)
     raise ImportError("files = \"s3\" needs boto3: pip install 'threadsvc[s3]'") from exc
 
@@ -78,8 +85,8 @@ class S3Files:
         region: str | None = None,
         credentials: tuple[str, str] | None = None,
         presign: bool = False,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
         attempts: int = 3,
     ) -> None:
         """`endpoint` None is AWS itself; `prefix` is put before every key (a `/` is added
@@ -160,7 +167,11 @@ class S3Files:
                 f"{what}: no credentials for {self._where} (set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or the settings)"
             ) from exc
-        except BotoCoreError as exc:  # cannot connect, timed out, connection closed...
+        except (EndpointConnectionError, ConnectTimeoutError) as exc:
+            raise FileUnavailable(f"{what}: cannot connect to {self._where}") from exc
+        except ReadTimeoutError as exc:
+            raise FileUnavailable(f"{what}: {self._where} did not answer in time") from exc
+        except BotoCoreError as exc:  # a connection closed, a body cut short...
             raise FileUnavailable(f"{what}: {self._where}: {type(exc).__name__}") from exc
 
     def _client_error(self, what: str, exc: ClientError) -> FileUnavailable:
