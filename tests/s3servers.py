@@ -176,10 +176,10 @@ def start_s3rver(directory: Path) -> S3Server:
     data.mkdir()
     # s3rver's continuation tokens (a listing of over 1000 keys) use DES, which OpenSSL 3 keeps
     # in its legacy provider.
-    command = ["node", "--openssl-legacy-provider", str(script), "-d", str(data), "-a", "127.0.0.1", "-p", str(port),
-               "--no-vhost-buckets"]
+    command = ["node", "--openssl-legacy-provider", str(script), "-d", str(data),
+               "-a", "127.0.0.1", "-p", str(port), "--no-vhost-buckets"]
     process = _spawn("s3rver", command, port, directory)
-    # s3rver's one account: it checks every signature against this key.
+    # s3rver's one account (it checks a link's access key, not its version 4 signature).
     return S3Server("s3rver", f"http://127.0.0.1:{port}", "S3RVER", "S3RVER", process,
                     directory / "s3rver.log")
 

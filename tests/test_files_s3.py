@@ -329,6 +329,30 @@ async def test_a_failed_upload_leaves_the_old_file_and_no_parts(
     assert uploads.get("Uploads", []) == []
 
 
+async def test_a_cancelled_upload_leaves_nothing(moto_s3: S3Server, tmp_path: Path) -> None:
+    """A put cancelled while its parts go (a node stopping, a client gone) returns only once
+    the upload is aborted: no object, no parts. On moto (s3rver cannot list uploads)."""
+    files = moto_s3.files()
+    await files.open()
+    sent, release = threading.Event(), threading.Event()
+
+    def hold(**_: Any) -> None:
+        sent.set()
+        release.wait(60)
+
+    files.client.meta.events.register("after-call.s3.UploadPart", hold)
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(files.put, "results/C", _file(tmp_path, os.urandom(3 * MULTIPART)))
+            await anyio.to_thread.run_sync(sent.wait, 60)
+            tasks.cancel_scope.cancel()
+            release.set()
+    finally:
+        release.set()
+    assert await files.size("results/C") is None
+    assert moto_s3.client().list_multipart_uploads(Bucket=files.bucket).get("Uploads", []) == []
+
+
 KILLED_PUT = """
 import pathlib, sys, time
 import anyio

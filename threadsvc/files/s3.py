@@ -5,11 +5,11 @@ any other. Keys are the storage's keys behind a fixed prefix (`s3-prefix`), made
 only and checked against base.KEY, so no caller's text ever names an object.
 
 Threat model and guarantees:
-- Nothing partial is ever visible: `put` uploads the node's finished local file with boto3's
-  `upload_file` (multipart above MULTIPART); S3 shows an object only once its upload completes,
-  and a failed upload is aborted, so its parts are not kept. A node killed during an upload
-  leaves an incomplete multipart upload, which is invisible and is removed by the bucket's
-  lifecycle rule (README, S3 storage).
+- Nothing partial is ever visible: `put` uploads the node's local file through boto's transfer
+  manager (multipart above MULTIPART); S3 shows an object only once its upload completes, and
+  an upload that fails or is cancelled is aborted before `put` returns, so its parts are not
+  kept. A node killed during an upload leaves an incomplete multipart upload, which is
+  invisible and is removed by the bucket's lifecycle rule (README, S3 storage).
 - A dead or silent endpoint never holds a request for long: connect and read timeouts and a
   bounded number of attempts (botocore's "standard" retries) turn it into FileUnavailable,
   which the API answers 503. A missing object is FileMissing, never a 410.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -33,25 +34,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import anyio.to_thread
+import boto3.session
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from s3transfer.futures import TransferFuture
+from s3transfer.manager import TransferManager
 
 from threadsvc.errors import FileMissing, FileUnavailable
 from threadsvc.files.base import CHUNK, KEY
-
-try:
-    import boto3.session
-    from boto3.exceptions import S3UploadFailedError
-    from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        ReadTimeoutError,
-    )
-except ImportError as exc:  # pragma: no cover (the extra is installed wherever tests run)
-    raise ImportError("files = \"s3\" needs boto3: pip install 'threadsvc[s3]'") from exc
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -61,6 +59,7 @@ T = TypeVar("T")
 
 MULTIPART = 8 * 1024 * 1024  # files above this are uploaded in parts of this size
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _PREFIX = re.compile(r"[A-Za-z0-9._/-]*")  # the characters of a key (base.KEY), or none
 
 
@@ -89,14 +88,14 @@ class S3Files:
         read_timeout: float = 10.0,
         attempts: int = 3,
     ) -> None:
-        """`endpoint` None is AWS itself; `prefix` is put before every key (a `/` is added
-        when it lacks one); `credentials` is (access key id, secret access key), None for
+        """`endpoint` None (or empty) is AWS itself; `prefix` is put before every key (a `/`
+        is added when it lacks one); `credentials` is (access key id, secret access key), None for
         boto's usual chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, an instance
         role). `attempts` counts the first try: a call fails after at most that many."""
         self.bucket = bucket
-        self.endpoint = endpoint
+        self.endpoint = endpoint or None  # an empty setting is no setting
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.region = region
+        self.region = region or None
         self.presign = presign
         self._credentials = credentials
         self._config = Config(
@@ -105,17 +104,19 @@ class S3Files:
             retries={"mode": "standard", "total_max_attempts": attempts},
             signature_version="s3v4",
             # Other S3-compatible services are addressed by path (no DNS name per bucket).
-            s3={"addressing_style": "auto" if endpoint is None else "path"},
+            s3={"addressing_style": "auto" if self.endpoint is None else "path"},
             # Checksums only where S3 requires them: recent botocore otherwise sends trailing
             # checksums in aws-chunked bodies, which many S3-compatible services store as is.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        self._transfer = TransferConfig(
-            multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=4
+        # One manager for the node's transfers: at most 10 requests of theirs at once.
+        self._transfer_config = TransferConfig(
+            multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=10
         )
         self._client: S3Client | None = None
-        self._where = f"s3 bucket {bucket!r} at {endpoint or 'AWS'}"
+        self._manager: TransferManager | None = None
+        self._where = f"s3 bucket {bucket!r} at {self.endpoint or 'AWS'}"
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -157,11 +158,6 @@ class S3Files:
             return call(*args, **kwargs)
         except ClientError as exc:
             raise self._client_error(what, exc) from exc
-        except S3UploadFailedError as exc:  # boto3's wrapping of a failed upload
-            cause = exc.__context__
-            if isinstance(cause, ClientError):
-                raise self._client_error(what, cause) from exc
-            raise FileUnavailable(f"{what}: upload to {self._where} failed") from exc
         except NoCredentialsError as exc:
             raise FileUnavailable(
                 f"{what}: no credentials for {self._where} (set AWS_ACCESS_KEY_ID and "
@@ -183,15 +179,36 @@ class S3Files:
 
     # -- the contract --------------------------------------------------------------------------
 
+    async def _transfer(self, what: str, start: Callable[[TransferManager], TransferFuture]
+                        ) -> None:
+        """A transfer of the manager's, to its end; when the caller is cancelled, the transfer
+        is cancelled too (an upload aborted: its parts deleted) before this returns."""
+        if self._manager is None:
+            raise RuntimeError("S3Files used before open()")
+        future = start(self._manager)  # only queues it
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._guarded(what, future.result), abandon_on_cancel=True
+            )
+        except anyio.get_cancelled_exc_class():
+            future.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(future.result)
+            raise
+
     async def open(self) -> None:
         if self._client is None:
             self._client = await anyio.to_thread.run_sync(self._make_client)
+            self._manager = TransferManager(self._client, self._transfer_config)
         try:
             await self._run("open", self.client.head_bucket, Bucket=self.bucket)
         except FileMissing as exc:  # HEAD has no body: a bare 404 is the bucket's
             raise FileUnavailable(f"open: there is no {self._where}") from exc
 
     async def close(self) -> None:
+        manager, self._manager = self._manager, None
+        if manager is not None:  # transfers still running are cancelled (uploads aborted)
+            await anyio.to_thread.run_sync(lambda: manager.shutdown(cancel=True))
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -214,12 +231,22 @@ class S3Files:
         )
 
     async def put(self, key: str, source: Path) -> int:
-        name = self._name(key)
-        size = (await anyio.Path(source).stat()).st_size
-        await self._run(
-            f"put {key}", self.client.upload_file, str(source), self.bucket, name,
-            Config=self._transfer,
-        )
+        name, what = self._name(key), f"put {key}"
+        info = await anyio.Path(source).stat()
+        if stat.S_ISREG(info.st_mode):  # read part by part from disk as the parts go
+            await self._transfer(
+                what, lambda manager: manager.upload(str(source), self.bucket, name)
+            )
+            return info.st_size
+        # A pipe: read as it comes (a part at a time in memory), its length known at its end.
+        stream = await anyio.to_thread.run_sync(source.open, "rb")
+        try:
+            await self._transfer(what, lambda manager: manager.upload(stream, self.bucket, name))
+        finally:
+            stream.close()
+        size = await self.size(key)
+        if size is None:
+            raise FileUnavailable(f"{what}: not found in {self._where} once written")
         return size
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
@@ -240,11 +267,19 @@ class S3Files:
                 raise
             return
         body = answer["Body"]
-        if answer.get("ContentRange", "").endswith("/0"):  # empty: some services send a byte's
-            body.close()                                    # length and no byte (s3rver)
-            return
         try:
-            while chunk := await self._run(what, body.read, CHUNK):
+            left = _limit(answer.get("ContentRange"), start, end)
+        except ValueError:
+            body.close()
+            raise FileUnavailable(f"{what}: {self._where} sent another range") from None
+        try:
+            while left is None or left > 0:
+                wanted = CHUNK if left is None else min(CHUNK, left)
+                chunk = await self._run(what, body.read, wanted)
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
         finally:
             body.close()  # at once, also when the reader stops early (a client went away)
@@ -259,10 +294,10 @@ class S3Files:
         return head["ContentLength"]
 
     async def fetch(self, key: str, target: Path) -> None:
-        # download_file writes beside `target` and renames it into place when complete.
-        await self._run(
-            f"fetch {key}", self.client.download_file, self.bucket, self._name(key),
-            str(target), Config=self._transfer,
+        # The manager writes beside `target` and renames it into place when complete.
+        name = self._name(key)
+        await self._transfer(
+            f"fetch {key}", lambda manager: manager.download(self.bucket, name, str(target))
         )
 
     async def delete(self, key: str) -> None:
@@ -317,6 +352,23 @@ class S3Files:
             # The first failure is the one to report; a marker left behind is a few bytes.
             with contextlib.suppress(FileUnavailable):
                 await self.delete(key)
+
+
+def _limit(content_range: str | None, start: int, end: int | None) -> int | None:
+    """How many bytes of an answer to read (None: to its end): those asked for and no more,
+    whatever its length says (s3rver answers `bytes=0-0` with the whole object, and a range
+    of an empty one with a length of 1 and no byte). ValueError when the answer starts
+    elsewhere than asked (a service that ignored the Range)."""
+    limits = [] if end is None else [end - start]
+    if content_range:
+        found = _CONTENT_RANGE.fullmatch(content_range)
+        if found is None or int(found[1]) != start:
+            raise ValueError(content_range)
+        if found[2] != "*":
+            limits.append(int(found[2]) - start)
+    elif start:
+        raise ValueError("no Content-Range")
+    return max(0, min(limits)) if limits else None
 
 
 def _range(start: int, end: int | None) -> str:
