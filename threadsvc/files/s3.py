@@ -110,9 +110,10 @@ class S3Files:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        # One manager for the node's transfers: at most 10 requests of theirs at once.
+        # One manager for the node's transfers, at most 4 requests of theirs at once: each holds
+        # about 3 MiB while it goes, so a node's uploads cost it about 12 MiB at most.
         self._transfer_config = TransferConfig(
-            multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=10
+            multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=4
         )
         self._client: S3Client | None = None
         self._manager: TransferManager | None = None
