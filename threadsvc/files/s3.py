@@ -89,9 +89,9 @@ class S3Files:
         attempts: int = 3,
     ) -> None:
         """`endpoint` None (or empty) is AWS itself; `prefix` is put before every key (a `/`
-        is added when it lacks one); `credentials` is (access key id, secret access key), None for
-        boto's usual chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, an instance
-        role). `attempts` counts the first try: a call fails after at most that many."""
+        is added when it lacks one); `credentials` is (access key id, secret access key), None
+        for boto's usual chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, an
+        instance role). `attempts` counts the first try: a call fails after at most that many."""
         self.bucket = bucket
         self.endpoint = endpoint or None  # an empty setting is no setting
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -178,8 +178,6 @@ class S3Files:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
         return FileUnavailable(f"{what}: {self._where} answered {status} {code}")
 
-    # -- the contract --------------------------------------------------------------------------
-
     async def _transfer(self, what: str, start: Callable[[TransferManager], TransferFuture]
                         ) -> None:
         """A transfer of the manager's, to its end; when the caller is cancelled, the transfer
@@ -196,6 +194,8 @@ class S3Files:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(future.result)
             raise
+
+    # -- the contract --------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._client is None:
