@@ -94,3 +94,27 @@ def postgres() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """moto's standalone S3 server for the session (tests/s3servers.py says what it lacks)."""
+    from tests.s3servers import start_moto
+
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3rver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """s3rver for the session: it checks pre-signed links (skips without Node.js, not in CI)."""
+    from tests.s3servers import s3rver_or_skip
+
+    server = s3rver_or_skip(tmp_path_factory.mktemp("s3rver"))
+    try:
+        yield server
+    finally:
+        server.stop()
