@@ -60,14 +60,35 @@ def _postgres_unreachable(request: pytest.FixtureRequest, tmp: Path,
     return PostgresFiles(f"postgresql://postgres:secret@127.0.0.1:{closed_port()}/x", timeout=2)
 
 
+def _s3(request: pytest.FixtureRequest, tmp: Path, cleanups: list[Callable[[], None]]
+        ) -> FileStorage:
+    """On moto's server, a fresh bucket each time (s3rver mixes concurrent puts of one key:
+    tests/s3servers.py)."""
+    from tests.s3servers import S3Server
+
+    server: S3Server = request.getfixturevalue("moto_s3")
+    return server.files(prefix="threadsvc")
+
+
+def _s3_unreachable(request: pytest.FixtureRequest, tmp: Path,
+                    cleanups: list[Callable[[], None]]) -> FileStorage:
+    from threadsvc.files.s3 import S3Files
+
+    return S3Files(bucket="b", endpoint=f"http://127.0.0.1:{closed_port()}",
+                   credentials=("key", "secret"))
+
+
 BACKENDS: dict[str, Backend] = {
     "local": Backend(_local, _local_unreachable),
     "postgres": Backend(_postgres, _postgres_unreachable, (pytest.mark.postgres,)),
+    "s3": Backend(_s3, _s3_unreachable),
 }
 
 
-def params() -> list[object]:
-    return [pytest.param(name, marks=backend.marks) for name, backend in BACKENDS.items()]
+def params(*leave_out: str) -> list[object]:
+    """The backends as parameters, but those named."""
+    return [pytest.param(name, marks=backend.marks) for name, backend in BACKENDS.items()
+            if name not in leave_out]
 
 
 def closed_port() -> int:
