@@ -10,21 +10,30 @@ from pathlib import Path
 import pytest
 
 from tests.pg import PostgresCluster
+from tests.s3servers import S3Server
 from tests.support import Server, running_server, wait_for
 
 MIB = 200
 
 
-@pytest.fixture(scope="module", params=["local", "postgres"])
+@pytest.fixture(scope="module", params=["local", "postgres", "s3"])
 def big(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server keeping its files in each storage: under data-dir (with SQLite), or in the
-    PostgreSQL store's own database."""
+    """A server keeping its files in each storage: under data-dir (with SQLite), in the
+    PostgreSQL store's own database, or in a bucket of moto's S3 server (streamed through the
+    node: no s3-presign)."""
     settings: dict[str, object] = {"jobs": ["tests.jobs_for_tests"]}
-    if request.param == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres")
-        settings.update(db=cluster.new_database_url(), files="postgres")
-    for server, _ in running_server(tmp_path_factory.mktemp("big"), **settings):
-        yield server
+    with pytest.MonkeyPatch.context() as env:
+        if request.param == "postgres":
+            cluster: PostgresCluster = request.getfixturevalue("postgres")
+            settings.update(db=cluster.new_database_url(), files="postgres")
+        if request.param == "s3":
+            moto: S3Server = request.getfixturevalue("moto_s3")
+            settings.update({"files": "s3", "s3-endpoint": moto.endpoint,
+                             "s3-bucket": moto.new_bucket()})
+            env.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+            env.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
+        for server, _ in running_server(tmp_path_factory.mktemp("big"), **settings):
+            yield server
 
 
 def rss_mib(server: Server) -> float:

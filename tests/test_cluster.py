@@ -5,7 +5,6 @@ sent through one node stops a thread running on another."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import signal
@@ -14,12 +13,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from tests.jobs_for_tests import CHUNK
 from tests.pg import PostgresCluster
-from tests.support import Server, seed, wait_final
+from tests.s3servers import S3Server
+from tests.support import Server, seed, wait_final, wait_for
+from threadsvc.files.base import FileStorage
+from threadsvc.files.postgres import PostgresFiles
 
 pytestmark = pytest.mark.slow
 
@@ -140,12 +143,6 @@ def test_three_nodes_lose_nothing(nodes: list[Server], tmp_path: Path) -> None:
 
 
 # -- every node serves every file: nodes with separate data directories --------------------------
-needs_postgres_files = pytest.mark.skipif(
-    importlib.util.find_spec("threadsvc.files.postgres") is None,
-    reason="needs threadsvc/files/postgres.py (the postgres file storage)",
-)
-
-
 def _ran_on(http: httpx.Client, tid: str) -> str:
     logs = http.get(f"/ps/service/groups/dev/threads/{tid}/logs").text
     found = re.search(r"Status: inprogress \(node (\w+)\)", logs)
@@ -153,17 +150,26 @@ def _ran_on(http: httpx.Client, tid: str) -> str:
 
 
 @pytest.mark.parametrize("files", [
-    pytest.param("postgres", marks=needs_postgres_files),
+    "postgres",
+    "s3",  # on moto's server (tests/s3servers.py)
     "local-shared",  # one directory both nodes mount (here: the same one)
 ])
 @pytest.mark.timeout(120)
-def test_every_node_serves_every_file(tmp_path: Path, postgres: PostgresCluster, files: str) -> None:
-    """n1 receives (it runs nothing: max-running 0), n2 runs; with postgres files nothing is
-    shared but the database."""
+def test_every_node_serves_every_file(
+    tmp_path: Path, postgres: PostgresCluster, files: str, request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """n1 receives (it runs nothing: max-running 0), n2 runs; with postgres or s3 files the
+    nodes share nothing but the database (and the bucket)."""
     db = postgres.new_database_url()
     common: dict[str, object] = {"db": db, "jobs": ["tests.jobs_for_tests"], "files": "postgres"}
     if files == "local-shared":
         common.update({"files": "local", "files-shared": True, "data-dir": str(tmp_path / "shared")})
+    if files == "s3":
+        moto: S3Server = request.getfixturevalue("moto_s3")
+        common.update({"files": "s3", "s3-endpoint": moto.endpoint, "s3-bucket": moto.new_bucket()})
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)  # boto's usual chain
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
     receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
     runner = Server(tmp_path / "n2", node="n2", **common)
     seed(receiver.config)
@@ -193,9 +199,60 @@ def test_every_node_serves_every_file(tmp_path: Path, postgres: PostgresCluster,
             assert part.status_code == 206
             assert part.headers["content-range"] == f"bytes 1048570-1048585/{2 * len(CHUNK)}"
             assert part.content == (CHUNK * 2)[1048570:1048586]
-        if files == "postgres":  # nothing on either node's disk
+        if files != "local-shared":  # nothing on either node's disk
             assert not list((tmp_path / "n1" / "data").glob("results/*"))
             assert not list((tmp_path / "n2" / "data").glob("results/*"))
     finally:
         receiver.stop()
         runner.stop()
+
+
+@pytest.mark.parametrize("files", ["postgres", "s3"])
+@pytest.mark.timeout(180)
+def test_a_node_killed_while_storing_a_result_leaves_no_part_of_it(
+    tmp_path: Path, postgres: PostgresCluster, files: str, request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """n2 is SIGKILLed once its job has written the whole result, while the node stores it;
+    n1 ends the thread failed, and the storage holds no part of its result."""
+    db = postgres.new_database_url()
+    common: dict[str, object] = {"db": db, "jobs": ["tests.jobs_for_tests"], "files": files,
+                                 "lease-timeout": 3}
+    storage: FileStorage
+    if files == "s3":
+        moto: S3Server = request.getfixturevalue("moto_s3")
+        bucket = moto.new_bucket()
+        common.update({"s3-endpoint": moto.endpoint, "s3-bucket": bucket})
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
+        storage = moto.files(bucket)
+    else:
+        storage = PostgresFiles(db)
+    receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
+    runner = Server(tmp_path / "n2", node="n2", **common)
+    seed(receiver.config)
+    receiver.start()
+    runner.start()
+    try:
+        with receiver.client("admin", timeout=60) as http:
+            answer = http.post("/ps/service/groups/dev/threads",
+                               data={"job": "big-result", "mib": "300"})
+            tid = _ids(answer.text)[0]
+            wait_for(http, f"/ps/service/groups/dev/threads/{tid}/progress",
+                     lambda r: 'current="300"' in r.text, timeout=120)
+            runner.kill()  # written whole to its scratch; being stored now, or about to be
+            done = wait_final(http, tid, timeout=60)
+            assert 'status="failed"' in done.text and "<result" not in done.text
+
+        async def keys() -> list[str]:
+            await storage.open()
+            try:
+                return [key async for key in storage.keys("results/")]
+            finally:
+                await storage.close()
+
+        assert anyio.run(keys) == []
+    finally:
+        receiver.stop()
+        if runner.process is not None:
+            runner.stop(signal.SIGKILL)

@@ -2,9 +2,8 @@
 of a 200 MiB result through a node (against the local file, sendfile), and what a start with a
 1 MiB upload costs (against a start without one on the same storage).
 
-Storages: `local` (data-dir, with SQLite), `postgres` (the store's own database), and `s3`
-when an S3 endpoint is given (THREADSVC_BENCH_S3=URL, a bucket `threadsvc-bench` on it; the
-benchmark starts moto's server when the variable is unset and moto is installed).
+Storages: `local` (data-dir, with SQLite), `postgres` (the store's own database) and `s3` (a
+bucket of moto's S3 server, started here; files streamed through the node).
 """
 
 from __future__ import annotations
@@ -66,27 +65,33 @@ def storages(stores: Stores, work: Path) -> Iterator[tuple[str, dict[str, Any]]]
     if "postgres" not in stores.names:
         return
     yield "postgres", {"db": stores.url("postgres", work / "files-pg"), "files": "postgres"}
-    with s3_endpoint() as endpoint:
-        if endpoint is not None:
-            yield "s3", {"db": stores.url("postgres", work / "files-s3"), "files": "s3",
-                         "s3-endpoint": endpoint, "s3-bucket": "threadsvc-bench"}
+    with s3_bucket(work) as (endpoint, bucket):
+        yield "s3", {"db": stores.url("postgres", work / "files-s3"), "files": "s3",
+                     "s3-endpoint": endpoint, "s3-bucket": bucket}
 
 
 @contextmanager
-def s3_endpoint() -> Iterator[str | None]:
-    """THREADSVC_BENCH_S3, or moto's server started here; None where neither is at hand."""
-    given = os.environ.get("THREADSVC_BENCH_S3")
-    if given:
-        yield given
-        return
+def s3_bucket(work: Path) -> Iterator[tuple[str, str]]:
+    """A bucket on moto's S3 server started here, the nodes given its credentials through
+    the environment (boto's usual chain). moto keeps objects in memory: the figure is the
+    node's work and the S3 protocol's, not a real object store's."""
+    from tests.s3servers import start_moto
+
+    directory = work / "moto"
+    directory.mkdir(parents=True, exist_ok=True)
+    server = start_moto(directory)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = (
+        server.access_key, server.secret_key)
     try:
-        from tests.s3servers import moto_server
-    except ImportError:
-        say("  s3: no endpoint (set THREADSVC_BENCH_S3, or install moto[server])")
-        yield None
-        return
-    with moto_server(bucket="threadsvc-bench") as endpoint:
-        yield endpoint
+        yield server.endpoint, server.new_bucket()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
 
 
 def download(client: httpx.Client, mib: int) -> float:
