@@ -7,36 +7,33 @@ from the `files` setting (checked by `Settings`: a kind it names is one of these
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any, cast
 
 from threadsvc.files.base import FileStorage
 from threadsvc.settings import Settings, SettingsError
 
 
 def make_files(settings: Settings) -> FileStorage:
+    """The storage the `files` setting names, not yet opened; each backend is imported only
+    when chosen, as each needs its own client library."""
     kind = settings.files_kind
-    if kind == "postgres":
-        backend = _backend("postgres", "PostgresFiles", "postgres")
-        return cast(FileStorage, backend(settings.db))
-    if kind == "s3":
-        backend = _backend("s3", "S3Files", "s3")
-        return cast(FileStorage, backend(
-            endpoint=settings.s3_endpoint, bucket=settings.s3_bucket, prefix=settings.s3_prefix,
-            region=settings.s3_region, presign=settings.s3_presign,
-        ))
+    try:
+        if kind == "postgres":
+            from threadsvc.files.postgres import PostgresFiles
+
+            return PostgresFiles(settings.db)
+        if kind == "s3":
+            from threadsvc.files.s3 import S3Files
+
+            return S3Files(
+                endpoint=settings.s3_endpoint, bucket=settings.s3_bucket,
+                prefix=settings.s3_prefix, region=settings.s3_region, presign=settings.s3_presign,
+            )
+    except ImportError as exc:
+        raise SettingsError(
+            f"setting 'files': {kind} files need {exc.name or 'a library'} ({exc}); "
+            f"install threadsvc[{kind}]"
+        ) from exc
     from threadsvc.files.local import LocalFiles
 
     return LocalFiles(Path(settings.data_dir))
-
-
-def _backend(module: str, name: str, extra: str) -> Any:
-    """A backend's class, imported only when chosen (each needs its own client library)."""
-    try:
-        return getattr(importlib.import_module(f"threadsvc.files.{module}"), name)
-    except ImportError as exc:
-        raise SettingsError(
-            f"setting 'files': {module} files need {exc.name or 'a library'} ({exc}); "
-            f"install threadsvc[{extra}]"
-        ) from exc
