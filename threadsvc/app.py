@@ -28,6 +28,7 @@ from threadsvc.jobs.command.process import kill_all
 from threadsvc.jobs.purge import purge_job
 from threadsvc.keys import check_key_fingerprint, secret_keys
 from threadsvc.results import ResultFiles, ResultLinks
+from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner, node_id
@@ -61,6 +62,9 @@ def create_app(settings: Settings) -> Starlette:
             await check_key_fingerprint(store, keys)
             await check_recorded(store, settings.files_kind)
             supervisor = Supervisor()
+            clock = ClockCheck(store)
+            if store.shared:
+                await clock.check()  # every time this node writes is on the database's clock
             node = node_id(settings)
             cluster = Cluster(store, node) if store.shared else None  # nodes hear one another
             changes = Changes(announce=cluster.changed if cluster is not None else None)
@@ -69,7 +73,7 @@ def create_app(settings: Settings) -> Starlette:
             uploads = Uploads(storage, scratch, settings.max_upload_file)
             runner = Runner(
                 store, registry, settings, node=node, changes=changes, files=files,
-                uploads=uploads, supervisor=supervisor, cluster=cluster,
+                uploads=uploads, supervisor=supervisor, clock=clock, cluster=cluster,
             )
             registry.add(purge_job(store, files, uploads, settings))
             if settings.commands:
@@ -88,6 +92,7 @@ def create_app(settings: Settings) -> Starlette:
                 runner=runner,
                 changes=changes,
                 supervisor=supervisor,
+                clock=clock,
                 console=Console(keys),
                 streams=StreamQuota(settings.max_streams_per_user),
                 renderings=Renderings(),

@@ -12,10 +12,18 @@ from typing import Any, Literal
 # The clock every time rule reads through now_ms (TTLs, lockouts, retention): a seam that lets
 # a test of such a rule move time on instead of sleeping through it.
 wall_clock_ns: Callable[[], int] = time.time_ns
+# Milliseconds added to this node's wall clock to read the database's (runner/clock.py): every
+# time the node writes or compares is on the clock the nodes share. 0 with an embedded store.
+_offset_ms = 0
 
 
 def now_ms() -> int:
-    return wall_clock_ns() // 1_000_000
+    return wall_clock_ns() // 1_000_000 + _offset_ms
+
+
+def set_clock_offset(ms: int) -> None:
+    global _offset_ms
+    _offset_ms = ms
 
 
 def iso(ms: int) -> str:

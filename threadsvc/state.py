@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from threadsvc.changes import Changes
 from threadsvc.delivery.service import WebhookService
 from threadsvc.identity import Identity
+from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.runner import Runner
 from threadsvc.runner.supervisor import Supervisor
 from threadsvc.service import Service
@@ -29,6 +30,7 @@ class AppState:
     runner: Runner
     changes: Changes
     supervisor: Supervisor  # the side tasks, for /ready
+    clock: ClockCheck  # this node's clock against the database's, for /ready
     console: Console  # the console's session and CSRF keys
     streams: StreamQuota
     renderings: Renderings

@@ -16,6 +16,7 @@ from threadsvc.files import make_files
 from threadsvc.files.scratch import Scratch
 from threadsvc.models import Principal, Status, User
 from threadsvc.results import ResultFiles, ResultLinks
+from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner, node_id
 from threadsvc.runner.supervisor import Supervisor
@@ -45,7 +46,7 @@ async def main(db: str, data_dir: str, threads: int, concurrency: int, max_runni
     uploads = Uploads(storage, scratch, settings.max_upload_file)
     runner = Runner(
         store, registry, settings, node=node_id(settings), changes=changes, files=files,
-        uploads=uploads, supervisor=Supervisor(),
+        uploads=uploads, supervisor=Supervisor(), clock=ClockCheck(store),
     )
     service = Service(
         store, registry, runner, settings, ResultLinks(settings.secret_key, 300), files=files,

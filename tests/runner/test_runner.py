@@ -28,6 +28,7 @@ from threadsvc.models import (
     User,
 )
 from threadsvc.results import ResultFiles, ResultLinks
+from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.context import Context
 from threadsvc.runner.registry import JobSpec, Registry, job
 from threadsvc.runner.runner import Runner, node_id
@@ -64,7 +65,7 @@ async def running(
     uploads = Uploads(storage, scratch, config.max_upload_file)
     runner = Runner(
         store, registry, config, node=node_id(config), changes=changes, files=files,
-        uploads=uploads, supervisor=Supervisor(),
+        uploads=uploads, supervisor=Supervisor(), clock=ClockCheck(store),
     )
     service = Service(
         store, registry, runner, config, ResultLinks(("k",), 300), files=files, uploads=uploads,

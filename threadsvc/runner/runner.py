@@ -21,6 +21,7 @@ from threadsvc.errors import FileUnavailable, StoreUnavailable, ThreadsvcError, 
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
 from threadsvc.retry import Backoff
+from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
 from threadsvc.runner.registry import JobFunction, Registry
@@ -70,6 +71,7 @@ class Runner:
         files: ResultFiles,
         uploads: Uploads,
         supervisor: Supervisor,
+        clock: ClockCheck,
         cluster: Cluster | None = None,
     ) -> None:
         self.store = store
@@ -81,6 +83,7 @@ class Runner:
         self.files = files
         self.uploads = uploads
         self.cluster = cluster  # where nodes share the store
+        self.clock = clock  # checked against the database's at every heartbeat
         self._supervisor = supervisor
         self.writer = BatchWriter(
             store, self.node, on_written=self.changes.publish, on_lost=self._lost
@@ -372,6 +375,8 @@ class Runner:
                 if loop.time() < next_beat:
                     continue
                 next_beat = loop.time() + interval
+                if self.shared_store:
+                    await self.clock.check()  # before judging other nodes' heartbeats
                 beat = now_ms()
                 await self.store.heartbeat(self.node, beat)
                 self._heartbeat = beat

@@ -285,6 +285,15 @@ class ThreadRules(WebhookRules):
 
         return await self._read(do)
 
+    async def database_now(self) -> int | None:
+        """The database server's clock (epoch ms), where nodes share it; None for a store one
+        node owns (runner/clock.py)."""
+        async def do(tx: Tx) -> int | None:
+            value = await tx.value("database_now")
+            return None if value is None else int(value)
+
+        return await self._read(do)
+
     async def count_by_status(self) -> dict[Status, int]:
         async def do(tx: Tx) -> dict[Status, int]:
             rows = await tx.all("count_threads_by_status")

@@ -368,7 +368,8 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Readiness, for anyone: 200 when the store answers, the file storage can be written and
     read back (checked every few seconds at most) and no side task keeps dying, else 503 naming
-    what failed (the file storage's error goes to the log, not to anyone)."""
+    what failed (the file storage's error goes to the log, not to anyone). Either way, a line
+    says so when this node's clock is more than 2 s off the database's."""
     state = app_state(request)
     problems = [f"side task {failing}" for failing in state.supervisor.failing()]
     try:
@@ -380,9 +381,13 @@ async def ready(request: Request) -> Response:
         await state.service.check_store()
     except StoreUnavailable:
         problems.insert(0, "store unavailable")
+    # A clock off the database's is said, not failed: the node corrects it (runner/clock.py),
+    # and a database whose own clock moved must not make every node unready at once.
+    said = [f"{off}; corrected\n" for off in [state.clock.off()] if off is not None]
     if problems:
-        return PlainTextResponse("".join(f"{p}\n" for p in problems), status_code=503)
-    return PlainTextResponse("ready\n")
+        return PlainTextResponse("".join(f"{p}\n" for p in problems) + "".join(said),
+                                 status_code=503)
+    return PlainTextResponse("ready\n" + "".join(said))
 
 
 async def metrics(request: Request) -> Response:

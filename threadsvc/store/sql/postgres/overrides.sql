@@ -229,3 +229,7 @@ WHERE w.paused_until <= :now;
 
 -- name: threads_by_ids
 SELECT * FROM threads WHERE id = ANY(:ids);
+
+-- name: database_now
+-- The clock every node reads times from (runner/clock.py).
+SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;

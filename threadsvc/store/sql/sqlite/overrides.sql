@@ -141,3 +141,7 @@ WHERE w.paused_until <= :now;
 
 -- name: threads_by_ids
 SELECT * FROM threads WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: database_now
+-- One machine owns the store: its clock is the only one (runner/clock.py).
+SELECT NULL;
