@@ -53,6 +53,7 @@ def test_api_token(server: Server, tokens: dict[str, str]) -> None:
     assert "Bearer" in bad.headers["www-authenticate"]
 
 
+@pytest.mark.slow  # waits on real time
 def test_oauth_client_credentials(locking: Server) -> None:
     client_id, secret = _client(locking, "contributor")
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
@@ -137,6 +138,7 @@ def _until(check: object, limit: float) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.slow  # waits on real time
 def test_revocations_are_honoured_within_the_auth_cache_time(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

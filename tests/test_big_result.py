@@ -14,6 +14,7 @@ from tests.s3servers import S3Server
 from tests.support import Server, running_server, wait_for
 
 MIB = 200
+pytestmark = pytest.mark.slow  # 200 MiB through each storage
 
 
 @pytest.fixture(scope="module", params=["local", "postgres", "s3"])

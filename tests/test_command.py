@@ -474,6 +474,7 @@ def test_a_bad_command_table_stops_the_server_at_start_up(tmp_path: Path) -> Non
         server.start()
 
 
+@pytest.mark.slow  # waits on real time
 def test_stopping_the_server_leaves_no_process_behind(tmp_path: Path) -> None:
     server = Server(tmp_path)  # shutdown-grace = 1
     with server.config.open("a") as config:

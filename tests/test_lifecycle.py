@@ -322,6 +322,7 @@ def test_inprogress_then_completed(server: Server) -> None:
         assert found[-1][2].startswith("Status: completed")
 
 
+@pytest.mark.slow  # waits on real time
 def test_warning_and_error_are_transitory(server: Server) -> None:
     # steps of 0.8 s: warning at step 1, inprogress at 2, error at 3, inprogress at 4, then failed
     with server.client("contributor") as http:

@@ -151,6 +151,7 @@ def test_presigned_url_expires(short_here: Server, clock: Clock) -> None:
     assert expired.status_code == 403 and 'id="0400"' in expired.text
 
 
+@pytest.mark.slow  # waits on real time
 def test_retention_deletes_results_then_threads(short_here: Server, clock: Clock) -> None:
     with short_here.client("contributor") as http:
         thread_id = start(http, seconds="0", steps="1", result="x")
@@ -202,6 +203,7 @@ def test_idempotent_repeat_starts_nothing(server: Server) -> None:
         assert id_of(theirs) != id_of(first)
 
 
+@pytest.mark.slow  # waits on real time
 def test_etag_and_long_poll(server: Server) -> None:
     with server.client("contributor") as http:
         thread_id = start(http, seconds="3", steps="1")
@@ -286,6 +288,7 @@ def test_open_event_streams_are_limited_per_user(short: Server) -> None:
         other.post(f"{GROUP}/threads/{thread_id}/cancel")
 
 
+@pytest.mark.slow  # waits on real time
 def test_long_polls_count_against_the_stream_quota(short: Server) -> None:
     """Open streams and long-polls share `max-streams-per-user` (2 here): one user cannot hold
     every connection with long-polls either."""

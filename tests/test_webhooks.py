@@ -536,6 +536,7 @@ def test_a_cancelled_thread_is_delivered_as_cancelled(server: Server, receiver: 
     assert received.headers["x-threadsvc-event"] == "final"
 
 
+@pytest.mark.slow  # waits on real time
 def test_failures_are_retried_with_the_same_delivery_id(server: Server, receiver: Receiver) -> None:
     path, secret = unique("retry"), "retry-secret-of-16+"
     receiver.fail[path] = 2
@@ -564,6 +565,7 @@ def test_failures_are_retried_with_the_same_delivery_id(server: Server, receiver
         assert len(receiver.received(path)) == 3
 
 
+@pytest.mark.slow  # waits on real time
 def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/down"
@@ -594,6 +596,7 @@ def test_a_pending_delivery_survives_a_restart(tmp_path: Path) -> None:
             receiver.close()
 
 
+@pytest.mark.slow  # waits on real time
 def test_delivery_to_a_private_address_is_refused_again_at_delivery(
     tmp_path: Path, receiver: Receiver
 ) -> None:

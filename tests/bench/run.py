@@ -36,7 +36,7 @@ from tests.bench.common import (
 )
 from tests.bench.sizes import FULL, QUICK, Sizes
 
-ITEMS = ("1", "2", "5", "6", "7", "4", "3")  # the order they run in: the peers last
+ITEMS = ("1", "2", "5", "6", "7", "8", "4", "3")  # the order they run in: the peers last
 
 
 def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Path,
@@ -74,6 +74,10 @@ def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Pa
         from tests.bench import files
 
         files.run(results, stores, sizes, work)
+    elif item == "8":
+        from tests.bench import outbox
+
+        outbox.run(results, stores, sizes, work)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ class Sizes:
     # 7 files
     result_mib: int = 200
     upload_starts: int = 50
+    # 8 the webhook outbox
+    outbox_rows: tuple[int, ...] = (1_000, 100_000, 1_000_000)
 
 
 FULL = Sizes("full")
@@ -51,4 +53,5 @@ QUICK = Sizes(
     waiters=1_000,
     result_mib=50,
     upload_starts=20,
+    outbox_rows=(1_000, 100_000),
 )
