@@ -8,7 +8,6 @@ The rows are written with SQL, as a flood of changes to dead receivers would lea
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import statistics
 import time
@@ -16,15 +15,17 @@ from pathlib import Path
 
 from tests.bench.common import Figure, Results, Stores, say
 from tests.bench.sizes import Sizes
-from threadsvc.models import now_ms
+from threadsvc.models import Status, Thread, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store import make_store
+from threadsvc.store.rows import snapshot_json
 
 ITEM = "8 outbox"
 WEBHOOKS = 100
-SNAPSHOT = json.dumps({"id": "0" * 32, "name": "Sleep thread", "username": "contributor",
-                       "group_id": 240, "job": "sleep", "params": {}, "status": "completed",
-                       "created": 0, "started": 0, "ended": 0, "version": 3})
+SNAPSHOT = snapshot_json(Thread(
+    id="0" * 32, name="Sleep thread", username="contributor", group_id=240, job="sleep",
+    params={}, status=Status.COMPLETED, created=0, started=0, ended=0, version=3,
+))
 FILL = """
 INSERT INTO webhook_deliveries
     (id, webhook_id, thread_id, event, snapshot, status, attempts, next_attempt, created)
@@ -85,7 +86,7 @@ def flood(url: str, first: int, webhooks: int, pending: int) -> None:
         return
     import psycopg
 
-    sql = FILL.format(id="md5(n::text)", webhook=f"{first} + n % {webhooks}",
+    sql = FILL.format(id="md5(n::text)", webhook=f"{first} + mod(n, {webhooks})",
                       thread="lpad(to_hex(n), 32, '0')",
                       series=f"generate_series(1, {pending}) AS n")
     with psycopg.connect(url) as conn:

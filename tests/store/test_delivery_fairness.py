@@ -3,12 +3,16 @@ what waits, a failing webhook pauses, caps hold, and claims share the workers by
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from tests.store.test_webhooks_store import LEASE, add_thread, change, hook, run
 from threadsvc.errors import TooManyWebhooks
 from threadsvc.models import SERVER_GROUP_ID, Status, now_ms
 from threadsvc.store.base import Store
+from threadsvc.store.postgres import PostgresStore
+from threadsvc.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +101,28 @@ async def test_claims_share_the_workers_between_groups(store: Store) -> None:
     busy.append(((241, str(live.id)), 2))
     [after] = await store.claim_deliveries(now_ms(), LEASE, 1, busy=busy, workers=6, share=0.5)
     assert after.webhook.group_id == 240
+
+
+async def test_a_delivery_whose_snapshot_cannot_be_read_is_given_up(store: Store) -> None:
+    """A row not written by a status change (by hand, or damaged) stops no other delivery."""
+    await hook(store, 240)
+    for _ in range(2):
+        await change(store, await run(store, await add_thread(store)), Status.COMPLETED)
+    raw(store, "UPDATE webhook_deliveries SET snapshot = '{\"id\": 1}' "
+               "WHERE seq = (SELECT min(seq) FROM webhook_deliveries)")
+    [claimed] = await store.claim_deliveries(now_ms(), LEASE, 10)
+    statuses = sorted(d.status for d in await store.recent_deliveries(claimed.webhook.id, 10))
+    assert statuses == ["failed", "pending"]
+
+
+def raw(store: Store, sql: str) -> None:
+    """Run `sql` on the store's database behind its back."""
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(sql)
+        return
+    import psycopg
+
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.dsn, autocommit=True) as conn:
+        conn.execute(sql.encode())

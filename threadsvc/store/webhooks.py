@@ -147,14 +147,24 @@ class WebhookRules(Transactions):
             claimed = []
             for seq in fair.pick(in_flight, waiting, limit, size, share):
                 row = rows[seq]
+                try:
+                    thread = thread_from_snapshot(row["snapshot"])
+                except (KeyError, TypeError, ValueError):
+                    # Not a snapshot a status change wrote (a row written by hand): given up,
+                    # lest it stop every delivery claimed with it.
+                    args = {"id": row["id"], "now": now}
+                    await tx.run("give_up_delivery", args)
+                    await tx.run("unblock_next_delivery", {
+                        **args, "webhook_id": row["webhook_id"], "thread_id": row["thread_id"],
+                        "behind": BEHIND,
+                    })
+                    continue
                 await tx.run("lease_delivery", {"id": row["id"], "until": now + lease_ms})
-                claimed.append(
-                    DueDelivery(
-                        delivery=delivery_from_row(row),
-                        webhook=webhook_from_row(row, prefix="w_"),
-                        thread=thread_from_snapshot(row["snapshot"]),
-                    )
-                )
+                claimed.append(DueDelivery(
+                    delivery=delivery_from_row(row),
+                    webhook=webhook_from_row(row, prefix="w_"),
+                    thread=thread,
+                ))
             return claimed
 
         return await self._write(do)

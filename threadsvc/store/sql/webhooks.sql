@@ -53,6 +53,10 @@ WHERE webhook_id = :webhook_id AND status = 'pending' AND next_attempt = :behind
 SELECT webhook_id, count(*) - :most AS excess FROM webhook_deliveries
 WHERE status = 'pending' GROUP BY webhook_id HAVING count(*) > :most;
 
+-- name: give_up_delivery
+UPDATE webhook_deliveries SET status = 'failed', next_attempt = :now
+WHERE id = :id AND status = 'pending';
+
 -- name: give_up_oldest
 UPDATE webhook_deliveries SET status = 'failed', next_attempt = :now
 WHERE seq IN (
