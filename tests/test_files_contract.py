@@ -167,6 +167,20 @@ async def test_keys_by_prefix(files: FileStorage, tmp_path: Path) -> None:
     assert await all_keys(files, uploads_prefix(thread_id())) == set()
 
 
+async def test_only_keys_the_server_makes(files: FileStorage) -> None:
+    """A key or prefix of any other shape never reaches a path, a query or an object name."""
+    for key in ["../x", "results/../x", "results/..", "other/x", "results/a b", "", "results/é"]:
+        with pytest.raises(ValueError):
+            await files.size(key)
+        with pytest.raises(ValueError):
+            await files.delete(key)
+    for prefix in ["results/../", "../", "uploads/ x"]:
+        with pytest.raises(ValueError):
+            [key async for key in files.keys(prefix)]
+        with pytest.raises(ValueError):
+            await files.delete_prefix(prefix)
+
+
 async def test_check(files: FileStorage) -> None:
     await files.check()
     assert await all_keys(files, "check/") == set()  # the marker is gone

@@ -20,10 +20,29 @@ from typing import Protocol
 
 from threadsvc.errors import FileMissing, FileUnavailable
 
-__all__ = ["KEY", "FileMissing", "FileStorage", "FileUnavailable", "result_key", "uploads_prefix"]
+__all__ = [
+    "KEY", "FileMissing", "FileStorage", "FileUnavailable", "checked_key", "checked_prefix",
+    "result_key", "uploads_prefix",
+]
 
 KEY = re.compile(r"(?:results|uploads|check)/[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)?")
+_PREFIX = re.compile(r"[A-Za-z0-9._/-]*")  # the characters of a key, or none
 CHUNK = 1024 * 1024  # bytes read or written at a time, by every backend: memory stays bounded
+
+
+def checked_key(key: str) -> str:
+    """`key`, once it is one the server makes (ValueError otherwise): every backend asks this
+    before a key reaches a path, a query or an object name."""
+    if not KEY.fullmatch(key) or ".." in key:
+        raise ValueError(f"not a file key: {key!r}")
+    return key
+
+
+def checked_prefix(prefix: str) -> str:
+    """`prefix` of keys (as `keys` and `delete_prefix` take), once it could begin one."""
+    if not _PREFIX.fullmatch(prefix) or ".." in prefix:
+        raise ValueError(f"not a file key prefix: {prefix!r}")
+    return prefix
 
 
 def result_key(thread_id: str) -> str:

@@ -18,7 +18,7 @@ import anyio.to_thread
 
 from threadsvc import private
 from threadsvc.errors import FileMissing, FileUnavailable
-from threadsvc.files.base import CHUNK, KEY
+from threadsvc.files.base import CHUNK, checked_key, checked_prefix
 
 
 class LocalFiles:
@@ -28,9 +28,7 @@ class LocalFiles:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        if not KEY.fullmatch(key) or ".." in key:
-            raise ValueError(f"not a file key: {key!r}")
-        return self.root / key
+        return self.root / checked_key(key)
 
     async def open(self) -> None:
         try:
@@ -103,13 +101,13 @@ class LocalFiles:
         await anyio.Path(self._path(key)).unlink(missing_ok=True)
 
     async def delete_prefix(self, prefix: str) -> None:
-        directory = self._path(prefix.rstrip("/"))
+        directory = self.root / checked_prefix(prefix).rstrip("/")
         # Most threads had no uploads: one stat here is far cheaper than a hop to a worker thread.
         if os.path.lexists(directory):  # noqa: ASYNC240 (on purpose, see above)
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
 
     async def keys(self, prefix: str) -> AsyncIterator[str]:
-        base = self.root / prefix.split("/", 1)[0]
+        base = self.root / checked_prefix(prefix).split("/", 1)[0]
         found = await anyio.to_thread.run_sync(lambda: sorted(_walk(base)))
         for path in found:
             key = path.relative_to(self.root).as_posix()

@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import FileMissing, FileUnavailable
-from threadsvc.files.base import CHUNK, KEY
+from threadsvc.files.base import CHUNK, checked_key, checked_prefix
 from threadsvc.models import now_ms
 from threadsvc.store import redact
 from threadsvc.store.migrate import migrate_postgres
@@ -112,12 +112,6 @@ class PostgresFiles:
                 raise
         self._down = False
 
-    @staticmethod
-    def _check(key: str) -> str:
-        if not KEY.fullmatch(key):
-            raise ValueError(f"not a file key: {key!r}")
-        return key
-
     def local_path(self, key: str) -> None:
         return None
 
@@ -126,7 +120,7 @@ class PostgresFiles:
 
     # -- writing ----------------------------------------------------------------------------
     async def put(self, key: str, source: Path) -> int:
-        self._check(key)
+        checked_key(key)
         with await anyio.to_thread.run_sync(source.open, "rb") as handle:
             return await self._put(key, _read_chunks(handle))
 
@@ -148,7 +142,7 @@ class PostgresFiles:
         return size
 
     async def delete(self, key: str) -> None:
-        self._check(key)
+        checked_key(key)
         async with self._connection(f"cannot delete {key}") as conn, conn.transaction():
             await conn.execute(_LOCK, (key,))
             await conn.execute(_DELETE.format(where="key = %(key)s"), {"key": key})
@@ -160,7 +154,7 @@ class PostgresFiles:
     # -- reading ----------------------------------------------------------------------------
     async def _find(self, key: str) -> tuple[int, int] | None:
         """(id, size) of `key`, or None."""
-        self._check(key)
+        checked_key(key)
         async with self._connection(f"cannot read {key}") as conn:
             cur = await conn.execute("SELECT id, size FROM files WHERE key = %s", (key,))
             row = await cur.fetchone()
@@ -230,6 +224,7 @@ class PostgresFiles:
 def _range(prefix: str) -> dict[str, str]:
     """Keys that start with `prefix` are those from it up to the next string of its length
     (keys are ASCII, compared byte by byte)."""
+    checked_prefix(prefix)
     return {"low": prefix, "high": prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\x7f"}
 
 

@@ -2,7 +2,7 @@
 
 Every node reads and writes the same bucket, so a result made on one node downloads through
 any other. Keys are the storage's keys behind a fixed prefix (`s3-prefix`), made by the server
-only and checked against base.KEY, so no caller's text ever names an object.
+only and checked by base.checked_key, so no caller's text ever names an object.
 
 Threat model and guarantees:
 - Nothing partial is ever visible: `put` uploads the node's local file through boto's transfer
@@ -49,7 +49,7 @@ from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferManager
 
 from threadsvc.errors import FileMissing, FileUnavailable
-from threadsvc.files.base import CHUNK, KEY
+from threadsvc.files.base import CHUNK, checked_key, checked_prefix
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -60,7 +60,6 @@ T = TypeVar("T")
 MULTIPART = 8 * 1024 * 1024  # files above this are uploaded in parts of this size
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
-_PREFIX = re.compile(r"[A-Za-z0-9._/-]*")  # the characters of a key (base.KEY), or none
 
 
 def attachment(filename: str) -> str:
@@ -128,14 +127,10 @@ class S3Files:
         return self._client
 
     def _name(self, key: str) -> str:
-        if not KEY.fullmatch(key) or ".." in key:
-            raise ValueError(f"not a file key: {key!r}")
-        return self.prefix + key
+        return self.prefix + checked_key(key)
 
     def _prefix_name(self, prefix: str) -> str:
-        if not _PREFIX.fullmatch(prefix) or ".." in prefix:
-            raise ValueError(f"not a file key prefix: {prefix!r}")
-        return self.prefix + prefix
+        return self.prefix + checked_prefix(prefix)
 
     def _make_client(self) -> S3Client:
         access, secret = self._credentials or (None, None)
