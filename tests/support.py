@@ -342,13 +342,15 @@ def zipped(entries: list[Upload], name: str = "set.zip") -> Upload:
 # -- peers the server reaches -----------------------------------------------------------------
 class Listener:
     """A TCP listener on 127.0.0.1 that counts connections and answers each with `body` over
-    HTTP/1.0 (whatever was fetched: an entity declaration, a document, a stylesheet)."""
+    HTTP/1.0 (whatever was fetched: an entity declaration, a document, a stylesheet); with
+    `body` None, a tarpit: it holds every connection and never answers."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes | None) -> None:
         self.body = body
+        self.held: list[socket.socket] = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock.listen(128)
         self.sock.settimeout(0.2)
         self.port = int(self.sock.getsockname()[1])
         self.connections = 0
@@ -366,13 +368,31 @@ class Listener:
             except OSError:
                 continue
             self.connections += 1
+            if self.body is None:
+                self.held.append(conn)
+                continue
             with conn:
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s"
                              % (len(self.body), self.body))
 
+    def open(self) -> int:
+        """Connections held (a tarpit's) that their client has not closed yet."""
+        still = 0
+        for conn in self.held:
+            try:
+                conn.setblocking(False)
+                still += conn.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                still += 1
+            except OSError:
+                pass
+        return still
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
+        for conn in self.held:
+            conn.close()
         self.sock.close()
 
     def __enter__(self) -> Self:

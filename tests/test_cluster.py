@@ -143,6 +143,18 @@ def test_three_nodes_lose_nothing(nodes: list[Server], tmp_path: Path) -> None:
 
 
 # -- every node serves every file: nodes with separate data directories --------------------------
+def _bucket(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+            ) -> tuple[dict[str, object], FileStorage]:
+    """Settings for files in a fresh bucket of moto's server (its credentials in the nodes'
+    environment, boto's usual chain), and the bucket as a storage, to look behind the nodes."""
+    moto: S3Server = request.getfixturevalue("moto_s3")
+    bucket = moto.new_bucket()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
+    settings = {"files": "s3", "s3-endpoint": moto.endpoint, "s3-bucket": bucket}
+    return settings, moto.files(bucket)
+
+
 def _ran_on(http: httpx.Client, tid: str) -> str:
     logs = http.get(f"/ps/service/groups/dev/threads/{tid}/logs").text
     found = re.search(r"Status: inprogress \(node (\w+)\)", logs)
@@ -166,10 +178,7 @@ def test_every_node_serves_every_file(
     if files == "local-shared":
         common.update({"files": "local", "files-shared": True, "data-dir": str(tmp_path / "shared")})
     if files == "s3":
-        moto: S3Server = request.getfixturevalue("moto_s3")
-        common.update({"files": "s3", "s3-endpoint": moto.endpoint, "s3-bucket": moto.new_bucket()})
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)  # boto's usual chain
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
+        common.update(_bucket(request, monkeypatch)[0])
     receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
     runner = Server(tmp_path / "n2", node="n2", **common)
     seed(receiver.config)
@@ -218,16 +227,10 @@ def test_a_node_killed_while_storing_a_result_leaves_no_part_of_it(
     db = postgres.new_database_url()
     common: dict[str, object] = {"db": db, "jobs": ["tests.jobs_for_tests"], "files": files,
                                  "lease-timeout": 3}
-    storage: FileStorage
+    storage: FileStorage = PostgresFiles(db)
     if files == "s3":
-        moto: S3Server = request.getfixturevalue("moto_s3")
-        bucket = moto.new_bucket()
-        common.update({"s3-endpoint": moto.endpoint, "s3-bucket": bucket})
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.secret_key)
-        storage = moto.files(bucket)
-    else:
-        storage = PostgresFiles(db)
+        settings, storage = _bucket(request, monkeypatch)
+        common.update(settings)
     receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
     runner = Server(tmp_path / "n2", node="n2", **common)
     seed(receiver.config)

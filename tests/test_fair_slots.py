@@ -3,7 +3,6 @@ behind it (store/fair.py has the rule; tests/store/test_contract.py its cases on
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from lxml import etree
 
 from tests.pg import PostgresCluster
-from tests.support import Server, seed, start, wait_final
+from tests.support import Server, running_server, start, wait_final
 
 pytestmark = pytest.mark.slow
 OTHER = "/ps/service/groups/other"
@@ -20,17 +19,12 @@ OTHER = "/ps/service/groups/other"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    settings = {"max-running": 2, "max-running-share": 0.5}
+    settings: dict[str, object] = {"max-running": 2, "max-running-share": 0.5}
     if request.param == "postgres":
         cluster: PostgresCluster = request.getfixturevalue("postgres")
-        settings["db"] = cluster.new_database_url()  # type: ignore[assignment]
-    server = Server(tmp_path / "node", **settings)
-    seed(server.config)
-    server.start()
-    try:
+        settings["db"] = cluster.new_database_url()
+    for server, _ in running_server(tmp_path, killed=True, **settings):
         yield server
-    finally:
-        server.stop(signal.SIGKILL)
 
 
 def test_another_groups_thread_takes_the_first_free_slot(node: Server) -> None:
