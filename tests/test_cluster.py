@@ -4,6 +4,7 @@ sent through one node stops a thread running on another."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -155,6 +156,23 @@ def _bucket(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return settings, moto.files(bucket)
 
 
+@contextlib.contextmanager
+def _receiver_and_runner(tmp_path: Path, settings: dict[str, object]
+                         ) -> Iterator[tuple[Server, Server]]:
+    """Two nodes of one store: n1 receives (it runs nothing: max-running 0), n2 runs."""
+    receiver = Server(tmp_path / "n1", node="n1", **settings, **{"max-running": 0})
+    runner = Server(tmp_path / "n2", node="n2", **settings)
+    seed(receiver.config)
+    receiver.start()
+    runner.start()
+    try:
+        yield receiver, runner
+    finally:
+        for node in (receiver, runner):
+            if node.process is not None:
+                node.stop(signal.SIGKILL)
+
+
 def _ran_on(http: httpx.Client, tid: str) -> str:
     logs = http.get(f"/ps/service/groups/dev/threads/{tid}/logs").text
     found = re.search(r"Status: inprogress \(node (\w+)\)", logs)
@@ -179,12 +197,7 @@ def test_every_node_serves_every_file(
         common.update({"files": "local", "files-shared": True, "data-dir": str(tmp_path / "shared")})
     if files == "s3":
         common.update(_bucket(request, monkeypatch)[0])
-    receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
-    runner = Server(tmp_path / "n2", node="n2", **common)
-    seed(receiver.config)
-    receiver.start()
-    runner.start()
-    try:
+    with _receiver_and_runner(tmp_path, common) as (receiver, _):
         with receiver.client("admin", timeout=60) as http:
             body = os.urandom(300_000)
             answer = http.post("/ps/service/groups/dev/threads", data={"job": "checksum"},
@@ -211,9 +224,6 @@ def test_every_node_serves_every_file(
         if files != "local-shared":  # nothing on either node's disk
             assert not list((tmp_path / "n1" / "data").glob("results/*"))
             assert not list((tmp_path / "n2" / "data").glob("results/*"))
-    finally:
-        receiver.stop()
-        runner.stop()
 
 
 @pytest.mark.parametrize("files", ["postgres", "s3"])
@@ -231,12 +241,7 @@ def test_a_node_killed_while_storing_a_result_leaves_no_part_of_it(
     if files == "s3":
         settings, storage = _bucket(request, monkeypatch)
         common.update(settings)
-    receiver = Server(tmp_path / "n1", node="n1", **common, **{"max-running": 0})
-    runner = Server(tmp_path / "n2", node="n2", **common)
-    seed(receiver.config)
-    receiver.start()
-    runner.start()
-    try:
+    with _receiver_and_runner(tmp_path, common) as (receiver, runner):
         with receiver.client("admin", timeout=60) as http:
             answer = http.post("/ps/service/groups/dev/threads",
                                data={"job": "big-result", "mib": "300"})
@@ -255,7 +260,3 @@ def test_a_node_killed_while_storing_a_result_leaves_no_part_of_it(
                 await storage.close()
 
         assert anyio.run(keys) == []
-    finally:
-        receiver.stop()
-        if runner.process is not None:
-            runner.stop(signal.SIGKILL)
