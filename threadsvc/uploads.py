@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from threadsvc import private
 from threadsvc.errors import OUT_OF_SPACE, BodyTooLarge, FileMissing, StorageFull
-from threadsvc.files.base import CHUNK, KEY, FileStorage, uploads_prefix
+from threadsvc.files.base import CHUNK, FileStorage, is_key, uploads_prefix
 from threadsvc.files.scratch import Scratch
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -112,9 +112,9 @@ class Uploads:
         return size, digest.hexdigest()
 
     def input_file(self, saved: dict[str, Any]) -> InputFile:
-        key = str(saved["file"])
-        if not KEY.fullmatch(key) or not key.startswith("uploads/") or ".." in key:
-            raise FileMissing(f"a stored upload names no file: {key[:100]!r}")
+        key = _stored_key(saved)
+        if key is None:
+            raise FileMissing(f"a stored upload names no file: {str(saved.get('file'))[:100]!r}")
         path = self.storage.local_path(key)
         if path is None:
             _, thread_id, tail = key.split("/", 2)
@@ -133,7 +133,9 @@ class Uploads:
     async def fetched(self, thread_id: str, params: dict[str, Any]) -> AsyncIterator[None]:
         """While inside, the thread's uploads are readable from this node's disk: a storage
         without local copies has them fetched into scratch first, removed on the way out."""
-        keys = [str(item["file"]) for item in _saved_items(params)]
+        prefix = uploads_prefix(thread_id)
+        keys = [key for item in _saved_items(params)
+                if (key := _stored_key(item)) is not None and key.startswith(prefix)]
         if not keys or self.storage.local_path(keys[0]) is not None:
             yield
             return
@@ -141,8 +143,7 @@ class Uploads:
         self._fetched[thread_id] = folder
         try:
             for key in keys:
-                if KEY.fullmatch(key) and key.startswith(uploads_prefix(thread_id)):
-                    await self.storage.fetch(key, folder / key.rsplit("/", 1)[1])
+                await self.storage.fetch(key, folder / key.rsplit("/", 1)[1])
             yield
         finally:
             self._fetched.pop(thread_id, None)
@@ -187,3 +188,10 @@ def _holds_upload(value: Any) -> bool:
     return isinstance(value, Upload) or (
         isinstance(value, list) and bool(value) and isinstance(value[0], Upload)
     )
+
+
+def _stored_key(saved: dict[str, Any]) -> str | None:
+    """The key a saved upload names; None where it names none the server makes (a row written
+    by hand): such a file is missing, never a path."""
+    key = str(saved.get("file", ""))
+    return key if is_key(key) and key.startswith("uploads/") else None

@@ -22,7 +22,7 @@ from threadsvc.errors import FileMissing, FileUnavailable
 
 __all__ = [
     "KEY", "FileMissing", "FileStorage", "FileUnavailable", "checked_key", "checked_prefix",
-    "result_key", "uploads_prefix",
+    "is_key", "result_key", "uploads_prefix",
 ]
 
 KEY = re.compile(r"(?:results|uploads|check)/[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)?")
@@ -30,10 +30,15 @@ _PREFIX = re.compile(r"[A-Za-z0-9._/-]*")  # the characters of a key, or none
 CHUNK = 1024 * 1024  # bytes read or written at a time, by every backend: memory stays bounded
 
 
+def is_key(key: str) -> bool:
+    """Whether `key` is one the server makes."""
+    return KEY.fullmatch(key) is not None and ".." not in key
+
+
 def checked_key(key: str) -> str:
     """`key`, once it is one the server makes (ValueError otherwise): every backend asks this
     before a key reaches a path, a query or an object name."""
-    if not KEY.fullmatch(key) or ".." in key:
+    if not is_key(key):
         raise ValueError(f"not a file key: {key!r}")
     return key
 

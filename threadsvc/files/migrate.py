@@ -21,7 +21,7 @@ from pathlib import Path
 
 import anyio
 
-from threadsvc.files.base import KEY, FileStorage
+from threadsvc.files.base import FileStorage, is_key
 from threadsvc.settings import SettingsError
 from threadsvc.store.base import Store
 
@@ -72,7 +72,7 @@ async def migrate(store: Store, source: FileStorage, target: FileStorage, scratc
             f"{recorded})"
         )
     listed = sorted([key for prefix in PREFIXES async for key in source.keys(prefix)])
-    keys = [key for key in listed if KEY.fullmatch(key)]
+    keys = [key for key in listed if is_key(key)]
     copied_bytes = 0
     for n, key in enumerate(keys, 1):
         size = await source.size(key)
@@ -84,7 +84,7 @@ async def migrate(store: Store, source: FileStorage, target: FileStorage, scratc
             copied_bytes += size
         report(Step(n, len(keys), key, size, not present, copied_bytes))
     await store.put_setting(SETTING, target.kind)
-    return [key for key in listed if not KEY.fullmatch(key)]
+    return [key for key in listed if not is_key(key)]
 
 
 async def _copy(source: FileStorage, target: FileStorage, key: str, scratch: Path) -> None:
