@@ -47,7 +47,7 @@ ERROR_IDS: dict[int, frozenset[str]] = {
     409: frozenset({"0208", "0402", "0403"}),
     410: frozenset({"0401"}),
     413: frozenset({"0206"}),
-    429: frozenset({"0300", "0301", "0302"}),
+    429: frozenset({"0300", "0301", "0302", "0303"}),
     503: frozenset({"0503"}),
 }
 _ROOTS_WITH_SCHEMA = ("thread", "threads", "thread-cancel", "logs", "error", "webhook", "webhooks")

@@ -13,6 +13,7 @@ from threadsvc.models import SERVER_GROUP_ID, Status, now_ms
 from threadsvc.store.base import Store
 from threadsvc.store.postgres import PostgresStore
 from threadsvc.store.sqlite import SQLiteStore
+from threadsvc.xml import render
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +27,9 @@ async def test_a_delivery_behind_an_earlier_one_waits_until_it_is_done(store: St
     [first] = await store.claim_deliveries(now, LEASE, 10)
     assert first.delivery.event == "status"
     assert await store.claim_deliveries(now, LEASE, 10) == []  # the final one waits
+    behind = [d for d in await store.recent_deliveries(everything.id, 10) if d.event == "final"]
+    shown = render.delivery_element(behind[0])  # waiting behind: no next attempt to show
+    assert shown.get("status") == "pending" and shown.get("next-attempt") is None
     # due again only when its lease ends; the other waits behind it, never due meanwhile
     assert await store.next_delivery_due() == now + LEASE
     assert await store.record_attempt(first.delivery.id, now, 204, "delivered", now) == 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from lxml import etree
 
-from threadsvc.models import Delivery, LogEvent, LogPage, Thread, ThreadPage, Webhook, iso
+from threadsvc.models import BEHIND, Delivery, LogEvent, LogPage, Thread, ThreadPage, Webhook, iso
 
 Element = etree._Element
 
@@ -240,7 +240,7 @@ def delivery_element(delivery: Delivery) -> Element:
         el.set("last-attempt", iso(delivery.last_attempt))
     if delivery.code is not None:
         el.set("code", str(delivery.code))
-    if delivery.status == "pending":
+    if delivery.status == "pending" and delivery.next_attempt < BEHIND:  # not behind another
         el.set("next-attempt", iso(delivery.next_attempt))
     return el
 
