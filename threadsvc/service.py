@@ -219,8 +219,9 @@ class Service:
         self._may_start_here(who, group)
         spec = self.registry.get(job_name)
         if not spec.scope.allows(server_level=group is None):
-            where = "at server level" if group is None else "for a group"
-            raise BadParameter("job", f"'{job_name}' cannot run {where}")
+            where = ("in groups only, not at server level" if group is None
+                     else "at server level only, not in a group")
+            raise BadParameter("job", f": the job '{job_name}' runs {where}")
         if group is not None and not who.has_role(group.id, spec.role):
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
         return spec

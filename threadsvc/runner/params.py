@@ -102,5 +102,14 @@ class File(Param):
 
 def _bounded(name: str, value: Any, low: Any, high: Any) -> Any:
     if (low is not None and value < low) or (high is not None and value > high):
-        raise BadParameter(name, f"must be from {low} to {high}")
+        raise BadParameter(name, bounds_text(low, high))
     return value
+
+
+def bounds_text(low: Any, high: Any) -> str:
+    """What a value out of its declared bounds is told: only the bounds that were declared."""
+    if low is not None and high is not None:
+        return f"must be from {low} to {high}"
+    if low is not None:
+        return f"must be at least {low}"
+    return f"must be at most {high}"
