@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from threadsvc.errors import BadParameter
-from threadsvc.runner.params import Integer, Number, Param
+from threadsvc.runner.params import Choice, File, Integer, Number, Param, Text, describe
 
 
 @pytest.mark.parametrize(("param", "raw", "said"), [
@@ -33,3 +33,27 @@ def test_out_of_bounds_names_only_the_declared_bounds(param: Param, raw: str, sa
 ])
 def test_values_within_bounds_pass(param: Param, raw: str, value: Any) -> None:
     assert param.parse("n", raw) == value
+
+
+class Port(Integer):
+    """A job's own type derived from Integer."""
+
+
+class Flag(Param):
+    """A job's own type that declares nothing the description knows."""
+
+
+@pytest.mark.parametrize(("param", "described"), [
+    (Integer(minimum=1), {"type": "integer", "minimum": 1, "maximum": None}),
+    (Port(minimum=1, maximum=65535), {"type": "integer", "minimum": 1, "maximum": 65535}),
+    (Number(maximum=2.5, default=1.0), {"type": "number", "maximum": 2.5, "default": 1.0}),
+    (Choice(choices=("a", "b")), {"type": "choice", "choices": ("a", "b")}),
+    (Text(pattern="[a-z]+", max_length=5), {"type": "text", "pattern": "[a-z]+",
+                                            "max_length": 5}),
+    (File(multiple=True, required=True), {"type": "file", "multiple": True, "required": True}),
+    (Flag(), {"type": "text", "pattern": None, "choices": None}),
+])
+def test_described_as_declared(param: Param, described: dict[str, Any]) -> None:
+    said = describe(param)
+    for key, value in described.items():
+        assert getattr(said, key) == value, key
