@@ -395,11 +395,14 @@ def test_failed_when_the_job_raises(server: Server) -> None:
         done = parse_xml(response)
         a = check_thread(done)
         assert a["status"] == "failed"
-        assert done.findtext("message") == "Failed at step 1 as asked"
+        # A built-in exception is named: RuntimeError is what `sleep` raises when asked to fail.
+        assert done.findtext("message") == "RuntimeError: Failed at step 1 as asked"
         assert "Traceback" not in response.text and 'File "' not in response.text
         assert done.find("progress").get("current") == "1"
         found = all_events(http, a["id"])
-        assert any("Failed at step 1 as asked" in text for _, _, text in found)
+        assert any(text == "RuntimeError: Failed at step 1 as asked" for _, _, text in found)
+        assert any(text == "Status: failed: RuntimeError: Failed at step 1 as asked"
+                   for _, _, text in found)
         assert any(text.startswith("Status: failed") for _, _, text in found)
         log_text = http.get(f"{GROUP}/threads/{a['id']}/logs").text
         assert "Traceback" not in log_text and 'File "' not in log_text

@@ -22,6 +22,8 @@ from threadsvc.models import (
     Thread,
     ThreadPage,
 )
+from threadsvc.runner.registry import Registry
+from threadsvc.web.openapi import describe_jobs
 from threadsvc.web.renderings import Renderings
 from threadsvc.web.routes import routes
 from threadsvc.xml import answers, render
@@ -340,6 +342,13 @@ def test_the_error_names_the_problem() -> None:
         validate(INVALID_THREADS["status complete"].encode())
 
 
+def test_jobs_lists() -> None:
+    """Every parameter type, bound and flag the built-in and test jobs declare."""
+    registry = Registry.load(["tests.jobs_for_tests"])
+    validate(xml(render.jobs_element(registry)))
+    validate(xml(render.jobs_element([])))
+
+
 # -- openapi.json -------------------------------------------------------------------------------
 def openapi() -> dict[str, Any]:
     data = (resources.files("threadsvc") / "schemas" / "openapi.json").read_bytes()
@@ -380,11 +389,20 @@ def test_openapi_is_valid_when_a_validator_is_installed() -> None:
 
 # -- against the real server --------------------------------------------------------------------
 def test_openapi_is_served_without_credentials(server: Server) -> None:
+    """What is served is the template with the server's jobs (the built-in ones and `purge`)."""
     with server.client() as http:
         response = http.get("/ps/service/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == openapi()
+    served = response.json()
+    assert served["paths"] == openapi()["paths"]
+    mapping = served["components"]["schemas"]["JobForm"]["discriminator"]["mapping"]
+    assert list(mapping) == ["purge", "sleep", "transform", "validate"]
+    expected = describe_jobs(openapi(), Registry.load())["components"]["schemas"]
+    for name in ("SleepForm", "SleepXML", "ValidateForm", "TransformForm", "TransformXML"):
+        assert served["components"]["schemas"][name] == expected[name]
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(served)
 
 
 def test_the_server_answers_valid_documents(server: Server) -> None:

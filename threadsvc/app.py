@@ -39,7 +39,7 @@ from threadsvc.state import AppState, state_of
 from threadsvc.store import make_store
 from threadsvc.store.base import Store
 from threadsvc.uploads import Uploads
-from threadsvc.web import errors
+from threadsvc.web import errors, openapi
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
 from threadsvc.web.renderings import Renderings
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> Starlette:
                 streams=StreamQuota(settings.max_streams_per_user),
                 renderings=Renderings(),
                 rechecks=Rechecks(identity, settings.auth_cache_seconds or 5.0),
+                openapi=openapi.generate(registry),  # every job is registered by now
             )
             deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (docs/api.md#webhooks)
             await runner.start()

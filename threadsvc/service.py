@@ -219,8 +219,9 @@ class Service:
         self._may_start_here(who, group)
         spec = self.registry.get(job_name)
         if not spec.scope.allows(server_level=group is None):
-            where = "at server level" if group is None else "for a group"
-            raise BadParameter("job", f"'{job_name}' cannot run {where}")
+            where = ("in groups only, not at server level" if group is None
+                     else "at server level only, not in a group")
+            raise BadParameter("job", f"names the job '{job_name}', which runs {where}")
         if group is not None and not who.has_role(group.id, spec.role):
             raise Forbidden(f"Job '{job_name}' needs the role {spec.role.label} in '{group.name}'")
         return spec
@@ -235,6 +236,13 @@ class Service:
                 continue
             names.append(spec.name)
         return names
+
+    async def jobs(self, who: Principal, group_ref: str | None) -> list[JobSpec]:
+        """The jobs service: what `who` may start here, by `startable`. Any member of the group
+        or an administrator may ask (at server level, administrators only); a member whose role
+        starts nothing gets an empty list."""
+        scope = await self._scope(who, group_ref, Role.REVIEWER)
+        return [self.registry.get(name) for name in self.startable(who, scope.group)]
 
     def _may_start_here(self, who: Principal, group: Group | None) -> None:
         """Server level: administrators only. A group: members with at least the lowest

@@ -35,6 +35,7 @@ class AppState:
     streams: StreamQuota
     renderings: Renderings
     rechecks: Rechecks
+    openapi: bytes  # /ps/service/openapi.json, made from the registered jobs (web/openapi.py)
 
 
 def app_state(request: Request) -> AppState:

@@ -181,10 +181,46 @@ async def test_a_raising_job_fails_with_its_message(tmp_path: Path) -> None:
         thread = await start(service, "raises", [])
         final = await until_final(service, thread)
         logs = await store.get_logs(thread.id, 0, 100, Level.ERROR)
-    assert final.status is Status.FAILED and final.message == "broken <input> & more"
+    # ValueError is a built-in exception: its type is named in the message and the log.
+    said = "ValueError: broken <input> & more"
+    assert final.status is Status.FAILED and final.message == said
     assert final.errors == 1
-    assert [e.text for e in logs.events] == ["first problem", "broken <input> & more"]
-    assert final.message == "broken <input> & more"
+    assert [e.text for e in logs.events] == ["first problem", said]
+
+
+class OwnFailure(Exception):
+    """An exception class of the job's own package: its text is the author's message."""
+
+
+@job("keyerror", scope=Scope.SERVER)
+async def keyerror(ctx: Context) -> None:
+    _ = {}["min_len"]
+
+
+@job("own-failure", scope=Scope.SERVER)
+async def own_failure(ctx: Context) -> None:
+    raise OwnFailure("The input holds no words")
+
+
+@job("bare", scope=Scope.SERVER)
+async def bare(ctx: Context) -> None:
+    raise KeyError
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("keyerror", "KeyError: 'min_len'"),
+    ("own-failure", "The input holds no words"),
+    ("bare", "KeyError"),
+])
+async def test_a_failure_names_the_exception_type_unless_the_job_made_it(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    async with running(tmp_path, [keyerror, own_failure, bare]) as (service, _, store):
+        thread = await start(service, name, [])
+        final = await until_final(service, thread)
+        logs = await store.get_logs(thread.id, 0, 100, Level.INFO)
+    assert final.status is Status.FAILED and final.message == message
+    assert [e.text for e in logs.events][-2:] == [message, f"Status: failed: {message}"]
 
 
 @job("stubborn", scope=Scope.SERVER)

@@ -102,5 +102,52 @@ class File(Param):
 
 def _bounded(name: str, value: Any, low: Any, high: Any) -> Any:
     if (low is not None and value < low) or (high is not None and value > high):
-        raise BadParameter(name, f"must be from {low} to {high}")
+        raise BadParameter(name, bounds_text(low, high))
     return value
+
+
+def bounds_text(low: Any, high: Any) -> str:
+    """What a value out of its declared bounds is told: only the bounds that were declared."""
+    if low is not None and high is not None:
+        return f"must be from {low} to {high}"
+    if low is not None:
+        return f"must be at least {low}"
+    return f"must be at most {high}"
+
+
+# The types a parameter is described with (the jobs service, openapi.json).
+TYPES = frozenset({"text", "integer", "number", "boolean", "file", "choice"})
+
+
+@dataclass(frozen=True)
+class Described:
+    """A parameter as the jobs service and openapi.json describe it: only what was declared."""
+
+    type: str
+    required: bool
+    multiple: bool
+    doc: str
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    pattern: str | None = None
+    choices: tuple[str, ...] | None = None
+    max_length: int | None = None
+    default: Any = None
+
+
+def describe(param: Param) -> Described:
+    """What `param` declares. A parameter type of a job's own is described as the type it
+    derives from, else by its `kind` when that is one of TYPES, else as text (a form field)."""
+    default = param.default if isinstance(param.default, str | int | float | bool) else None
+    common: dict[str, Any] = {"required": param.required, "multiple": param.multiple,
+                              "doc": param.doc, "default": default}
+    if isinstance(param, Integer | Number):
+        kind = "integer" if isinstance(param, Integer) else "number"
+        return Described(kind, minimum=param.minimum, maximum=param.maximum, **common)
+    if isinstance(param, Choice):
+        return Described("choice", choices=param.choices, **common)
+    if isinstance(param, Text):
+        return Described("text", pattern=param.pattern, max_length=param.max_length, **common)
+    if isinstance(param, File):
+        return Described("file", **common)
+    return Described(param.kind if param.kind in TYPES else "text", **common)

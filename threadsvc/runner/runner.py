@@ -59,6 +59,17 @@ class Running:
     shown: tuple[Thread, Thread] | None = None  # (ctx.thread, it with the latest heartbeat)
 
 
+def failure_text(exc: BaseException, job_module: str) -> str:
+    """The message of a thread whose job raised `exc`. An exception class from the job's own
+    package carries its author's words as they are; any other (a built-in `KeyError`, a
+    library's error) is named, as its text alone rarely says what went wrong (`'min_len'`)."""
+    text = clean_text(str(exc), 4000).strip()
+    kind = type(exc)
+    if kind.__module__.split(".")[0] == job_module.split(".")[0]:
+        return text or kind.__name__
+    return f"{kind.__name__}: {text}" if text else kind.__name__
+
+
 class Runner:
     def __init__(
         self,
@@ -255,7 +266,7 @@ class Runner:
             await self._end(item, Status.FAILED, "The job stopped: cancelled")
         elif exc is not None:
             log.error("thread %s (%s) raised", ctx.thread_id, ctx.thread.job, exc_info=exc)
-            text = clean_text(str(exc), 4000).strip() or type(exc).__name__
+            text = failure_text(exc, self.registry.get(ctx.thread.job).fn.__module__)
             await ctx.log(text, Level.ERROR)
             await self._end(item, Status.FAILED, text)
         elif ctx.thread.errors:

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from importlib import resources
 
 import anyio
 from starlette.datastructures import UploadFile
@@ -192,6 +191,15 @@ async def _job_request(
         if len(jobs) > 1:
             raise BadParameter("job", "is given more than once")
         yield jobs[0].strip(), [(k, v) for k, v in fields if k != "job"]
+
+
+async def list_jobs(request: Request) -> Response:
+    """The jobs the caller may start here, with their parameters."""
+    state, who = await _who(request)
+    specs = await state.service.jobs(who, _group(request))
+    if wants_json(request):
+        return respond(True, render.jobs_to_json(specs))
+    return document(request, render.jobs_element(specs))
 
 
 async def get_thread(request: Request) -> Response:
@@ -405,5 +413,5 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    data = (resources.files("threadsvc") / "schemas" / "openapi.json").read_bytes()
-    return Response(data, media_type="application/json")
+    """The description made at start-up from the registered jobs (web/openapi.py)."""
+    return Response(app_state(request).openapi, media_type="application/json")

@@ -46,6 +46,8 @@ def routes() -> list[BaseRoute]:
         *_thread_routes(SERVICE + "/groups/{group}"),
         *_webhook_routes(SERVICE),
         *_webhook_routes(SERVICE + "/groups/{group}"),
+        Route(SERVICE + "/jobs", api.list_jobs, methods=["GET"]),
+        Route(SERVICE + "/groups/{group}/jobs", api.list_jobs, methods=["GET"]),
         Route(SERVICE + "/openapi.json", api.openapi, methods=["GET"]),
         Route(SERVICE + "/results/{token}", api.download, methods=["GET"]),
         Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),

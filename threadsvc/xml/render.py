@@ -14,11 +14,15 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
 from threadsvc.models import BEHIND, Delivery, LogEvent, LogPage, Thread, ThreadPage, Webhook, iso
+from threadsvc.runner.params import Described, describe
+
+if TYPE_CHECKING:
+    from threadsvc.runner.registry import JobSpec
 
 Element = etree._Element
 
@@ -259,3 +263,56 @@ def webhook_to_json(element: Element) -> bytes:
     data["deliveries"] = [_object(child) for child in element if child.tag == "delivery"]
     return json.dumps({element.tag: data}, ensure_ascii=False, separators=(",", ":")).encode()
 
+
+
+# -- jobs (docs/api.md#the-jobs-one-may-start) -------------------------------------------------
+def jobs_element(specs: Iterable[JobSpec]) -> Element:
+    """`<jobs>`: each job with its level, minimum role and parameters; a parameter's optional
+    attributes only where the job declared them (`choices` joined with commas)."""
+    el = etree.Element("jobs")
+    for spec in specs:
+        job = etree.SubElement(el, "job")
+        for name, value in _job_data(spec).items():
+            _set(job, name, value)
+        for name, param in spec.params.items():
+            item = etree.SubElement(job, "param")
+            for key, value in _param_data(name, describe(param)).items():
+                _set(item, key, _attribute(value))
+    return el
+
+
+def jobs_to_json(specs: Iterable[JobSpec]) -> bytes:
+    """`{"jobs": [{..., "params": [...]}]}`: as the XML, with `required` and `multiple` as
+    booleans, `min`, `max` and a number's `default` as numbers, and `choices` a list."""
+    jobs = [
+        {**_job_data(spec),
+         "params": [_param_data(name, describe(param)) for name, param in spec.params.items()]}
+        for spec in specs
+    ]
+    return json.dumps({"jobs": jobs}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _job_data(spec: JobSpec) -> dict[str, str]:
+    data = {"name": spec.name, "level": spec.scope.value, "role": spec.role.label}
+    if spec.title:
+        data["title"] = spec.title
+    return data
+
+
+def _param_data(name: str, param: Described) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": name, "type": param.type, "required": param.required}
+    if param.multiple:
+        data["multiple"] = True
+    optional = {"min": param.minimum, "max": param.maximum, "pattern": param.pattern,
+                "choices": list(param.choices) if param.choices is not None else None,
+                "default": param.default}
+    data.update({key: value for key, value in optional.items() if value is not None})
+    return data
+
+
+def _attribute(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)

@@ -26,6 +26,7 @@ SCHEMAS: dict[str, str] = {
     "webhook": "webhook.xsd",
     "webhooks": "webhooks.xsd",
     "validation-report": "validation-report.xsd",
+    "jobs": "jobs.xsd",
 }
 
 
