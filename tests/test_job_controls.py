@@ -9,6 +9,7 @@ import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,12 +21,13 @@ from tests.support import Server, running_server, seed, wait_final, wait_for
 pytestmark = pytest.mark.slow
 
 GROUP = support.GROUP
-JOBS = {"jobs": ["tests.control_jobs"]}
+JOBS: dict[str, Any] = {"jobs": ["tests.control_jobs"]}
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    yield from (s for s, _ in running_server(tmp_path / "s", **JOBS, **{"max-running": 1}))
+    settings: dict[str, Any] = {**JOBS, "max-running": 1}
+    yield from (s for s, _ in running_server(tmp_path / "s", **settings))
 
 
 def _attr(text: str, name: str) -> str:
@@ -125,8 +127,8 @@ def test_blocking_code_that_never_checks_keeps_its_slot_until_it_returns(
 def nodes(tmp_path: Path, postgres: PostgresCluster) -> Iterator[list[Server]]:
     db = postgres.new_database_url()
     servers = [
-        Server(tmp_path / f"n{i}", db=db, node=f"n{i}", **JOBS,
-               **{"max-running": 1, "max-active-per-user": 100})
+        Server(tmp_path / f"n{i}", **{**JOBS, "db": db, "node": f"n{i}", "max-running": 1,
+                                     "max-active-per-user": 100})
         for i in (1, 2, 3)
     ]
     seed(servers[0].config)
