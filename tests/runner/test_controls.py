@@ -95,3 +95,29 @@ async def test_a_timeout_waits_for_blocking_code_and_says_so(tmp_path: Path) -> 
         release.set()
         final = await until_final(service, thread)
     assert final.status is Status.FAILED and final.message == "Timed out after 0.2 s"
+
+
+held = threading.Event()
+holding = threading.Event()
+
+
+@job("deaf-at-shutdown", scope=Scope.SERVER)
+async def deaf_at_shutdown(ctx: Context) -> None:
+    def work() -> None:
+        holding.set()
+        held.wait(30)
+
+    await ctx.run_sync(work)
+
+
+async def test_a_shutdown_hands_back_blocking_code_without_waiting_for_it(tmp_path: Path) -> None:
+    async with running(tmp_path, [deaf_at_shutdown]) as (service, runner, store):
+        thread = await start(service, "deaf-at-shutdown", [])
+        await asyncio.get_running_loop().run_in_executor(None, holding.wait, 5)
+        await runner.stop()
+        stored = await store.get_thread(thread.id)
+        still_blocked = not held.is_set()
+        held.set()
+    assert still_blocked
+    assert stored is not None and stored.status is Status.FAILED
+    assert stored.message == "Interrupted: the server shut down while the thread was running"

@@ -76,6 +76,7 @@ class Context:
         # Set on the event loop, read by jobs' worker threads: a plain attribute is enough (its
         # writes are atomic), and cheaper than a threading.Event for every thread.
         self._cancel = False
+        self._abandon = False
         self._yielded = time.monotonic()
         self.sync = SyncContext(self)
 
@@ -169,17 +170,16 @@ class Context:
         """Run blocking `fn(*args)` in a worker thread; it may report through `ctx.sync` and
         should call `ctx.check_cancelled()` between steps. A cancel (or time-out) waits for it
         to return, as nothing can stop it from outside: the thread ends, and frees its slot,
-        only then (were it abandoned, it would go on using the CPU of a freed slot)."""
+        only then (were it abandoned, it would go on using the CPU of a freed slot). A shutdown
+        does not wait: the process is ending."""
         work = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
+        work.add_done_callback(_retrieved)  # after a cancel, the cancel is what the job ends with
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
-            self._cancel = True  # its reports and check_cancelled raise JobCancelled now
-            while not work.done():
+            while not (work.done() or self._abandon):  # the runner cancels again to abandon
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait([work])
-            if not work.cancelled():
-                work.exception()  # retrieved: the cancel is what the job ends with
             raise
 
     # -- for the runner ---------------------------------------------------------------------
@@ -263,8 +263,15 @@ class Context:
         # The claim stored the new status; putting the thread again publishes it to watchers.
         self._writer.put(self._thread, self._event(Level.INFO, text, now_ms()))
 
-    def _request_cancel(self) -> None:
+    def _request_cancel(self, abandon: bool = False) -> None:
+        """`abandon`: the server is shutting down; blocking code is not waited for."""
         self._cancel = True
+        self._abandon = self._abandon or abandon
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class SyncContext:

@@ -348,7 +348,7 @@ class Runner:
                 item.ctx._stopping(f"Cancelling{f' (asked by {by})' if by else ''}")
             elif reason is StopReason.TIMEOUT:
                 item.ctx._stopping(f"{by}; stopping")
-        item.ctx._request_cancel()
+        item.ctx._request_cancel(abandon=reason is StopReason.SHUTDOWN)
         if item.job_task is not None:
             item.job_task.cancel()
 
