@@ -110,12 +110,15 @@ def test_blocking_code_that_never_checks_keeps_its_slot_until_it_returns(
     marks = tmp_path / "marks"
     marks.mkdir()
     with server.client("admin") as http:
-        deaf = support.start(http, job="deaf", dir=str(marks), seconds=2)
+        deaf = support.start(http, job="deaf", dir=str(marks), seconds=4)
         wait_for(http, "/health", lambda _: any(marks.glob("*.present")))
         answer = http.post(f"{GROUP}/threads/{deaf}/cancel", timeout=10)
         # Its code still runs: not cancelled yet, and saying it is being cancelled.
         assert _attr(answer.text, "status") == "inprogress", answer.text
-        assert _message(answer.text) == "Cancelling (asked by admin)"
+        stopping = wait_for(http, f"{GROUP}/threads/{deaf}/progress",
+                            lambda r: "<message>" in r.text)
+        assert _attr(stopping.text, "status") == "inprogress"
+        assert _message(stopping.text) == "Cancelling (asked by admin)"
         nxt = support.start(http, job="capped", dir=str(marks), seconds=0)
         assert _attr(http.get(f"{GROUP}/threads/{nxt}").text, "status") == "initialised"
         assert _attr(wait_final(http, deaf).text, "status") == "cancelled"

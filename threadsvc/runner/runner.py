@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # claim even without a wake-up this often (another process may add threads)
 CANCEL_POLL_SECONDS = 1.0
+STOPPING_NOTE_SECONDS = 0.5  # a job still running this long after a stop was asked says so
 
 
 def node_id(settings: Settings) -> str:
@@ -344,13 +345,22 @@ class Runner:
         if item.reason is None:
             item.reason = reason
             item.cancelled_by = by
-            if reason is StopReason.USER:
-                item.ctx._stopping(f"Cancelling{f' (asked by {by})' if by else ''}")
-            elif reason is StopReason.TIMEOUT:
-                item.ctx._stopping(f"{by}; stopping")
+            note = {
+                StopReason.USER: f"Cancelling{f' (asked by {by})' if by else ''}",
+                StopReason.TIMEOUT: f"{by}; stopping",
+            }.get(reason)
+            if note is not None:  # most jobs stop at once: no change to show for them
+                asyncio.get_running_loop().call_later(
+                    STOPPING_NOTE_SECONDS, self._note_stopping, item, note
+                )
         item.ctx._request_cancel(abandon=reason is StopReason.SHUTDOWN)
         if item.job_task is not None:
             item.job_task.cancel()
+
+    def _note_stopping(self, item: Running, note: str) -> None:
+        thread_id = item.ctx.thread_id
+        if self._running.get(thread_id) is item and thread_id not in self._ending:
+            item.ctx._stopping(note)
 
     def _time_out(self, item: Running, seconds: float) -> None:
         if not (item.job_task is None or item.job_task.done()):
