@@ -63,6 +63,8 @@ async def attempts(fn: JobCall, ctx: Context, retry: Retry | None) -> object:
         except Exception as exc:
             if retry is None or failed + 1 >= retry.attempts or not retry.qualifies(exc):
                 raise
+            if ctx.cancelled:  # stopping (a job that turned the cancel into another error)
+                raise
             failed += 1
             delay = retry.delay(failed)
             await ctx._attempt_failed(failed, retry.attempts, exc, delay)
