@@ -255,6 +255,28 @@ async def test_a_share_bounds_a_group_while_another_waits(store: Store) -> None:
     assert claimed_server.id == server.id
 
 
+async def test_claims_hold_a_jobs_concurrency_on_every_node(store: Store) -> None:
+    """At most 2 threads of "capped" run across nodes; its others wait and hide no other job's
+    threads behind them; a slot of it frees when one of its threads ends."""
+    base = now_ms()
+    capped = [await add(store, base + i, job="capped") for i in range(4)]
+    other = await add(store, base + 10, job="sleep")
+    limits = {"capped": 2}
+    [first] = await store.claim_threads("node-a", 1, base + 20, concurrency=limits)
+    assert first.id == capped[0].id
+    second = await store.claim_threads("node-b", 4, base + 21, concurrency=limits)
+    assert [t.id for t in second] == [capped[1].id, other.id]
+    assert await store.claim_threads("node-c", 4, base + 22, concurrency=limits) == []
+    ended = dataclasses.replace(
+        first, status=Status.COMPLETED, ended=base + 30, version=first.version + 1
+    )
+    assert await store.write_batch("node-a", [ended], [ended], [], base + 30) == set()
+    third = await store.claim_threads("node-c", 4, base + 31, concurrency=limits)
+    assert [t.id for t in third] == [capped[2].id]
+    waiting = await store.list_threads(ThreadFilter(statuses=frozenset({Status.INITIALISED})))
+    assert [t.id for t in waiting.threads] == [capped[3].id]
+
+
 async def test_batch_writes_events_and_state_of_own_threads_only(store: Store) -> None:
     thread = await add(store, now_ms())
     [claimed] = await store.claim_threads("node-a", 1, now_ms())

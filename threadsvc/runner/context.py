@@ -2,12 +2,20 @@
 
 Status rules (docs/api.md#statuses): a warning sets `warning`, an error sets `error`, and the next progress
 or message step sets `inprogress` again. Every report is stored by the node's batch writer.
+
+Every report gives the event loop a turn (at least once a millisecond), so that a job looping
+over reports never starves the server's requests nor keeps a cancel from landing. Blocking code
+in `run_sync` cannot be stopped from outside: a cancel waits for it to return (its reports
+through `ctx.sync` and `check_cancelled` raise JobCancelled meanwhile), and the thread keeps its
+slot until then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
 
@@ -15,7 +23,17 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from threadsvc.models import RUNNING, Level, LogEvent, NewLogEvent, Result, Status, Thread, now_ms
+from threadsvc.models import (
+    RUNNING,
+    Level,
+    LogEvent,
+    NewLogEvent,
+    Result,
+    Status,
+    Thread,
+    iso,
+    now_ms,
+)
 from threadsvc.results import ResultFiles, download_name
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.uploads import InputFile, Uploads
@@ -25,6 +43,7 @@ T = TypeVar("T")
 
 MAX_MESSAGE = 4_000
 MAX_LOG_TEXT = 64_000
+YIELD_EVERY = 0.001  # seconds: reports give the loop a turn at least this often
 
 
 def clean_text(text: object, limit: int) -> str:
@@ -57,6 +76,8 @@ class Context:
         # Set on the event loop, read by jobs' worker threads: a plain attribute is enough (its
         # writes are atomic), and cheaper than a threading.Event for every thread.
         self._cancel = False
+        self._abandon = False
+        self._yielded = time.monotonic()
         self.sync = SyncContext(self)
 
     # -- what the job may read --------------------------------------------------------------
@@ -147,8 +168,19 @@ class Context:
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in a worker thread; it may report through `ctx.sync` and
-        should call `ctx.check_cancelled()` between steps. A cancel does not wait for it."""
-        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        should call `ctx.check_cancelled()` between steps. A cancel (or time-out) waits for it
+        to return, as nothing can stop it from outside: the thread ends, and frees its slot,
+        only then (were it abandoned, it would go on using the CPU of a freed slot). A shutdown
+        does not wait: the process is ending."""
+        work = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
+        work.add_done_callback(_retrieved)  # after a cancel, the cancel is what the job ends with
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            while not (work.done() or self._abandon):  # the runner cancels again to abandon
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([work])
+            raise
 
     # -- for the runner ---------------------------------------------------------------------
     def _step_status(self) -> Status | None:
@@ -160,8 +192,30 @@ class Context:
         if self._thread.final:
             raise RuntimeError("the thread has ended; it can report nothing more")
         self._apply(status, event, **fields)
+        now = time.monotonic()
         if self._writer.congested:
             await self._writer.flush()
+            self._yielded = now
+        elif now - self._yielded >= YIELD_EVERY:
+            await asyncio.sleep(0)  # a turn for requests, other jobs and a pending cancel
+            self._yielded = now
+
+    async def _attempt_failed(self, failed: int, attempts: int, exc: Exception, delay: float) -> None:
+        """Attempt `failed` of `attempts` raised `exc`: a WARN event, and the message says when
+        the next attempt starts; the thread stays running."""
+        reason = clean_text(str(exc), 1000).strip() or type(exc).__name__
+        when = iso(now_ms() + round(delay * 1000))
+        text = (
+            f"Attempt {failed} of {attempts} failed: {reason}; "
+            f"the next starts at {when} (in {delay:g} s)"
+        )
+        await self._report(Status.INPROGRESS, (Level.WARN, text), message=clean_text(text, MAX_MESSAGE))
+
+    def _stopping(self, text: str) -> None:
+        """The runner asked the job to stop (a cancel, a time-out): say so until its code has
+        stopped; the status stays running, as the code still runs."""
+        if not self._thread.final and self._thread.message != text:
+            self._apply(None, None, message=text)
 
     def _apply(self, status: Status | None, event: tuple[Level, str] | None, **fields: Any) -> None:
         now = now_ms()
@@ -209,27 +263,41 @@ class Context:
         # The claim stored the new status; putting the thread again publishes it to watchers.
         self._writer.put(self._thread, self._event(Level.INFO, text, now_ms()))
 
-    def _request_cancel(self) -> None:
+    def _request_cancel(self, abandon: bool = False) -> None:
+        """`abandon`: the server is shutting down; blocking code is not waited for."""
         self._cancel = True
+        self._abandon = self._abandon or abandon
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class SyncContext:
-    """The Context's reports for blocking code running in `ctx.run_sync` worker threads."""
+    """The Context's reports for blocking code running in `ctx.run_sync` worker threads; once
+    the thread was asked to stop, each raises JobCancelled (the job's code cannot be stopped
+    otherwise, and its slot stays taken until it returns)."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
     def progress(self, current: int, total: int | None = None) -> None:
+        self._ctx.check_cancelled()
         anyio.from_thread.run(self._ctx.progress, current, total)
 
     def message(self, text: str) -> None:
+        self._ctx.check_cancelled()
         anyio.from_thread.run(self._ctx.message, text)
 
     def log(self, text: str, level: Level = Level.INFO) -> None:
+        self._ctx.check_cancelled()
         anyio.from_thread.run(self._ctx.log, text, level)
 
     def warning(self, text: str) -> None:
+        self._ctx.check_cancelled()
         anyio.from_thread.run(self._ctx.warning, text)
 
     def error(self, text: str) -> None:
+        self._ctx.check_cancelled()
         anyio.from_thread.run(self._ctx.error, text)

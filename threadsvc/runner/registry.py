@@ -1,7 +1,9 @@
 """Jobs by name: the @job decorator, and the registry that finds them.
 
 A job is an `async def job(ctx)`; the decorator declares its name, where it may run (scope),
-the minimum role to start it and its parameters. The registry takes the built-in jobs, the
+the minimum role to start it, its parameters and how it is run: its time bound (`timeout`), its
+further attempts (`retry`, a `Retry`) and how many of its threads may run at once across every
+node (`concurrency`). The registry takes the built-in jobs, the
 entry-point group `threadsvc.jobs` and the modules of the `jobs` setting.
 """
 
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from threadsvc.errors import BadParameter, UnknownJob
 from threadsvc.models import Group, Principal, Role, Scope
 from threadsvc.runner.params import Param
+from threadsvc.runner.retrying import Retry
 from threadsvc.uploads import Upload
 
 if TYPE_CHECKING:
@@ -40,6 +43,18 @@ class JobSpec:
     title: str = ""
     description: str = ""
     retry_safe: bool = False  # may run again from the start after its node was lost
+    timeout: float | None = None  # seconds from its start (every attempt and wait): then failed
+    retry: Retry | None = None  # further attempts after an exception that qualifies
+    concurrency: int | None = None  # at most this many of its threads run at once, cluster-wide
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"job '{self.name}': timeout must be a positive number of seconds")
+        if self.concurrency is not None and (
+            isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
+            or self.concurrency < 1
+        ):
+            raise ValueError(f"job '{self.name}': concurrency must be a positive int")
 
     def parse_params(self, fields: Iterable[tuple[str, str | Upload]]) -> dict[str, Any]:
         """Validate form fields against the declared parameters; a bad one is a BadParameter."""
@@ -80,10 +95,18 @@ def job(
     params: Mapping[str, Param] | None = None,
     title: str = "",
     retry_safe: bool = False,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    concurrency: int | None = None,
     spec: type[JobSpec] = JobSpec,
 ) -> Callable[[JobFunction], JobSpec]:
     """Declare an async function as a job; the module holding it is registered by the registry.
-    A job that parses or checks its parameters its own way gives its JobSpec subclass as `spec`."""
+    A job that parses or checks its parameters its own way gives its JobSpec subclass as `spec`.
+
+    `timeout`: seconds from the thread's start after which its code is cancelled and it ends
+    `failed`; `retry`: run it again after an exception that qualifies (see `Retry`);
+    `concurrency`: at most that many threads of the job run at once on all nodes together,
+    the others wait `initialised`."""
 
     def declare(fn: JobFunction) -> JobSpec:
         return spec(
@@ -95,6 +118,9 @@ def job(
             title=title,
             description=(fn.__doc__ or "").strip(),
             retry_safe=retry_safe,
+            timeout=timeout,
+            retry=retry,
+            concurrency=concurrency,
         )
 
     return declare
@@ -124,6 +150,10 @@ class Registry:
 
     def __iter__(self) -> Any:
         return iter(sorted(self._jobs.values(), key=lambda spec: spec.name))
+
+    def concurrency_limits(self) -> dict[str, int]:
+        """Job name -> most threads running at once, for the jobs that declare one."""
+        return {spec.name: spec.concurrency for spec in self._jobs.values() if spec.concurrency}
 
     @classmethod
     def load(cls, modules: Iterable[str] = ()) -> Registry:

@@ -1,8 +1,10 @@
 """The runner: claims `initialised` threads up to `max-running`, runs each as a named task,
 cancels cooperatively, heartbeats, recovers threads whose node died, and stops gracefully.
 
-A user's cancel ends the thread `cancelled`; a shutdown hands it back: it runs again later
-(jobs declared retry-safe) or ends `failed` saying it was interrupted.
+A user's cancel ends the thread `cancelled`, and a job's `timeout` ends it `failed`, once its
+code has stopped (until then it keeps its slot, its message saying it is being stopped); a
+shutdown hands it back: it runs again later (jobs declared retry-safe) or ends `failed` saying
+it was interrupted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from threadsvc.retry import Backoff
 from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
-from threadsvc.runner.registry import JobFunction, Registry
+from threadsvc.runner.registry import JobSpec, Registry
+from threadsvc.runner.retrying import attempts
 from threadsvc.runner.supervisor import SideTask, Supervised, Supervisor
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # claim even without a wake-up this often (another process may add threads)
 CANCEL_POLL_SECONDS = 1.0
+STOPPING_NOTE_SECONDS = 0.5  # a job still running this long after a stop was asked says so
 
 
 def node_id(settings: Settings) -> str:
@@ -45,6 +49,7 @@ class StopReason(enum.Enum):
     USER = "user"
     SHUTDOWN = "shutdown"
     LOST = "lost"  # another node recovered the thread: write nothing more
+    TIMEOUT = "timeout"  # the job's `timeout` passed: it ends failed
 
 
 @dataclass(eq=False)
@@ -56,6 +61,7 @@ class Running:
     reason: StopReason | None = None
     cancelled_by: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None  # the job's timeout
     shown: tuple[Thread, Thread] | None = None  # (ctx.thread, it with the latest heartbeat)
 
 
@@ -105,6 +111,7 @@ class Runner:
         self._stopping = False
         self._side_tasks: list[Supervised] = []
         self._heartbeat: int | None = None  # when this node's threads last had a heartbeat
+        self._concurrency = registry.concurrency_limits()  # job -> most running, all nodes
 
     # -- life -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -179,7 +186,7 @@ class Runner:
                 try:
                     claimed = await self.store.claim_threads(
                         self.node, free, now_ms(), slots=self.settings.max_running,
-                        share=self.settings.max_running_share,
+                        share=self.settings.max_running_share, concurrency=self._concurrency,
                     )
                 except ThreadsvcError as exc:
                     log.warning("cannot claim threads: %s", exc)
@@ -222,14 +229,19 @@ class Runner:
             item.job_task = asyncio.create_task(asyncio.sleep(0), name=f"job-{thread.id}")
             item.job_task.cancel()
         else:
-            item.job_task = asyncio.create_task(self._run_job(spec.fn, ctx), name=f"job-{thread.id}")
+            item.job_task = asyncio.create_task(self._run_job(spec, ctx), name=f"job-{thread.id}")
+            if spec.timeout is not None:
+                item.timer = asyncio.get_running_loop().call_later(
+                    spec.timeout, self._time_out, item, spec.timeout
+                )
         item.task = asyncio.create_task(self._supervise(item), name=f"thread-{thread.id}")
 
-    async def _run_job(self, fn: JobFunction, ctx: Context) -> object:
-        """The job, with its uploads readable from this node's disk while it runs (fetched from
-        a storage without local copies; a storage that cannot be reached fails the thread)."""
+    async def _run_job(self, spec: JobSpec, ctx: Context) -> object:
+        """The job (its attempts, runner/retrying.py), with its uploads readable from this
+        node's disk while it runs (fetched from a storage without local copies; a storage that
+        cannot be reached fails the thread)."""
         async with self.uploads.fetched(ctx.thread_id, ctx.params):
-            return await fn(ctx)
+            return await attempts(spec.fn, ctx, spec.retry)
 
     async def _last_log_seq(self, thread_id: str) -> int:
         """Retried while the store is unavailable: the thread is claimed and registered here,
@@ -247,6 +259,8 @@ class Runner:
         job_task = item.job_task
         assert job_task is not None
         await asyncio.wait([job_task])
+        if item.timer is not None:
+            item.timer.cancel()
         ctx = item.ctx
         if item.reason is StopReason.LOST:
             await self._forget(item)
@@ -257,6 +271,9 @@ class Runner:
         if item.reason is StopReason.USER:
             by = f" by {item.cancelled_by}" if item.cancelled_by else ""
             await self._end(item, Status.CANCELLED, f"Cancelled{by}")
+            return
+        if item.reason is StopReason.TIMEOUT:
+            await self._end(item, Status.FAILED, item.cancelled_by)
             return
         if job_task.cancelled():
             await self._end(item, Status.FAILED, "The job was cancelled")
@@ -335,12 +352,30 @@ class Runner:
 
     # -- cancelling -------------------------------------------------------------------------
     def _stop(self, item: Running, reason: StopReason, by: str) -> None:
+        """Ask the job's code to stop; the thread ends once it has (`_supervise`)."""
         if item.reason is None:
             item.reason = reason
             item.cancelled_by = by
-        item.ctx._request_cancel()
+            note = {
+                StopReason.USER: f"Cancelling{f' (asked by {by})' if by else ''}",
+                StopReason.TIMEOUT: f"{by}; stopping",
+            }.get(reason)
+            if note is not None:  # most jobs stop at once: no change to show for them
+                asyncio.get_running_loop().call_later(
+                    STOPPING_NOTE_SECONDS, self._note_stopping, item, note
+                )
+        item.ctx._request_cancel(abandon=reason is StopReason.SHUTDOWN)
         if item.job_task is not None:
             item.job_task.cancel()
+
+    def _note_stopping(self, item: Running, note: str) -> None:
+        thread_id = item.ctx.thread_id
+        if self._running.get(thread_id) is item and thread_id not in self._ending:
+            item.ctx._stopping(note)
+
+    def _time_out(self, item: Running, seconds: float) -> None:
+        if not (item.job_task is None or item.job_task.done()):
+            self._stop(item, StopReason.TIMEOUT, f"Timed out after {seconds:g} s")
 
     async def cancel(self, thread_id: str, by: str, wait: float = 1.0) -> bool:
         """Cancel a thread if this node runs it, waiting up to `wait` s for it to end;

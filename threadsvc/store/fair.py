@@ -11,6 +11,10 @@ group waits alone). A slot that only groups (or users) at their share could take
 until one drops below it or waits alone: the share is a bound, not a hint. Threads running
 when others began to wait are never stopped; the next free slots go to the others.
 
+A job with a concurrency limit (`@job(concurrency=N)`) runs at most N threads on all nodes
+together: its waiting threads are passed over (they wait) while N run, and the threads behind
+them are chosen as if they were not there.
+
 Pure: the claim's transaction reads the node's running counts and the waiting threads, asks
 `pick`, and claims what it chose, so the choice holds however many nodes claim at once.
 """
@@ -31,6 +35,7 @@ class Waiting:
     seq: int
     group_id: int
     username: str
+    job: str = ""
 
 
 def cap(share: float, slots: int) -> int:
@@ -44,42 +49,64 @@ def pick(
     limit: int,
     slots: int,
     share: float,
+    free: Mapping[str, int] | None = None,
 ) -> list[int]:
     """The seqs of up to `limit` waiting threads to claim, in the order they were chosen.
 
     `running`: this node's running threads counted by owner; `waiting`: the waiting threads
-    (any order); `slots`: the node's `max-running`."""
+    (any order); `slots`: the node's `max-running`; `free`: how many more threads of each job
+    with a concurrency limit may run (jobs not named have none)."""
+    room = dict(free or {})
     by_group: Counter[int] = Counter()
     by_user: Counter[Owner] = Counter()
     for owner, count in running:
         by_group[owner[0]] += count
         by_user[owner] += count
-    queues: dict[int, dict[str, deque[int]]] = {}
+    queues: dict[int, dict[str, deque[Waiting]]] = {}
     for item in sorted(waiting, key=lambda w: w.seq):
-        queues.setdefault(item.group_id, {}).setdefault(item.username, deque()).append(item.seq)
+        if room.get(item.job, 1) > 0:
+            queues.setdefault(item.group_id, {}).setdefault(item.username, deque()).append(item)
 
     chosen: list[int] = []
     while len(chosen) < limit and queues:
         others_wait = len(queues) > 1
         group_slots = cap(share, slots) if others_wait else slots
-        heads = {g: min(q[0] for q in users.values()) for g, users in queues.items()}
+        heads = {g: min(q[0].seq for q in users.values()) for g, users in queues.items()}
         group_id = _fewest(heads, by_group, group_slots if others_wait else None)
         if group_id is None:
             break  # every waiting group holds its share: the slot waits for one to drop
         users = queues[group_id]
-        user_heads = {name: queue[0] for name, queue in users.items()}
+        user_heads = {name: queue[0].seq for name, queue in users.items()}
         held = {name: by_user[group_id, name] for name in users}
         username = _fewest(user_heads, held, cap(share, group_slots) if len(users) > 1 else None)
         if username is None:
             break
-        chosen.append(users[username].popleft())
+        item = users[username].popleft()
+        chosen.append(item.seq)
         by_group[group_id] += 1
         by_user[group_id, username] += 1
         if not users[username]:
             del users[username]
             if not users:
                 del queues[group_id]
+        if item.job in room:
+            room[item.job] -= 1
+            if room[item.job] <= 0:
+                _drop_job(queues, item.job)  # the rest of it waits for a thread of it to end
     return chosen
+
+
+def _drop_job(queues: dict[int, dict[str, deque[Waiting]]], job: str) -> None:
+    """Take the threads of `job` out of the queues (and the queues they leave empty)."""
+    for group_id, users in list(queues.items()):
+        for name, queue in list(users.items()):
+            kept = deque(w for w in queue if w.job != job)
+            if kept:
+                users[name] = kept
+            else:
+                del users[name]
+        if not users:
+            del queues[group_id]
 
 
 def _fewest(heads: Mapping[K, int], held: Mapping[K, int], most: int | None) -> K | None:

@@ -5,6 +5,7 @@ but for the insert of a start (`_insert`), each store's own, as their ways of ma
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 
 from threadsvc.models import (
     ActiveLimits,
@@ -102,22 +103,38 @@ class ThreadRules(WebhookRules):
         return await self._snapshot(do)
 
     async def claim_threads(
-        self, node: str, limit: int, now: int, *, slots: int = 0, share: float = 1.0
+        self,
+        node: str,
+        limit: int,
+        now: int,
+        *,
+        slots: int = 0,
+        share: float = 1.0,
+        concurrency: Mapping[str, int] | None = None,
     ) -> list[Thread]:
         """Move up to `limit` `initialised` threads to `inprogress` on `node`, chosen fairly
-        (store/fair.py) for a node of `slots` (0: `limit` and what it runs) and `share`."""
+        (store/fair.py) for a node of `slots` (0: `limit` and what it runs) and `share`, and so
+        that no job of `concurrency` (job name -> most) has more than its most running on all
+        nodes together (claims take turns: each counts what the ones before it claimed)."""
         async def do(tx: Tx) -> tuple[list[Thread], dict[str, int]]:
             await tx.lock("lock_claims")
             running = [
                 ((row["group_id"], row["username"]), row["n"])
                 for row in await tx.all("running_on_node", {"node": node})
             ]
+            free: dict[str, int] = {}  # of the jobs with a limit: how many more may run
+            if concurrency:
+                jobs = {row["job"]: row["n"] for row in await tx.all("running_by_job")}
+                free = {job: most - jobs.get(job, 0) for job, most in concurrency.items()}
+                heads = await tx.all("waiting_heads_by_job", {"limit": limit})
+            else:
+                heads = await tx.all("waiting_heads", {"limit": limit})
             waiting = [
-                fair.Waiting(row["seq"], row["group_id"], row["username"])
-                for row in await tx.all("waiting_heads", {"limit": limit})
+                fair.Waiting(row["seq"], row["group_id"], row["username"], row["job"] if concurrency else "")
+                for row in heads
             ]
             size = slots or limit + sum(n for _, n in running)
-            seqs = fair.pick(running, waiting, limit, size, share)
+            seqs = fair.pick(running, waiting, limit, size, share, free)
             if not seqs:
                 return [], {}
             args = {"node": node, "seqs": tx.array(seqs), "now": now}

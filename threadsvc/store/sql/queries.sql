@@ -131,6 +131,23 @@ SELECT seq, group_id, username FROM (
 ) AS w
 WHERE k <= :limit;
 
+-- name: waiting_heads_by_job
+-- As waiting_heads, for a claim where jobs have concurrency limits: the oldest `limit` of each
+-- owner's each job, so that threads of a job at its limit hide no others behind them.
+SELECT seq, group_id, username, job FROM (
+    SELECT seq, group_id, username, job,
+           row_number() OVER (PARTITION BY group_id, username, job ORDER BY seq) AS k
+    FROM threads WHERE status = 'initialised'
+) AS w
+WHERE k <= :limit;
+
+-- name: running_by_job
+-- What a claim weighs against the jobs' concurrency limits: the running threads of each job,
+-- on every node.
+SELECT job, count(*) AS n FROM threads
+WHERE status IN ('inprogress', 'warning', 'error')
+GROUP BY job;
+
 -- name: running_threads
 SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
 
