@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadsvc.errors import BadParameter, UnknownJob
 from threadsvc.models import Group, Principal, Role, Scope
+from threadsvc.runner.child import check_importable
 from threadsvc.runner.params import Param
 from threadsvc.uploads import Upload
 
@@ -40,6 +41,7 @@ class JobSpec:
     title: str = ""
     description: str = ""
     retry_safe: bool = False  # may run again from the start after its node was lost
+    process: bool = False  # runs in a child process of its own (runner/child.py)
 
     def parse_params(self, fields: Iterable[tuple[str, str | Upload]]) -> dict[str, Any]:
         """Validate form fields against the declared parameters; a bad one is a BadParameter."""
@@ -81,11 +83,15 @@ def job(
     title: str = "",
     retry_safe: bool = False,
     spec: type[JobSpec] = JobSpec,
+    process: bool = False,
 ) -> Callable[[JobFunction], JobSpec]:
     """Declare an async function as a job; the module holding it is registered by the registry.
-    A job that parses or checks its parameters its own way gives its JobSpec subclass as `spec`."""
+    A job that parses or checks its parameters its own way gives its JobSpec subclass as `spec`.
+    With `process`, it runs in a child process, so it must be importable by module and name."""
 
     def declare(fn: JobFunction) -> JobSpec:
+        if process:
+            check_importable(fn)
         return spec(
             name=name,
             fn=fn,
@@ -95,6 +101,7 @@ def job(
             title=title,
             description=(fn.__doc__ or "").strip(),
             retry_safe=retry_safe,
+            process=process,
         )
 
     return declare

@@ -21,10 +21,11 @@ from threadsvc.errors import FileUnavailable, StoreUnavailable, ThreadsvcError, 
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
 from threadsvc.retry import Backoff
+from threadsvc.runner import child
 from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
-from threadsvc.runner.registry import JobFunction, Registry
+from threadsvc.runner.registry import JobSpec, Registry
 from threadsvc.runner.supervisor import SideTask, Supervised, Supervisor
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
@@ -211,14 +212,19 @@ class Runner:
             item.job_task = asyncio.create_task(asyncio.sleep(0), name=f"job-{thread.id}")
             item.job_task.cancel()
         else:
-            item.job_task = asyncio.create_task(self._run_job(spec.fn, ctx), name=f"job-{thread.id}")
+            item.job_task = asyncio.create_task(self._run_job(spec, ctx), name=f"job-{thread.id}")
         item.task = asyncio.create_task(self._supervise(item), name=f"thread-{thread.id}")
 
-    async def _run_job(self, fn: JobFunction, ctx: Context) -> object:
+    async def _run_job(self, spec: JobSpec, ctx: Context) -> object:
         """The job, with its uploads readable from this node's disk while it runs (fetched from
-        a storage without local copies; a storage that cannot be reached fails the thread)."""
+        a storage without local copies; a storage that cannot be reached fails the thread);
+        a `process` job in a child process, which a cancel kills before this returns."""
         async with self.uploads.fetched(ctx.thread_id, ctx.params):
-            return await fn(ctx)
+            if spec.process:
+                files = child.file_params(spec.params)
+                await child.run_in_child(spec.fn, ctx, files, self.files.scratch)
+                return None
+            return await spec.fn(ctx)
 
     async def _last_log_seq(self, thread_id: str) -> int:
         """Retried while the store is unavailable: the thread is claimed and registered here,
