@@ -1,6 +1,6 @@
 """Jobs declared `process=True`: the job function runs in a child process of its own.
 
-`run_in_child` starts `python -m threadsvc.runner.child` in a new session (its own process
+`run_in_child` starts a Python running `child.main` in a new session (its own process
 group), sends it one start frame (where the job is, the thread's id and parameters, the local
 paths of its uploads, where to write a result) and reads its reports until it ends. The child
 imports the job's module, runs the job with a `ChildContext`, and sends each `ctx` call back
@@ -62,10 +62,11 @@ _LEVELS = {level.name: level for level in Level}
 
 
 class ChildRaised(Exception):
-    """The job raised in its process; `type_name` is the exception's qualified type."""
+    """The job raised in its process: says the exception's type (qualified but for builtins)
+    and its text."""
 
     def __init__(self, type_name: str, text: str) -> None:
-        super().__init__(text or type_name)
+        super().__init__(f"{type_name}: {text}" if text else type_name)
         self.type_name = type_name
 
 
@@ -114,7 +115,7 @@ async def run_in_child(fn: Callable[..., Any], ctx: Context, file_params: list[s
     }
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "threadsvc.runner.child",
+            sys.executable, "-c", "from threadsvc.runner.child import main; main()",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, signalled as a whole
         )
@@ -225,9 +226,10 @@ async def _take_result(ctx: Context, path: Path, name: str, media_type: str) -> 
             lambda: os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)))
     except OSError as exc:
         raise ChildProtocolError(f"the job's result file cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ChildProtocolError("the job's result is not a regular file")
     with os.fdopen(fd, "rb") as source:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ChildProtocolError("the job's result is not a regular file")
         async with ctx.result_file(name, media_type) as out:
             await anyio.to_thread.run_sync(shutil.copyfileobj, source, out)
 
@@ -423,6 +425,3 @@ def main() -> None:
     sys.stderr.flush()
     os._exit(0)
 
-
-if __name__ == "__main__":
-    main()
