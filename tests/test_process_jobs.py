@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,14 +148,18 @@ def test_health_answers_while_a_cpu_bound_process_job_runs(server: Server) -> No
 
 
 @pytest.mark.slow
-def test_a_killed_server_leaves_no_process_job_behind(tmp_path: Path) -> None:
-    """The server SIGKILLed mid-job: its child notices and ends by itself."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_server_leaves_no_process_job_behind(tmp_path: Path, stop: int) -> None:
+    """Stopped, the server kills the child (SIGKILL after the grace, as it ignores SIGTERM);
+    SIGKILLed, the server can do nothing: its child notices and ends by itself."""
     pidfile = tmp_path / "pid"
     for server, _ in running_server(tmp_path / "server", killed=True, jobs=["tests.process_jobs"]):
         with server.client("contributor") as http:
             start(http, job="proc-spin", pidfile=str(pidfile), sigterm="ignore")
             pid = wait_pid(pidfile)
-            server.kill()
+            server.stop(stop)
+            if stop == signal.SIGTERM:
+                assert not alive(pid)
     deadline = time.monotonic() + 10
     while alive(pid):
         assert time.monotonic() < deadline, f"process {pid} outlived its server"

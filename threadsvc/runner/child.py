@@ -147,6 +147,10 @@ async def _follow(process: asyncio.subprocess.Process, ctx: Context, start: byte
         if not reader.done():  # exited: what it wrote last is still in the pipe
             await asyncio.wait({reader}, timeout=DRAIN_SECONDS)
         outcome = reader.result() if reader.done() else None
+        if outcome is None and not exited.done():  # it closed its reports, yet runs on
+            await asyncio.wait({exited}, timeout=DRAIN_SECONDS)
+            if not exited.done():
+                raise ChildDied("The job's process stopped reporting before the job ended")
         status = await exited
     finally:
         for task in (reader, exited):
