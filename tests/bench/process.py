@@ -3,7 +3,7 @@
 what starting a child costs. A standalone script, not one of run.py's items (its figures go
 by hand into docs/performance.md's Notes):
 
-    python -m tests.bench.process [--requests 400] [--store-dir DIR]
+    python -m tests.bench.process [--requests 400]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import httpx
 
 from tests.bench.common import (
     USER,
+    BenchServer,
     bench_server,
     epoch,
     latency_stats,
@@ -43,16 +44,19 @@ def health(url: str, requests: int) -> dict[str, float]:
     return latency_stats(samples)
 
 
-def while_running(server_url: str, client: httpx.Client, job: str, requests: int
-                  ) -> dict[str, float]:
-    thread = start_thread(client, job, seconds=600)
-    wait_thread(client, thread["id"], lambda t: t.get("progress") is not None, interval=0.05)
+def while_running(server: BenchServer, token: str, job: str, requests: int) -> dict[str, float]:
+    with server.bearer(token) as client:
+        thread = start_thread(client, job, seconds=600)
+        wait_thread(client, thread["id"], lambda t: t.get("progress") is not None, interval=0.05)
     time.sleep(0.5)  # the loop is spinning
     try:
-        return health(server_url, requests)
+        return health(server.url, requests)
     finally:
-        client.post(f"/ps/service/groups/dev/threads/{thread['id']}/cancel")
-        wait_thread(client, thread["id"], lambda t: t["status"] == "cancelled", interval=0.05)
+        # A new connection: the server may have closed an idle one meanwhile.
+        with server.bearer(token) as client:
+            client.post(f"/ps/service/groups/dev/threads/{thread['id']}/cancel")
+            wait_thread(client, thread["id"], lambda t: t["status"] == "cancelled",
+                        interval=0.05)
 
 
 def start_cost(client: httpx.Client, runs: int = 7) -> float:
@@ -75,13 +79,14 @@ def main() -> None:
         db = f"sqlite:///{directory / 'threadsvc.db'}"
         with bench_server(directory, db, jobs=JOBS) as (server, tokens):
             say(f"load average before: {load_average()}")
-            with server.bearer(tokens[USER]) as client:
-                figures = {
-                    "idle": health(server.url, args.requests),
-                    "process job": while_running(server.url, client, "proc-spin", args.requests),
-                    "in-process job (run_sync)": while_running(
-                        server.url, client, "inproc-spin", args.requests),
-                }
+            token = tokens[USER]
+            figures = {
+                "idle": health(server.url, args.requests),
+                "process job": while_running(server, token, "proc-spin", args.requests),
+                "in-process job (run_sync)": while_running(
+                    server, token, "inproc-spin", args.requests),
+            }
+            with server.bearer(token) as client:
                 cost = start_cost(client)
             say(f"load average after: {load_average()}")
     idle = figures["idle"]["p95"]
