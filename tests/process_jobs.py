@@ -83,3 +83,12 @@ async def proc_die(ctx: Context) -> None:
     elif how == "exit":
         os._exit(7)
     raise KeyError("min_len")
+
+
+@job("proc-flood", scope=Scope.GROUP, role=Role.CONTRIBUTOR, process=True,
+     params={"reports": Integer(minimum=1, maximum=10_000_000, default=200_000)})
+async def proc_flood(ctx: Context) -> None:
+    """Reports progress as fast as it can, `reports` times."""
+    total: int = ctx.params["reports"]
+    for i in range(1, total + 1):
+        await ctx.progress(i, total)

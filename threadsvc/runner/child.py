@@ -56,6 +56,7 @@ MAX_FRAME = 1024 * 1024  # bytes of one report (a log text is at most 64,000 cha
 GRACE_SECONDS = 2.0  # after SIGTERM, before SIGKILL
 DRAIN_SECONDS = 2.0  # reports still read once the child has exited
 EXIT_POLL_SECONDS = 0.02
+YIELD_EVERY = 32  # reports applied before the event loop gets a turn, for a child that floods
 MAX_TRACE = 16_000  # characters of a child's traceback kept for the server's log
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
 _LEVELS = {level.name: level for level in Level}
@@ -171,6 +172,7 @@ async def _read(stream: asyncio.StreamReader, ctx: Context, result_path: Path
                 ) -> dict[str, Any] | None:
     """Apply the child's reports until it says the job ended (that last report) or its
     output ends (None)."""
+    applied = 0
     while True:
         try:
             head = await stream.readexactly(4)
@@ -191,6 +193,9 @@ async def _read(stream: asyncio.StreamReader, ctx: Context, result_path: Path
             raise ChildProtocolError("the job's process sent a report that is not an object")
         if await _apply(ctx, report, result_path):
             return report
+        applied += 1
+        if applied % YIELD_EVERY == 0:  # reports already buffered are read without a wait
+            await asyncio.sleep(0)
 
 
 async def _apply(ctx: Context, report: dict[str, Any], result_path: Path) -> bool:
