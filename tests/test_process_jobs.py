@@ -216,6 +216,8 @@ def test_reports_are_applied_until_the_last() -> None:
     (_frames(raw=b"\x00\x00\x00\x05{nope"), "not JSON"),
     (_frames(raw=b"\x00\x00\x00\x09{}"), "part of a report"),
     (_frames(raw=b"\x00\x00"), "part of a report"),
+    (_frames(raw=len(b"[" * 500_000).to_bytes(4, "big") + b"[" * 500_000), "not JSON"),
+    (_frames(raw=b"\x00\x00\x13\x88" + b"9" * 5000), "not JSON"),
     (_frames([1, 2]), "not an object"),
     (_frames({"op": "shell", "argv": ["rm"]}), "unknown report ('shell')"),
     (_frames({"op": "log", "text": 5, "level": "INFO"}), "unknown report ('log')"),

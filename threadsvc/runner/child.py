@@ -178,19 +178,19 @@ async def _read(stream: asyncio.StreamReader, ctx: Context, result_path: Path
             head = await stream.readexactly(4)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
-                raise ChildProtocolError("the job's process sent part of a report") from None
+                raise ChildProtocolError("The job's process sent part of a report") from None
             return None
         size = int.from_bytes(head, "big")
         if size > MAX_FRAME:
-            raise ChildProtocolError(f"the job's process sent a report of {size} bytes")
+            raise ChildProtocolError(f"The job's process sent a report of {size} bytes")
         try:
             report = json.loads(await stream.readexactly(size))
         except asyncio.IncompleteReadError:
-            raise ChildProtocolError("the job's process sent part of a report") from None
-        except ValueError:
-            raise ChildProtocolError("the job's process sent a report that is not JSON") from None
+            raise ChildProtocolError("The job's process sent part of a report") from None
+        except (ValueError, RecursionError):  # nested too deep for the parser, too
+            raise ChildProtocolError("The job's process sent a report that is not JSON") from None
         if not isinstance(report, dict):
-            raise ChildProtocolError("the job's process sent a report that is not an object")
+            raise ChildProtocolError("The job's process sent a report that is not an object")
         if await _apply(ctx, report, result_path):
             return report
         applied += 1
@@ -213,7 +213,7 @@ async def _apply(ctx: Context, report: dict[str, Any], result_path: Path) -> boo
             await ctx.error(text)
         case {"op": "result", "name": str() as name, "media_type": str() as media_type}:
             if not _MEDIA_TYPE.fullmatch(media_type):
-                raise ChildProtocolError(f"the job's result has no valid media type: {media_type[:100]!r}")
+                raise ChildProtocolError(f"The job's result has no valid media type: {media_type[:100]!r}")
             await _take_result(ctx, result_path, name[:200], media_type)
         case {"op": "done"}:
             return True
@@ -224,7 +224,7 @@ async def _apply(ctx: Context, report: dict[str, Any], result_path: Path) -> boo
             return True
         case _:
             what = str(report.get("op"))[:50]
-            raise ChildProtocolError(f"the job's process sent an unknown report ({what!r})")
+            raise ChildProtocolError(f"The job's process sent an unknown report ({what!r})")
     return False
 
 
@@ -234,10 +234,10 @@ async def _take_result(ctx: Context, path: Path, name: str, media_type: str) -> 
         fd = await anyio.to_thread.run_sync(
             lambda: os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)))
     except OSError as exc:
-        raise ChildProtocolError(f"the job's result file cannot be read: {exc.strerror}") from None
+        raise ChildProtocolError(f"The job's result file cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ChildProtocolError("the job's result is not a regular file")
+        raise ChildProtocolError("The job's result is not a regular file")
     with os.fdopen(fd, "rb") as source:
         async with ctx.result_file(name, media_type) as out:
             await anyio.to_thread.run_sync(shutil.copyfileobj, source, out)
