@@ -223,6 +223,7 @@ def test_reports_are_applied_until_the_last() -> None:
     (_frames({"op": "log", "text": 5, "level": "INFO"}), "unknown report ('log')"),
     (_frames({"op": "log", "text": "x", "level": "LOUD"}), "unknown report ('log')"),
     (_frames({"op": "progress", "current": "1", "total": None}), "unknown report"),
+    (_frames({"op": "progress", "current": 1, "total": 2**63}), "beyond what the store holds"),
     (_frames({"op": "result", "name": "r", "media_type": "text/plain\r\nX: y"}),
      "no valid media type"),
 ])

@@ -14,9 +14,9 @@ Threat model: the child runs the job author's code, which the server already tru
 as it trusts its own jobs (it imported the module); what is not trusted is what comes back
 over the pipe, from code that may be buggy, crashed half-way or write junk to the wrong file
 descriptor. So a frame longer than `MAX_FRAME` bytes, text that is not JSON, an unknown
-report, a field of the wrong type or a media type that is not one ends the thread `failed`
-(and the child killed); each report is then applied through the thread's `Context`, whose own
-rules (status, limits, XML-safe text) hold as for any job. A result is taken only from the
+report, a field of the wrong type, a number beyond 64 bits or a media type that is not one
+ends the thread `failed` (and the child killed); each report is then applied through the
+thread's `Context`, whose own rules (status, limits, XML-safe text) hold as for any job. A result is taken only from the
 one file the server named for it, opened without following links, and copied into the file
 storage; the child never names a path the server acts on. A child that dies without saying it
 finished fails the thread with how it died (signal, or exit status).
@@ -56,6 +56,7 @@ MAX_FRAME = 1024 * 1024  # bytes of one report (a log text is at most 64,000 cha
 GRACE_SECONDS = 2.0  # after SIGTERM, before SIGKILL
 DRAIN_SECONDS = 2.0  # reports still read once the child has exited
 EXIT_POLL_SECONDS = 0.02
+MAX_INT = 2**63 - 1  # a progress value a store column holds
 YIELD_EVERY = 32  # reports applied before the event loop gets a turn, for a child that floods
 MAX_TRACE = 16_000  # characters of a child's traceback kept for the server's log
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
@@ -202,6 +203,8 @@ async def _apply(ctx: Context, report: dict[str, Any], result_path: Path) -> boo
     """Apply one report through the thread's Context; True for the last one."""
     match report:
         case {"op": "progress", "current": int() as current, "total": None | int() as total}:
+            if max(current, total or 0) > MAX_INT:
+                raise ChildProtocolError("The job's progress is beyond what the store holds")
             await ctx.progress(current, total)  # its own checks refuse bools and bad values
         case {"op": "message", "text": str() as text}:
             await ctx.message(text)
