@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadsvc.errors import BadParameter, UnknownJob
 from threadsvc.models import Group, Principal, Role, Scope
+from threadsvc.runner.child import check_importable
 from threadsvc.runner.params import Param
 from threadsvc.runner.retrying import Retry
 from threadsvc.uploads import Upload
@@ -46,6 +47,7 @@ class JobSpec:
     timeout: float | None = None  # seconds from its start (every attempt and wait): then failed
     retry: Retry | None = None  # further attempts after an exception that qualifies
     concurrency: int | None = None  # at most this many of its threads run at once, cluster-wide
+    process: bool = False  # runs in a child process of its own (runner/child.py)
 
     def __post_init__(self) -> None:
         if self.timeout is not None and not self.timeout > 0:
@@ -99,6 +101,7 @@ def job(
     retry: Retry | None = None,
     concurrency: int | None = None,
     spec: type[JobSpec] = JobSpec,
+    process: bool = False,
 ) -> Callable[[JobFunction], JobSpec]:
     """Declare an async function as a job; the module holding it is registered by the registry.
     A job that parses or checks its parameters its own way gives its JobSpec subclass as `spec`.
@@ -106,9 +109,12 @@ def job(
     `timeout`: seconds from the thread's start after which its code is cancelled and it ends
     `failed`; `retry`: run it again after an exception that qualifies (see `Retry`);
     `concurrency`: at most that many threads of the job run at once on all nodes together,
-    the others wait `initialised`."""
+    the others wait `initialised`; `process`: it runs in a child process, so it must be
+    importable by module and name."""
 
     def declare(fn: JobFunction) -> JobSpec:
+        if process:
+            check_importable(fn)
         return spec(
             name=name,
             fn=fn,
@@ -121,6 +127,7 @@ def job(
             timeout=timeout,
             retry=retry,
             concurrency=concurrency,
+            process=process,
         )
 
     return declare

@@ -23,6 +23,7 @@ from threadsvc.errors import FileUnavailable, StoreUnavailable, ThreadsvcError, 
 from threadsvc.models import Level, Status, Thread, now_ms
 from threadsvc.results import ResultFiles
 from threadsvc.retry import Backoff
+from threadsvc.runner import child
 from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.context import Context, JobCancelled, clean_text
@@ -239,9 +240,17 @@ class Runner:
     async def _run_job(self, spec: JobSpec, ctx: Context) -> object:
         """The job (its attempts, runner/retrying.py), with its uploads readable from this
         node's disk while it runs (fetched from a storage without local copies; a storage that
-        cannot be reached fails the thread)."""
+        cannot be reached fails the thread); a `process` job in a child process, which a
+        cancel kills before this returns."""
+        fn = spec.fn
+        if spec.process:
+            files = child.file_params(spec.params)
+
+            async def fn(ctx: Context) -> None:
+                await child.run_in_child(spec.fn, ctx, files, self.files.scratch)
+
         async with self.uploads.fetched(ctx.thread_id, ctx.params):
-            return await attempts(spec.fn, ctx, spec.retry)
+            return await attempts(fn, ctx, spec.retry)
 
     async def _last_log_seq(self, thread_id: str) -> int:
         """Retried while the store is unavailable: the thread is claimed and registered here,
