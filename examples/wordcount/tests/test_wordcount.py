@@ -4,12 +4,12 @@ context, and runs through threadsvc's own runner and a real store."""
 from __future__ import annotations
 
 import pytest
+from wordcount.jobs import PROGRESS_EVERY, wordcount
 
 from threadsvc import Level, Status
 from threadsvc.errors import BadParameter
 from threadsvc.runner.context import JobCancelled
 from threadsvc.testing import FakeContext, JobRunner, call, run_job
-from wordcount.jobs import PROGRESS_EVERY, wordcount
 
 TEXT = b"The cat sat on the mat.\nThe dog did not.\n"
 
