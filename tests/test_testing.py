@@ -156,3 +156,15 @@ async def test_a_fake_context_gives_the_loop_a_turn() -> None:
         await ctx.progress(i)
     task.cancel()
     assert turns > before
+
+
+@job("chatty")
+async def chatty(ctx: Context) -> None:
+    for i in range(2500):
+        await ctx.log(f"line {i}", Level.DEBUG)
+
+
+def test_the_whole_log_whatever_its_length(job_runner: JobRunner) -> None:
+    outcome = job_runner.run(chatty)
+    assert outcome.logs(Level.DEBUG, only=True) == [f"line {i}" for i in range(2500)]
+    assert [event.seq for event in outcome.events] == list(range(1, len(outcome.events) + 1))

@@ -226,9 +226,9 @@ class Harness:
         while True:
             page = await self.store.get_logs(thread_id, since, 1000, Level.DEBUG)
             events.extend(page.events)
-            if not page.more or not page.events:
+            if not page.more or page.next <= since:
                 break
-            since = page.events[-1].seq
+            since = page.next
         data = await self._result_bytes(thread.result)
         result = thread.result
         return Outcome(
