@@ -179,7 +179,11 @@ class Harness:
         self._stack.push_async_callback(self.runner.stop)
 
     def spec(self, job: JobSpec | str) -> JobSpec:
-        return self.service.registry.get(job if isinstance(job, str) else job.name)
+        """The job by name, or the JobSpec given, registered here if it was not yet."""
+        if isinstance(job, str):
+            return self.service.registry.get(job)
+        self.service.registry.add(job)  # the same spec again is fine; another of its name is not
+        return job
 
     async def start(
         self,
@@ -308,10 +312,9 @@ class JobRunner:
         self._runs += 1
         directory = self.directory / f"run-{self._runs}"
         directory.mkdir(parents=True, exist_ok=True)
-        jobs = [*self.jobs, *([job] if isinstance(job, JobSpec) else [])]
 
         async def main() -> Outcome:
-            async with Harness(directory, jobs, timeout=timeout, **self.settings) as harness:
+            async with Harness(directory, self.jobs, timeout=timeout, **self.settings) as harness:
                 return await harness.run(
                     job, params, files, server=server, cancel_when=cancel_when
                 )
