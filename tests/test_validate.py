@@ -1,5 +1,8 @@
-"""The `validate` job end to end: multipart uploads to a real server, every schema language,
-large sets, malformed documents, crafted attacks (tests/data/validate/attacks), cancel.
+"""The `validate` job: every schema language, sets, malformed documents and crafted uploads
+run in-process through threadsvc.testing (the real runner on a SQLite store); what needs the
+server (multipart uploads, a listener that must hear nothing, the server's memory and log,
+400s and 403s, cancel over HTTP) against a real one. Crafted attacks are in
+tests/data/validate/attacks.
 
 Attack files that name the network use `PORT`, replaced here by the port of a listener that
 counts connections: none may ever arrive. Nothing of /etc/passwd may reach a log or a report.
@@ -30,6 +33,8 @@ from tests.support import (
     wait_for,
     zipped,
 )
+from threadsvc.models import Status
+from threadsvc.testing import JobRunner, Outcome
 from threadsvc.xml.schemas import validate as validate_published
 
 DATA = Path(__file__).parent / "data" / "validate"
@@ -90,6 +95,31 @@ def report(http: httpx.Client, tid: str) -> Any:
     return root
 
 
+def run(job_runner: JobRunner, documents: list[Upload], schema: Upload | None = None,
+        **fields: str) -> Outcome:
+    """The validate job run in-process to its end."""
+    files: dict[str, Any] = {"documents": documents}
+    if schema is not None:
+        files["schema"] = schema
+    return job_runner.run("validate", fields, files)
+
+
+def report_of(outcome: Outcome) -> Any:
+    """The result of a run, checked against validation-report.xsd."""
+    assert outcome.result is not None, outcome.message
+    assert outcome.media_type == "application/xml"
+    validate_published(outcome.result)
+    root = etree.fromstring(outcome.result)
+    assert root.tag == "validation-report"
+    assert int(root.get("total")) == int(root.get("valid")) + int(root.get("invalid"))
+    assert int(root.get("total")) == len(root)
+    return root
+
+
+def events_of(outcome: Outcome) -> list[tuple[str, str]]:
+    return [(event.level.name, event.text) for event in outcome.events]
+
+
 def logs(http: httpx.Client, tid: str) -> list[tuple[str, str]]:
     response = http.get(f"{GROUP}/threads/{tid}/logs", params={"limit": 10000})
     assert response.status_code == 200, response.text
@@ -118,17 +148,15 @@ VALID = sorted(DATA.glob("valid/*.xml"))
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
-def test_a_valid_set_completes(server: Server, schema: str) -> None:
-    with server.client("contributor") as http:
-        tid = start(http, [file(p) for p in VALID], file(DATA / schema))
-        thread = finish(http, tid)
-        assert thread.get("status") == "completed", thread.findtext("message")
-        assert thread.get("name") == "Validation thread for group dev"
-        assert thread.get("errors") == "0"
-        assert thread.find("progress").attrib == {"current": "3", "total": "3", "percent": "100"}
-        assert thread.findtext("message") == "Validated 3 documents: 3 valid, 0 invalid"
-        root = report(http, tid)
-        events = logs(http, tid)
+def test_a_valid_set_completes(job_runner: JobRunner, schema: str) -> None:
+    outcome = run(job_runner, [file(p) for p in VALID], file(DATA / schema))
+    assert outcome.status is Status.COMPLETED, outcome.message
+    assert outcome.thread.name == "Validation thread for group testing"
+    assert outcome.errors == 0
+    assert outcome.progress == (3, 3)
+    assert outcome.message == "Validated 3 documents: 3 valid, 0 invalid"
+    root = report_of(outcome)
+    events = events_of(outcome)
     kind = {"sch": "schematron"}.get(schema.split(".")[1], schema.split(".")[1])
     assert root.get("schema") == schema and root.get("schema-type") == kind
     assert (root.get("total"), root.get("valid"), root.get("invalid")) == ("3", "3", "0")
@@ -140,28 +168,27 @@ def test_a_valid_set_completes(server: Server, schema: str) -> None:
             ("warning", 3, 0, "A book of one chapter is probably a pamphlet")]
         warning = "Document pamphlet.xml, line 3, column 0: A book of one chapter is probably"
         assert ("WARN", f"{warning} a pamphlet") in events
-        assert thread.get("warnings") == "1"
+        assert outcome.warnings == 1
     else:
         assert all(len(d) == 0 for d in root)
         assert not any(level in ("WARN", "ERROR") for level, _ in events)
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
-def test_an_invalid_document_fails_the_thread_with_the_report(server: Server, schema: str) -> None:
+def test_an_invalid_document_fails_the_thread_with_the_report(job_runner: JobRunner,
+                                                             schema: str) -> None:
     documents = [file(p) for p in VALID] + [file(DATA / "invalid" / "untitled.xml")]
-    with server.client("contributor") as http:
-        tid = start(http, documents, file(DATA / schema))
-        thread = finish(http, tid)
-        assert thread.get("status") == "failed"
-        assert thread.findtext("message") == "Validated 4 documents: 3 valid, 1 invalid"
-        root = report(http, tid)  # a failed thread carries its report
-        events = logs(http, tid)
+    outcome = run(job_runner, documents, file(DATA / schema))
+    assert outcome.status is Status.FAILED
+    assert outcome.message == "Validated 4 documents: 3 valid, 1 invalid"
+    root = report_of(outcome)  # a failed thread carries its report
+    events = events_of(outcome)
     assert (root.get("total"), root.get("valid"), root.get("invalid")) == ("4", "3", "1")
     assert statuses(root)["untitled.xml"] == "invalid"
     found = findings(root, "untitled.xml")
     assert found and all(level == "error" and line >= 3 for level, line, _, _ in found)
     errors = [text for level, text in events if level == "ERROR"]
-    assert len(errors) == len(found) == int(thread.get("errors"))
+    assert len(errors) == len(found) == outcome.errors
     for _, line, column, text in found:
         assert f"Document untitled.xml, line {line}, column {column}: {text}" in errors
     assert ("INFO", "Document untitled.xml is valid.") not in events
@@ -170,15 +197,13 @@ def test_an_invalid_document_fails_the_thread_with_the_report(server: Server, sc
                                                 "Chapter zero is out of order"]
 
 
-def test_internal_dtd_subsets_when_no_schema_is_given(server: Server) -> None:
+def test_internal_dtd_subsets_when_no_schema_is_given(job_runner: JobRunner) -> None:
     documents = [file(p) for p in sorted(DATA.glob("internal/*.xml"))]
-    with server.client("contributor") as http:
-        tid = start(http, documents)
-        same = start(http, documents, None, **{"schema-type": "dtd"})
-        thread = finish(http, tid)
-        root = report(http, tid)
-        assert statuses(report(http, same)) == statuses(root)
-    assert thread.get("status") == "failed"
+    outcome = run(job_runner, documents)
+    root = report_of(outcome)
+    same = run(job_runner, documents, None, **{"schema-type": "dtd"})
+    assert statuses(report_of(same)) == statuses(root)
+    assert outcome.status is Status.FAILED
     assert root.get("schema-type") == "dtd" and root.get("schema") is None
     # memo.xml uses an internal entity: fine against its own DTD
     assert statuses(root) == {"bad-memo.xml": "invalid", "memo.xml": "valid",
@@ -187,12 +212,11 @@ def test_internal_dtd_subsets_when_no_schema_is_given(server: Server) -> None:
     assert "no internal DTD subset" in findings(root, "no-subset.xml")[0][3]
 
 
-def test_schema_type_names_the_language_of_any_file_name(server: Server) -> None:
-    with server.client("contributor") as http:
-        tid = start(http, [file(VALID[0])], file(DATA / "book.rnc", "book-schema.txt"),
-                    **{"schema-type": "rnc"})
-        assert finish(http, tid).get("status") == "completed"
-        assert report(http, tid).get("schema-type") == "rnc"
+def test_schema_type_names_the_language_of_any_file_name(job_runner: JobRunner) -> None:
+    outcome = run(job_runner, [file(VALID[0])], file(DATA / "book.rnc", "book-schema.txt"),
+                  **{"schema-type": "rnc"})
+    assert outcome.status is Status.COMPLETED
+    assert report_of(outcome).get("schema-type") == "rnc"
 
 
 # -- sets -----------------------------------------------------------------------------------------
@@ -221,24 +245,23 @@ def test_two_thousand_documents_in_a_zip(server: Server) -> None:
     assert elapsed < 60, elapsed
 
 
-def test_files_and_zips_together(server: Server) -> None:
+def test_files_and_zips_together(job_runner: JobRunner) -> None:
     documents = [file(VALID[0]), zipped([("more/a.xml", book(1)), ("more/b.xml", book(2))]),
                  file(VALID[1], "dir\\walden.xml")]
-    with server.client("contributor") as http:
-        tid = start(http, documents, file(DATA / "book.xsd"))
-        assert finish(http, tid).get("status") == "completed"
-        assert list(statuses(report(http, tid))) == ["moby.xml", "more/a.xml", "more/b.xml",
-                                                     "walden.xml"]
+    outcome = run(job_runner, documents, file(DATA / "book.xsd"))
+    assert outcome.status is Status.COMPLETED
+    assert list(statuses(report_of(outcome))) == ["moby.xml", "more/a.xml", "more/b.xml",
+                                                  "walden.xml"]
 
 
-def test_a_malformed_document_is_a_finding_and_the_others_are_validated(server: Server) -> None:
+def test_a_malformed_document_is_a_finding_and_the_others_are_validated(
+    job_runner: JobRunner,
+) -> None:
     documents = [file(VALID[0]), file(DATA / "malformed.xml"), file(VALID[2])]
-    with server.client("contributor") as http:
-        tid = start(http, documents, file(DATA / "book.xsd"))
-        thread = finish(http, tid)
-        root = report(http, tid)
-        events = logs(http, tid)
-    assert thread.get("status") == "failed"
+    outcome = run(job_runner, documents, file(DATA / "book.xsd"))
+    root = report_of(outcome)
+    events = events_of(outcome)
+    assert outcome.status is Status.FAILED
     assert statuses(root) == {"moby.xml": "valid", "malformed.xml": "invalid",
                               "walden.xml": "valid"}
     ((level, line, column, text),) = findings(root, "malformed.xml")
@@ -248,13 +271,10 @@ def test_a_malformed_document_is_a_finding_and_the_others_are_validated(server: 
     assert ("INFO", "Document walden.xml is valid.") in events  # validated after it
 
 
-def test_a_set_without_documents_fails_clearly(server: Server) -> None:
-    with server.client("contributor") as http:
-        tid = start(http, [zipped([("books/", b"")])], file(DATA / "book.xsd"))  # a folder only
-        thread = finish(http, tid)
-        assert http.get(f"{GROUP}/threads/{tid}/result").status_code == 409
-    assert thread.get("status") == "failed"
-    assert thread.findtext("message") == "No documents to validate: the upload holds no files"
+def test_a_set_without_documents_fails_clearly(job_runner: JobRunner) -> None:
+    outcome = run(job_runner, [zipped([("books/", b"")])], file(DATA / "book.xsd"))  # a folder
+    assert outcome.status is Status.FAILED and outcome.result is None
+    assert outcome.message == "No documents to validate: the upload holds no files"
 
 
 # -- attacks in documents -------------------------------------------------------------------------
@@ -327,7 +347,7 @@ def test_an_external_dtd_is_never_loaded(server: Server, listener: Listener,
 
 
 # -- attacks in uploads ---------------------------------------------------------------------------
-def test_a_zip_bomb_fails_the_thread(server: Server) -> None:
+def test_a_zip_bomb_fails_the_thread(job_runner: JobRunner) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("fine.xml", book(1))
@@ -337,13 +357,10 @@ def test_a_zip_bomb_fails_the_thread(server: Server) -> None:
                 entry.write(chunk)
     bomb = buffer.getvalue()
     assert len(bomb) < 1024 * 1024
-    with server.client("contributor") as http:
-        tid = start(http, [("bomb.zip", bomb)], file(DATA / "book.xsd"))
-        thread = finish(http, tid)
-        assert http.get(f"{GROUP}/threads/{tid}/result").status_code == 409
-        events = logs(http, tid)
-    assert thread.get("status") == "failed"
-    assert re.fullmatch(r"bomb\.xml expands \d+ times \(a zip bomb\?\)", thread.findtext("message"))
+    outcome = run(job_runner, [("bomb.zip", bomb)], file(DATA / "book.xsd"))
+    events = events_of(outcome)
+    assert outcome.status is Status.FAILED and outcome.result is None
+    assert re.fullmatch(r"bomb\.xml expands \d+ times \(a zip bomb\?\)", outcome.message or "")
     assert not any("is valid" in text for _, text in events)  # refused before reading any
 
 
@@ -404,12 +421,10 @@ def test_schematron_document_function_is_denied(server: Server, tmp_path: Path) 
     assert_no_leak(*(text for _, text in events), etree.tostring(root).decode())
 
 
-def test_a_broken_schema_fails_clearly(server: Server) -> None:
-    with server.client("contributor") as http:
-        tid = start(http, [file(VALID[0])], ("broken.rnc", b"start = element a { text "))
-        thread = finish(http, tid)
-    assert thread.get("status") == "failed"
-    assert thread.findtext("message").startswith(
+def test_a_broken_schema_fails_clearly(job_runner: JobRunner) -> None:
+    outcome = run(job_runner, [file(VALID[0])], ("broken.rnc", b"start = element a { text "))
+    assert outcome.status is Status.FAILED
+    assert (outcome.message or "").startswith(
         "The schema broken.rnc is not RELAX NG compact syntax")
 
 
