@@ -112,19 +112,29 @@ def test_one_thread_per_tick_across_two_postgresql_nodes(
     tmp_path: Path, postgres: PostgresCluster
 ) -> None:
     db = postgres.new_database_url()
-    nodes = [Server(tmp_path / f"n{i}", EVERY_SECOND.format(seconds=0.1), db=db, node=f"n{i}")
+    nodes = [Server(tmp_path / f"n{i}", EVERY_SECOND.format(seconds=0.1), db=db, node=f"n{i}",
+                    **{"lease-timeout": 2})
              for i in (1, 2)]
     seed(nodes[0].config)
     try:
         for node in nodes:
             node.start()
-        wait_ticks(db, TICKS + 2)
+        wait_ticks(db, TICKS)
+        nodes[0].kill()  # whatever it had claimed and not started, n2 takes over
+        wait_ticks(db, len(ticks(db)) + TICKS)
+        deadline = time.monotonic() + 30
+        while any(tid is None and outcome is None for _, _, tid, outcome in ticks(db)[:-1]):
+            assert time.monotonic() < deadline, ticks(db)
+            time.sleep(0.2)
     finally:
         for node in nodes:
             if node.running:
                 node.stop()
     found = assert_one_thread_per_tick(db)
     assert {node for _, node, _, _ in found} <= {"n1", "n2"}
+    # no tick was lost: one a second from the first to the last, whichever node took it
+    seconds = [tick for tick, _, _, _ in found]
+    assert seconds == list(range(seconds[0], seconds[-1] + 1, 1000))
 
 
 def test_a_refused_start_is_recorded_and_not_retried(tmp_path: Path) -> None:
@@ -183,7 +193,7 @@ def test_a_claim_whose_node_died_is_started_by_another(tmp_path: Path) -> None:
         ('job = "sleep"\nowner = "admin"\ngroup = "dev"\ncron = "* * * * *"\n'
          + 'params = { naps = 1 }', "setting 'schedules.bad': Parameter 'naps'"),
         ('job = "nosuchjob"\nowner = "admin"\ngroup = "dev"\ncron = "* * * * *"',
-         "setting 'schedules.bad': "),
+         "setting 'schedules.bad': Parameter 'job': no job named 'nosuchjob' here"),
         ('job = "sleep"\nowner = "admin"\ngroup = "dev"\ncron = "every day"',
          "setting 'schedules.bad.cron'"),
     ],
