@@ -69,6 +69,8 @@ def schedules(found: list[Schedule], last: dict[str, Tick], now: int, as_json: b
     if as_json:
         click.echo(json.dumps(rows))
         return
+    if not rows:  # no schedules: nothing, as the other lists print for none
+        return
     columns = ("name", "job", "where", "owner", "cron", "timezone", "next", "last")
     widths = (20, 10, 12, 12, 18, 16, 25, 25)
     click.echo(" ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
