@@ -32,6 +32,7 @@ from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
 from threadsvc.runner.registry import Registry
 from threadsvc.runner.runner import Runner, node_id
+from threadsvc.runner.schedules import Scheduler, parse_schedules
 from threadsvc.runner.supervisor import Supervisor
 from threadsvc.service import Service
 from threadsvc.settings import Settings
@@ -100,9 +101,12 @@ def create_app(settings: Settings) -> Starlette:
                 openapi=openapi.generate(registry),  # every job is registered by now
             )
             deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (docs/api.md#webhooks)
+            scheduler = Scheduler(parse_schedules(settings.schedules), service, node)
+            await scheduler.check()  # a bad [schedules.NAME] table stops the start here
             await runner.start()
             await deliveries.start(supervisor)
             purge = supervisor.spawn("purge-schedule", lambda: schedule_purge(service, settings))
+            ticks = supervisor.spawn("schedules", scheduler.run) if scheduler.schedules else None
             settle_garbage_collector()
             log.info("threadsvc node %s serving", node)
             try:
@@ -110,6 +114,8 @@ def create_app(settings: Settings) -> Starlette:
             finally:
                 await deliveries.stop()
                 await purge.stop()
+                if ticks is not None:
+                    await ticks.stop()
                 await runner.stop()
                 kill_all()  # commands still in their SIGTERM grace: the process ends now
         finally:

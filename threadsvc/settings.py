@@ -84,6 +84,7 @@ class Settings:
     auth_cache_seconds: float = 2.0
     jobs: tuple[str, ...] = ()  # extra modules whose @job functions are registered
     commands: Mapping[str, Any] = field(default_factory=dict)
+    schedules: Mapping[str, Any] = field(default_factory=dict)  # runner/schedules.py
 
     def __post_init__(self) -> None:
         _check_files(self)
@@ -206,6 +207,9 @@ _CONVERTERS: dict[Any, Callable[[Any], Any]] = {
 }
 
 
+_TABLES = frozenset({"commands", "schedules"})  # set in the settings file only
+
+
 def load_settings(
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -229,7 +233,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     for name in _FIELDS:
         var = "THREADSVC_" + name.upper()
-        if var in env and name != "commands":
+        if var in env and name not in _TABLES:
             values[name] = _convert(name, env[var])
     for name, value in flags.items():
         if value is None:

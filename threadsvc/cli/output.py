@@ -14,6 +14,8 @@ import json
 import click
 
 from threadsvc.models import Group, Role, UserEntry
+from threadsvc.runner.schedules import Schedule
+from threadsvc.store.schedules import Tick
 from threadsvc.xml.answers import ThreadInfo, ThreadList
 from threadsvc.xml.render import text_line as shown
 
@@ -49,6 +51,34 @@ def clients(found: list[tuple[str, str, int]], as_json: bool) -> None:
         return
     for client_id, username, _ in found:
         click.echo(f"{shown(client_id)}  {shown(username)}")
+
+
+def schedules(found: list[Schedule], last: dict[str, Tick], now: int, as_json: bool) -> None:
+    """One schedule a line: name, job, where, owner, cron, time zone, next tick, last tick and
+    its thread (or why its start was refused); ticks in the schedule's time zone."""
+    rows = []
+    for s in found:
+        tick = last.get(s.name)
+        rows.append({
+            "name": s.name, "job": s.job, "where": s.where, "owner": s.owner, "cron": s.cron,
+            "timezone": s.timezone, "next": s.shown(s.next_after(now)),
+            "last": s.shown(tick.tick) if tick else None,
+            "thread": tick.thread_id if tick else None,
+            "refused": tick.outcome if tick else None,
+        })
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:  # no schedules: nothing, as the other lists print for none
+        return
+    columns = ("name", "job", "where", "owner", "cron", "timezone", "next", "last")
+    widths = (20, 10, 12, 12, 18, 16, 25, 25)
+    click.echo(" ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+               + " THREAD")
+    for row in rows:
+        cells = [shown(str(row[c] or "-")).ljust(w) for c, w in zip(columns, widths, strict=True)]
+        outcome = row["thread"] or (f"refused: {row['refused']}" if row["refused"] else "-")
+        click.echo(" ".join(cells) + " " + shown(str(outcome)))
 
 
 def thread(found: ThreadInfo) -> None:

@@ -29,6 +29,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
 
     from threadsvc.app import create_app, stop_waiting
     from threadsvc.jobs.command.settings import parse_commands
+    from threadsvc.runner.schedules import parse_schedules
     from threadsvc.web import serving
     from threadsvc.web.serving import connection_limits, http_protocol
     from threadsvc.web.urls import ProxyHeaders, check_settings
@@ -36,6 +37,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     settings = settings_from(config, db=db, host=host, port=port)
     try:
         parse_commands(settings.commands)  # a bad [commands] table is a usage error, not a crash
+        parse_schedules(settings.schedules)  # their shape; their owners and jobs at start-up
         check_settings(settings)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

@@ -1,10 +1,10 @@
-"""The store: threads and their logs, identities, webhooks and their outbox.
+"""The store: threads and their logs, identities, webhooks and their outbox, schedules' ticks.
 
 Stores only store: every rule of who may do what lives in the service and the runner. The
 store's own rules (what a claim takes, what a start checks, what a status change queues) are
-written once over a dialect's few primitives (dialect.py), in threads.py, identity.py and
-webhooks.py; sqlite.py and postgres.py give those primitives, the connections and the messages
-between nodes, and nothing else.
+written once over a dialect's few primitives (dialect.py), in threads.py, identity.py,
+webhooks.py and schedules.py; sqlite.py and postgres.py give those primitives, the connections
+and the messages between nodes, and nothing else.
 
 Every method may raise `StoreUnavailable` when the database cannot be reached, and the
 identity methods raise `Conflict` when a unique name or id is taken. Each method is one
@@ -17,10 +17,11 @@ import abc
 from collections.abc import AsyncIterator
 
 from threadsvc.store.identity import IdentityRules
+from threadsvc.store.schedules import ScheduleRules
 from threadsvc.store.threads import ThreadRules
 
 
-class Store(ThreadRules, IdentityRules, abc.ABC):
+class Store(ThreadRules, IdentityRules, ScheduleRules, abc.ABC):
     shared: bool
     """True when several nodes may share the store (and so must announce their changes)."""
 

@@ -242,3 +242,16 @@ BEGIN
 EXCEPTION WHEN feature_not_supported OR syntax_error THEN
     NULL;
 END $$;
+
+-- The ticks of the schedules (runner/schedules.py): see migrations/0011_schedule_ticks.sql.
+CREATE TABLE schedule_ticks (
+    name TEXT NOT NULL,
+    tick BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    claimed BIGINT NOT NULL,
+    thread_id TEXT,
+    outcome TEXT,
+    PRIMARY KEY (name, tick)
+);
+CREATE INDEX schedule_ticks_open ON schedule_ticks (claimed)
+    WHERE thread_id IS NULL AND outcome IS NULL;

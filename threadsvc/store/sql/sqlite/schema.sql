@@ -220,3 +220,16 @@ BEGIN
     UPDATE active_by_user SET n = n - 1 WHERE username = old.username;
     UPDATE active_by_group SET n = n - 1 WHERE group_id = old.group_id;
 END;
+
+-- The ticks of the schedules (runner/schedules.py): see migrations/0011_schedule_ticks.sql.
+CREATE TABLE schedule_ticks (
+    name TEXT NOT NULL,
+    tick INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    claimed INTEGER NOT NULL,
+    thread_id TEXT,
+    outcome TEXT,
+    PRIMARY KEY (name, tick)
+);
+CREATE INDEX schedule_ticks_open ON schedule_ticks (claimed)
+    WHERE thread_id IS NULL AND outcome IS NULL;
