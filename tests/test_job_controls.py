@@ -68,8 +68,8 @@ def test_a_retry_runs_again_in_the_same_thread_until_an_attempt_succeeds(server:
         assert _message(final.text) == "done on attempt 3"
         warned = _warnings(http, tid)
         assert [w.split(";")[0] for w in warned] == [
-            "Attempt 1 of 3 failed: refused on attempt 1",
-            "Attempt 2 of 3 failed: refused on attempt 2",
+            "Attempt 1 of 3 failed: ConnectionError: refused on attempt 1",
+            "Attempt 2 of 3 failed: ConnectionError: refused on attempt 2",
         ]
         assert warned[0].endswith("(in 0.5 s)") and warned[1].endswith("(in 1 s)")  # doubled
         assert "Attempt 3 of 3" in _log(http, tid)
@@ -77,7 +77,7 @@ def test_a_retry_runs_again_in_the_same_thread_until_an_attempt_succeeds(server:
         failing = support.start(http, job="flaky", fail=3)
         final = wait_final(http, failing)
         assert _attr(final.text, "status") == "failed"
-        assert _message(final.text) == "refused on attempt 3"  # the last attempt's failure
+        assert _message(final.text) == "ConnectionError: refused on attempt 3"  # the last one
         assert len(_warnings(http, failing)) == 2  # the last failure is the thread's end
 
 

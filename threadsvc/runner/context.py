@@ -52,6 +52,18 @@ def clean_text(text: object, limit: int) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
+def failure_text(exc: BaseException, job_module: str) -> str:
+    """The message of a thread whose job raised `exc`. An exception class of the job's own
+    package, or of threadsvc's (a process job's `ChildRaised` names the job's exception itself),
+    carries its author's words as they are; any other (a built-in `KeyError`, a library's
+    error) is named, as its text alone rarely says what went wrong (`'min_len'`)."""
+    text = clean_text(str(exc), 4000).strip()
+    kind = type(exc)
+    if kind.__module__.split(".")[0] in ("threadsvc", job_module.split(".")[0]):
+        return text or kind.__name__
+    return f"{kind.__name__}: {text}" if text else kind.__name__
+
+
 class JobCancelled(Exception):
     """Raised by `check_cancelled()` in blocking code once the thread was asked to stop."""
 
@@ -200,10 +212,10 @@ class Context:
             await asyncio.sleep(0)  # a turn for requests, other jobs and a pending cancel
             self._yielded = now
 
-    async def _attempt_failed(self, failed: int, attempts: int, exc: Exception, delay: float) -> None:
-        """Attempt `failed` of `attempts` raised `exc`: a WARN event, and the message says when
-        the next attempt starts; the thread stays running."""
-        reason = clean_text(str(exc), 1000).strip() or type(exc).__name__
+    async def _attempt_failed(self, failed: int, attempts: int, reason: str, delay: float) -> None:
+        """Attempt `failed` of `attempts` failed for `reason` (failure_text): a WARN event, and
+        the message says when the next attempt starts; the thread stays running."""
+        reason = clean_text(reason, 1000)
         when = iso(now_ms() + round(delay * 1000))
         text = (
             f"Attempt {failed} of {attempts} failed: {reason}; "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from threadsvc.retry import doubled
-from threadsvc.runner.context import Context, JobCancelled
+from threadsvc.runner.context import Context, JobCancelled, failure_text
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ async def attempts(fn: JobCall, ctx: Context, retry: Retry | None) -> object:
                 raise
             failed += 1
             delay = retry.delay(failed)
-            await ctx._attempt_failed(failed, retry.attempts, exc, delay)
+            reason = failure_text(exc, fn.__module__)
+            await ctx._attempt_failed(failed, retry.attempts, reason, delay)
             await asyncio.sleep(delay)
             await ctx.message(f"Attempt {failed + 1} of {retry.attempts}")

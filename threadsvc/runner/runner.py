@@ -26,7 +26,7 @@ from threadsvc.retry import Backoff
 from threadsvc.runner import child
 from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
-from threadsvc.runner.context import Context, JobCancelled, clean_text
+from threadsvc.runner.context import Context, JobCancelled, failure_text
 from threadsvc.runner.registry import JobSpec, Registry
 from threadsvc.runner.retrying import attempts
 from threadsvc.runner.supervisor import SideTask, Supervised, Supervisor
@@ -64,17 +64,6 @@ class Running:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None  # the job's timeout
     shown: tuple[Thread, Thread] | None = None  # (ctx.thread, it with the latest heartbeat)
-
-
-def failure_text(exc: BaseException, job_module: str) -> str:
-    """The message of a thread whose job raised `exc`. An exception class from the job's own
-    package carries its author's words as they are; any other (a built-in `KeyError`, a
-    library's error) is named, as its text alone rarely says what went wrong (`'min_len'`)."""
-    text = clean_text(str(exc), 4000).strip()
-    kind = type(exc)
-    if kind.__module__.split(".")[0] == job_module.split(".")[0]:
-        return text or kind.__name__
-    return f"{kind.__name__}: {text}" if text else kind.__name__
 
 
 class Runner:
