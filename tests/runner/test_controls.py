@@ -62,9 +62,9 @@ async def test_an_exception_that_does_not_qualify_fails_at_once(tmp_path: Path) 
         thread = await start(service, "picky", [])
         final = await until_final(service, thread)
         warned = await store.get_logs(thread.id, 0, 100, Level.WARN)
-    assert final.status is Status.FAILED and final.message == "not a connection problem"
+    assert final.status is Status.FAILED and final.message == "ValueError: not a connection problem"
     assert tries[thread.id] == 1
-    assert [e.text for e in warned.events] == ["not a connection problem"]  # its ERROR only
+    assert [e.text for e in warned.events] == ["ValueError: not a connection problem"]  # its ERROR only
 
 
 release = threading.Event()
