@@ -43,6 +43,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import anyio.to_thread
 
+from threadsvc import process_group
 from threadsvc.files.scratch import Scratch
 from threadsvc.models import Level
 from threadsvc.runner.context import MAX_LOG_TEXT, MAX_MESSAGE, Context, JobCancelled
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 MAX_FRAME = 1024 * 1024  # bytes of one report (a log text is at most 64,000 characters)
 GRACE_SECONDS = 2.0  # after SIGTERM, before SIGKILL
 DRAIN_SECONDS = 2.0  # reports still read once the child has exited
-EXIT_POLL_SECONDS = 0.02
 MAX_INT = 2**63 - 1  # a progress value a store column holds
 YIELD_EVERY = 32  # reports applied before the event loop gets a turn, for a child that floods
 MAX_TRACE = 16_000  # characters of a child's traceback kept for the server's log
@@ -127,7 +127,7 @@ async def run_in_child(fn: Callable[..., Any], ctx: Context, file_params: list[s
             await _stop(process)
             raise
         finally:
-            _killpg(process.pid, signal.SIGKILL)  # whatever it left behind in its group
+            process_group.kill(process.pid, signal.SIGKILL)  # whatever it left behind in its group
             transport = getattr(process, "_transport", None)
             if transport is not None:
                 transport.close()
@@ -143,7 +143,7 @@ async def _follow(process: asyncio.subprocess.Process, ctx: Context, start: byte
         await process.stdin.drain()
         process.stdin.close()
     reader = asyncio.create_task(_read(process.stdout, ctx, result_path))
-    exited = asyncio.create_task(_exited(process))
+    exited = asyncio.create_task(process_group.exited(process))
     try:
         await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
         if not reader.done():  # exited: what it wrote last is still in the pipe
@@ -165,7 +165,7 @@ async def _follow(process: asyncio.subprocess.Process, ctx: Context, start: byte
     if outcome is not None and status == 0:
         return
     if status < 0:
-        raise ChildDied(f"The job's process was killed by signal {_signal_name(-status)}")
+        raise ChildDied(f"The job's process was killed by signal {process_group.signal_name(-status)}")
     raise ChildDied(f"The job's process exited with status {status} before the job ended")
 
 
@@ -247,45 +247,9 @@ async def _take_result(ctx: Context, path: Path, name: str, media_type: str) -> 
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the group, SIGKILL it after the grace; returns once the child has exited. A
-    cancel arriving meanwhile is raised again only then."""
-    cancelled = False
-    _killpg(process.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(_exited(process), GRACE_SECONDS)
-    except TimeoutError:
-        pass
-    except asyncio.CancelledError:
-        cancelled = True
-    _killpg(process.pid, signal.SIGKILL)
-    while True:
-        try:
-            await _exited(process)
-            break
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def _exited(process: asyncio.subprocess.Process) -> int:
-    """The exit status once the child has ended (not `wait()`, which also waits for its
-    output to close)."""
-    while (status := process.returncode) is None:  # noqa: ASYNC110 (no event tells it)
-        await asyncio.sleep(EXIT_POLL_SECONDS)
-    return status
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
+    """SIGTERM the child's group, SIGKILL it after the grace; returns once the child has
+    exited. A cancel arriving meanwhile is raised again only then."""
+    await process_group.terminate(process, process.pid, GRACE_SECONDS)
 
 
 def _file_json(item: InputFile) -> dict[str, Any]:

@@ -9,13 +9,12 @@ standard error's WARN events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
 
+from threadsvc import process_group
 from threadsvc.jobs.command.settings import Command
 from threadsvc.models import Level
 from threadsvc.runner.context import Context
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 5.0  # how long output is still read once the process group is gone
 MAX_LINE = 16_384  # bytes of one output line that are logged; the rest of the line is dropped
 READ_CHUNK = 65_536
-EXIT_POLL_SECONDS = 0.02
 PROGRESS = re.compile(r"progress:[ \t]*([0-9]{1,18})[ \t]*/[ \t]*([0-9]{1,18})[ \t]*")
 
 _LIVE: set[int] = set()  # process groups of the commands running on this node
@@ -38,7 +36,7 @@ def kill_all() -> int:
     shutdown may not wait for, and a process group outlives the server that started it."""
     groups = list(_LIVE)
     for pgid in groups:
-        _killpg(pgid, signal.SIGKILL)
+        process_group.kill(pgid, signal.SIGKILL)
     return len(groups)
 
 
@@ -90,19 +88,19 @@ async def run_command(ctx: Context, command: Command, argv: list[str]) -> None:
         try:
             await ctx.log(f"Command '{name}' started (process {process.pid})", Level.DEBUG)
             async with asyncio.timeout(command.timeout):
-                await _exited(process)
+                await process_group.exited(process)
         except TimeoutError:
             timed_out = True
             await ctx.log(
                 f"Command '{name}' timed out after {command.timeout:g} seconds; stopping it",
                 Level.WARN,
             )
-            await _terminate(process, pgid, command.grace)
+            await process_group.terminate(process, pgid, command.grace)
     except asyncio.CancelledError:
-        await _terminate(process, pgid, command.grace)
+        await process_group.terminate(process, pgid, command.grace)
         raise
     finally:
-        _killpg(pgid, signal.SIGKILL)  # whatever the command left behind in its group
+        process_group.kill(pgid, signal.SIGKILL)  # whatever the command left behind in its group
         try:
             reader_error = await _drain(readers)
         finally:
@@ -118,47 +116,10 @@ async def run_command(ctx: Context, command: Command, argv: list[str]) -> None:
     status = process.returncode
     assert status is not None
     if status < 0:
-        raise CommandFailed(f"Command '{name}' was killed by signal {_signal_name(-status)}")
+        raise CommandFailed(f"Command '{name}' was killed by signal {process_group.signal_name(-status)}")
     if status != 0:
         raise CommandFailed(f"Command '{name}' exited with status {status}")
     await ctx.message(f"Command '{name}' completed")
-
-
-async def _terminate(process: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
-    """SIGTERM the group; SIGKILL it once the process ended or after `grace` seconds.
-
-    Returns once the process has ended. A cancel arriving meanwhile kills at once, and is
-    raised again after the process has ended, so that nothing is left running."""
-    cancelled = False
-    _killpg(pgid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(_exited(process), grace)
-    except TimeoutError:
-        log.info("process group %d outlived its %g s grace; killing it", pgid, grace)
-    except asyncio.CancelledError:
-        cancelled = True
-    _killpg(pgid, signal.SIGKILL)
-    while True:
-        try:
-            await _exited(process)
-            break
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-async def _exited(process: asyncio.subprocess.Process) -> int:
-    """The exit status, once the process has ended. Not `process.wait()`: on Python 3.11 that
-    also waits for the end of its output, which a process left behind may hold open."""
-    while (status := process.returncode) is None:  # noqa: ASYNC110 (no event tells it)
-        await asyncio.sleep(EXIT_POLL_SECONDS)
-    return status
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 async def _drain(readers: list[asyncio.Task[None]]) -> BaseException | None:
@@ -205,10 +166,3 @@ async def _emit(line: bytes, on_line: Callable[[str], Awaitable[None]], cut: boo
     elif not text.strip():
         return
     await on_line(text.rstrip())
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
