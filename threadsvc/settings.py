@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -208,6 +209,28 @@ _CONVERTERS: dict[Any, Callable[[Any], Any]] = {
 
 
 _TABLES = frozenset({"commands", "schedules"})  # set in the settings file only
+TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+Bad = Callable[[str | None, str], SettingsError]  # (the key, the problem) -> the error
+
+
+def named_table(section: str, name: str, table: Any, keys: frozenset[str]
+                ) -> tuple[Mapping[str, Any], Bad]:
+    """A `[section.NAME]` table of the settings file (`[commands.NAME]`, `[schedules.NAME]`),
+    once its name and keys are ones it may have; with the function that makes its errors,
+    each naming the table and the key."""
+    def bad(key: str | None, problem: str) -> SettingsError:
+        where = f"{section}.{name}" + (f".{key}" if key else "")
+        return SettingsError(f"setting '{where}': {problem}")
+
+    if not TABLE_NAME.fullmatch(name):
+        raise bad(None, f"a {section.removesuffix('s')} name is 1 to 64 letters, digits, '.', "
+                        "'_' or '-'")
+    if not isinstance(table, Mapping):
+        raise bad(None, "must be a table")
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise bad(unknown[0], f"unknown key (known: {', '.join(sorted(keys))})")
+    return table, bad
 
 
 def load_settings(

@@ -67,6 +67,8 @@ POLL_SECONDS = 0.01
 # A file for a `File` parameter: its bytes (named after the parameter), a path, or
 # (file name, bytes) or (file name, bytes, media type); a list of them for `multiple`.
 FileValue = bytes | Path | tuple[str, bytes] | tuple[str, bytes, str]
+Params = Mapping[str, Any] | None  # a job's parameters, as Python values
+Files = Mapping[str, FileValue | list[FileValue]] | None  # its uploads, by parameter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,11 +188,7 @@ class Harness:
         return job
 
     async def start(
-        self,
-        job: JobSpec | str,
-        params: Mapping[str, Any] | None = None,
-        files: Mapping[str, FileValue | list[FileValue]] | None = None,
-        *,
+        self, job: JobSpec | str, params: Params = None, files: Files = None, *,
         server: bool | None = None,
     ) -> Thread:
         """Start a thread of `job`, in the group `testing` or (`server`, or a job that may only
@@ -242,11 +240,7 @@ class Harness:
         )
 
     async def run(
-        self,
-        job: JobSpec | str,
-        params: Mapping[str, Any] | None = None,
-        files: Mapping[str, FileValue | list[FileValue]] | None = None,
-        *,
+        self, job: JobSpec | str, params: Params = None, files: Files = None, *,
         server: bool | None = None,
         cancel_when: Callable[[Thread], bool] | None = None,
     ) -> Outcome:
@@ -300,11 +294,7 @@ class JobRunner:
         self._runs = 0
 
     def run(
-        self,
-        job: JobSpec | str,
-        params: Mapping[str, Any] | None = None,
-        files: Mapping[str, FileValue | list[FileValue]] | None = None,
-        *,
+        self, job: JobSpec | str, params: Params = None, files: Files = None, *,
         server: bool | None = None,
         cancel_when: Callable[[Thread], bool] | None = None,
         timeout: float = 60.0,
@@ -324,8 +314,8 @@ class JobRunner:
 
 def run_job(
     job: JobSpec | str,
-    params: Mapping[str, Any] | None = None,
-    files: Mapping[str, FileValue | list[FileValue]] | None = None,
+    params: Params = None,
+    files: Files = None,
     *,
     jobs: Iterable[JobSpec] = (),
     server: bool | None = None,
@@ -352,8 +342,8 @@ class FakeContext(Context):
 
     def __init__(
         self,
-        params: Mapping[str, Any] | None = None,
-        files: Mapping[str, FileValue | list[FileValue]] | None = None,
+        params: Params = None,
+        files: Files = None,
         *,
         job: str = "job",
         group: Group | None = None,
@@ -383,7 +373,7 @@ class FakeContext(Context):
     def for_job(
         cls,
         spec: JobSpec,
-        files: Mapping[str, FileValue | list[FileValue]] | None = None,
+        files: Files = None,
         **params: Any,
     ) -> FakeContext:
         """A context whose parameters are `params` with the job's declared defaults for the

@@ -46,7 +46,13 @@ import anyio.to_thread
 from threadsvc import process_group
 from threadsvc.files.scratch import Scratch
 from threadsvc.models import Level
-from threadsvc.runner.context import MAX_LOG_TEXT, MAX_MESSAGE, Context, JobCancelled
+from threadsvc.runner.context import (
+    MAX_LOG_TEXT,
+    MAX_MESSAGE,
+    Cancellable,
+    Context,
+    JobCancelled,
+)
 from threadsvc.runner.params import File
 from threadsvc.uploads import InputFile
 
@@ -268,7 +274,7 @@ def file_params(params: Any) -> list[str]:
 
 
 # -- the child's side ------------------------------------------------------------------------
-class ChildContext:
+class ChildContext(Cancellable):
     """What a process job's `ctx` is: the thread's id, parameters and uploads, and the
     reports, each sent to the server. `ctx.thread` is not available in a process job."""
 
@@ -285,14 +291,6 @@ class ChildContext:
     def files(self, name: str) -> list[InputFile]:
         return [InputFile(f["name"], Path(f["path"]), f["size"], f["content_type"])
                 for f in self._files.get(name, [])]
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel
-
-    def check_cancelled(self) -> None:
-        if self._cancel:
-            raise JobCancelled("cancelled")
 
     async def progress(self, current: int, total: int | None = None) -> None:
         self.send({"op": "progress", "current": current, "total": total})

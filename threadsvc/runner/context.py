@@ -68,7 +68,23 @@ class JobCancelled(Exception):
     """Raised by `check_cancelled()` in blocking code once the thread was asked to stop."""
 
 
-class Context:
+class Cancellable:
+    """What a job's code asks of a cancel, the same for a job in the server (Context) and one
+    in a process of its own (runner/child.ChildContext)."""
+
+    _cancel = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel
+
+    def check_cancelled(self) -> None:
+        """For blocking code in a worker thread: stop here if the thread was cancelled."""
+        if self._cancel:
+            raise JobCancelled("cancelled")
+
+
+class Context(Cancellable):
     def __init__(
         self,
         thread: Thread,
@@ -113,15 +129,6 @@ class Context:
             return []
         items = value if isinstance(value, list) else [value]
         return [self._uploads.input_file(item) for item in items]
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel
-
-    def check_cancelled(self) -> None:
-        """For blocking code in a worker thread: stop here if the thread was cancelled."""
-        if self._cancel:
-            raise JobCancelled("cancelled")
 
     # -- reporting --------------------------------------------------------------------------
     async def progress(self, current: int, total: int | None = None) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from cronsim import CronSim, CronSimError
 
 from threadsvc.errors import Forbidden, StoreUnavailable, ThreadsvcError
 from threadsvc.models import Principal, now_ms
-from threadsvc.settings import SettingsError
+from threadsvc.settings import SettingsError, named_table
 
 if TYPE_CHECKING:
     from threadsvc.service import Service
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEYS = frozenset({"job", "group", "owner", "params", "cron", "timezone"})
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MISSED_GRACE_MS = 60_000  # a tick this late (a restart) is still run; a later one is skipped
 RETAKE_WITHIN_MS = 3_600_000  # claims older than this are not taken over: too late to start
 KEEP_TICKS_MS = 24 * 3_600_000  # ticks kept (each schedule's latest is always kept)
@@ -101,18 +99,8 @@ def parse_schedules(tables: Mapping[str, Any]) -> dict[str, Schedule]:
     return {name: _parse(name, table) for name, table in tables.items()}
 
 
-def _parse(name: str, table: Any) -> Schedule:
-    def bad(key: str | None, problem: str) -> SettingsError:
-        where = f"schedules.{name}" + (f".{key}" if key else "")
-        return SettingsError(f"setting '{where}': {problem}")
-
-    if not NAME.fullmatch(name):
-        raise bad(None, "a schedule name is 1 to 64 letters, digits, '.', '_' or '-'")
-    if not isinstance(table, Mapping):
-        raise bad(None, "must be a table")
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        raise bad(unknown[0], f"unknown key (known: {', '.join(sorted(KEYS))})")
+def _parse(name: str, raw: Any) -> Schedule:
+    table, bad = named_table("schedules", name, raw, KEYS)
     text: dict[str, str] = {}
     for key in ("job", "owner", "cron", "group", "timezone"):
         value = table.get(key)

@@ -34,14 +34,13 @@ from typing import Any
 
 from threadsvc.errors import BadParameter
 from threadsvc.models import Role, Scope
-from threadsvc.settings import SettingsError
+from threadsvc.settings import Bad, SettingsError, named_table
 
 GRACE_SECONDS = 10.0  # between SIGTERM and SIGKILL (docs/api.md#jobs); a command may declare `grace`
 MAX_VALUE = 10_000  # characters in one parameter value
 
 KEYS = frozenset({"argv", "params", "role", "level", "timeout", "cwd", "env", "grace"})
 RESERVED = frozenset({"name", "job"})  # fields the `command` job itself uses
-COMMAND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ARGV_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -103,21 +102,8 @@ def parse_commands(tables: Mapping[str, Any]) -> dict[str, Command]:
     return {name: _parse_command(name, table) for name, table in tables.items()}
 
 
-Bad = Callable[[str | None, str], SettingsError]  # (the key, the problem) -> the error
-
-
-def _parse_command(name: str, table: Any) -> Command:
-    def bad(key: str | None, problem: str) -> SettingsError:
-        where = f"commands.{name}" + (f".{key}" if key else "")
-        return SettingsError(f"setting '{where}': {problem}")
-
-    if not COMMAND_NAME.fullmatch(name):
-        raise bad(None, "a command name is 1 to 64 letters, digits, '.', '_' or '-'")
-    if not isinstance(table, Mapping):
-        raise bad(None, "must be a table")
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        raise bad(unknown[0], f"unknown key (known: {', '.join(sorted(KEYS))})")
+def _parse_command(name: str, raw: Any) -> Command:
+    table, bad = named_table("commands", name, raw, KEYS)
     params = _params(table.get("params", {}), bad)
     argv = _argv(table.get("argv"), params, bad)
     role = _role(table.get("role", "contributor"), bad)
