@@ -123,6 +123,8 @@ async def test_the_fake_context_applies_the_status_rules() -> None:
     assert ctx.progress_calls == [(1, 2)]
     with pytest.raises(ValueError, match="beyond the total"):
         await ctx.progress(3, 2)  # the real checks
+    with pytest.raises(ValueError, match="at most"):
+        await ctx.progress(10**30, 10**31)  # beyond what a store keeps: refused, not stuck
 
 
 @pytest.mark.anyio

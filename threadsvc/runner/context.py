@@ -64,6 +64,9 @@ def failure_text(exc: BaseException, job_module: str) -> str:
     return f"{kind.__name__}: {text}" if text else kind.__name__
 
 
+MAX_PROGRESS = 2**63 - 1
+
+
 class JobCancelled(Exception):
     """Raised by `check_cancelled()` in blocking code once the thread was asked to stop."""
 
@@ -140,6 +143,8 @@ class Context(Cancellable):
             raise ValueError("progress total must not be negative")
         if total is not None and current > total:
             raise ValueError(f"progress current {current} is beyond the total {total}")
+        if max(current, total or 0) > MAX_PROGRESS:  # the stores keep 64-bit integers
+            raise ValueError(f"progress must be at most {MAX_PROGRESS}")
         await self._report(
             self._step_status(), None, progress_current=current, progress_total=total
         )
