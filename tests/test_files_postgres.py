@@ -22,7 +22,7 @@ from threadsvc.errors import FileUnavailable
 from threadsvc.files.base import CHUNK
 from threadsvc.files.postgres import PostgresFiles
 
-pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 DATA = os.urandom(3 * CHUNK + 7)
 
 

@@ -38,7 +38,7 @@ from threadsvc.errors import FileMissing, FileUnavailable
 from threadsvc.files.base import CHUNK
 from threadsvc.files.s3 import MULTIPART, S3Files, attachment
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # S3 servers: the contract suite runs s3 fast
 
 BIG = 2 * CHUNK + 12345  # more than two chunks, so reads come in several pieces
 

@@ -22,6 +22,8 @@ from threadsvc.models import Level
 from threadsvc.runner import child
 from threadsvc.runner.child import ChildContext, check_importable
 
+pytestmark = pytest.mark.slow  # each starts child processes (a few hundred ms each)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
