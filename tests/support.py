@@ -227,6 +227,23 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@contextlib.contextmanager
+def running_nodes(directory: Path, db: str, count: int, **settings: Any) -> Iterator[list[Server]]:
+    """`count` nodes n1, n2... of the store `db` (the standard world seeded), started; each
+    SIGKILLed after, whatever happened."""
+    servers = [Server(directory / f"n{i}", **{"db": db, "node": f"n{i}", **settings})
+               for i in range(1, count + 1)]
+    seed(servers[0].config)
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            if server.process is not None:
+                server.stop(signal.SIGKILL)
+
+
 def running_server(
     directory: Path, kind: type[Server] = Server, killed: bool = False, config_tail: str = "",
     **settings: Any,

@@ -21,7 +21,7 @@ import pytest
 from tests.jobs_for_tests import CHUNK
 from tests.pg import PostgresCluster
 from tests.s3servers import S3Server
-from tests.support import Server, seed, wait_final, wait_for
+from tests.support import Server, running_nodes, seed, wait_final, wait_for
 from threadsvc.files.base import FileStorage
 from threadsvc.files.postgres import PostgresFiles
 
@@ -33,21 +33,9 @@ FINAL = {"completed", "failed", "cancelled"}
 
 @pytest.fixture
 def nodes(tmp_path: Path, postgres: PostgresCluster) -> Iterator[list[Server]]:
-    db = postgres.new_database_url()
-    servers = [
-        Server(tmp_path / f"n{i}", db=db, node=f"n{i}",
-               **{"lease-timeout": 3, "max-running": 60, "max-active-per-user": 1000})
-        for i in (1, 2, 3)
-    ]
-    seed(servers[0].config)
-    for server in servers:
-        server.start()
-    try:
+    settings = {"lease-timeout": 3, "max-running": 60, "max-active-per-user": 1000}
+    with running_nodes(tmp_path, postgres.new_database_url(), 3, **settings) as servers:
         yield servers
-    finally:
-        for server in servers:
-            if server.process is not None:
-                server.stop(signal.SIGKILL)
 
 
 def _ids(text: str) -> list[str]:

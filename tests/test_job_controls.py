@@ -6,7 +6,6 @@ job that only reports (the server answers meanwhile) and on blocking code that n
 from __future__ import annotations
 
 import re
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from tests import support
 from tests.pg import PostgresCluster
-from tests.support import Server, running_server, seed, wait_final, wait_for
+from tests.support import Server, running_nodes, running_server, wait_final, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -128,21 +127,9 @@ def test_blocking_code_that_never_checks_keeps_its_slot_until_it_returns(
 
 @pytest.fixture
 def nodes(tmp_path: Path, postgres: PostgresCluster) -> Iterator[list[Server]]:
-    db = postgres.new_database_url()
-    servers = [
-        Server(tmp_path / f"n{i}", **{**JOBS, "db": db, "node": f"n{i}", "max-running": 1,
-                                     "max-active-per-user": 100})
-        for i in (1, 2, 3)
-    ]
-    seed(servers[0].config)
-    for node in servers:
-        node.start()
-    try:
+    settings = {**JOBS, "max-running": 1, "max-active-per-user": 100}
+    with running_nodes(tmp_path, postgres.new_database_url(), 3, **settings) as servers:
         yield servers
-    finally:
-        for node in servers:
-            if node.process is not None:
-                node.stop(signal.SIGKILL)
 
 
 @pytest.mark.postgres
