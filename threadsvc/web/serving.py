@@ -163,8 +163,15 @@ class Server(uvicorn.Server):
         self._on_exit()
 
 
+# How long a thread may hold the GIL while another waits for it. The store's threads hand the
+# GIL back and forth at every SQLite call; behind a job busy in Python on the event loop,
+# CPython's default 5 ms per handover made one request's few dozen calls take seconds.
+SWITCH_INTERVAL = 0.0005
+
+
 def serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
     """Run uvicorn's server with `config` (what uvicorn.run does for one process)."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
     config.load_app()
     server = Server(config, on_exit)
     with contextlib.suppress(KeyboardInterrupt):
