@@ -275,34 +275,34 @@ def test_cli_start_watch_logs_show(server: Server) -> None:
 def test_cli_exit_status_tells_the_final_status(server: Server) -> None:
     failing = cli(server, "start", "sleep", "seconds=0.3", "steps=3", "fail=2")
     assert failing.returncode == 0, failing.stderr
-    assert cli(server, "watch", failing.stdout.strip()).returncode == 1
+    assert cli(server, "watch", failing.stdout.strip()).returncode == 3
 
     long = cli(server, "start", "sleep", "seconds=30")
     thread_id = long.stdout.strip()
     cancelled = cli(server, "cancel", thread_id)
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.startswith(thread_id)
-    assert cli(server, "watch", thread_id).returncode == 2
+    assert cli(server, "watch", thread_id).returncode == 4
 
     waited = cli(server, "start", "sleep", "seconds=0.2", "--wait")
     assert waited.returncode == 0, waited.stderr
     assert HEX32.fullmatch(waited.stdout.strip())
 
 
-def test_cli_errors_exit_3(server: Server) -> None:
+def test_cli_errors_exit_1(server: Server) -> None:
     forbidden = cli(server, "start", "sleep", user="reviewer")
-    assert forbidden.returncode == 3
+    assert forbidden.returncode == 1
     assert "0101" in forbidden.stderr and forbidden.stdout == ""
     missing = cli(server, "show", "0" * 32)
-    assert missing.returncode == 3 and "0203" in missing.stderr
-    assert cli(server, "cancel", "0" * 32).returncode == 3
+    assert missing.returncode == 1 and "0203" in missing.stderr
+    assert cli(server, "cancel", "0" * 32).returncode == 1
     env = {k: v for k, v in os.environ.items() if not k.startswith("THREADSVC_")}
     down = subprocess.run(
         [sys.executable, "-m", "threadsvc", "threads", "list", "--url",
          f"http://127.0.0.1:{free_port()}"],
         check=False, capture_output=True, text=True, env=env, timeout=60,
     )
-    assert down.returncode == 3 and down.stderr.startswith("error:")
+    assert down.returncode == 1 and down.stderr.startswith("error:")
 
 
 def test_cli_token_from_the_environment(server: Server, tokens: dict[str, str]) -> None:
@@ -317,4 +317,4 @@ def test_cli_token_from_the_environment(server: Server, tokens: dict[str, str]) 
         [*base, "start", "--group", "dev", "--user", "reviewer", "--password", "reviewer-pw",
          "sleep"], check=False, capture_output=True, text=True, env=env, timeout=60,
     )
-    assert as_reviewer.returncode == 3 and "0101" in as_reviewer.stderr
+    assert as_reviewer.returncode == 1 and "0101" in as_reviewer.stderr

@@ -1,11 +1,18 @@
-"""What the administrative CLI does, as plain async functions on a store."""
+"""What the administrative CLI does, as plain async functions on a store.
+
+Threat model: an operator runs these as root on the service's own store. SQLite then makes its
+`-wal` and `-shm` files root's, and a new store or file root's too, which the service (another
+user) can no longer write: `foreign_owner` finds that case so that the command refuses it."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from threadsvc.errors import BadParameter, Conflict, NotFound
 from threadsvc.identity import Identity, token_hash
@@ -27,9 +34,11 @@ class Admin:
 
 
 @contextlib.asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[Admin]:
+async def opened(settings: Settings, create: bool = True) -> AsyncIterator[Admin]:
+    """The store `settings` name, opened (and migrated); without `create`, a store that is not
+    there raises NotAStore and nothing is created."""
     store = make_store(settings)
-    await store.open()
+    await store.open(create)
     try:
         yield Admin(store, Identity(store, settings, await secret_keys(settings, store)))
     finally:
@@ -42,6 +51,42 @@ async def add_group(admin: Admin, name: str, group_id: int | None = None) -> Gro
     if group_id is not None and group_id < 1:
         raise BadParameter("id", "must be a positive integer")
     return await admin.store.create_group(name, group_id)
+
+
+def foreign_owner(settings: Settings, files: bool = False) -> tuple[Path, str] | None:
+    """When this process runs as root: a path it would write that belongs to another user, and
+    that user's name. The SQLite store (or, when there is none yet, its directory) and, with
+    `files` for commands that write files and local storage, `data-dir`."""
+    if os.geteuid() != 0:
+        return None
+    paths = []
+    store = settings.sqlite_path
+    if store is not None:
+        paths.append(store if store.exists() else store.absolute().parent)
+    if files and settings.files_kind == "local":
+        paths.append(Path(settings.data_dir))
+    for path in paths:
+        try:
+            uid = path.stat().st_uid
+        except OSError:
+            continue  # not there: nothing of another user's to spoil
+        if uid != 0:
+            try:
+                return path, pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return path, str(uid)
+    return None
+
+
+async def list_groups(admin: Admin) -> list[tuple[Group, int]]:
+    return await admin.store.list_groups()
+
+
+async def members_of(admin: Admin, group_name: str) -> list[tuple[UserEntry, Role]]:
+    group = await admin.store.get_group(group_name)
+    if group is None:
+        raise NotFound(f"no group '{group_name}'")
+    return await admin.store.members_of(group.id)
 
 
 async def add_member(admin: Admin, group_name: str, username: str, role: str) -> None:
@@ -102,12 +147,34 @@ async def list_users(admin: Admin) -> list[UserEntry]:
     return await admin.store.list_users()
 
 
-async def show_user(admin: Admin, username: str) -> tuple[UserEntry, list[tuple[Group, Role]]]:
-    """The user (disabled or not) and their groups with their role in each."""
+@dataclass(frozen=True)
+class UserDetails:
+    """A user as `threadsvc user show` prints them."""
+
+    entry: UserEntry
+    groups: list[tuple[Group, Role]]
+    api_tokens: int
+    clients: list[str]
+
+
+async def show_user(admin: Admin, username: str) -> UserDetails:
+    """The user (disabled or not), their groups with their role in each, how many API tokens
+    they have and their OAuth clients' ids."""
     entry = next((e for e in await admin.store.list_users() if e.user.username == username), None)
     if entry is None:
         raise NotFound(f"no user '{username}'")
-    return entry, await admin.store.groups_of(entry.user.id)
+    clients = [c for c, name, _ in await admin.store.list_oauth_clients() if name == username]
+    return UserDetails(entry, await admin.store.groups_of(entry.user.id),
+                       await admin.store.count_api_tokens(entry.user.id), clients)
+
+
+async def revoke_tokens(admin: Admin, username: str) -> tuple[int, int]:
+    """End every credential of the user but the password: API tokens and OAuth clients deleted
+    (their access tokens end with them), console sessions ended. (tokens, clients) deleted."""
+    revoked = await admin.store.revoke_credentials(username)
+    if revoked is None:
+        raise NotFound(f"no user '{username}'")
+    return revoked
 
 
 async def remove_client(admin: Admin, client_id: str) -> None:

@@ -14,6 +14,7 @@ import click
 from threadsvc.cli.admin import group, member, oauth_client, user
 from threadsvc.cli.client import threads
 from threadsvc.cli.files import files
+from threadsvc.cli.migrate import migrate
 from threadsvc.cli.schedules import schedules
 from threadsvc.cli.serve import serve
 
@@ -24,5 +25,5 @@ def main() -> None:
     """threadsvc: long-running, group-scoped jobs behind PageSeeder-compatible services."""
 
 
-for command in (serve, user, oauth_client, group, member, threads, files, schedules):
+for command in (serve, user, oauth_client, group, member, threads, files, schedules, migrate):
     main.add_command(command)

@@ -1,10 +1,13 @@
 """`threadsvc user|client|group|member ...`: changes to the store, made with threadsvc.admin.
 
 A change says what it did on standard error; what a script reads (a token, a client's secret,
-a list) goes to standard output."""
+a list) goes to standard output. Only `user add` and `group add` (and `serve`) may create a
+store: every other command on a store that is not there says so and creates nothing. Run as
+root on a store that belongs to another user, every command refuses (admin.foreign_owner)."""
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,6 +20,8 @@ from threadsvc.cli import output
 from threadsvc.errors import BadParameter, ThreadsvcError
 from threadsvc.identity import check_username
 from threadsvc.settings import Settings, SettingsError, load_settings
+from threadsvc.store import redact
+from threadsvc.store.migrate import NewerSchema, NotAStore, check_version, stored_version
 
 T = TypeVar("T")
 
@@ -34,28 +39,84 @@ def settings_from(config: str | None, **flags: Any) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-def run(settings: Settings, action: Callable[[admin.Admin], Awaitable[T]]) -> T:
+def refuse_foreign(settings: Settings, files: bool = False) -> None:
+    """As root, refuse a store (or, with `files`, a data-dir) of another user: what the command
+    writes there would become root's, and the service could no longer write it."""
+    found = admin.foreign_owner(settings, files)
+    if found is not None:
+        path, owner = found
+        raise click.ClickException(
+            f"{path} belongs to the user {owner}: run this command as that user "
+            f"(sudo -u {owner} threadsvc ...), so that what it writes stays theirs")
+
+
+def check_schema(settings: Settings) -> None:
+    """Before `serve` starts: refuse a store whose schema is newer than this code knows, in one
+    line rather than a failed start's traceback. Other trouble is left to the start, which says
+    it as it always has (a store that is not there yet is created)."""
+    async def found() -> int | None:
+        try:
+            return await stored_version(settings)
+        except Exception:  # noqa: BLE001 (not there, unreachable, a bad URL: the start says it)
+            return None
+
+    version = anyio.run(found)
+    try:
+        if version is not None:
+            check_version(version, "sqlite" if settings.sqlite_path is not None else "postgres")
+    except NewerSchema as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def not_a_store(settings: Settings, exc: NotAStore) -> click.ClickException:
+    where = "" if settings.sqlite_path is not None else f" ({redact(settings.db, settings.db)})"
+    return click.ClickException(f"{exc}{where}; nothing was created: only serve, user add and "
+                                "group add make a new store")
+
+
+def run(settings: Settings, action: Callable[[admin.Admin], Awaitable[T]],
+        create: bool = False) -> T:
+    """Run `action` on the store; without `create`, a store that is not there is an error."""
+    refuse_foreign(settings)
+
     async def main() -> T:
-        async with admin.opened(settings) as opened:
+        async with admin.opened(settings, create) as opened:
             return await action(opened)
 
     try:
         return anyio.run(main)
+    except NotAStore as exc:
+        raise not_a_store(settings, exc) from None
     except (ThreadsvcError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def on_store(config: str | None, db: str | None,
-             action: Callable[[admin.Admin], Awaitable[T]]) -> T:
+             action: Callable[[admin.Admin], Awaitable[T]], create: bool = False) -> T:
     """Run `action` on the store that --config and --db name."""
-    return run(settings_from(config, db=db), action)
+    return run(settings_from(config, db=db), action, create)
 
 
 def change(config: str | None, db: str | None,
-           action: Callable[[admin.Admin], Awaitable[object]], done: str) -> None:
+           action: Callable[[admin.Admin], Awaitable[object]], done: str,
+           create: bool = False) -> None:
     """Make one change on the store, then say `done` on standard error."""
-    on_store(config, db, action)
+    on_store(config, db, action, create)
     click.echo(done, err=True)
+
+
+def read_password(option: str) -> str:
+    """A password from standard input: asked twice, not echoed, at a terminal; else its first
+    line. Empty is a usage error."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if password and getpass.getpass("Again: ") != password:
+            raise click.ClickException("the two passwords differ; nothing was changed")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError(f"give the new password on standard input ({option})")
+    return password
 
 
 def change_command(group: click.Group, name: str, argument: str,
@@ -88,14 +149,14 @@ def user_add(config: str | None, db: str | None, username: str, is_admin: bool,
     """Add a user (without a password, the user signs in with tokens only)."""
     if password is not None and password_stdin:
         raise click.UsageError("give --password or --password-stdin, not both")
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
     try:
         check_username(username)
     except BadParameter as exc:
         raise click.UsageError(str(exc)) from None
+    if password_stdin:
+        password = read_password("--password-stdin")
     change(config, db, lambda a: a.identity.add_user(username, password or None, is_admin),
-           f"added user {username}" + (" (administrator)" if is_admin else ""))
+           f"added user {username}" + (" (administrator)" if is_admin else ""), create=True)
 
 
 @user.command("token")
@@ -121,12 +182,23 @@ def user_revoke_token(config: str | None, db: str | None) -> None:
 @store_options
 @click.argument("username")
 def user_passwd(config: str | None, db: str | None, username: str) -> None:
-    """Give USERNAME the password read from standard input; their console sessions end."""
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise click.UsageError("give the new password on standard input")
+    """Give USERNAME the password read from standard input (asked twice, not echoed, at a
+    terminal); their console sessions end."""
+    password = read_password("one line")
     change(config, db, lambda a: admin.set_password(a, username, password),
            f"changed the password of {username}")
+
+
+@user.command("revoke-tokens")
+@store_options
+@click.argument("username")
+def user_revoke_tokens(config: str | None, db: str | None, username: str) -> None:
+    """End every credential of USERNAME but the password: their API tokens and OAuth clients
+    are deleted (the clients' access tokens end with them) and their console sessions end. A
+    running server refuses them within `auth-cache-seconds`."""
+    tokens, clients = on_store(config, db, lambda a: admin.revoke_tokens(a, username))
+    click.echo(f"revoked {tokens} API token(s) and {clients} client(s) of {username}; "
+               "their sessions end", err=True)
 
 
 change_command(user, "disable", "username", admin.disable_user, "disabled {}", """
@@ -161,9 +233,9 @@ def user_list(config: str | None, db: str | None, as_json: bool) -> None:
 @click.argument("username")
 @click.option("--json", "as_json", is_flag=True, help="JSON rather than lines")
 def user_show(config: str | None, db: str | None, username: str, as_json: bool) -> None:
-    """USERNAME: administrator or not, disabled or not, and their role in each group."""
-    entry, groups = on_store(config, db, lambda a: admin.show_user(a, username))
-    output.user(entry, groups, as_json)
+    """USERNAME: administrator or not, disabled or not, their role in each group, their number
+    of API tokens and their OAuth clients."""
+    output.user(on_store(config, db, lambda a: admin.show_user(a, username)), as_json)
 
 
 @click.group("client")
@@ -204,8 +276,16 @@ def group() -> None:
 @click.option("--id", "group_id", type=click.IntRange(min=1), help="The group's id")
 def group_add(config: str | None, db: str | None, name: str, group_id: int | None) -> None:
     """Add a group."""
-    created = on_store(config, db, lambda a: admin.add_group(a, name, group_id))
+    created = on_store(config, db, lambda a: admin.add_group(a, name, group_id), create=True)
     click.echo(f"added group {created.name} (id {created.id})", err=True)
+
+
+@group.command("list")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="JSON rather than a table")
+def group_list(config: str | None, db: str | None, as_json: bool) -> None:
+    """Every group: name, id, number of members."""
+    output.groups(on_store(config, db, admin.list_groups), as_json)
 
 
 @click.group()
@@ -223,6 +303,15 @@ def member_add(config: str | None, db: str | None, group_name: str, username: st
     """Give USERNAME a ROLE in GROUP (replacing any role they had there)."""
     change(config, db, lambda a: admin.add_member(a, group_name, username, role),
            f"{username} is {role} in {group_name}")
+
+
+@member.command("list")
+@store_options
+@click.argument("group_name", metavar="GROUP")
+@click.option("--json", "as_json", is_flag=True, help="JSON rather than a table")
+def member_list(config: str | None, db: str | None, group_name: str, as_json: bool) -> None:
+    """The members of GROUP: username, role, administrator or disabled."""
+    output.members(on_store(config, db, lambda a: admin.members_of(a, group_name)), as_json)
 
 
 @member.command("remove")

@@ -1,7 +1,8 @@
 """`threadsvc threads ...`: a client of a running server (threadsvc.client), nothing more.
 
-Errors from the server or the connection print their message and exit with status 3; a
-watched thread's end is the exit status (0 completed, 1 failed, 2 cancelled)."""
+Errors from the server or the connection print their message and exit with status 1 (as click's
+own errors; 2 is a usage error); a watched thread's end is the exit status: 0 completed,
+3 failed, 4 cancelled, 5 still running when `--timeout` passed (cli/exits.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from typing import Any, TypeVar
 
 import click
 
-from threadsvc.cli import output
-from threadsvc.client import Client, ClientError, ThreadsvcClientError
+from threadsvc.cli import exits, output
+from threadsvc.client import Client, ClientError, ThreadsvcClientError, WaitTimeout
+from threadsvc.xml.answers import ThreadInfo
+from threadsvc.xml.render import text_line as shown
 
 T = TypeVar("T")
 
-EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 2}
-EXIT_ERROR = 3
+EXIT_CODES = {"completed": exits.OK, "failed": exits.FAILED, "cancelled": exits.CANCELLED}
 
 
 Connect = Callable[[], Client]
@@ -78,7 +80,7 @@ def make_client(url: str, user: str | None, password: str | None, token: str | N
 
 
 def calling(action: Callable[[], T]) -> T:
-    """Run a client call; its errors are printed, and exit with status 3."""
+    """Run a client call; its errors are printed, and exit with status 1."""
     try:
         return action()
     except ClientError as exc:
@@ -86,14 +88,25 @@ def calling(action: Callable[[], T]) -> T:
         click.echo(f"error: {exc.message} ({where})", err=True)
     except ThreadsvcClientError as exc:
         click.echo(f"error: {exc}", err=True)
-    raise click.exceptions.Exit(EXIT_ERROR)
+    raise click.exceptions.Exit(exits.ERROR)
 
 
 def watch_thread(client: Client, thread_id: str, timeout: float | None) -> int:
     line = output.ProgressLine()
-    final = calling(lambda: client.wait(thread_id, on_progress=line, timeout=timeout))
+
+    def wait() -> ThreadInfo | WaitTimeout:  # giving up is an outcome, not an error
+        try:
+            return client.wait(thread_id, on_progress=line, timeout=timeout)
+        except WaitTimeout as exc:
+            return exc
+
+    final = calling(wait)
+    if isinstance(final, WaitTimeout):
+        line.end(final.thread)
+        click.echo(f"gave up: {shown(str(final))}", err=True)
+        return exits.TIMEOUT
     line.end(final)
-    return EXIT_CODES.get(final.status, EXIT_ERROR)
+    return EXIT_CODES.get(final.status, exits.ERROR)
 
 
 def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
@@ -110,7 +123,7 @@ def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
 def threads() -> None:
     """Threads on a running server, as a client (--url, --user/--password or --token, --group).
 
-    Errors from the server or the connection print their message and exit with status 3."""
+    Errors from the server or the connection print their message and exit with status 1."""
 
 
 @threads.command("start")
@@ -126,8 +139,8 @@ def threads_start(connect: Connect, job: str, params: tuple[str, ...], files: tu
                   idempotency_key: str | None, wait_: bool, timeout: float | None) -> None:
     """Start JOB with its parameters; prints the thread id alone on stdout.
 
-    With --wait, then shows its progress on stderr and exits 0 when it completed, 1 when it
-    failed, 2 when it was cancelled (3 on errors)."""
+    With --wait, then shows its progress on stderr and exits 0 when it completed, 3 when it
+    failed, 4 when it was cancelled, 5 when --timeout passed first (1 on errors)."""
     fields = dict(_pairs(params, "NAME=VALUE"))
     uploads: dict[str, list[str]] = {}
     for name, path in _pairs(files, "--file"):
@@ -143,11 +156,12 @@ def threads_start(connect: Connect, job: str, params: tuple[str, ...], files: tu
 
 
 @thread_command("watch")
-@click.option("--timeout", type=float, help="Give up (exit 3) after this many seconds")
+@click.option("--timeout", type=float, help="Give up (exit 5) after this many seconds")
 def threads_watch(connect: Connect, thread_id: str, timeout: float | None) -> None:
     """Show a thread's progress live on stderr until it ends.
 
-    Exit status: 0 completed, 1 failed, 2 cancelled, 3 on errors (or --timeout)."""
+    Exit status: 0 completed, 3 failed, 4 cancelled, 5 still running after --timeout, 1 on
+    errors."""
     client = connect()
     raise click.exceptions.Exit(watch_thread(client, thread_id, timeout))
 
@@ -196,5 +210,5 @@ def threads_cancel(connect: Connect, thread_id: str) -> None:
     if thread is None:
         where = f" in group {client.group}" if client.group else ""
         click.echo(f"error: no thread {thread_id}{where}", err=True)
-        raise click.exceptions.Exit(EXIT_ERROR)
+        raise click.exceptions.Exit(exits.ERROR)
     click.echo(f"{thread.id} {thread.status}")

@@ -13,13 +13,14 @@ from pathlib import Path
 import anyio
 import click
 
-from threadsvc.cli.admin import settings_from, store_options
+from threadsvc.cli.admin import not_a_store, refuse_foreign, settings_from, store_options
 from threadsvc.errors import ThreadsvcError
 from threadsvc.files import make_files
 from threadsvc.files.base import FileStorage
 from threadsvc.files.migrate import Step, migrate
 from threadsvc.settings import Settings, SettingsError
 from threadsvc.store import make_store
+from threadsvc.store.migrate import NotAStore
 from threadsvc.xml.render import text_line as shown
 
 KINDS = ("local", "postgres", "s3")
@@ -44,6 +45,7 @@ def files_migrate(config: str | None, db: str | None, to: str) -> None:
     another, then record it as the store's: nodes then start only with files = TO. Resumable:
     run it again after an interruption."""
     settings = settings_from(config, db=db)
+    refuse_foreign(settings, files=True)
     kind = settings.files_kind
     if kind == to:
         raise click.UsageError(f"the files are in '{to}' already (setting 'files')")
@@ -59,7 +61,7 @@ def files_migrate(config: str | None, db: str | None, to: str) -> None:
 
     async def run() -> list[str]:
         store = make_store(settings)
-        await store.open()
+        await store.open(create=False)
         try:
             await source.open()
             await target.open()
@@ -72,6 +74,8 @@ def files_migrate(config: str | None, db: str | None, to: str) -> None:
 
     try:
         ignored = anyio.run(run)
+    except NotAStore as exc:
+        raise not_a_store(settings, exc) from None
     except (ThreadsvcError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
     for name in ignored:

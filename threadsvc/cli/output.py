@@ -1,5 +1,6 @@
 """What the commands print: tables and lines for people, `--json` for scripts, the live
-progress line of `threads watch`.
+progress line of `threads watch` (redrawn with `\r` at a terminal, a plain line per change
+elsewhere, so that a log or a CI job shows no carriage returns).
 
 Threat model: what a server sends (a job's message, a thread's name, a username made before
 names were checked) reaches an operator's terminal. Every such text is printed through
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +21,9 @@ from threadsvc.runner.schedules import Schedule
 from threadsvc.store.schedules import Tick
 from threadsvc.xml.answers import ThreadInfo, ThreadList
 from threadsvc.xml.render import text_line as shown
+
+if TYPE_CHECKING:
+    from threadsvc.admin import UserDetails
 
 
 def users(entries: list[UserEntry], as_json: bool) -> None:
@@ -31,18 +37,47 @@ def users(entries: list[UserEntry], as_json: bool) -> None:
         click.echo(f"{shown(e.user.username):24} {flags}".rstrip())
 
 
-def user(entry: UserEntry, groups: list[tuple[Group, Role]], as_json: bool) -> None:
-    roles = {group.name: role.label for group, role in groups}
+def user(details: UserDetails, as_json: bool) -> None:
+    entry = details.entry
+    roles = {group.name: role.label for group, role in details.groups}
     if as_json:
         click.echo(json.dumps({"username": entry.user.username, "admin": entry.user.is_admin,
                                "disabled": entry.disabled, "created": entry.created,
-                               "groups": roles}))
+                               "groups": roles, "api_tokens": details.api_tokens,
+                               "clients": details.clients}))
         return
     click.echo(f"username: {shown(entry.user.username)}")
     click.echo(f"administrator: {'yes' if entry.user.is_admin else 'no'}")
     click.echo(f"disabled: {'yes' if entry.disabled else 'no'}")
     for name, label in roles.items():
         click.echo(f"group: {shown(name)} ({label})")
+    click.echo(f"api tokens: {details.api_tokens}")
+    for client_id in details.clients:
+        click.echo(f"client: {shown(client_id)}")
+
+
+def groups(found: list[tuple[Group, int]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"name": g.name, "id": g.id, "members": n} for g, n in found]))
+        return
+    if found:
+        click.echo(f"{'NAME':24} {'ID':>8} {'MEMBERS':>8}")
+    for g, n in found:
+        click.echo(f"{shown(g.name):24} {g.id:>8} {n:>8}")
+
+
+def members(found: list[tuple[UserEntry, Role]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"username": e.user.username, "role": r.label,
+                                "admin": e.user.is_admin, "disabled": e.disabled}
+                               for e, r in found]))
+        return
+    if found:
+        click.echo(f"{'USERNAME':24} {'ROLE':12}")
+    for e, r in found:
+        flags = ", ".join(f for f, on in (("administrator", e.user.is_admin),
+                                          ("disabled", e.disabled)) if on)
+        click.echo(f"{shown(e.user.username):24} {r.label:12} {flags}".rstrip())
 
 
 def clients(found: list[tuple[str, str, int]], as_json: bool) -> None:
@@ -101,14 +136,21 @@ def threads(found: ThreadList) -> None:
 
 
 class ProgressLine:
-    """A live `\\r` line on standard error: status, bar, percent, message."""
+    """The progress on standard error: at a terminal, one live line redrawn with `\\r` (status,
+    bar, percent, message); elsewhere (a pipe, a file, a CI log), a plain line each time the
+    status, the message or the tens of percent change."""
 
     WIDTH = 30
 
-    def __init__(self) -> None:
+    def __init__(self, live: bool | None = None) -> None:
+        self.live = sys.stderr.isatty() if live is None else live
         self.shown = False
+        self._last: tuple[object, ...] | None = None
 
     def __call__(self, thread: ThreadInfo) -> None:
+        if not self.live:
+            self._plain(thread)
+            return
         if thread.total:
             filled = self.WIDTH * min(thread.current or 0, thread.total) // thread.total
             bar = f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {thread.percent or 0:3d}% "
@@ -119,8 +161,20 @@ class ProgressLine:
         click.echo("\r" + line.ljust(100), nl=False, err=True)
         self.shown = True
 
+    def _plain(self, thread: ThreadInfo) -> None:
+        key = (thread.status, thread.message, (thread.percent or 0) // 10)
+        if key == self._last:
+            return
+        self._last = key
+        if thread.total:
+            done = f" {thread.current or 0}/{thread.total} ({thread.percent or 0}%)"
+        else:
+            done = "" if thread.current is None else f" {thread.current} done"
+        message = f": {shown(thread.message)}" if thread.message else ""
+        click.echo(f"{shown(thread.status)}{done}{message}", err=True)
+
     def end(self, thread: ThreadInfo) -> None:
-        if self.shown:
+        if self.shown:  # end the live line
             click.echo("", err=True)
         click.echo(f"thread {shown(thread.id)} {shown(thread.status)}"
                    + (f": {shown(thread.message)}" if thread.message else ""), err=True)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from threadsvc import admin
-from threadsvc.cli.admin import run, settings_from, store_options
+from threadsvc.cli.admin import check_schema, refuse_foreign, run, settings_from, store_options
 from threadsvc.logredact import RedactResultLinks
 from threadsvc.logrepeat import RepeatLimit
 from threadsvc.settings import Settings, SettingsError
@@ -41,12 +41,14 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         check_settings(settings)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+    refuse_foreign(settings, files=True)
+    check_schema(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactResultLinks())
         handler.addFilter(RepeatLimit())  # e.g. asyncio's, should accept() ever fail again
     if demo:
-        accounts = run(settings, admin.ensure_demo)
+        accounts = run(settings, admin.ensure_demo, create=True)
         print_demo(settings, accounts)
     if "FORWARDED_ALLOW_IPS" in os.environ:
         logging.getLogger("threadsvc").warning(

@@ -26,8 +26,10 @@ class Store(ThreadRules, IdentityRules, ScheduleRules, abc.ABC):
     """True when several nodes may share the store (and so must announce their changes)."""
 
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and bring the schema up to date (fresh stores get schema.sql)."""
+    async def open(self, create: bool = True) -> None:
+        """Connect and bring the schema up to date (fresh stores get schema.sql). Without
+        `create`, a store that is not there raises NotAStore and nothing is created; either
+        way, a schema newer than this code knows raises NewerSchema (store/migrate.py)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -124,6 +124,24 @@ class IdentityRules(Transactions):
 
         return await self._write(do)
 
+    async def revoke_credentials(self, username: str) -> tuple[int, int] | None:
+        """Ends every credential of the user but their password, in one transaction: deletes
+        their API tokens and OAuth clients (which ends the clients' access tokens) and bumps the
+        credential version (which ends their console sessions). The numbers of tokens and
+        clients deleted; None when there is no such user."""
+        async def do(tx: Tx) -> tuple[int, int] | None:
+            row = await tx.one("bump_credential_version", {"username": username})
+            if row is None:
+                return None
+            tokens = await tx.run("delete_tokens_of_user", {"user_id": row["id"]})
+            return tokens, await tx.run("delete_clients_of_user", {"user_id": row["id"]})
+
+        return await self._write(do)
+
+    async def count_api_tokens(self, user_id: int) -> int:
+        return int(await self._read(lambda tx: tx.value("count_tokens_of_user",
+                                                        {"user_id": user_id})))
+
     async def add_api_token(self, user_id: int, token_hash: str) -> None:
         args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
         await self._write(lambda tx: tx.run("insert_api_token", args))
@@ -217,6 +235,26 @@ class IdentityRules(Transactions):
         async def do(tx: Tx) -> list[tuple[Group, Role]]:
             rows = await tx.all("groups_of", {"user_id": user_id})
             return [(Group(id=row["id"], name=row["name"]), Role(row["role"])) for row in rows]
+
+        return await self._read(do)
+
+    async def list_groups(self) -> list[tuple[Group, int]]:
+        """Every group, by name, with its number of members."""
+        async def do(tx: Tx) -> list[tuple[Group, int]]:
+            rows = await tx.all("list_groups")
+            return [(Group(id=r["id"], name=r["name"]), int(r["members"])) for r in rows]
+
+        return await self._read(do)
+
+    async def members_of(self, group_id: int) -> list[tuple[UserEntry, Role]]:
+        """The group's members (disabled ones too), by username, with their role."""
+        async def do(tx: Tx) -> list[tuple[UserEntry, Role]]:
+            rows = await tx.all("members_of", {"group_id": group_id})
+            return [
+                (UserEntry(User(r["id"], r["username"], bool(r["is_admin"])),
+                           bool(r["disabled"]), r["created"]), Role(r["role"]))
+                for r in rows
+            ]
 
         return await self._read(do)
 

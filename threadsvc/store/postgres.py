@@ -88,7 +88,7 @@ class PostgresStore(Store):
         self._redact_logs = RedactStoreUrl(dsn)
 
     # -- plumbing ---------------------------------------------------------------------------
-    async def open(self) -> None:
+    async def open(self, create: bool = True) -> None:
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.dsn,
             connection_class=AsyncConnection[DictRow],
@@ -105,7 +105,7 @@ class PostgresStore(Store):
         try:
             await pool.open(wait=True, timeout=self._timeout)
             async with pool.connection() as conn:
-                await migrate_postgres(conn)
+                await migrate_postgres(conn, create)
         except BaseException as exc:
             await pool.close()
             self._remove_log_filters()

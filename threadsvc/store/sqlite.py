@@ -27,7 +27,7 @@ from threadsvc.errors import Conflict, StoreUnavailable, ThreadsvcError
 from threadsvc.models import Thread
 from threadsvc.store.base import Store
 from threadsvc.store.dialect import Rule
-from threadsvc.store.migrate import migrate_sqlite
+from threadsvc.store.migrate import NotAStore, has_schema_sqlite, migrate_sqlite
 from threadsvc.store.sqlite_tx import SQLiteTx, insert_start, run_now
 from threadsvc.store.starts import Start
 
@@ -64,7 +64,9 @@ class SQLiteStore(Store):
             self._all.append(conn)
         return conn
 
-    async def open(self) -> None:
+    async def open(self, create: bool = True) -> None:
+        if not create and not self.path.is_file():
+            raise NotAStore(f"no store at {self.path}")
         if self.path.parent and not self.path.parent.exists():
             private.make_dirs(self.path.parent)
         if str(self.path) != ":memory:":
@@ -79,11 +81,17 @@ class SQLiteStore(Store):
 
         def setup() -> None:
             conn = self._connect()
+            if not create and not has_schema_sqlite(conn):  # before WAL changes a foreign file
+                raise NotAStore(f"{self.path} is not a threadsvc store (no schema_version)")
             conn.execute("PRAGMA journal_mode = WAL")
-            migrate_sqlite(conn)
+            migrate_sqlite(conn, create)
             self._writer = conn
 
-        await self._run(self._writer_pool, setup)
+        try:
+            await self._run(self._writer_pool, setup)
+        except BaseException:  # refused (NotAStore, NewerSchema) or failed: nothing left open
+            await self.close()
+            raise
 
     async def close(self) -> None:
         for pool in (self._writer_pool, self._reader_pool):

@@ -47,3 +47,22 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: clear_login_failures_from
 DELETE FROM sign_in_attempts WHERE username = :username AND address = :address;
+
+-- What `threadsvc group list`, `member list`, `user show` and `user revoke-tokens` read and do.
+
+-- name: list_groups
+SELECT g.id, g.name, count(m.user_id) AS members
+FROM groups g LEFT JOIN memberships m ON m.group_id = g.id
+GROUP BY g.id, g.name ORDER BY g.name;
+
+-- name: members_of
+SELECT u.id, u.username, u.is_admin, u.disabled, u.created, m.role
+FROM memberships m JOIN users u ON u.id = m.user_id
+WHERE m.group_id = :group_id ORDER BY u.username;
+
+-- name: count_tokens_of_user
+SELECT count(*) AS n FROM api_tokens WHERE user_id = :user_id;
+
+-- name: bump_credential_version
+UPDATE users SET credential_version = credential_version + 1
+WHERE username = :username RETURNING id;
