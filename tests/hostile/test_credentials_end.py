@@ -6,8 +6,8 @@ The attacks: a console cookie kept working after the password changed; an OAuth 
 user was removed and a new user of the same name was made an administrator. Now a session
 records the user's credential version (bumped by `user passwd`, `user disable`, and `--demo`'s
 new passwords), an access token names its client and the user's id, `user disable` refuses
-every credential and deletes the user's API tokens and OAuth clients, and `user remove` takes
-them with it. On both stores, with `auth-cache-seconds = 0` (else each takes effect within it).
+every credential and deletes the user's API tokens and OAuth clients, `user revoke-tokens`
+does so but for the password, and `user remove` takes them with it. On both stores, with `auth-cache-seconds = 0` (else each takes effect within it).
 """
 
 from __future__ import annotations
@@ -141,6 +141,31 @@ def test_removal_ends_everything_and_a_namesake_inherits_nothing(server: Server)
         check_error(bearer(server, issued, "/metrics"), 401, "0100")
         check_error(bearer(server, token, "/metrics"), 401, "0100")
     cli(server, "user", "remove", "temp-admin")
+
+
+def test_revoking_a_users_tokens_ends_all_but_the_password(server: Server) -> None:
+    """`user revoke-tokens`: API tokens, OAuth clients (and so their access tokens) and console
+    sessions end; the password still works."""
+    cli(server, "user", "add", "temp-user", "--password-stdin", stdin="t-pw\n")
+    cli(server, "member", "add", "dev", "temp-user", "contributor")
+    tokens = [cli(server, "user", "token", "temp-user").strip() for _ in range(2)]
+    client = new_client(server, "temp-user")
+    issued = access_token(server, client).json()["access_token"]
+    with signed_in(server, "temp-user", "t-pw") as session:
+        for token in (*tokens, issued):
+            assert bearer(server, token).status_code == 200
+        assert session.get(f"{GROUP}/threads").status_code == 200
+        done = subprocess.run([sys.executable, "-m", "threadsvc", "user", "revoke-tokens",
+                               "--config", str(server.config), "temp-user"],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "revoked 2 API token(s) and 1 client(s) of temp-user" in done.stderr
+        check_error(session.get(f"{GROUP}/threads"), 401, "0100")
+    for token in (*tokens, issued):
+        check_error(bearer(server, token), 401, "0100")
+    check_error(access_token(server, client), 401, "0100")
+    assert basic(server, "temp-user", "t-pw").status_code == 200
+    cli(server, "user", "remove", "temp-user")
 
 
 def test_removing_a_client_ends_its_access_tokens(server: Server) -> None:

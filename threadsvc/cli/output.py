@@ -163,7 +163,7 @@ class ProgressLine:
 
     def _plain(self, thread: ThreadInfo) -> None:
         key = (thread.status, thread.message, (thread.percent or 0) // 10)
-        if key == self._last:
+        if key == self._last or thread.final:  # the end has its own line (end)
             return
         self._last = key
         if thread.total:

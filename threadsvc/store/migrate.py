@@ -66,7 +66,8 @@ def _sqlite_version(path: Path) -> int:
     if not path.is_file():
         raise NotAStore(f"no store at {path}")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        # read-write but only read: a read-only connection would leave -wal and -shm behind
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
         try:
             row = conn.execute("SELECT version FROM schema_version").fetchone()
         finally:
