@@ -138,7 +138,8 @@ def threads(found: ThreadList) -> None:
 class ProgressLine:
     """The progress on standard error: at a terminal, one live line redrawn with `\\r` (status,
     bar, percent, message); elsewhere (a pipe, a file, a CI log), a plain line each time the
-    status, the message or the tens of percent change."""
+    status, the message or the tens of percent change (the final state only when it is the
+    first seen)."""
 
     WIDTH = 30
 
@@ -163,8 +164,8 @@ class ProgressLine:
 
     def _plain(self, thread: ThreadInfo) -> None:
         key = (thread.status, thread.message, (thread.percent or 0) // 10)
-        if key == self._last or thread.final:  # the end has its own line (end)
-            return
+        if key == self._last or (thread.final and self._last is not None):
+            return  # unchanged, or the end of a watched progress: end() says it
         self._last = key
         if thread.total:
             done = f" {thread.current or 0}/{thread.total} ({thread.percent or 0}%)"
