@@ -154,6 +154,7 @@ def test_a_foreign_sqlite_file_is_left_alone(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
 
 
+@pytest.mark.slow
 def test_a_postgres_database_without_the_schema_is_not_a_store(
     postgres: PostgresCluster,
 ) -> None:
