@@ -211,6 +211,28 @@ def test_migrate_check_then_migrate(tmp_path: Path) -> None:
         assert "nothing to migrate" in again.stderr
 
 
+@pytest.mark.slow
+def test_migrate_check_then_migrate_on_postgres(postgres: PostgresCluster) -> None:
+    url = postgres.new_database_url()
+    latest = latest_version("postgres")
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        pg.execute("INSERT INTO schema_version VALUES (%s)", (latest - 2,))
+        for number, script in migrations("postgres"):
+            if number <= latest - 2:
+                pg.execute(script)  # a whole script, no parameters
+    check = cli("migrate", "--db", url, "--check")
+    assert check.exit_code == 6, check.output
+    names = dict(migration_files("postgres"))
+    assert check.stdout.splitlines() == [f"{v:04d} {names[v]}" for v in (latest - 1, latest)]
+    done = cli("migrate", "--db", url)
+    assert done.exit_code == 0 and done.stdout == check.stdout, done.output
+    with psycopg.connect(url) as pg:
+        assert pg.execute("SELECT version FROM schema_version").fetchone() == (latest,)
+    again = cli("migrate", "--db", url, "--check")
+    assert again.exit_code == 0 and again.stdout == "", again.output
+
+
 def _sqlite_version(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
