@@ -233,3 +233,16 @@ CREATE TABLE schedule_ticks (
 );
 CREATE INDEX schedule_ticks_open ON schedule_ticks (claimed)
     WHERE thread_id IS NULL AND outcome IS NULL;
+
+-- The audit log (store/audit.py): see migrations/0012_audit_log.sql.
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    actor TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    group_name TEXT,
+    address TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_ts ON audit_log (ts);
