@@ -20,6 +20,7 @@ from threadsvc.models import (
     Role,
     now_ms,
 )
+from threadsvc.store import audit
 from threadsvc.store.audit import DETAIL_MAX, TARGET_MAX, Audit
 from threadsvc.store.base import Store
 from threadsvc.store.dialect import Tx
@@ -212,6 +213,16 @@ async def test_forget_audit_deletes_by_time(store: Store) -> None:
     assert await store.forget_audit(cutoff) == 1
     assert [e.target for e in await entries(store)] == ["new"]
     assert await store.forget_audit(cutoff) == 0
+
+
+async def test_forget_audit_goes_a_batch_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "FORGET_BATCH", 2)
+    for n in range(5):
+        await store.create_group(f"g{n}", 300 + n, by=BY)
+    assert await store.forget_audit(now_ms() + 1) == 5
+    assert await entries(store) == []
 
 
 async def test_bounded_text_and_one_log_line(

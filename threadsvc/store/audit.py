@@ -35,6 +35,7 @@ log = logging.getLogger("threadsvc.audit")
 
 TARGET_MAX = 200  # characters kept of a target (a name tried at sign-in may be that long)
 DETAIL_MAX = 500  # characters kept of a detail
+FORGET_BATCH = 1000  # entries deleted a transaction by the purge
 _CUT = "…"
 
 
@@ -123,8 +124,15 @@ class AuditRules(Transactions):
         return AuditPage(entries, entries[-1].id if entries else query.since, more)
 
     async def forget_audit(self, before: int) -> int:
-        """Delete the entries written before `before`; how many."""
-        return await self._write(lambda tx: tx.run("forget_audit", {"before": before}))
+        """Delete the entries written before `before`, FORGET_BATCH a transaction (so that no
+        one deletion holds the store's writer long); how many."""
+        args = {"before": before, "limit": FORGET_BATCH}
+        total = 0
+        while True:
+            deleted = await self._write(lambda tx: tx.run("forget_audit", args))
+            total += deleted
+            if deleted < FORGET_BATCH:
+                return total
 
 
 def _entry(row: Row) -> AuditEntry:

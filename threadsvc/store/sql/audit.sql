@@ -19,13 +19,18 @@ action = :action
 
 -- name: filter_audit_user
 -- What the user did, or what was done to them (a sign-in tried, a change to their account).
-actor = :user OR target = :user
+-- Each through its index: as `actor = :user OR target = :user`, PostgreSQL may walk the whole
+-- table backwards for the latest entries of a name that has none.
+id IN (SELECT id FROM audit_log WHERE actor = :user
+       UNION ALL SELECT id FROM audit_log WHERE target = :user)
 
 -- name: filter_audit_from
 ts >= :from_ts
 
 -- name: forget_audit
-DELETE FROM audit_log WHERE ts < :before;
+-- A batch at a time: a lowered audit-ttl may leave months to delete.
+DELETE FROM audit_log
+WHERE id IN (SELECT id FROM audit_log WHERE ts < :before ORDER BY ts LIMIT :limit);
 
 -- name: audit_username
 SELECT username FROM users WHERE id = :id;

@@ -246,3 +246,8 @@ CREATE TABLE audit_log (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_log_ts ON audit_log (ts);
+-- The filters of a page (an action; a user, as actor or target), so that a rare one is found
+-- without reading every entry.
+CREATE INDEX audit_log_action ON audit_log (action, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+CREATE INDEX audit_log_target ON audit_log (target, id);
