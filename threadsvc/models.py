@@ -210,7 +210,9 @@ class Principal:
 
     user: User
     roles: dict[int, Role] = field(default_factory=dict)
-    address: str | None = None  # the client's, over HTTP (for the audit log)
+    # The client's, over HTTP, for the audit log; not part of who they are (a recheck, which
+    # has no request, compares equal).
+    address: str | None = field(default=None, compare=False)
 
     @property
     def username(self) -> str:
