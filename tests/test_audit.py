@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,16 @@ def about(server: Server, target: str, **query: Any) -> list[dict[str, str]]:
     """The entries about `target`, each as its attributes and detail (`text`)."""
     return [{**e.attrib, "text": e.text or ""} for e in entries(server, user=target, **query)
             if e.get("target") == target]
+
+
+def test_the_vocabulary_is_the_same_everywhere() -> None:
+    """The actions the store may write are those audit.xsd and openapi.json publish."""
+    xsd = etree.fromstring((resources.files("threadsvc") / "schemas" / "audit.xsd").read_bytes())
+    published = {e.get("value") for e in xsd.iter("{http://www.w3.org/2001/XMLSchema}enumeration")
+                 if e.getparent().getparent().get("name") == "audit-action"}
+    openapi = json.loads((resources.files("threadsvc") / "schemas" / "openapi.json").read_text())
+    described = openapi["components"]["schemas"]["AuditEntry"]["properties"]["action"]["enum"]
+    assert published == set(described) == AUDIT_ACTIONS
 
 
 def test_only_administrators_read_it(server: Server) -> None:

@@ -7,7 +7,7 @@ Threat model: anyone who can reach the server guesses passwords and client secre
 and from several nodes' worth of connections. Each attempt is reserved in the store before its
 secret is checked, so at most `lockout-attempts` are checked per name in a window, on every node
 together; the rest are refused unchecked. Every failure and every lock is logged with the
-client's address (never the secret). A credential ends with what it stands for: access tokens
+client's address (never the secret), and written to the audit log (store/audit.py). A credential ends with what it stands for: access tokens
 name their client and the user's id (removing either ends them), console sessions the user's
 credential version (a password change, disabling or removal ends them), and a disabled user is
 no user at all to the store's lookups.
