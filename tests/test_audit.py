@@ -22,6 +22,7 @@ import pytest
 from lxml import etree
 
 from tests.conftest import NewStore
+from tests.hostile.test_session import UI, csrf_of, signed_in
 from tests.support import GROUP, Server, running_server, start, wait_final, wait_running
 from tests.test_permissions import assert_error
 from threadsvc.models import AUDIT_ACTIONS
@@ -102,6 +103,28 @@ def test_cancel_and_delete_over_http(server: Server) -> None:
     assert delete["actor"] == "manager" and delete["text"] == "sleep, cancelled"
 
 
+def test_the_console_is_audited_as_the_services(server: Server) -> None:
+    """A cancel from the console's form, and a failed sign-in on its page."""
+    with server.client("contributor") as http:
+        tid = start(http, seconds=30, steps=30)
+    with signed_in(server, "contributor") as browser:
+        page = browser.get(f"{UI}/groups/dev/threads/{tid}")
+        answer = browser.post(f"{UI}/groups/dev/threads/{tid}/cancel",
+                              data={"csrf": csrf_of(page)})
+        assert answer.status_code == 303, answer.text
+    [cancel] = about(server, tid, action="thread.cancel")
+    assert (cancel["actor"], cancel["group"], cancel["address"]) == (
+        "contributor", "dev", "127.0.0.1")
+    name = f"console-{time.monotonic_ns()}"
+    with httpx.Client(base_url=server.url) as browser:
+        form = browser.get(f"{UI}/sign-in")
+        answer = browser.post(f"{UI}/sign-in", data={"csrf": csrf_of(form), "username": name,
+                                                      "password": "wrong"})
+        assert answer.status_code == 401
+    [failure] = about(server, name)
+    assert failure["action"] == "signin.failure" and failure["address"] == "127.0.0.1"
+
+
 def test_webhooks_over_http(server: Server) -> None:
     with server.client("manager") as http:
         answer = http.post(f"{GROUP}/webhooks",
@@ -177,7 +200,9 @@ def test_the_command_line_reads_what_the_server_wrote(server: Server) -> None:
     assert rows[0]["seq"] < rows[1]["seq"] and rows[1]["target"] == "othermgr"  # the latest two
     since = rows[0]["datetime"]
     later = json.loads(_cli(server, "--json", "--since", since, "--action", "member.add"))
-    assert [r["seq"] for r in later][:2] == [r["seq"] for r in rows]
+    assert {r["seq"] for r in rows} <= {r["seq"] for r in later}  # from that moment, oldest first
+    assert all(r["timestamp"] >= rows[0]["timestamp"] for r in later)
+    assert [r["seq"] for r in later] == sorted(r["seq"] for r in later)
     bad = subprocess.run([*_command(server), "--since", "soon"], capture_output=True, text=True,
                          check=False)
     assert bad.returncode == 2 and "--since" in bad.stderr
