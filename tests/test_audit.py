@@ -9,8 +9,6 @@ import base64
 import contextlib
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -19,12 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 from lxml import etree
 
 from tests.conftest import NewStore
 from tests.hostile.test_session import UI, csrf_of, signed_in
 from tests.support import GROUP, Server, running_server, start, wait_final, wait_running
 from tests.test_permissions import assert_error
+from threadsvc.cli import main
 from threadsvc.models import AUDIT_ACTIONS
 from threadsvc.xml.schemas import validate
 
@@ -203,9 +203,8 @@ def test_the_command_line_reads_what_the_server_wrote(server: Server) -> None:
     assert {r["seq"] for r in rows} <= {r["seq"] for r in later}  # from that moment, oldest first
     assert all(r["timestamp"] >= rows[0]["timestamp"] for r in later)
     assert [r["seq"] for r in later] == sorted(r["seq"] for r in later)
-    bad = subprocess.run([*_command(server), "--since", "soon"], capture_output=True, text=True,
-                         check=False)
-    assert bad.returncode == 2 and "--since" in bad.stderr
+    bad = _invoke(server, "--since", "soon")
+    assert bad.exit_code == 2 and "--since" in bad.stderr
 
 
 @pytest.mark.slow
@@ -225,11 +224,12 @@ def _basic(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def _command(server: Server) -> list[str]:
-    return [sys.executable, "-m", "threadsvc", "audit", "--config", str(server.config)]
+def _invoke(server: Server, *args: str) -> Result:
+    """`threadsvc audit --config … ARGS`, in this process (the real command on the real store)."""
+    return CliRunner().invoke(main, ["audit", "--config", str(server.config), *args])
 
 
 def _cli(server: Server, *args: str) -> str:
-    done = subprocess.run([*_command(server), *args], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _invoke(server, *args)
+    assert done.exit_code == 0, done.output
     return done.stdout
