@@ -237,7 +237,8 @@ async def test_bounded_text_and_one_log_line(
     assert len(entry.detail) == DETAIL_MAX
     [record] = [r for r in caplog.records if r.name == "threadsvc.audit"]
     line = record.getMessage()
-    assert "\n" not in line and "\x1b" not in line and line.startswith("signin.failure by None")
+    assert "\n" not in line and "\x1b" not in line
+    assert line.startswith("signin.failure by no one signed in from '::1': 'evil\\n2026")
 
 
 async def test_log_lines_hold_no_secret(store: Store, caplog: pytest.LogCaptureFixture) -> None:

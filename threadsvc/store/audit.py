@@ -71,7 +71,8 @@ class Audit:
 
     def committed(self) -> None:
         for entry in self.written:
-            log.info("%s by %r%s: %r%s", entry.action, entry.actor,
+            log.info("%s by %s%s: %r%s", entry.action,
+                     repr(entry.actor) if entry.actor else "no one signed in",
                      f" from {entry.address!r}" if entry.address else "", entry.target,
                      f" ({entry.detail!r})" if entry.detail else "")
 
