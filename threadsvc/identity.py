@@ -7,7 +7,7 @@ Threat model: anyone who can reach the server guesses passwords and client secre
 and from several nodes' worth of connections. Each attempt is reserved in the store before its
 secret is checked, so at most `lockout-attempts` are checked per name in a window, on every node
 together; the rest are refused unchecked. Every failure and every lock is logged with the
-client's address (never the secret). A credential ends with what it stands for: access tokens
+client's address (never the secret), and written to the audit log (store/audit.py). A credential ends with what it stands for: access tokens
 name their client and the user's id (removing either ends them), console sessions the user's
 credential version (a password change, disabling or removal ends them), and a disabled user is
 no user at all to the store's lookups.
@@ -31,7 +31,7 @@ from cachetools import TTLCache
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from threadsvc.errors import AccountLocked, AuthenticationFailed, BadParameter, NotFound
-from threadsvc.models import LoginFailures, Principal, Role, User, now_ms
+from threadsvc.models import Actor, LoginFailures, Principal, Role, User, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
 
@@ -140,32 +140,39 @@ class Identity:
         )
 
     # -- creating ---------------------------------------------------------------------------
-    async def add_user(self, username: str, password: str | None, is_admin: bool) -> User:
+    # (`by`: who makes the change, for the audit log; None writes no entry.)
+    async def add_user(
+        self, username: str, password: str | None, is_admin: bool, by: Actor | None = None
+    ) -> User:
         check_username(username)
         hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
-        return await self.store.create_user(username, hashed, is_admin)
+        return await self.store.create_user(username, hashed, is_admin, by=by)
 
-    async def set_user(self, username: str, password: str | None, is_admin: bool) -> User:
+    async def set_user(
+        self, username: str, password: str | None, is_admin: bool, by: Actor | None = None
+    ) -> User:
         hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
-        return await self.store.update_user(username, hashed, is_admin)
+        return await self.store.update_user(username, hashed, is_admin, by=by)
 
-    async def set_password(self, username: str, password: str | None) -> None:
+    async def set_password(
+        self, username: str, password: str | None, by: Actor | None = None
+    ) -> None:
         """A new password (None: tokens only); ends the user's console sessions."""
         hashed = await anyio.to_thread.run_sync(hash_password, password) if password else None
-        if not await self.store.set_password(username, hashed):
+        if not await self.store.set_password(username, hashed, by=by):
             raise NotFound(f"no user '{username}'")
 
-    async def new_api_token(self, username: str) -> str:
+    async def new_api_token(self, username: str, by: Actor | None = None) -> str:
         user = await self._user(username)
         token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await self.store.add_api_token(user.id, token_hash(token))
+        await self.store.add_api_token(user.id, token_hash(token), by=by)
         return token
 
-    async def new_client(self, username: str) -> tuple[str, str]:
+    async def new_client(self, username: str, by: Actor | None = None) -> tuple[str, str]:
         user = await self._user(username)
         client_id = CLIENT_ID_PREFIX + secrets.token_hex(12)
         secret = secrets.token_urlsafe(32)
-        await self.store.add_oauth_client(user.id, client_id, token_hash(secret))
+        await self.store.add_oauth_client(user.id, client_id, token_hash(secret), by=by)
         return client_id, secret
 
     async def _user(self, username: str) -> User:
@@ -238,6 +245,7 @@ class Identity:
         ok = await self._verify(password, stored or _DUMMY_HASH)  # as slow for everyone
         if not ok or found is None or stored is None:
             self._log_failure("sign-in", username, address, counts)
+            await self._audit_failure(username, address, counts)
             raise AuthenticationFailed("Wrong username or password")
         await self.store.clear_login_failures(username, counted)
         self._remember(username, password, found[0])
@@ -257,6 +265,18 @@ class Identity:
         if counts is not None and counts.locked_until and seen >= attempts:
             log.warning("%s for %r locked for %d s after %d failures (the last from %s)",
                         what, name, self.settings.lockout_seconds, seen, address)
+
+    async def _audit_failure(self, name: str, address: str, counts: LoginFailures | None) -> None:
+        """The failure in the audit log, and the lockout when this failure made it (the
+        attempts refused while locked are not checked, and not written: one entry a check)."""
+        attempts = self.settings.lockout_attempts
+        seen = counts.failures if counts is not None else 0
+        locked = counts is not None and bool(counts.locked_until) and seen >= attempts
+        detail = f"{seen} of {attempts}" + (
+            f"; locked for {self.settings.lockout_seconds} s" if locked else "")
+        await self.store.record_signin_failure(
+            name, Actor(None, address or None), locked=locked, detail=detail
+        )
 
     async def _verify(self, password: str, stored: str) -> bool:
         if self._checks is None:
@@ -340,6 +360,7 @@ class Identity:
         expected = found[1] if found is not None else token_hash(secrets.token_hex(16))
         if not hmac.compare_digest(token_hash(secret), expected) or found is None:
             self._log_failure("OAuth token request", client_id, address, counts)
+            await self._audit_failure(CLIENT_KEY + client_id, address, counts)
             raise AuthenticationFailed("Unknown client or wrong secret")
         await self.store.clear_login_failures(CLIENT_KEY + client_id, "")
         claims: dict[str, object] = {"c": client_id, "u": found[0].id}

@@ -210,10 +210,17 @@ class Principal:
 
     user: User
     roles: dict[int, Role] = field(default_factory=dict)
+    # The client's, over HTTP, for the audit log; not part of who they are (a recheck, which
+    # has no request, compares equal).
+    address: str | None = field(default=None, compare=False)
 
     @property
     def username(self) -> str:
         return self.user.username
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.user.username, self.address)
 
     @property
     def is_admin(self) -> bool:
@@ -224,6 +231,60 @@ class Principal:
             return True
         role = self.roles.get(group_id)
         return role is not None and role >= minimum
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes an audited change (store/audit.py): a username, `cli:OSUSER` on the command
+    line (no username holds a ':'), or None for no one signed in (a failed sign-in); and the
+    client's address over HTTP."""
+
+    name: str | None
+    address: str | None = None
+
+
+# The audit log's actions (store/audit.py): SUBJECT.VERB, the subject being what the target
+# names (docs/decisions.md says why these).
+AUDIT_ACTIONS = frozenset({
+    "signin.failure", "signin.lockout",
+    "user.add", "user.update", "user.passwd", "user.disable", "user.enable", "user.remove",
+    "user.unlock", "token.add", "token.revoke", "client.add", "client.remove",
+    "group.add", "member.add", "member.role", "member.remove",
+    "thread.cancel", "thread.delete",
+    "webhook.add", "webhook.remove",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    timestamp: int
+    actor: str | None
+    action: str  # one of AUDIT_ACTIONS
+    target: str
+    group: str | None
+    address: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which entries: after the entry `since` (an id), oldest first, at most `limit`; or with
+    `latest`, the newest `limit` (still given oldest first)."""
+
+    since: int = 0
+    limit: int = 1000
+    action: str | None = None
+    user: str | None = None  # the actor or the target
+    from_ts: int | None = None  # at or after this moment
+    latest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    next: int  # the `since` of the following page
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)

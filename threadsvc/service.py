@@ -36,6 +36,8 @@ from threadsvc.errors import (
 from threadsvc.models import (
     SERVER_GROUP_ID,
     ActiveLimits,
+    AuditFilter,
+    AuditPage,
     Group,
     Level,
     LogEvent,
@@ -343,13 +345,13 @@ class Service:
         if thread.status is Status.INITIALISED:
             message = f"Cancelled by {who.username}"
             event = LogEvent(0, now_ms(), Level.INFO, f"Status: cancelled: {message}")
-            done = await self.store.cancel_initialised(thread.id, message, event)
+            done = await self.store.cancel_initialised(thread.id, message, event, by=who.actor)
             if done is not None:
                 self.changes.publish([done])
                 return done
             thread = await self._thread(who, thread_id, scope)  # claimed meanwhile: running
         if not thread.final:
-            await self.store.request_cancel(thread.id)
+            await self.store.request_cancel(thread.id, by=who.actor)
             if not await self.runner.cancel(thread.id, who.username):
                 await self._until_final(thread, CANCEL_WAIT)  # another node runs it
             thread = await self._thread(who, thread_id, scope)
@@ -371,7 +373,7 @@ class Service:
         thread = await self._thread(who, thread_id, scope)
         if not thread.final:
             raise ThreadStillRunning(f"Thread '{thread.id}' is {thread.status.value}; cancel it first")
-        if not await self.store.delete_thread(thread.id):
+        if not await self.store.delete_thread(thread.id, by=who.actor):
             raise ThreadNotFound(f"No thread '{thread_id}'")
         try:
             await self.files.delete(thread.result)
@@ -404,6 +406,12 @@ class Service:
         return thread, thread.result
 
     # -- the server ------------------------------------------------------------------------
+    async def audit(self, who: Principal, query: AuditFilter) -> AuditPage:
+        """A page of the audit log: administrators only."""
+        if not who.is_admin:
+            raise Forbidden("Only administrators may read the audit log")
+        return await self.store.audit_entries(query)
+
     async def thread_counts(self, who: Principal) -> dict[Status, int]:
         """Threads in the store by status, for the metrics: administrators only."""
         if not who.is_admin:
@@ -437,6 +445,8 @@ class Service:
         now = now_ms()
         await self.store.forget_idempotency_keys(now - IDEMPOTENCY_WINDOW)
         await self.store.forget_login_failures(now, self.settings.lockout_seconds * 1000)
+        if self.settings.audit_ttl > 0:
+            await self.store.forget_audit(now - self.settings.audit_ttl * 1000)
         active = await self.store.list_threads(
             ThreadFilter(job="purge", username=SYSTEM, pagesize=1)
         )

@@ -61,6 +61,7 @@ class Settings:
     result_ttl: int = 3600
     thread_ttl: int = 30 * 24 * 3600
     purge_interval: float = 300.0  # how often to look for results and threads to delete
+    audit_ttl: int = 90 * 24 * 3600  # seconds an audit log entry is kept; 0: for ever
     lease_timeout: int = 30
     max_upload: int = 100 * 1024 * 1024
     max_upload_file: int = 100 * 1024 * 1024  # one uploaded file

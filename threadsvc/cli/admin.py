@@ -155,7 +155,7 @@ def user_add(config: str | None, db: str | None, username: str, is_admin: bool,
         raise click.UsageError(str(exc)) from None
     if password_stdin:
         password = read_password("--password-stdin")
-    change(config, db, lambda a: a.identity.add_user(username, password or None, is_admin),
+    change(config, db, lambda a: a.identity.add_user(username, password or None, is_admin, a.by),
            f"added user {username}" + (" (administrator)" if is_admin else ""), create=True)
 
 
@@ -164,7 +164,7 @@ def user_add(config: str | None, db: str | None, username: str, is_admin: bool,
 @click.argument("username")
 def user_token(config: str | None, db: str | None, username: str) -> None:
     """Print a new API token for USERNAME, alone on stdout."""
-    click.echo(on_store(config, db, lambda a: a.identity.new_api_token(username)))
+    click.echo(on_store(config, db, lambda a: a.identity.new_api_token(username, a.by)))
 
 
 @user.command("revoke-token")
@@ -248,7 +248,7 @@ def oauth_client() -> None:
 @click.argument("username")
 def client_add(config: str | None, db: str | None, username: str) -> None:
     """Add an OAuth client acting as USERNAME; prints its id and secret."""
-    client_id, secret = on_store(config, db, lambda a: a.identity.new_client(username))
+    client_id, secret = on_store(config, db, lambda a: a.identity.new_client(username, a.by))
     click.echo(f"client_id: {client_id}")
     click.echo(f"client_secret: {secret}")
 

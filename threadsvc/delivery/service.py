@@ -80,7 +80,7 @@ class WebhookService:
         return await self.store.create_webhook(
             group_id, url, secret, cast(WebhookEvents, events), who.username, now_ms(),
             most_in_group=self.settings.max_webhooks_per_group,
-            most_in_all=self.settings.max_webhooks,
+            most_in_all=self.settings.max_webhooks, by=who.actor,
         )
 
     async def check_address(self, url: str) -> None:
@@ -101,5 +101,5 @@ class WebhookService:
 
     async def delete(self, who: Principal, group_ref: str | None, ref: str) -> None:
         webhook = await self._webhook(await self.authorize(who, group_ref), ref)
-        if not await self.store.delete_webhook(webhook.id):
+        if not await self.store.delete_webhook(webhook.id, by=who.actor):
             raise WebhookNotFound(f"No webhook '{ref[:64]}'")

@@ -4,8 +4,9 @@ once over the dialect primitives (dialect.py)."""
 from __future__ import annotations
 
 from threadsvc.errors import Conflict, NotFound
-from threadsvc.models import Group, LoginFailures, Role, User, UserEntry, now_ms
-from threadsvc.store.dialect import Args, Transactions, Tx
+from threadsvc.models import Actor, Group, LoginFailures, Role, User, UserEntry, now_ms
+from threadsvc.store.audit import Audit, AuditRules
+from threadsvc.store.dialect import Args, Tx
 from threadsvc.store.rows import failures_from_row, user_from_row
 
 
@@ -33,7 +34,9 @@ async def _changed(tx: Tx, name: str, args: Args) -> bool:
     return await tx.one(name, args) is not None
 
 
-class IdentityRules(Transactions):
+class IdentityRules(AuditRules):
+    """Each change taking `by` writes its audit entry in its transaction (store/audit.py)."""
+
     # -- server settings --------------------------------------------------------------------
     async def get_or_put_setting(self, key: str, value: str) -> str:
         """The stored value of `key`, storing `value` first when there is none."""
@@ -47,7 +50,9 @@ class IdentityRules(Transactions):
         await self._write(lambda tx: tx.run("put_setting", {"key": key, "value": value}))
 
     # -- identity ---------------------------------------------------------------------------
-    async def create_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
+    async def create_user(
+        self, username: str, password_hash: str | None, is_admin: bool, *, by: Actor | None = None
+    ) -> User:
         """Raises Conflict when the username is taken."""
         args = {
             "username": username,
@@ -56,25 +61,29 @@ class IdentityRules(Transactions):
             "created": now_ms(),
         }
 
-        async def do(tx: Tx) -> User:
+        async def do(tx: Tx, audit: Audit) -> User:
             user_id = await tx.value("insert_user", args)
+            await audit(tx, "user.add", username, detail=_kind(is_admin))
             return User(id=user_id, username=username, is_admin=is_admin)
 
         try:
-            return await self._write(do)
+            return await self._audited(by, do)
         except Conflict:
             raise Conflict(f"user '{username}' already exists") from None
 
-    async def update_user(self, username: str, password_hash: str | None, is_admin: bool) -> User:
+    async def update_user(
+        self, username: str, password_hash: str | None, is_admin: bool, *, by: Actor | None = None
+    ) -> User:
         """Raises NotFound when there is no such user."""
-        async def do(tx: Tx) -> User:
+        async def do(tx: Tx, audit: Audit) -> User:
             args = {"username": username, "password_hash": password_hash, "is_admin": is_admin}
             row = await tx.one("update_user", args)
             if row is None:
                 raise NotFound(f"no user '{username}'")
+            await audit(tx, "user.update", username, detail=f"new password, {_kind(is_admin)}")
             return User(row["id"], username, is_admin, row["credential_version"])
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
     async def get_user(self, username: str) -> tuple[User, str | None] | None:
         """The user and their password hash; None for a disabled user, as for an unknown one
@@ -97,54 +106,84 @@ class IdentityRules(Transactions):
 
         return await self._read(do)
 
-    async def set_password(self, username: str, password_hash: str | None) -> bool:
+    async def set_password(
+        self, username: str, password_hash: str | None, *, by: Actor | None = None
+    ) -> bool:
         """Bumps the credential version; False when there is no such user."""
         args = {"username": username, "password_hash": password_hash}
-        return await self._write(lambda tx: _changed(tx, "set_password", args))
 
-    async def set_disabled(self, username: str, disabled: bool) -> bool:
+        async def do(tx: Tx, audit: Audit) -> bool:
+            if not await _changed(tx, "set_password", args):
+                return False
+            await audit(tx, "user.passwd", username,
+                        detail="" if password_hash else "no password: tokens only")
+            return True
+
+        return await self._audited(by, do)
+
+    async def set_disabled(self, username: str, disabled: bool, *, by: Actor | None = None) -> bool:
         """Disabling bumps the credential version and deletes the user's API tokens and OAuth
         clients, in one transaction; False when there is no such user."""
-        async def do(tx: Tx) -> bool:
+        async def do(tx: Tx, audit: Audit) -> bool:
             query = "disable_user" if disabled else "enable_user"
             row = await tx.one(query, {"username": username})
-            if row is not None and disabled:
-                await tx.run("delete_tokens_of_user", {"user_id": row["id"]})
-                await tx.run("delete_clients_of_user", {"user_id": row["id"]})
-            return row is not None
+            if row is None:
+                return False
+            if disabled:
+                tokens = await tx.run("delete_tokens_of_user", {"user_id": row["id"]})
+                clients = await tx.run("delete_clients_of_user", {"user_id": row["id"]})
+                detail = f"{tokens} API tokens and {clients} OAuth clients deleted"
+                await audit(tx, "user.disable", username, detail=detail)
+            else:
+                await audit(tx, "user.enable", username)
+            return True
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
-    async def remove_user(self, username: str) -> bool:
+    async def remove_user(self, username: str, *, by: Actor | None = None) -> bool:
         """With their memberships, tokens and clients (their threads stay); False when none."""
-        async def do(tx: Tx) -> bool:
+        async def do(tx: Tx, audit: Audit) -> bool:
             gone = await _changed(tx, "delete_user", {"username": username})
             await tx.run("clear_login_failures", {"username": username})
+            if gone:
+                await audit(tx, "user.remove", username)
             return gone
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
-    async def revoke_credentials(self, username: str) -> tuple[int, int] | None:
+    async def revoke_credentials(
+        self, username: str, *, by: Actor | None = None
+    ) -> tuple[int, int] | None:
         """Ends every credential of the user but their password, in one transaction: deletes
         their API tokens and OAuth clients (which ends the clients' access tokens) and bumps the
         credential version (which ends their console sessions). The numbers of tokens and
-        clients deleted; None when there is no such user."""
-        async def do(tx: Tx) -> tuple[int, int] | None:
+        clients deleted; None when there is no such user. Audited as one `token.revoke`."""
+        async def do(tx: Tx, audit: Audit) -> tuple[int, int] | None:
             row = await tx.one("bump_credential_version", {"username": username})
             if row is None:
                 return None
             tokens = await tx.run("delete_tokens_of_user", {"user_id": row["id"]})
-            return tokens, await tx.run("delete_clients_of_user", {"user_id": row["id"]})
+            clients = await tx.run("delete_clients_of_user", {"user_id": row["id"]})
+            detail = f"every credential: {tokens} API tokens and {clients} OAuth clients deleted"
+            await audit(tx, "token.revoke", username, detail=detail)
+            return tokens, clients
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
     async def count_api_tokens(self, user_id: int) -> int:
         return int(await self._read(lambda tx: tx.value("count_tokens_of_user",
                                                         {"user_id": user_id})))
 
-    async def add_api_token(self, user_id: int, token_hash: str) -> None:
+    async def add_api_token(
+        self, user_id: int, token_hash: str, *, by: Actor | None = None
+    ) -> None:
         args = {"token_hash": token_hash, "user_id": user_id, "created": now_ms()}
-        await self._write(lambda tx: tx.run("insert_api_token", args))
+
+        async def do(tx: Tx, audit: Audit) -> None:
+            await tx.run("insert_api_token", args)
+            await audit(tx, "token.add", await _username(tx, user_id))
+
+        await self._audited(by, do)
 
     async def user_for_token(self, token_hash: str) -> User | None:
         async def do(tx: Tx) -> User | None:
@@ -153,20 +192,32 @@ class IdentityRules(Transactions):
 
         return await self._read(do)
 
-    async def remove_api_token(self, token_hash: str) -> bool:
+    async def remove_api_token(self, token_hash: str, *, by: Actor | None = None) -> bool:
         """False when there was no such token."""
-        return await self._write(
-            lambda tx: _changed(tx, "delete_api_token", {"token_hash": token_hash})
-        )
+        async def do(tx: Tx, audit: Audit) -> bool:
+            row = await tx.one("delete_api_token", {"token_hash": token_hash})
+            if row is None:
+                return False
+            await audit(tx, "token.revoke", await _username(tx, row["user_id"]))
+            return True
 
-    async def add_oauth_client(self, user_id: int, client_id: str, secret_hash: str) -> None:
+        return await self._audited(by, do)
+
+    async def add_oauth_client(
+        self, user_id: int, client_id: str, secret_hash: str, *, by: Actor | None = None
+    ) -> None:
         args = {
             "client_id": client_id,
             "user_id": user_id,
             "secret_hash": secret_hash,
             "created": now_ms(),
         }
-        await self._write(lambda tx: tx.run("insert_oauth_client", args))
+
+        async def do(tx: Tx, audit: Audit) -> None:
+            await tx.run("insert_oauth_client", args)
+            await audit(tx, "client.add", await _username(tx, user_id), detail=client_id)
+
+        await self._audited(by, do)
 
     async def get_oauth_client(self, client_id: str) -> tuple[User, str] | None:
         """The client's user and the hash of its secret."""
@@ -176,10 +227,15 @@ class IdentityRules(Transactions):
 
         return await self._read(do)
 
-    async def remove_oauth_client(self, client_id: str) -> bool:
-        return await self._write(
-            lambda tx: _changed(tx, "delete_oauth_client", {"client_id": client_id})
-        )
+    async def remove_oauth_client(self, client_id: str, *, by: Actor | None = None) -> bool:
+        async def do(tx: Tx, audit: Audit) -> bool:
+            row = await tx.one("delete_oauth_client", {"client_id": client_id})
+            if row is None:
+                return False
+            await audit(tx, "client.remove", await _username(tx, row["user_id"]), detail=client_id)
+            return True
+
+        return await self._audited(by, do)
 
     async def list_oauth_clients(self) -> list[tuple[str, str, int]]:
         """(client id, username, created) of every client."""
@@ -189,15 +245,18 @@ class IdentityRules(Transactions):
 
         return await self._read(do)
 
-    async def create_group(self, name: str, group_id: int | None = None) -> Group:
+    async def create_group(
+        self, name: str, group_id: int | None = None, *, by: Actor | None = None
+    ) -> Group:
         """Raises Conflict when the name or id is taken."""
-        async def do(tx: Tx) -> Group:
+        async def do(tx: Tx, audit: Audit) -> Group:
             await tx.lock("lock_group_ids")
             new_id = await tx.value("insert_group", {"id": group_id, "name": name})
+            await audit(tx, "group.add", name, group_id=new_id, detail=f"id {new_id}")
             return Group(id=new_id, name=name)
 
         try:
-            return await self._write(do)
+            return await self._audited(by, do)
         except Conflict:
             raise Conflict(f"a group named '{name}' or with id {group_id} exists") from None
 
@@ -215,14 +274,43 @@ class IdentityRules(Transactions):
 
         return await self._read(do)
 
-    async def set_membership(self, group_id: int, user_id: int, role: Role) -> None:
+    async def set_membership(
+        self, group_id: int, user_id: int, role: Role, *, by: Actor | None = None
+    ) -> None:
+        """Add the member, or change their role (the same role again changes nothing)."""
         args = {"group_id": group_id, "user_id": user_id, "role": int(role)}
-        await self._write(lambda tx: tx.run("set_membership", args))
 
-    async def remove_membership(self, group_id: int, user_id: int) -> bool:
+        async def do(tx: Tx, audit: Audit) -> None:
+            before = await tx.one("audit_role", args) if audit.by else None
+            await tx.run("set_membership", args)
+            if audit.by is None:
+                return
+            if before is None:
+                detail = f"role {role.label}"
+                await audit(tx, "member.add", await _username(tx, user_id), group_id=group_id,
+                            detail=detail)
+            elif before["role"] != int(role):
+                detail = f"role {Role(before['role']).label} to {role.label}"
+                await audit(tx, "member.role", await _username(tx, user_id), group_id=group_id,
+                            detail=detail)
+
+        await self._audited(by, do)
+
+    async def remove_membership(
+        self, group_id: int, user_id: int, *, by: Actor | None = None
+    ) -> bool:
         """False when the user was not a member of the group."""
         args = {"group_id": group_id, "user_id": user_id}
-        return await self._write(lambda tx: _changed(tx, "delete_membership", args))
+
+        async def do(tx: Tx, audit: Audit) -> bool:
+            row = await tx.one("delete_membership", args)
+            if row is None:
+                return False
+            await audit(tx, "member.remove", await _username(tx, user_id), group_id=group_id,
+                        detail=f"role {Role(row['role']).label}")
+            return True
+
+        return await self._audited(by, do)
 
     async def roles_of(self, user_id: int) -> dict[int, Role]:
         async def do(tx: Tx) -> dict[int, Role]:
@@ -281,20 +369,39 @@ class IdentityRules(Transactions):
 
         return await self._write(do)
 
-    async def clear_login_failures(self, username: str, address: str | None = None) -> bool:
+    async def clear_login_failures(
+        self, username: str, address: str | None = None, *, by: Actor | None = None
+    ) -> bool:
         """Forget the attempts of `username` from `address`, or from everywhere (None); False
-        when there were none."""
+        when there were none. With `by`, an unlock by hand (audited when there was one)."""
         if address is None:
             name, args = "clear_login_failures", {"username": username}
         else:
             name, args = "clear_login_failures_from", {"username": username, "address": address}
-        return await self._write(lambda tx: tx.run(name, args)) > 0
+
+        async def do(tx: Tx, audit: Audit) -> bool:
+            cleared = await tx.run(name, args)
+            if cleared:
+                await audit(tx, "user.unlock", username)
+            return cleared > 0
+
+        return await self._audited(by, do)
 
     async def forget_login_failures(self, now: int, window_ms: int) -> int:
         """Delete the counts that no longer matter: window over and no lock; how many. (Each
         made-up name tried makes one, so they must not stay.)"""
         args = {"now": now, "window_over": now - window_ms}
         return await self._write(lambda tx: tx.run("forget_login_failures", args))
+
+
+def _kind(is_admin: bool) -> str:
+    return "administrator" if is_admin else "user"
+
+
+async def _username(tx: Tx, user_id: int) -> str:
+    """The user's name, for an entry (a user removed meanwhile is named by id)."""
+    row = await tx.one("audit_username", {"id": user_id})
+    return str(row["username"]) if row is not None else f"#{user_id}"
 
 
 async def _failures(tx: Tx, username: str, address: str) -> LoginFailures | None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from threadsvc.models import (
     ActiveLimits,
+    Actor,
     Level,
     LogEvent,
     LogPage,
@@ -19,6 +20,7 @@ from threadsvc.models import (
     ThreadPage,
 )
 from threadsvc.store import fair
+from threadsvc.store.audit import Audit
 from threadsvc.store.dialect import Tx
 from threadsvc.store.listing import list_query
 from threadsvc.store.rows import thread_from_row
@@ -173,13 +175,13 @@ class ThreadRules(WebhookRules):
         return await self._write(do)
 
     async def cancel_initialised(
-        self, thread_id: str, message: str, event: LogEvent
+        self, thread_id: str, message: str, event: LogEvent, *, by: Actor | None = None
     ) -> Thread | None:
         """End an `initialised` thread as cancelled at `event.timestamp` (it never started),
         with `message` and `event` appended to its log; None if it was not `initialised`."""
         now = event.timestamp
 
-        async def do(tx: Tx) -> Thread | None:
+        async def do(tx: Tx, audit: Audit) -> Thread | None:
             args = {"id": thread_id, "now": now, "message": message}
             row = await tx.one("cancel_initialised", args)
             if row is None:
@@ -190,13 +192,24 @@ class ThreadRules(WebhookRules):
             )
             cancelled = thread_from_row(row)
             await self._status_changed(tx, [cancelled])
+            await audit(tx, "thread.cancel", thread_id, group_id=cancelled.group_id,
+                        detail=f"{cancelled.job}, initialised")
             return cancelled
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
-    async def request_cancel(self, thread_id: str) -> None:
-        """Flag a running thread so that the node running it cancels it."""
-        await self._write(lambda tx: tx.run("request_cancel", {"id": thread_id}))
+    async def request_cancel(self, thread_id: str, *, by: Actor | None = None) -> bool:
+        """Flag a running thread so that the node running it cancels it; False when it is not
+        running (any more)."""
+        async def do(tx: Tx, audit: Audit) -> bool:
+            row = await tx.one("request_cancel", {"id": thread_id})
+            if row is None:
+                return False
+            await audit(tx, "thread.cancel", thread_id, group_id=row["group_id"],
+                        detail=f"{row['job']}, {row['status']}")
+            return True
+
+        return await self._audited(by, do)
 
     async def cancel_requests(self, node: str) -> list[str]:
         """Ids of threads running on `node` that were asked to cancel."""
@@ -233,15 +246,18 @@ class ThreadRules(WebhookRules):
 
         return await self._write(do)
 
-    async def delete_thread(self, thread_id: str) -> bool:
+    async def delete_thread(self, thread_id: str, *, by: Actor | None = None) -> bool:
         """Delete a final thread with its log; False when it is absent or not final."""
-        async def do(tx: Tx) -> bool:
-            if await tx.run("delete_thread", {"id": thread_id}) == 0:
+        async def do(tx: Tx, audit: Audit) -> bool:
+            row = await tx.one("delete_thread", {"id": thread_id})
+            if row is None:
                 return False
             await tx.run("delete_logs", {"id": thread_id})
+            await audit(tx, "thread.delete", thread_id, group_id=row["group_id"],
+                        detail=f"{row['job']}, {row['status']}")
             return True
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
     async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
         async def do(tx: Tx) -> LogPage:

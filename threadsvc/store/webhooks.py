@@ -10,11 +10,13 @@ so several nodes can deliver.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from threadsvc.errors import TooManyWebhooks
 from threadsvc.models import (
     BEHIND,
     SERVER_GROUP_ID,
+    Actor,
     Delivery,
     DeliveryStatus,
     DueDelivery,
@@ -24,11 +26,12 @@ from threadsvc.models import (
     WebhookEvents,
 )
 from threadsvc.store import fair
-from threadsvc.store.dialect import Transactions, Tx
+from threadsvc.store.audit import Audit, AuditRules
+from threadsvc.store.dialect import Tx
 from threadsvc.store.rows import delivery_from_row, thread_from_snapshot, webhook_from_row
 
 
-class WebhookRules(Transactions):
+class WebhookRules(AuditRules):
     # -- the outbox -------------------------------------------------------------------------
     async def _status_changed(self, tx: Tx, changes: list[Thread]) -> None:
         """Inside the transaction that changed these threads' status (oldest change first):
@@ -50,6 +53,7 @@ class WebhookRules(Transactions):
         *,
         most_in_group: int = 0,
         most_in_all: int = 0,
+        by: Actor | None = None,
     ) -> Webhook:
         """Store a webhook of the group (-1: of the server) and return it with its new id.
         TooManyWebhooks, and nothing stored, when the group already has `most_in_group` or the
@@ -63,7 +67,7 @@ class WebhookRules(Transactions):
             "created": now,
         }
 
-        async def do(tx: Tx) -> Webhook:
+        async def do(tx: Tx, audit: Audit) -> Webhook:
             await tx.lock("lock_webhooks")
             counts = await tx.one("count_webhooks", {"group_id": group_id})
             assert counts is not None
@@ -73,9 +77,10 @@ class WebhookRules(Transactions):
             if 0 < most_in_all <= counts["in_all"]:
                 raise TooManyWebhooks(f"The server has {most_in_all} webhooks, the most allowed")
             webhook_id = await tx.value("insert_webhook", args)
+            await audit(tx, "webhook.add", str(webhook_id), group_id=group_id, detail=_host(url))
             return Webhook(webhook_id, group_id, url, secret, events, created_by, now)
 
-        return await self._write(do)
+        return await self._audited(by, do)
 
     async def get_webhook(self, webhook_id: int) -> Webhook | None:
         async def do(tx: Tx) -> Webhook | None:
@@ -92,10 +97,18 @@ class WebhookRules(Transactions):
 
         return await self._read(do)
 
-    async def delete_webhook(self, webhook_id: int) -> bool:
+    async def delete_webhook(self, webhook_id: int, *, by: Actor | None = None) -> bool:
         # Its deliveries go with it (ON DELETE CASCADE).
         """Delete a webhook with all its deliveries; False when there was none."""
-        return await self._write(lambda tx: tx.run("delete_webhook", {"id": webhook_id})) > 0
+        async def do(tx: Tx, audit: Audit) -> bool:
+            row = await tx.one("delete_webhook", {"id": webhook_id})
+            if row is None:
+                return False
+            await audit(tx, "webhook.remove", str(webhook_id), group_id=row["group_id"],
+                        detail=_host(row["url"]))
+            return True
+
+        return await self._audited(by, do)
 
     # -- deliveries -------------------------------------------------------------------------
     async def recent_deliveries(self, webhook_id: int, limit: int) -> list[Delivery]:
@@ -240,3 +253,13 @@ class WebhookRules(Transactions):
     async def prune_deliveries(self, created_before: int) -> int:
         """Delete delivered and failed deliveries created before the moment; how many."""
         return await self._write(lambda tx: tx.run("prune_deliveries", {"before": created_before}))
+
+
+def _host(url: str) -> str:
+    """What an audit entry says of a webhook's URL: its scheme and host (a path or query may
+    carry the receiver's own token)."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    except ValueError:
+        return ""

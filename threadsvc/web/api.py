@@ -24,7 +24,7 @@ from threadsvc.errors import (
     StoreUnavailable,
 )
 from threadsvc.files.base import CHUNK
-from threadsvc.models import Principal, Status, Thread, ThreadFilter, now_ms
+from threadsvc.models import AuditFilter, Principal, Status, Thread, ThreadFilter, now_ms
 from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
 from threadsvc.web import job_body, params, waiting
@@ -320,6 +320,20 @@ async def logs(request: Request) -> Response:
     if wants(request, "text/plain"):
         return PlainTextResponse(render.logs_text(page.events))
     return document(request, render.logs_element(page))
+
+
+async def audit(request: Request) -> Response:
+    """A page of the audit log, oldest first, for administrators (docs/api.md#audit)."""
+    state, who = await _who(request)
+    q = request.query_params
+    query = AuditFilter(
+        since=params.integer("since", q.get("since"), 0, 0, 10**15),
+        limit=params.integer("limit", q.get("limit"), 1000, 1, 10_000),
+        action=params.audit_action(q.get("action")),
+        user=params.text("user", q.get("user")),
+        from_ts=params.timestamp("from", q.get("from")),
+    )
+    return document(request, render.audit_element(await state.service.audit(who, query)))
 
 
 async def cancel(request: Request) -> Response:

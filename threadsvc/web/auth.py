@@ -9,6 +9,7 @@ then call `session_user` themselves (threadsvc.web.console.session).
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,7 +67,7 @@ async def authenticate(request: Request, identity: Identity) -> Principal:
         if request.method in SAFE_METHODS:
             user = await session_user(request, identity)
             if user is not None:
-                return await identity.principal(user)
+                return await principal_of(request, identity, user)
         raise AuthenticationFailed("Credentials are required (HTTP Basic or Bearer)")
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
@@ -79,4 +80,9 @@ async def authenticate(request: Request, identity: Identity) -> Principal:
             raise Forbidden("This access token's scope is read: it may not change anything")
     else:
         raise AuthenticationFailed("Unsupported credentials; use HTTP Basic or Bearer")
-    return await identity.principal(user)
+    return await principal_of(request, identity, user)
+
+
+async def principal_of(request: Request, identity: Identity, user: User) -> Principal:
+    """The caller, with their address (for the audit log of what they change)."""
+    return dataclasses.replace(await identity.principal(user), address=client_address(request))

@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 
 from threadsvc.errors import BadParameter
-from threadsvc.models import ACTIVE, FINAL, Level, Status
+from threadsvc.models import ACTIVE, AUDIT_ACTIONS, FINAL, Level, Status
 
 _INT = re.compile(r"[0-9]{1,15}")  # epoch milliseconds
 _DIGITS = re.compile(r"[0-9]+")
@@ -75,6 +75,14 @@ def timestamp(name: str, raw: str | None) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def audit_action(raw: str | None) -> str | None:
+    """One of the audit log's actions (models.AUDIT_ACTIONS), or None."""
+    found = text("action", raw)
+    if found is not None and found not in AUDIT_ACTIONS:
+        raise BadParameter("action", "is not an audited action (see docs/api.md#audit)")
+    return found
 
 
 def level(raw: str | None) -> Level:

@@ -46,6 +46,7 @@ def routes() -> list[BaseRoute]:
         *_thread_routes(SERVICE + "/groups/{group}"),
         *_webhook_routes(SERVICE),
         *_webhook_routes(SERVICE + "/groups/{group}"),
+        Route(SERVICE + "/audit", api.audit, methods=["GET"]),
         Route(SERVICE + "/jobs", api.list_jobs, methods=["GET"]),
         Route(SERVICE + "/groups/{group}/jobs", api.list_jobs, methods=["GET"]),
         Route(SERVICE + "/openapi.json", api.openapi, methods=["GET"]),

@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from threadsvc.models import BEHIND, Delivery, LogEvent, LogPage, Thread, ThreadPage, Webhook, iso
+from threadsvc.models import (
+    BEHIND,
+    AuditPage,
+    Delivery,
+    LogEvent,
+    LogPage,
+    Thread,
+    ThreadPage,
+    Webhook,
+    iso,
+)
 from threadsvc.runner.params import Described, describe
 
 if TYPE_CHECKING:
@@ -213,6 +223,30 @@ def to_json_data(element: Element) -> dict[str, Any]:
 
 def to_json(element: Element) -> bytes:
     return json.dumps(to_json_data(element), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- the audit log (docs/api.md#audit) --------------------------------------------------------------
+_LIST_ROOTS["audit"] = "audit"
+
+
+def audit_element(page: AuditPage) -> Element:
+    """`<audit next more>` holding `<entry seq timestamp datetime action [actor] target [group]
+    [address]>detail</entry>`, oldest first: as a log page, `next` is the following `since`."""
+    el = etree.Element("audit")
+    el.set("next", str(page.next))
+    el.set("more", "true" if page.more else "false")
+    for entry in page.entries:
+        item = etree.SubElement(el, "entry")
+        item.set("seq", str(entry.id))
+        item.set("timestamp", str(entry.timestamp))
+        item.set("datetime", iso(entry.timestamp))
+        _set(item, "action", entry.action)
+        for name, value in (("actor", entry.actor), ("target", entry.target),
+                            ("group", entry.group), ("address", entry.address)):
+            if value is not None:
+                _set(item, name, value)
+        item.text = xml_safe(entry.detail)
+    return el
 
 
 # -- webhooks (docs/api.md#webhooks) ---------------------------------------------------------------

@@ -22,6 +22,7 @@ SCHEMAS: dict[str, str] = {
     "threads": "threads.xsd",
     "thread-cancel": "thread-cancel.xsd",
     "logs": "logs.xsd",
+    "audit": "audit.xsd",
     "error": "error.xsd",
     "webhook": "webhook.xsd",
     "webhooks": "webhooks.xsd",

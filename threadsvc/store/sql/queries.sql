@@ -114,7 +114,8 @@ RETURNING *;
 
 -- name: request_cancel
 UPDATE threads SET cancel_requested = true
-WHERE id = :id AND status IN ('inprogress', 'warning', 'error');
+WHERE id = :id AND status IN ('inprogress', 'warning', 'error')
+RETURNING group_id, job, status;
 
 -- name: running_on_node
 -- What a fair claim weighs (store/fair.py): the node's running threads by owner.
@@ -152,7 +153,8 @@ GROUP BY job;
 SELECT * FROM threads WHERE status IN ('inprogress', 'warning', 'error') ORDER BY seq;
 
 -- name: delete_thread
-DELETE FROM threads WHERE id = :id AND status IN ('completed', 'failed', 'cancelled');
+DELETE FROM threads WHERE id = :id AND status IN ('completed', 'failed', 'cancelled')
+RETURNING group_id, job, status;
 
 -- name: delete_logs
 DELETE FROM log_events WHERE thread_id = :id;

@@ -12,7 +12,7 @@ SELECT * FROM webhooks WHERE id = :id;
 SELECT * FROM webhooks WHERE group_id = :group_id ORDER BY id;
 
 -- name: delete_webhook
-DELETE FROM webhooks WHERE id = :id;
+DELETE FROM webhooks WHERE id = :id RETURNING group_id, url;
 
 -- name: recent_deliveries
 SELECT * FROM webhook_deliveries WHERE webhook_id = :webhook_id ORDER BY seq DESC LIMIT :limit;

@@ -23,7 +23,7 @@ from threadsvc.errors import AuthenticationFailed, Forbidden, StoreUnavailable, 
 from threadsvc.models import Principal, iso
 from threadsvc.state import AppState, app_state
 from threadsvc.web import errors
-from threadsvc.web.auth import authenticate, session_user
+from threadsvc.web.auth import authenticate, principal_of, session_user
 from threadsvc.web.console.session import CSRF_FIELD, Console
 
 log = logging.getLogger("threadsvc.console")
@@ -171,7 +171,7 @@ async def poster(request: Request, form: FormData) -> tuple[AppState, Principal]
     user = await session_user(request, state.identity)
     if user is None:
         raise AuthenticationFailed("Sign in first")
-    who = await state.identity.principal(user)
+    who = await principal_of(request, state.identity, user)
     request.state.who = who
     return state, who
 

@@ -233,3 +233,8 @@ SELECT * FROM threads WHERE id = ANY(:ids);
 -- name: database_now
 -- The clock every node reads times from (runner/clock.py).
 SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+
+-- name: lock_audit
+-- Audited changes commit one at a time, so that entry ids grow in commit order and a reader
+-- paging by id (`since`) never passes an entry that commits later with a smaller id.
+SELECT pg_advisory_xact_lock(hashtext('threadsvc.audit'), 0);

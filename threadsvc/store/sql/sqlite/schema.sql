@@ -233,3 +233,21 @@ CREATE TABLE schedule_ticks (
 );
 CREATE INDEX schedule_ticks_open ON schedule_ticks (claimed)
     WHERE thread_id IS NULL AND outcome IS NULL;
+
+-- The audit log (store/audit.py): see migrations/0012_audit_log.sql.
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    actor TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    group_name TEXT,
+    address TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_ts ON audit_log (ts);
+-- The filters of a page (an action; a user, as actor or target), so that a rare one is found
+-- without reading every entry.
+CREATE INDEX audit_log_action ON audit_log (action, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+CREATE INDEX audit_log_target ON audit_log (target, id);
