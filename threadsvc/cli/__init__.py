@@ -3,7 +3,8 @@
 `serve` runs the server (serve.py); `user`, `client`, `group` and `member` change the store
 (admin.py); `files migrate` moves uploads and results to another storage (files.py);
 `schedules list` shows the schedules and their last ticks (schedules.py); `threads` is a
-client of a running server (client.py). Only `serve` imports the web application, and only
+client of a running server (client.py); `backup`, `export` and `import` copy or move
+a deployment (backup.py). Only `serve` imports the web application, and only
 once it runs: the other commands start without Starlette or the console.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import click
 
 from threadsvc.cli.admin import group, member, oauth_client, user
+from threadsvc.cli.backup import COMMANDS as BACKUP_COMMANDS
 from threadsvc.cli.client import threads
 from threadsvc.cli.files import files
 from threadsvc.cli.schedules import schedules
@@ -24,5 +26,6 @@ def main() -> None:
     """threadsvc: long-running, group-scoped jobs behind PageSeeder-compatible services."""
 
 
-for command in (serve, user, oauth_client, group, member, threads, files, schedules):
+for command in (serve, user, oauth_client, group, member, threads, files, schedules,
+                *BACKUP_COMMANDS):
     main.add_command(command)

@@ -3,7 +3,7 @@
 Stores only store: every rule of who may do what lives in the service and the runner. The
 store's own rules (what a claim takes, what a start checks, what a status change queues) are
 written once over a dialect's few primitives (dialect.py), in threads.py, identity.py,
-webhooks.py and schedules.py; sqlite.py and postgres.py give those primitives, the connections
+webhooks.py, schedules.py and transfer.py; sqlite.py and postgres.py give those primitives, the connections
 and the messages between nodes, and nothing else.
 
 Every method may raise `StoreUnavailable` when the database cannot be reached, and the
@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator
 from threadsvc.store.identity import IdentityRules
 from threadsvc.store.schedules import ScheduleRules
 from threadsvc.store.threads import ThreadRules
+from threadsvc.store.transfer import TransferRules
 
 
-class Store(ThreadRules, IdentityRules, ScheduleRules, abc.ABC):
+class Store(ThreadRules, IdentityRules, ScheduleRules, TransferRules, abc.ABC):
     shared: bool
     """True when several nodes may share the store (and so must announce their changes)."""
 
