@@ -75,7 +75,7 @@ class TransferRules(Transactions):
     async def export_page(self, table: Table, after: Sequence[Any], limit: int) -> list[Row]:
         """Up to `limit` rows of `table` whose key is above `after`, in key order; flags as
         booleans, whichever way the dialect keeps them."""
-        args = {"limit": limit, **{f"k{i}": value for i, value in enumerate(after)}}
+        args = {"limit": limit, **dict(zip(("after_a", "after_b"), after, strict=False))}
 
         async def do(tx: Tx) -> list[Row]:
             rows = await tx.all(f"export_{table.name}", args)

@@ -3,45 +3,45 @@
 -- was (ids included, so that URLs and sessions still name the same things).
 
 -- name: export_server_settings
-SELECT key, value FROM server_settings WHERE key > :k0 ORDER BY key LIMIT :limit;
+SELECT key, value FROM server_settings WHERE key > :after_a ORDER BY key LIMIT :limit;
 
 -- name: export_users
 SELECT id, username, password_hash, is_admin, created, disabled, credential_version
-FROM users WHERE id > :k0 ORDER BY id LIMIT :limit;
+FROM users WHERE id > :after_a ORDER BY id LIMIT :limit;
 
 -- name: export_groups
-SELECT id, name FROM groups WHERE id > :k0 ORDER BY id LIMIT :limit;
+SELECT id, name FROM groups WHERE id > :after_a ORDER BY id LIMIT :limit;
 
 -- name: export_memberships
 SELECT group_id, user_id, role FROM memberships
-WHERE (user_id, group_id) > (:k0, :k1) ORDER BY user_id, group_id LIMIT :limit;
+WHERE (user_id, group_id) > (:after_a, :after_b) ORDER BY user_id, group_id LIMIT :limit;
 
 -- name: export_api_tokens
 SELECT token_hash, user_id, created FROM api_tokens
-WHERE token_hash > :k0 ORDER BY token_hash LIMIT :limit;
+WHERE token_hash > :after_a ORDER BY token_hash LIMIT :limit;
 
 -- name: export_oauth_clients
 SELECT client_id, user_id, secret_hash, created FROM oauth_clients
-WHERE client_id > :k0 ORDER BY client_id LIMIT :limit;
+WHERE client_id > :after_a ORDER BY client_id LIMIT :limit;
 
 -- name: export_threads
 SELECT seq, id, name, username, group_id, job, params, status, created, started, ended, message,
        progress_current, progress_total, warnings, errors, node, heartbeat, cancel_requested,
        version, idempotency_key, result_file, result_type, result_size, result_name,
        result_deletion, request_hash
-FROM threads WHERE seq > :k0 ORDER BY seq LIMIT :limit;
+FROM threads WHERE seq > :after_a ORDER BY seq LIMIT :limit;
 
 -- name: export_log_events
 SELECT thread_id, seq, ts, level, text FROM log_events
-WHERE (thread_id, seq) > (:k0, :k1) ORDER BY thread_id, seq LIMIT :limit;
+WHERE (thread_id, seq) > (:after_a, :after_b) ORDER BY thread_id, seq LIMIT :limit;
 
 -- name: export_webhooks
 SELECT id, group_id, url, secret, events, created_by, created, failures, paused_until
-FROM webhooks WHERE id > :k0 ORDER BY id LIMIT :limit;
+FROM webhooks WHERE id > :after_a ORDER BY id LIMIT :limit;
 
 -- name: export_schedule_ticks
 SELECT name, tick, node, claimed, thread_id, outcome FROM schedule_ticks
-WHERE (name, tick) > (:k0, :k1) ORDER BY name, tick LIMIT :limit;
+WHERE (name, tick) > (:after_a, :after_b) ORDER BY name, tick LIMIT :limit;
 
 -- name: import_server_settings
 INSERT INTO server_settings (key, value) VALUES (:key, :value)
