@@ -148,7 +148,8 @@ def test_a_sqlite_deployment_moves_to_postgresql_and_back(
     new = Server(tmp_path / "pg", db=url, files="postgres")
     done = import_(new.config, dump)
     assert done.returncode == 0, done.stderr
-    assert b"7 users" in done.stderr and b"2 files" in done.stderr
+    assert b"7 users" in done.stderr and b"1 oauth_clients" in done.stderr
+    assert b"1 webhooks" in done.stderr and b"2 files" in done.stderr
 
     # The same dump comes out of PostgreSQL, and goes into SQLite again.
     again = tmp_path / "postgres.dump"
