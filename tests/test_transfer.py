@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ def cli(*args: str, stdin: Path | None = None, stdout: Path | None = None
 def export(config: Path, dump: Path) -> None:
     done = cli("export", "--config", str(config), stdout=dump)
     assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600  # it holds hashes and secrets
 
 
 def import_(config: Path, dump: Path) -> subprocess.CompletedProcess[bytes]:
@@ -218,6 +220,8 @@ def test_a_cut_dump_leaves_a_store_no_node_starts_on_until_imported_whole(
     assert done.returncode != 0 and b"not whole" in done.stderr
     with pytest.raises(RuntimeError, match="import into this store has not finished"):
         target.start(timeout=10)
+    refused = cli("export", "--config", str(target.config), stdout=tmp_path / "half")
+    assert refused.returncode != 0 and b"has not finished" in refused.stderr
     done = import_(target.config, dump)
     assert done.returncode == 0, done.stderr
     assert b"starting over" in done.stderr

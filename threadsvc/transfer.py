@@ -45,6 +45,7 @@ from typing import Any
 from threadsvc import private
 from threadsvc.errors import ThreadsvcError
 from threadsvc.files.base import FileStorage, is_key
+from threadsvc.files.migrate import check_recorded
 from threadsvc.models import now_ms
 from threadsvc.store.base import Store
 from threadsvc.store.migrate import latest_version
@@ -80,6 +81,7 @@ def _line(value: Any) -> bytes:
 async def export(store: Store, files: FileStorage, write: Write) -> Counts:
     """Write the whole of `store` and `files` to `write`, as the module docstring says. The
     nodes should be stopped: a thread that changes meanwhile may be carried in either state."""
+    await check_recorded(store, files.kind)  # the files are where the settings look
     counts = Counts()
     await write(_line({
         "format": FORMAT, "version": VERSION, "schema": latest_version(),
@@ -197,9 +199,9 @@ def _checked_rows(table: Table, rows: Any, n: int) -> list[dict[str, Any]]:
 
 
 def _check_end(end: Any, counts: Counts) -> None:
-    if not isinstance(end, dict):
+    if not isinstance(end, dict) or not isinstance(end.get("rows"), dict):
         raise BadDump("the end line says nothing")
-    expected = {name: n for name, n in (end.get("rows") or {}).items() if n}
+    expected = {name: n for name, n in end["rows"].items() if n}
     if expected != {name: n for name, n in counts.rows.items() if n} \
             or end.get("files") != counts.files:
         raise BadDump(f"the dump announced {end}, it held {counts.rows} and {counts.files} files")

@@ -8,6 +8,8 @@ standard output.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -88,6 +90,7 @@ def export(config: str | None, db: str | None) -> None:
     settings = settings_from(config, db=db)
     if settings.sqlite_path is not None and not settings.sqlite_path.exists():
         raise click.ClickException(f"there is no store at {settings.sqlite_path}")
+    _keep_private(sys.stdout.fileno())
     out = anyio.wrap_file(sys.stdout.buffer)
 
     async def run() -> transfer.Counts:
@@ -122,6 +125,17 @@ def import_(config: str | None, db: str | None) -> None:
 
     counts = _run(lambda: _with_store(settings, into))
     _say(f"imported {_rows(counts)} and {counts.files} files ({counts.bytes} bytes)")
+
+
+def _keep_private(fd: int) -> None:
+    """The dump holds password hashes and webhook secrets: a file it goes to is made
+    owner-only, as the store is, whatever the umask it was created under."""
+    found = os.fstat(fd)
+    if stat.S_ISREG(found.st_mode) and found.st_mode & 0o077:
+        try:
+            os.fchmod(fd, stat.S_IMODE(found.st_mode) & 0o700)
+        except OSError as exc:
+            _say(f"the dump may be readable by other users: {exc}")
 
 
 def _rows(counts: transfer.Counts) -> str:
