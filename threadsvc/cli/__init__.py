@@ -3,9 +3,10 @@
 `serve` runs the server (serve.py); `user`, `client`, `group` and `member` change the store
 (admin.py); `files migrate` moves uploads and results to another storage (files.py);
 `schedules list` shows the schedules and their last ticks (schedules.py); `migrate` brings the
-store's schema up to date (migrate.py); `audit` prints the audit log (audit.py); `threads` is a
-client of a running server (client.py). Only `serve` imports the web application, and only once
-it runs: the other commands start without Starlette or the console.
+store's schema up to date (migrate.py); `audit` prints the audit log (audit.py); `backup`,
+`export` and `import` copy or move a deployment (backup.py); `threads` is a client of a running
+server (client.py). Only `serve` imports the web application, and only once it runs: the other
+commands start without Starlette or the console.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 
 from threadsvc.cli.admin import group, member, oauth_client, user
 from threadsvc.cli.audit import audit
+from threadsvc.cli.backup import COMMANDS as BACKUP_COMMANDS
 from threadsvc.cli.client import threads
 from threadsvc.cli.files import files
 from threadsvc.cli.migrate import migrate
@@ -28,5 +30,5 @@ def main() -> None:
 
 
 for command in (serve, user, oauth_client, group, member, threads, files, schedules, migrate,
-                audit):
+                audit, *BACKUP_COMMANDS):
     main.add_command(command)

@@ -24,6 +24,7 @@ import anyio
 from threadsvc.files.base import FileStorage, is_key
 from threadsvc.settings import SettingsError
 from threadsvc.store.base import Store
+from threadsvc.store.transfer import IMPORTING
 
 SETTING = "files"  # the store's record of where its files are
 PREFIXES = ("results/", "uploads/")
@@ -37,6 +38,11 @@ async def check_recorded(store: Store, kind: str) -> None:
     if kind != "local" and any((await store.count_by_status()).values()):
         first = "local"
     recorded = await store.get_or_put_setting(SETTING, first)
+    if recorded == IMPORTING:
+        raise SettingsError(
+            "an import into this store has not finished: run 'threadsvc import' again with "
+            "the whole dump"
+        )
     if recorded != kind:
         shared = " with files-shared = true" if recorded == "local" else ""
         raise SettingsError(

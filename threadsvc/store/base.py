@@ -4,8 +4,8 @@ the audit log.
 Stores only store: every rule of who may do what lives in the service and the runner. The
 store's own rules (what a claim takes, what a start checks, what a status change queues) are
 written once over a dialect's few primitives (dialect.py), in threads.py, identity.py,
-webhooks.py, schedules.py and audit.py; sqlite.py and postgres.py give those primitives, the
-connections and the messages between nodes, and nothing else.
+webhooks.py, schedules.py, audit.py and transfer.py; sqlite.py and postgres.py give those
+primitives, the connections and the messages between nodes, and nothing else.
 
 Every method may raise `StoreUnavailable` when the database cannot be reached, and the
 identity methods raise `Conflict` when a unique name or id is taken. Each method is one
@@ -21,9 +21,10 @@ from threadsvc.store.audit import AuditRules
 from threadsvc.store.identity import IdentityRules
 from threadsvc.store.schedules import ScheduleRules
 from threadsvc.store.threads import ThreadRules
+from threadsvc.store.transfer import TransferRules
 
 
-class Store(ThreadRules, IdentityRules, ScheduleRules, AuditRules, abc.ABC):
+class Store(ThreadRules, IdentityRules, ScheduleRules, AuditRules, TransferRules, abc.ABC):
     shared: bool
     """True when several nodes may share the store (and so must announce their changes)."""
 

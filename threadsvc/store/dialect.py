@@ -38,6 +38,9 @@ class Tx(Protocol):
     async def run(self, name: str, args: Args = None) -> int:
         """Execute statement `name`; how many rows it changed."""
 
+    async def many(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute statement `name` once per row of arguments, as one batch (an import)."""
+
     async def lock(self, name: str, args: Args = None) -> None:
         """Take lock `name` till the transaction ends, making a read-then-write atomic across
         nodes (a no-op where one writer at a time has the store)."""

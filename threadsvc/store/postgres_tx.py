@@ -3,6 +3,7 @@ and the batch writes as set-based statements (arrays, COPY)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from psycopg import AsyncConnection
@@ -51,6 +52,10 @@ class PostgresTx:
 
     async def run(self, name: str, args: Args = None) -> int:
         return int((await self._execute(name, args, None)).rowcount)
+
+    async def many(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.executemany(Q[name], rows)  # pipelined: one round trip for the batch
 
     async def lock(self, name: str, args: Args = None) -> None:
         await self._execute(name, args, None)  # an advisory lock (overrides.sql, "Only PostgreSQL")

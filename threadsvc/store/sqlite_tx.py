@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from threadsvc.models import BEHIND, NewLogEvent, Thread, now_ms
@@ -41,6 +41,9 @@ class SQLiteTx:
 
     async def run(self, name: str, args: Args = None) -> int:
         return self._execute(name, args, None).rowcount
+
+    async def many(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.executemany(Q[name], rows)
 
     async def lock(self, name: str, args: Args = None) -> None:
         pass  # one write transaction at a time (BEGIN IMMEDIATE) holds the whole store
