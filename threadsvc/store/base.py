@@ -24,6 +24,9 @@ from threadsvc.store.threads import ThreadRules
 class Store(ThreadRules, IdentityRules, ScheduleRules, abc.ABC):
     shared: bool
     """True when several nodes may share the store (and so must announce their changes)."""
+    errors = 0
+    """Operations that failed because the database could not be reached or failed (their
+    StoreUnavailable), since the store was made: for /metrics."""
 
     @abc.abstractmethod
     async def open(self) -> None:
