@@ -284,7 +284,7 @@ def test_the_dashboard_asks_only_for_what_the_server_exports(
     asked: set[str] = set()
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            found = set(re.findall(r"threadsvc_\w+", target["expr"]))
+            found = set(re.findall(r"\b(?:threadsvc|process|python)_\w+", target["expr"]))
             assert found, (panel["title"], target["expr"])
             assert found <= names, (panel["title"], found - names)
             asked |= found
