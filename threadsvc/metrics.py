@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+import anyio.to_thread
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -174,16 +175,18 @@ class Metrics:
         child.observe(seconds)
 
     # -- /metrics ---------------------------------------------------------------------------
-    def exposition(
+    async def exposition(
         self, counts: Mapping[Status, int], *, node: str, running: int, slots: int,
         clock_offset_ms: int, accept: str = "",
     ) -> tuple[bytes, str]:
         """The text of every figure, in the format `accept` asks for (Prometheus text 0.0.4
-        unless it names a newer one, or OpenMetrics), with the figures read at scrape time."""
+        unless it names a newer one, or OpenMetrics), with the figures read at scrape time.
+        Written in a worker thread: a few hundred HTTP series take tens of milliseconds to
+        format, which the event loop must not wait for (the metrics take their own locks)."""
         for status in Status:
             self.threads.labels(status.value).set(counts.get(status, 0))
         self.running.labels(node).set(running)
         self.slots.labels(node).set(slots)
         self.clock_offset.set(clock_offset_ms / 1000)
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        return await anyio.to_thread.run_sync(encoder, self.registry), content_type

@@ -405,7 +405,7 @@ async def metrics(request: Request) -> Response:
     state = app_state(request)
     await web_metrics.check_scraper(request, state)
     counts = await state.service.thread_counts()
-    body, content_type = state.metrics.exposition(
+    body, content_type = await state.metrics.exposition(
         counts, node=state.runner.node, running=state.runner.running_count,
         slots=state.settings.max_running, clock_offset_ms=state.clock.offset_ms,
         accept=request.headers.get("accept", ""),
