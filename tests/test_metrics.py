@@ -258,6 +258,33 @@ def test_without_a_token_only_administrators_scrape(
         assert admin.get("/metrics").status_code == 200
 
 
+def test_a_scanner_adds_no_series(tokenless: tuple[Server, dict[str, str]]) -> None:
+    """Random paths, ids, groups and methods: the series stay those of the templates."""
+    server, _ = tokenless
+    http_count = "threadsvc_http_request_duration_seconds_count"
+
+    def labels() -> set[tuple[str, str, str]]:
+        with server.client("admin") as admin:
+            found = series(parsed(admin.get("/metrics").text)[1], http_count)
+        return {(r["method"], r["route"], r["status"]) for r in found}
+
+    with server.client("outsider") as http:
+        for method in ("GET", "PROPFIND", "BREW"):
+            http.request(method, f"/{secrets.token_hex(6)}/{secrets.token_hex(6)}")
+            http.request(method, f"{GROUP}/threads/{secrets.token_hex(16)}")
+            http.request(method, f"/ps/service/groups/{secrets.token_hex(4)}/threads/"
+                                 f"{secrets.token_hex(16)}")
+    seen = labels()
+    with server.client("outsider") as http:
+        for _ in range(30):
+            method = secrets.choice(["GET", "PROPFIND", "BREW", secrets.token_hex(3).upper()])
+            http.request(method, f"/{secrets.token_hex(6)}/{secrets.token_hex(6)}")
+            http.request(method, f"/ps/service/groups/{secrets.token_hex(4)}/threads/"
+                                 f"{secrets.token_hex(16)}")
+    assert labels() - seen <= {(m, "/metrics", "200") for m in ("GET",)}
+    assert {method for method, _, _ in seen} <= {"GET", "other"}
+
+
 # -- the dashboard ----------------------------------------------------------------------------
 def exported(families: dict[str, str]) -> set[str]:
     """Every sample name the families give (a histogram's _bucket, _count and _sum...)."""
