@@ -27,6 +27,7 @@ from threadsvc.jobs.command.job import command_job
 from threadsvc.jobs.command.process import kill_all
 from threadsvc.jobs.purge import purge_job
 from threadsvc.keys import check_key_fingerprint, secret_keys
+from threadsvc.metrics import Metrics
 from threadsvc.results import ResultFiles, ResultLinks
 from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.cluster import Cluster
@@ -42,6 +43,7 @@ from threadsvc.store.base import Store
 from threadsvc.uploads import Uploads
 from threadsvc.web import errors, openapi
 from threadsvc.web.console import Console, ConsoleSessions
+from threadsvc.web.metrics import RequestMetrics
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
 from threadsvc.web.renderings import Renderings
 from threadsvc.web.routes import console_routes, routes
@@ -57,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
         registry = Registry.load(settings.jobs)
         store = make_store(settings)
         await store.open()
+        metrics = Metrics(store)  # this node's figures (/metrics), counted by each part
         stack = contextlib.AsyncExitStack()
         try:
             keys = await secret_keys(settings, store)
@@ -75,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
             runner = Runner(
                 store, registry, settings, node=node, changes=changes, files=files,
                 uploads=uploads, supervisor=supervisor, clock=clock, cluster=cluster,
+                metrics=metrics,
             )
             registry.add(purge_job(store, files, uploads, settings))
             if settings.commands:
@@ -84,7 +88,7 @@ def create_app(settings: Settings) -> Starlette:
                 store, registry, runner, settings, links, files=files, uploads=uploads,
                 changes=changes,
             )
-            identity = Identity(store, settings, keys)
+            identity = Identity(store, settings, keys, metrics=metrics)
             app.state.threadsvc = AppState(
                 settings=settings,
                 identity=identity,
@@ -99,8 +103,9 @@ def create_app(settings: Settings) -> Starlette:
                 renderings=Renderings(),
                 rechecks=Rechecks(identity, settings.auth_cache_seconds or 5.0),
                 openapi=openapi.generate(registry),  # every job is registered by now
+                metrics=metrics,
             )
-            deliveries = DeliveryWorker(store, settings, links=links)  # webhooks (docs/api.md#webhooks)
+            deliveries = DeliveryWorker(store, settings, links=links, metrics=metrics)  # webhooks (docs/api.md#webhooks)
             scheduler = Scheduler(parse_schedules(settings.schedules), service, node)
             await scheduler.check()  # a bad [schedules.NAME] table stops the start here
             await runner.start()
@@ -134,6 +139,7 @@ def create_app(settings: Settings) -> Starlette:
                 large_at_once=settings.max_large_bodies,
             ),
             Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)
+            Middleware(RequestMetrics),  # innermost: it reads the route the router matched
         ],
         exception_handlers={
             ThreadsvcError: errors.threadsvc_error,

@@ -25,6 +25,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from cachetools import TTLCache
@@ -34,6 +35,9 @@ from threadsvc.errors import AccountLocked, AuthenticationFailed, BadParameter, 
 from threadsvc.models import Actor, LoginFailures, Principal, Role, User, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+
+if TYPE_CHECKING:  # the server's only: administrative commands do without prometheus_client
+    from threadsvc.metrics import Metrics
 
 log = logging.getLogger("threadsvc.auth")
 
@@ -120,8 +124,12 @@ class AccessToken:
 class Identity:
     """Authentication against the store; everything here answers a User or raises."""
 
-    def __init__(self, store: Store, settings: Settings, secret_keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, secret_keys: tuple[str, ...],
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics  # the server's, which counts the failures (/metrics)
         self.settings = settings
         # itsdangerous signs with the last key and verifies with all of them.
         self._access = URLSafeTimedSerializer(list(reversed(secret_keys)), salt="access-token")
@@ -261,6 +269,8 @@ class Identity:
     ) -> None:
         attempts = self.settings.lockout_attempts
         seen = counts.failures if counts is not None else 0
+        if self.metrics is not None:
+            self.metrics.signin_failed()
         log.warning("failed %s for %r from %s (%d of %d)", what, name, address, seen, attempts)
         if counts is not None and counts.locked_until and seen >= attempts:
             log.warning("%s for %r locked for %d s after %d failures (the last from %s)",

@@ -81,6 +81,8 @@ class Settings:
     # response); a body must keep arriving at 1 KiB/s on average once this time has passed.
     read_timeout: float = 12.0
     access_token_ttl: int = 3600
+    # A secret: the bearer token that may read /metrics besides administrators (empty: none).
+    metrics_token: str = ""
     # Seconds a checked token and a user's roles are reused: a revoked token, a removed member
     # or a changed role takes effect within this time (0: read the store on every request).
     auth_cache_seconds: float = 2.0

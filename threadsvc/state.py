@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from threadsvc.changes import Changes
 from threadsvc.delivery.service import WebhookService
 from threadsvc.identity import Identity
+from threadsvc.metrics import Metrics
 from threadsvc.runner.clock import ClockCheck
 from threadsvc.runner.runner import Runner
 from threadsvc.runner.supervisor import Supervisor
@@ -36,6 +37,7 @@ class AppState:
     renderings: Renderings
     rechecks: Rechecks
     openapi: bytes  # /ps/service/openapi.json, made from the registered jobs (web/openapi.py)
+    metrics: Metrics  # this node's figures, for /metrics
 
 
 def app_state(request: Request) -> AppState:

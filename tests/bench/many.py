@@ -76,7 +76,7 @@ def running(url: str, admin_token: str) -> int:
     headers = {"Authorization": f"Bearer {admin_token}"}
     text = httpx.get(f"{url}/metrics", headers=headers, timeout=30).text
     line = next(x for x in text.splitlines() if x.startswith("threadsvc_running_threads{"))
-    return int(line.rsplit(" ", 1)[1])
+    return int(float(line.rsplit(" ", 1)[1]))  # prometheus_client writes 3.0
 
 
 def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -46,6 +47,9 @@ from threadsvc.settings import Settings
 from threadsvc.store.base import Store
 from threadsvc.store.fair import Owner
 from threadsvc.xml import render
+
+if TYPE_CHECKING:  # the server's only: administrative commands do without prometheus_client
+    from threadsvc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class DeliveryWorker:
         settings: Settings,
         client: httpx.AsyncClient | None = None,
         links: ResultLinks | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -94,6 +99,7 @@ class DeliveryWorker:
         self._last_prune = 0.0
         self._last_trim = 0.0
         self.given_up = 0  # deliveries given up past `max-pending-deliveries` since start
+        self.metrics = metrics  # the server's, which counts the outcomes (/metrics)
 
     async def start(self, supervisor: Supervisor) -> None:
         if self._client is None:
@@ -184,6 +190,8 @@ class DeliveryWorker:
             most = self.settings.max_pending_deliveries
             for webhook_id, count in (await self.store.give_up_excess(most, now_ms())).items():
                 self.given_up += count
+                if self.metrics is not None:
+                    self.metrics.deliveries_given_up(count)
                 log.warning(
                     "webhook %d: gave up its %d oldest pending deliveries (it held more than "
                     "max-pending-deliveries, %d)", webhook_id, count, most,
@@ -222,6 +230,8 @@ class DeliveryWorker:
         except StoreUnavailable as exc:  # the lease runs out, and it is tried again
             log.warning("webhook delivery %s: attempt not recorded: %s", delivery.id, exc)
             return
+        if self.metrics is not None:
+            self.metrics.delivery_attempted(status)
         level = logging.INFO if status == "delivered" else logging.WARNING
         log.log(
             level,

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from threadsvc.changes import Changes
 from threadsvc.errors import FileUnavailable, StoreUnavailable, ThreadsvcError, UnknownJob
@@ -34,6 +35,9 @@ from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
 from threadsvc.uploads import Uploads
+
+if TYPE_CHECKING:  # the server's only: administrative commands do without prometheus_client
+    from threadsvc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,7 @@ class Runner:
         supervisor: Supervisor,
         clock: ClockCheck,
         cluster: Cluster | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -91,6 +96,7 @@ class Runner:
         self.uploads = uploads
         self.cluster = cluster  # where nodes share the store
         self.clock = clock  # checked against the database's at every heartbeat
+        self.metrics = metrics  # the server's: threads started and finished here (/metrics)
         self._supervisor = supervisor
         self.writer = BatchWriter(
             store, self.node, on_written=self.changes.publish, on_lost=self._lost
@@ -207,6 +213,8 @@ class Runner:
         thread = ctx.thread
         next_seq = await self._last_log_seq(thread.id) + 1
         ctx._started(next_seq, f"Status: inprogress (node {self.node})")
+        if self.metrics is not None:
+            self.metrics.thread_started(thread)
         try:
             spec = self.registry.get(thread.job)
         except UnknownJob:
@@ -313,6 +321,8 @@ class Runner:
                 await self.writer.flush()
             finally:
                 self._ending.discard(item.ctx.thread_id)
+            if self.metrics is not None:
+                self.metrics.thread_finished(item.ctx.thread)
 
         try:
             await asyncio.shield(write())
@@ -447,6 +457,8 @@ class Runner:
             recovered = await self.store.recover_thread(thread, retry, message, now_ms(), level)
             if recovered is not None:
                 log.info("recovered thread %s: %s", thread.id, recovered.status.value)
+                if recovered.final and self.metrics is not None:
+                    self.metrics.thread_finished(recovered)
                 if recovered.final:
                     with contextlib.suppress(FileUnavailable):  # else the purge removes them
                         await self.uploads.discard(thread.id, thread.params)

@@ -27,6 +27,9 @@ from threadsvc.store.transfer import TransferRules
 class Store(ThreadRules, IdentityRules, ScheduleRules, AuditRules, TransferRules, abc.ABC):
     shared: bool
     """True when several nodes may share the store (and so must announce their changes)."""
+    errors = 0
+    """Operations that failed because the database could not be reached or failed (their
+    StoreUnavailable), since the store was made: for /metrics."""
 
     @abc.abstractmethod
     async def open(self, create: bool = True) -> None:

@@ -158,6 +158,7 @@ class PostgresStore(Store):
                 return result
             except _ROLLED_BACK as exc:
                 if attempt == ATTEMPTS:
+                    self.errors += 1
                     raise StoreUnavailable(
                         f"PostgreSQL store: {_describe(exc, self.dsn)}"
                     ) from _safe(exc, self.dsn)
@@ -175,6 +176,7 @@ class PostgresStore(Store):
         """The error a driver or pool failure becomes; notes when the server is unreachable."""
         if isinstance(exc, psycopg.OperationalError | PoolTimeout):
             self._down = True
+        self.errors += 1
         return StoreUnavailable(f"PostgreSQL store: {_describe(exc, self.dsn)}")
 
     async def _write(self, rule: Rule[T]) -> T:

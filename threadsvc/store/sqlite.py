@@ -109,7 +109,10 @@ class SQLiteStore(Store):
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
         except sqlite3.Error as exc:
-            raise _store_error(exc) from exc
+            error = _store_error(exc)
+            if isinstance(error, StoreUnavailable):
+                self.errors += 1
+            raise error from exc
 
     async def _write(self, rule: Rule[T]) -> T:
         return await self._submit(lambda conn: run_now(rule(SQLiteTx(conn))))
@@ -133,7 +136,11 @@ class SQLiteStore(Store):
                 with self._lock:
                     self._queued, self._draining = [], False
                 raise StoreUnavailable("the store is closed") from None
-        return await future
+        try:
+            return await future
+        except StoreUnavailable:
+            self.errors += 1
+            raise
 
     def _drain(self) -> None:
         """On the writer thread: commit what is queued, batch after batch, until none is."""

@@ -28,6 +28,7 @@ from threadsvc.models import AuditFilter, Principal, Status, Thread, ThreadFilte
 from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
 from threadsvc.web import job_body, params, waiting
+from threadsvc.web import metrics as web_metrics
 from threadsvc.web.auth import authenticate, client_address, parse_basic
 from threadsvc.web.responses import (
     JSONResponse,
@@ -413,17 +414,17 @@ async def ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    state, who = await _who(request)
-    counts = await state.service.thread_counts(who)
-    lines = [
-        "# HELP threadsvc_threads Threads in the store by status.",
-        "# TYPE threadsvc_threads gauge",
-        *(f'threadsvc_threads{{status="{s.value}"}} {n}' for s, n in sorted(counts.items())),
-        "# HELP threadsvc_running_threads Threads this node is running.",
-        "# TYPE threadsvc_running_threads gauge",
-        f'threadsvc_running_threads{{node="{state.runner.node}"}} {state.runner.running_count}',
-    ]
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    """Prometheus text (or OpenMetrics, when asked) for an administrator or the bearer of
+    `metrics-token` (web/metrics.py); the figures are listed in docs/api.md#metrics."""
+    state = app_state(request)
+    await web_metrics.check_scraper(request, state)
+    counts = await state.service.thread_counts()
+    body, content_type = await state.metrics.exposition(
+        counts, node=state.runner.node, running=state.runner.running_count,
+        slots=state.settings.max_running, clock_offset_ms=state.clock.offset_ms,
+        accept=request.headers.get("accept", ""),
+    )
+    return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 async def openapi(request: Request) -> Response:
