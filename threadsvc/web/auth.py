@@ -17,6 +17,7 @@ from starlette.requests import Request
 from threadsvc.errors import AuthenticationFailed, Forbidden
 from threadsvc.identity import READ_SCOPE, Identity
 from threadsvc.models import Principal, User
+from threadsvc.web.access import note_user
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 # What a signed-in console session holds, and nothing more: a random session id (fresh at
@@ -61,6 +62,12 @@ async def session_user(request: Request, identity: Identity) -> User | None:
 
 
 async def authenticate(request: Request, identity: Identity) -> Principal:
+    principal = await _principal(request, identity)
+    note_user(request.scope, principal.username)  # for the access log
+    return principal
+
+
+async def _principal(request: Request, identity: Identity) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         if request.method in SAFE_METHODS:

@@ -1,0 +1,200 @@
+"""The server's log: one line per record, access and application lines alike, as text or as
+one JSON object, with a UTC timestamp and the request id of the request being served; the
+lines are written by one thread, off the request path.
+
+Threat model: clients choose much of what is logged (paths, request ids, usernames, the text
+of errors). No client may forge a line: a JSON line is one object (json.dumps escapes every
+control character); in text, the access line's fields are escaped by threadsvc.web.access and
+an application message's further lines are indented, so no line a client wrote starts with a
+timestamp. Result-link tokens are redacted (logredact) and repeated warnings limited
+(logrepeat) on every line, before it is formatted. A log that cannot be written as fast as
+lines come (a stalled pipe) must not grow the server's memory without bound: past
+MAX_QUEUED lines waiting, lines are dropped and the next line written says how many.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from threadsvc.logredact import RedactResultLinks
+from threadsvc.logrepeat import RepeatLimit
+from threadsvc.settings import Settings
+
+ACCESS = "threadsvc.access"
+# The fields of an access line, in the order of the record's args (threadsvc.web.access).
+ACCESS_FIELDS = ("client", "user", "method", "path", "status", "bytes", "duration_ms")
+ACCESS_TEXT = '%s %s "%s %s" %d %d %.1fms'
+MAX_QUEUED = 100_000  # lines waiting for the writer; beyond, dropped and counted
+BATCH = 512  # lines written at once, at most
+
+# The id of the request being served, for every line logged while serving it.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "threadsvc_request_id", default=None)
+
+
+class _Timestamps:
+    """ISO 8601 UTC with milliseconds; the part up to the second is made once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # a race here only makes the same prefix twice
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-01-31T12:00:00.123Z INFO logger [request-id]: message`; further lines (a
+    traceback, a message with newlines) indented."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timestamp = _Timestamps()
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            message = f"{message}\n{record.exc_text}"
+        if not message.isprintable():  # a newline, or what a terminal or reader takes for one
+            message = "\n    ".join(_escaped(part) for part in message.split("\n"))
+        rid = getattr(record, "request_id", None) or request_id.get()
+        where = f"{record.name} [{rid}]" if rid else record.name
+        return f"{self.timestamp(record.created)} {record.levelname} {where}: {message}"
+
+
+def _escaped(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\t" else ascii(c)[1:-1] for c in text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One object: ts, level, logger, message, request_id when serving one, the access line's
+    fields, and `exception` (the traceback) when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timestamp = _Timestamps()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": self.timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None) or request_id.get()
+        if rid:
+            line["request_id"] = rid
+        if record.name == ACCESS and isinstance(record.args, tuple):
+            line.update(zip(ACCESS_FIELDS, record.args, strict=False))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, default=str)
+
+
+class LineWriter:
+    """Writes the lines handed to it from one thread, many at a time."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.dropped = 0
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, line: str) -> None:
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self._queue.put(line)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Writes what is waiting, then stops."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            lines: list[str] = []
+            line = self._queue.get()
+            while line is not None:
+                lines.append(line)
+                if len(lines) >= BATCH:
+                    break
+                try:
+                    line = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                lines.append(f"[{dropped} log lines dropped: the log was not written fast enough]")
+            self._write(lines)
+            if line is None:
+                return
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # the stream is gone (closed pipe): nothing to tell
+            pass
+
+
+class QueuedLines(logging.Handler):
+    """Filters and formats a record in the thread that logs it (its arguments may change
+    afterwards), then hands the line to the writer."""
+
+    def __init__(self, writer: LineWriter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.writer = writer
+        self.setFormatter(formatter)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No lock: formatting holds no shared state, and the queue is thread-safe.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.put(self.format(record))
+        except Exception:  # noqa: BLE001 (as logging's own handlers: a bad record is reported)
+            self.handleError(record)
+
+
+def setup(settings: Settings, stream: TextIO | None = None) -> LineWriter:
+    """The root logger writes every line (uvicorn's and threadsvc's) in `log-format` from
+    `log-level` up, to `stream` (standard error)."""
+    writer = LineWriter(stream if stream is not None else sys.stderr)
+    formatter = JsonFormatter() if settings.log_format == "json" else TextFormatter()
+    handler = QueuedLines(writer, formatter)
+    handler.addFilter(RedactResultLinks())
+    handler.addFilter(RepeatLimit())  # e.g. asyncio's, should accept() ever fail again
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    atexit.register(writer.close)
+    return writer
