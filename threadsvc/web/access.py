@@ -27,7 +27,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from threadsvc.logs import ACCESS, ACCESS_TEXT, request_id
+from threadsvc.logs import ACCESS, AccessLine, request_id
 
 ACCESS_KEY = "threadsvc.access"  # the scope's AccessRecord
 HEADER = b"x-request-id"
@@ -114,9 +114,7 @@ class AccessLog:
             sent,
             round(seconds * 1000, 1),
         )
-        line = logging.LogRecord(ACCESS, logging.INFO, "", 0, ACCESS_TEXT, args, None)
-        line.request_id = record.request_id
-        self.log.handle(line)
+        self.log.handle(AccessLine(args, record.request_id))
 
 
 def _incoming_id(headers: Any) -> str | None:
