@@ -254,3 +254,17 @@ def test_password_is_not_a_user(json_server: Server) -> None:
     line = logged(lambda: json_lines(json_server), lambda l: l.get("request_id") == "who-1")
     assert line["user"] == "approver"
     assert password("approver") not in json_server.log.read_text()
+
+
+def test_a_console_user_is_named_too(json_server: Server) -> None:
+    with httpx.Client(base_url=json_server.url) as http:
+        form = http.get("/ps/ui/sign-in")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf
+        signed = http.post("/ps/ui/sign-in", data={
+            "csrf": csrf.group(1), "username": "manager", "password": password("manager")})
+        assert signed.status_code == 303
+        page = http.get("/ps/ui/groups", headers={"X-Request-ID": "console-1"})
+    assert page.status_code == 200
+    line = logged(lambda: json_lines(json_server), lambda l: l.get("request_id") == "console-1")
+    assert line["user"] == "manager" and line["status"] == 200

@@ -197,9 +197,10 @@ class QueuedLines(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> bool:
         # No lock: formatting holds no shared state, and the queue is thread-safe.
-        if not self.filter(record):
+        passed = self.filter(record)
+        if not passed:
             return False
-        self.emit(record)
+        self.emit(passed if isinstance(passed, logging.LogRecord) else record)  # 3.12: a copy
         return True
 
     def emit(self, record: logging.LogRecord) -> None:

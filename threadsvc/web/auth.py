@@ -58,6 +58,7 @@ async def session_user(request: Request, identity: Identity) -> User | None:
     user = await identity.user_now(user_id, username)
     if user is None or session.get(SESSION_VERSION) != user.credential_version:
         return None
+    note_user(request.scope, user.username)  # the console's forms ask here, not authenticate
     return user
 
 
