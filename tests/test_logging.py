@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -268,3 +269,32 @@ def test_a_console_user_is_named_too(json_server: Server) -> None:
     assert page.status_code == 200
     line = logged(lambda: json_lines(json_server), lambda l: l.get("request_id") == "console-1")
     assert line["user"] == "manager" and line["status"] == 200
+
+
+class Stalled(io.StringIO):
+    """A stream whose writes wait until `go` is set (a pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.go.wait(10)
+        return super().write(text)
+
+
+def test_a_stalled_log_drops_lines_and_says_how_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "MAX_QUEUED", 10)
+    stream = Stalled()
+    writer = logs.LineWriter(stream, logs.JsonFormatter())
+    for n in range(100):
+        writer.put(json.dumps({"n": n}))
+    stream.go.set()
+    writer.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # every one JSON
+    kept = [line for line in lines if "n" in line]
+    assert 10 <= len(kept) <= 11  # the queue's bound (and the one the writer held)
+    notice = lines[-1]
+    assert notice["level"] == "WARNING"
+    assert notice["message"] == f"{100 - len(kept)} log lines dropped: the log was not " \
+        "written as fast as they came"

@@ -138,8 +138,9 @@ _to_json = json.JSONEncoder(default=str).encode
 class LineWriter:
     """Writes the lines handed to it from one thread, many at a time."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
         self.stream = stream
+        self.formatter = formatter  # for its own line, saying how many were dropped
         self.dropped = 0
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
@@ -171,7 +172,10 @@ class LineWriter:
                     break
             if self.dropped:
                 dropped, self.dropped = self.dropped, 0
-                lines.append(f"[{dropped} log lines dropped: the log was not written fast enough]")
+                lines.append(self.formatter.format(logging.LogRecord(
+                    "threadsvc.logs", logging.WARNING, "", 0,
+                    "%d log lines dropped: the log was not written as fast as they came",
+                    (dropped,), None)))
             self._write(lines)
             if line is None:
                 return
@@ -213,8 +217,8 @@ class QueuedLines(logging.Handler):
 def setup(settings: Settings, stream: TextIO | None = None) -> LineWriter:
     """The root logger writes every line (uvicorn's and threadsvc's) in `log-format` from
     `log-level` up, to `stream` (standard error)."""
-    writer = LineWriter(stream if stream is not None else sys.stderr)
     formatter = JsonFormatter() if settings.log_format == "json" else TextFormatter()
+    writer = LineWriter(stream if stream is not None else sys.stderr, formatter)
     handler = QueuedLines(writer, formatter)
     handler.addFilter(RedactResultLinks())
     handler.addFilter(RepeatLimit())  # e.g. asyncio's, should accept() ever fail again
