@@ -231,7 +231,8 @@ def test_an_unexpected_error_is_answered_and_logged_with_the_request_id(
 
     answer = anyio.run(call)
     assert answer.status_code == 500 and answer.headers["x-request-id"] == "boom-1"
-    logged(lambda: [captured.getvalue()], lambda text: '"status": 500' in text)
+    logged(lambda: [captured.getvalue()],
+           lambda text: '"status": 500' in text and '"level": "ERROR"' in text)
     lines = [json.loads(line) for line in captured.getvalue().splitlines()]
     error = next(line for line in lines if line["level"] == "ERROR")
     assert error["request_id"] == "boom-1" and "RuntimeError: boom" in error["exception"]
