@@ -34,9 +34,9 @@ ACCESS_FIELDS = ("client", "user", "method", "path", "status", "bytes", "duratio
 ACCESS_TEXT = '%s %s "%s %s" %d %d %.1fms'
 MAX_QUEUED = 100_000  # lines waiting for the writer; beyond, dropped and counted
 BATCH = 4096  # lines written at once, at most
-# After a write, the writer lets lines gather this long: one wake-up of its thread (and one
-# hand-over of the GIL) per batch rather than per request. A line after a quiet spell is
-# written at once.
+# After a write, the writer lets access lines gather this long: one wake-up of its thread (and
+# one hand-over of the GIL) a batch rather than a request. Any other line, and a line after a
+# quiet spell, is written at once.
 GATHER_SECONDS = 0.05
 
 # The id of the request being served, for every line logged while serving it.
@@ -146,19 +146,24 @@ class LineWriter:
         self.formatter = formatter  # for its own line, saying how many were dropped
         self.dropped = 0
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._now = threading.Event()  # a line that is not to wait has come
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
-    def put(self, line: str) -> None:
+    def put(self, line: str, gather: bool = False) -> None:
+        """`line` is written as soon as the writer can; with `gather`, within GATHER_SECONDS."""
         if self._queue.qsize() >= MAX_QUEUED:
             self.dropped += 1
             return
         self._queue.put(line)
+        if not gather:
+            self._now.set()
 
     def close(self, timeout: float = 5.0) -> None:
         """Writes what is waiting, then stops."""
         if self._thread.is_alive():
             self._queue.put(None)
+            self._now.set()
             self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -183,7 +188,8 @@ class LineWriter:
             if line is None:
                 return
             if len(lines) < BATCH:  # else more are waiting: on at once
-                time.sleep(GATHER_SECONDS)
+                self._now.wait(GATHER_SECONDS)
+            self._now.clear()
 
     def _write(self, lines: list[str]) -> None:
         if not lines:
@@ -214,7 +220,7 @@ class QueuedLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.writer.put(self.format(record))
+            self.writer.put(self.format(record), gather=isinstance(record, AccessLine))
         except Exception:  # noqa: BLE001 (as logging's own handlers: a bad record is reported)
             self.handleError(record)
 
