@@ -289,7 +289,7 @@ def test_a_stalled_log_drops_lines_and_says_how_many(monkeypatch: pytest.MonkeyP
     stream = Stalled()
     writer = logs.LineWriter(stream, logs.JsonFormatter())
     for n in range(100):
-        writer.put(json.dumps({"n": n}))
+        writer.put(json.dumps({"n": n}), gather=True)  # as access lines are
     stream.go.set()
     writer.close()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # every one JSON
@@ -299,3 +299,14 @@ def test_a_stalled_log_drops_lines_and_says_how_many(monkeypatch: pytest.MonkeyP
     assert notice["level"] == "WARNING"
     assert notice["message"] == f"{100 - len(kept)} log lines dropped: the log was not " \
         "written as fast as they came"
+
+
+def test_a_line_other_than_an_access_line_is_written_when_logging_returns() -> None:
+    stream = io.StringIO()
+    writer = logs.LineWriter(stream, logs.TextFormatter())
+    try:
+        writer.put("an access line", gather=True)
+        writer.put("the server stops")
+        assert stream.getvalue() == "an access line\nthe server stops\n"  # in order, at once
+    finally:
+        writer.close()

@@ -8,8 +8,9 @@ control character); in text, the access line's fields are escaped by threadsvc.w
 an application message's further lines are indented, so no line a client wrote starts with a
 timestamp. Result-link tokens are redacted (logredact) and repeated warnings limited
 (logrepeat) on every line, before it is formatted. A log that cannot be written as fast as
-lines come (a stalled pipe) must not grow the server's memory without bound: past
-MAX_QUEUED lines waiting, lines are dropped and the next line written says how many.
+lines come (a stalled pipe) must not grow the server's memory without bound, nor hold the
+server: past MAX_QUEUED lines waiting, lines are dropped and the next line written says how
+many, and a line that waits to be written waits WAIT_SECONDS at most.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ ACCESS_TEXT = '%s %s "%s %s" %d %d %.1fms'
 MAX_QUEUED = 100_000  # lines waiting for the writer; beyond, dropped and counted
 BATCH = 4096  # lines written at once, at most
 # After a write, the writer lets access lines gather this long: one wake-up of its thread (and
-# one hand-over of the GIL) a batch rather than a request. Any other line, and a line after a
-# quiet spell, is written at once.
+# one hand-over of the GIL) a batch rather than a request. Any other line is written at once.
 GATHER_SECONDS = 0.05
+WAIT_SECONDS = 0.25  # the most a line other than an access line waits to be written
 
 # The id of the request being served, for every line logged while serving it.
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -139,25 +140,32 @@ _to_json = json.JSONEncoder(default=str).encode
 
 
 class LineWriter:
-    """Writes the lines handed to it from one thread, many at a time."""
+    """Writes the lines handed to it from one thread, many at a time. An access line is
+    queued and written within GATHER_SECONDS; any other line is written, after every line
+    before it, before `put` returns (for at most WAIT_SECONDS): a process that ends right after
+    (uvicorn re-raises SIGTERM once it has stopped) loses none of them."""
 
     def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
         self.stream = stream
         self.formatter = formatter  # for its own line, saying how many were dropped
         self.dropped = 0
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        # lines; an Event to set once the lines before it are written; None: stop
+        self._queue: queue.SimpleQueue[str | threading.Event | None] = queue.SimpleQueue()
         self._now = threading.Event()  # a line that is not to wait has come
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
     def put(self, line: str, gather: bool = False) -> None:
-        """`line` is written as soon as the writer can; with `gather`, within GATHER_SECONDS."""
         if self._queue.qsize() >= MAX_QUEUED:
             self.dropped += 1
             return
         self._queue.put(line)
-        if not gather:
-            self._now.set()
+        if gather or threading.current_thread() is self._thread:
+            return
+        written = threading.Event()
+        self._queue.put(written)
+        self._now.set()
+        written.wait(WAIT_SECONDS)
 
     def close(self, timeout: float = 5.0) -> None:
         """Writes what is waiting, then stops."""
@@ -169,13 +177,17 @@ class LineWriter:
     def _run(self) -> None:
         while True:
             lines: list[str] = []
-            line = self._queue.get()
-            while line is not None:
-                lines.append(line)
+            waiting: list[threading.Event] = []
+            item = self._queue.get()
+            while item is not None:
+                if isinstance(item, threading.Event):
+                    waiting.append(item)
+                else:
+                    lines.append(item)
                 if len(lines) >= BATCH:
                     break
                 try:
-                    line = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             if self.dropped:
@@ -185,7 +197,9 @@ class LineWriter:
                     "%d log lines dropped: the log was not written as fast as they came",
                     (dropped,), None)))
             self._write(lines)
-            if line is None:
+            for written in waiting:
+                written.set()
+            if item is None:
                 return
             if len(lines) < BATCH:  # else more are waiting: on at once
                 self._now.wait(GATHER_SECONDS)
