@@ -156,7 +156,8 @@ def _convert(name: str, value: Any) -> Any:
     if name in _SHARES and not 0 < converted <= 1:
         raise SettingsError(f"setting '{key}': must be more than 0 and at most 1")
     if name in _CHOICES and converted not in _CHOICES[name]:
-        raise SettingsError(f"setting '{key}': {converted!r} is not one of {', '.join(_CHOICES[name])}")
+        choices = ", ".join(_CHOICES[name])
+        raise SettingsError(f"setting '{key}': {converted!r} is not one of {choices}")
     return converted
 
 
