@@ -311,3 +311,16 @@ def test_a_line_other_than_an_access_line_is_written_when_logging_returns() -> N
         assert stream.getvalue() == "an access line\nthe server stops\n"  # in order, at once
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("text", ["evil\nFORGED line", "evil\rFORGED", "evil\x1b[2JFORGED",
+                                  "evil\u2028FORGED", "evil\x85FORGED"])
+def test_an_application_message_cannot_forge_a_text_line(text: str) -> None:
+    record = logging.LogRecord("threadsvc.test", logging.WARNING, "", 0, "got %s", (text,), None)
+    line = logs.TextFormatter().format(record)
+    first, *more = line.splitlines()  # as a reader splits: U+2028 and NEL end lines too
+    assert re.match(TIMESTAMP + " WARNING threadsvc.test: got evil", first), line
+    assert all(part.startswith("    ") for part in more), line
+    assert "\x1b" not in line and "\r" not in line, line
+    json_line = logs.JsonFormatter().format(record)
+    assert len(json_line.splitlines()) == 1 and json.loads(json_line)["message"] == f"got {text}"
