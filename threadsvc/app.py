@@ -42,6 +42,7 @@ from threadsvc.store import make_store
 from threadsvc.store.base import Store
 from threadsvc.uploads import Uploads
 from threadsvc.web import errors, openapi
+from threadsvc.web.access import AccessLog
 from threadsvc.web.console import Console, ConsoleSessions
 from threadsvc.web.metrics import RequestMetrics
 from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
@@ -132,7 +133,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*routes(), *console_routes()],
         middleware=[
-            Middleware(NoSniff),  # outermost: every answer, including those of the others
+            Middleware(AccessLog),  # outermost: the access log and X-Request-ID of every answer
+            Middleware(NoSniff),  # every answer, including those of the others
             Middleware(ApiAlias),
             Middleware(
                 BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout,

@@ -89,6 +89,8 @@ class Settings:
     jobs: tuple[str, ...] = ()  # extra modules whose @job functions are registered
     commands: Mapping[str, Any] = field(default_factory=dict)
     schedules: Mapping[str, Any] = field(default_factory=dict)  # runner/schedules.py
+    log_format: str = "text"  # or "json": one object a line (threadsvc/logs.py)
+    log_level: str = "info"  # debug, info, warning or error
 
     def __post_init__(self) -> None:
         _check_files(self)
@@ -156,10 +158,14 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"setting '{key}': {exc}") from None
     if name in _SHARES and not 0 < converted <= 1:
         raise SettingsError(f"setting '{key}': must be more than 0 and at most 1")
+    if name in _CHOICES and converted not in _CHOICES[name]:
+        choices = ", ".join(_CHOICES[name])
+        raise SettingsError(f"setting '{key}': {converted!r} is not one of {choices}")
     return converted
 
 
 _SHARES = frozenset({"max_running_share"})  # fractions: more than 0, at most 1
+_CHOICES = {"log_format": ("text", "json"), "log_level": ("debug", "info", "warning", "error")}
 
 
 def _to_bool(value: Any) -> bool:

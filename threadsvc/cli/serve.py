@@ -1,20 +1,17 @@
-"""`threadsvc serve`: the server under uvicorn, its logging filtered (result links redacted,
-repeated lines limited). The web application is imported when the command runs, not before."""
+"""`threadsvc serve`: the server under uvicorn, its log as threadsvc.logs writes it (uvicorn's
+access log off: threadsvc.web.access writes its own). The web application is imported when
+the command runs, not before."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
-from typing import Any
 
 import click
 
-from threadsvc import admin
+from threadsvc import admin, logs
 from threadsvc.cli.admin import check_schema, refuse_foreign, run, settings_from, store_options
-from threadsvc.logredact import RedactResultLinks
-from threadsvc.logrepeat import RepeatLimit
 from threadsvc.settings import Settings, SettingsError
 
 
@@ -43,10 +40,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         raise click.UsageError(str(exc)) from None
     refuse_foreign(settings, files=True)
     check_schema(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactResultLinks())
-        handler.addFilter(RepeatLimit())  # e.g. asyncio's, should accept() ever fail again
+    logs.setup(settings)
     if demo:
         accounts = run(settings, admin.ensure_demo, create=True)
         print_demo(settings, accounts)
@@ -63,27 +57,15 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         port=settings.port,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
-        log_level="info",
-        log_config=_uvicorn_log_config(),
+        log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers reach the root logger's one handler
+        access_log=False,
         http=http_protocol(
             settings.read_timeout,
             connection_limits(settings.max_connections, settings.max_running),
         ),
     )
     serving.serve(uvicorn_config, on_exit=lambda: stop_waiting(app))
-
-
-def _uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, with RedactResultLinks and RepeatLimit on its
-    handlers."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact-result-links"] = {"()": RedactResultLinks}
-    config["filters"]["repeat-limit"] = {"()": RepeatLimit}
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).extend(["redact-result-links", "repeat-limit"])
-    return config
 
 
 def print_demo(settings: Settings, accounts: list[tuple[str, str, str]]) -> None:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from threadsvc.errors import AuthenticationFailed, Forbidden
 from threadsvc.identity import READ_SCOPE, Identity
 from threadsvc.models import Principal, User
+from threadsvc.web.access import note_user
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 # What a signed-in console session holds, and nothing more: a random session id (fresh at
@@ -58,10 +59,17 @@ async def session_user(request: Request, identity: Identity) -> User | None:
     user = await identity.user_now(user_id, username)
     if user is None or session.get(SESSION_VERSION) != user.credential_version:
         return None
+    note_user(request.scope, user.username)  # the console's forms ask here, not authenticate
     return user
 
 
 async def authenticate(request: Request, identity: Identity) -> Principal:
+    principal = await _principal(request, identity)
+    note_user(request.scope, principal.username)  # for the access log
+    return principal
+
+
+async def _principal(request: Request, identity: Identity) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         if request.method in SAFE_METHODS:

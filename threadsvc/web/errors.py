@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from threadsvc import errors
+from threadsvc.web.access import id_headers
 from threadsvc.web.responses import document, request_path
 from threadsvc.xml.render import error_element
 
@@ -118,8 +119,8 @@ async def internal_error(request: Request, exc: Exception) -> Response:
         log.warning("no space left on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
             request, 507, "0507", "No space left on the server to store this; try again later",
-            dict(OUTSIDE_MIDDLEWARE),
+            {**OUTSIDE_MIDDLEWARE, **id_headers(request.scope)},
         )
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(request, 500, "0500", "Internal error; it has been logged",
-                          dict(OUTSIDE_MIDDLEWARE))
+                          {**OUTSIDE_MIDDLEWARE, **id_headers(request.scope)})
