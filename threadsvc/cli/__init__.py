@@ -1,7 +1,7 @@
 """The `threadsvc` command: it only turns arguments into settings and calls.
 
 `serve` runs the server (serve.py); `user`, `client`, `group` and `member` change the store
-(admin.py); `files migrate` moves uploads and results to another storage (files.py);
+(admin.py); `key fingerprint` tells the secret keys apart (keys.py); `files migrate` moves uploads and results to another storage (files.py);
 `schedules list` shows the schedules and their last ticks (schedules.py); `threads` is a
 client of a running server (client.py). Only `serve` imports the web application, and only
 once it runs: the other commands start without Starlette or the console.
@@ -14,6 +14,7 @@ import click
 from threadsvc.cli.admin import group, member, oauth_client, user
 from threadsvc.cli.client import threads
 from threadsvc.cli.files import files
+from threadsvc.cli.keys import key
 from threadsvc.cli.schedules import schedules
 from threadsvc.cli.serve import serve
 
@@ -24,5 +25,5 @@ def main() -> None:
     """threadsvc: long-running, group-scoped jobs behind PageSeeder-compatible services."""
 
 
-for command in (serve, user, oauth_client, group, member, threads, files, schedules):
+for command in (serve, user, oauth_client, group, member, threads, files, schedules, key):
     main.add_command(command)
