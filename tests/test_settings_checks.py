@@ -139,6 +139,10 @@ def test_key_fingerprint_prints_short_hashes_and_never_a_key(tmp_path: Path) -> 
     refused = threadsvc("key", "fingerprint", env={"THREADSVC_SECRET_KEY": PLACEHOLDER_KEY},
                         cwd=tmp_path)
     assert refused.returncode == 2 and "placeholder" in refused.stderr  # click's usage error
+    typo = threadsvc("key", "fingerprint", env={"THREADSVC_SECRET_KEY": KEY,
+                                                "THREADSVC_MAX_RUNING": "3"}, cwd=tmp_path)
+    assert typo.returncode == 0 and typo.stdout == f"{short_fingerprint(KEY)}  signs\n"
+    assert "THREADSVC_MAX_RUNING is ignored; did you mean THREADSVC_MAX_RUNNING?" in typo.stderr
 
 
 @pytest.mark.slow
