@@ -358,7 +358,7 @@ def check_secret_keys(keys: tuple[str, ...]) -> None:
     lets anyone try keys offline, as fast as they can compute HMACs. Every key counts, not only
     the one that signs: each is accepted when verifying."""
     for key in keys:
-        if key.lower().startswith("change-me"):
+        if key.lower().startswith(PLACEHOLDER_KEY[:len("change-me")]):  # and its variants
             raise SettingsError(
                 "setting 'secret-key': the example's placeholder; make a key with "
                 "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
