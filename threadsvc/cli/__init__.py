@@ -3,8 +3,9 @@
 `serve` runs the server (serve.py); `user`, `client`, `group` and `member` change the store
 (admin.py); `key fingerprint` tells the secret keys apart (keys.py); `files migrate` moves
 uploads and results to another storage (files.py); `schedules list` shows the schedules and
-their last ticks (schedules.py); `threads` is a client of a running server (client.py). Only `serve` imports the web application, and only
-once it runs: the other commands start without Starlette or the console.
+their last ticks (schedules.py); `threads` is a client of a running server (client.py). Only
+`serve` imports the web application, and only once it runs: the other commands start without
+Starlette or the console.
 """
 
 from __future__ import annotations
