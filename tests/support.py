@@ -85,7 +85,7 @@ class Server:
             "host": "127.0.0.1",
             "port": self.port,
             "data-dir": str(directory / "data"),
-            "secret-key": ["test-secret-key"],
+            "secret-key": ["test-secret-key-of-the-test-servers"],
             "shutdown-grace": 1.0,
             **settings,
         }

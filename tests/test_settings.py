@@ -20,7 +20,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     config = tmp_path / "t.toml"
     config.write_text(
         'db = "sqlite:///from-file.db"\nmax-running = 3\nresult-ttl = 10\n'
-        "secret-key = ['new', 'old']\n"
+        "secret-key = ['new-key-of-at-least-32-characters', 'old-key-of-at-least-32-characters']\n"
         '[commands.greet]\nargv = ["echo", "{who}"]\n'
     )
     environ = {"THREADSVC_MAX_RUNNING": "5", "THREADSVC_WEBHOOK_ALLOW_PRIVATE": "yes"}
@@ -30,7 +30,8 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert settings.result_ttl == 10  # an unset flag changes nothing
     assert settings.port == 9000
     assert settings.webhook_allow_private is True
-    assert settings.secret_key == ("new", "old")
+    assert settings.secret_key == ("new-key-of-at-least-32-characters",
+                                   "old-key-of-at-least-32-characters")
     assert settings.commands["greet"]["argv"] == ["echo", "{who}"]
     flagged = load_settings(config, environ=environ, max_running=7)
     assert flagged.max_running == 7

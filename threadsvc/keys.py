@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 
 from threadsvc.settings import Settings, SettingsError
 from threadsvc.store.base import Store
 
 FINGERPRINT_SETTING = "secret-key-fingerprint"
+SHORT_FINGERPRINT = 16  # hex digits shown to operators: 64 bits, enough to tell keys apart
+
+log = logging.getLogger(__name__)
 
 
 async def secret_keys(settings: Settings, store: Store) -> tuple[str, ...]:
@@ -27,6 +31,11 @@ async def secret_keys(settings: Settings, store: Store) -> tuple[str, ...]:
 def key_fingerprint(key: str) -> str:
     """A keyed hash of a fixed label: the same for the same key, and tells nothing of it."""
     return hmac.new(key.encode(), b"threadsvc secret-key fingerprint", hashlib.sha256).hexdigest()
+
+
+def short_fingerprint(key: str) -> str:
+    """What `threadsvc key fingerprint` prints and `serve` logs: compare nodes' keys by it."""
+    return key_fingerprint(key)[:SHORT_FINGERPRINT]
 
 
 async def check_key_fingerprint(store: Store, keys: tuple[str, ...]) -> None:
@@ -45,3 +54,5 @@ async def check_key_fingerprint(store: Store, keys: tuple[str, ...]) -> None:
         )
     if stored != signing:
         await store.put_setting(FINGERPRINT_SETTING, signing)
+    log.info("signing with the secret-key of fingerprint %s%s", short_fingerprint(keys[0]),
+             f" ({len(keys) - 1} more verify)" if len(keys) > 1 else "")

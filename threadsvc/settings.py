@@ -1,11 +1,21 @@
 """One frozen Settings: defaults, then a TOML file, then THREADSVC_* variables, then flags.
 
-A setting `x-y` is the TOML key `x-y`, the variable `THREADSVC_X_Y` and the field `x_y`.
+A setting `x-y` is the TOML key `x-y`, the variable `THREADSVC_X_Y` and the field `x_y`. A
+secret setting (`SECRET_SETTINGS`) may instead be read from a file named by `THREADSVC_X_Y_FILE`
+(docker and compose secrets, systemd credentials), so that it need not sit in the environment
+or the settings file.
+
+Threat model: the settings are the operator's, but their mistakes must not pass in silence. A
+mistyped variable is warned about, naming the closest known one; a `secret-key` copied from
+the examples, or short enough to be guessed offline from one signed link, is refused; no
+message, nor the Settings' repr, shows a secret's value (the store URL carries a password).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import re
 import tomllib
@@ -15,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -26,12 +38,12 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    db: str = "sqlite:///threadsvc.db"
+    db: str = field(default="sqlite:///threadsvc.db", repr=False)  # may carry a password
     host: str = "127.0.0.1"
     port: int = 8080
     # The first key signs; every key verifies, so a key can be rotated without breaking links.
     # Empty: a key generated once and kept in the store.
-    secret_key: tuple[str, ...] = ()
+    secret_key: tuple[str, ...] = field(default=(), repr=False)
     data_dir: str = "threadsvc-data"
     # Where results and uploads are kept: `local` (under data-dir), `postgres` (the store's
     # database) or `s3`; empty: `local` with SQLite, `postgres` with a PostgreSQL store.
@@ -82,7 +94,7 @@ class Settings:
     read_timeout: float = 12.0
     access_token_ttl: int = 3600
     # A secret: the bearer token that may read /metrics besides administrators (empty: none).
-    metrics_token: str = ""
+    metrics_token: str = field(default="", repr=False)
     # Seconds a checked token and a user's roles are reused: a revoked token, a removed member
     # or a changed role takes effect within this time (0: read the store on every request).
     auth_cache_seconds: float = 2.0
@@ -263,14 +275,106 @@ def load_settings(
                 raise SettingsError(f"settings file {config}: unknown setting '{key}'")
             values[name] = _convert(name, value)
     env = os.environ if environ is None else environ
+    for warning in unknown_variables(env):
+        log.warning("%s", warning)
     for name in _FIELDS:
-        var = "THREADSVC_" + name.upper()
-        if var in env and name not in _TABLES:
-            values[name] = _convert(name, env[var])
+        text = _from_environment(env, name)
+        if text is not None:
+            values[name] = _convert(name, text)
     for name, value in flags.items():
         if value is None:
             continue
         if name not in _FIELDS:
             raise SettingsError(f"unknown setting '{name}'")
         values[name] = _convert(name, value)
+    check_secret_keys(values.get("secret_key", ()))
     return Settings(**values)
+
+
+# Settings that may be read from a file, THREADSVC_X_Y_FILE: those that hold a secret (the store
+# URL carries its password). A name that is not (yet) a field is left out of everything.
+SECRET_SETTINGS = frozenset({"db", "secret_key", "metrics_token"}) & _FIELDS.keys()
+# The `threads` client's own variables (cli/client.py): known, but no settings.
+CLIENT_VARIABLES = frozenset({"THREADSVC_URL", "THREADSVC_USER", "THREADSVC_PASSWORD",
+                              "THREADSVC_TOKEN"})
+
+
+def variable(name: str) -> str:
+    """The environment variable of the field `name`."""
+    return "THREADSVC_" + name.upper()
+
+
+def _from_environment(env: Mapping[str, str], name: str) -> str | None:
+    """The text the environment gives the setting: its variable, or for a secret setting the
+    content of the file its `_FILE` variable names (one of the two, never both)."""
+    var = variable(name)
+    if name in _TABLES:
+        return None  # warned about by unknown_variables
+    file_var = var + "_FILE"
+    if name not in SECRET_SETTINGS or file_var not in env:
+        return env.get(var)
+    if var in env:
+        raise SettingsError(f"{var} and {file_var} are both set: give the one or the other")
+    return _read_secret_file(file_var, env[file_var])
+
+
+def _read_secret_file(var: str, path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{var}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{var}: {path} is not UTF-8 text") from None
+    text = text.strip()  # the file's last newline is no part of the secret
+    if not text:
+        raise SettingsError(f"{var}: {path} is empty")
+    return text
+
+
+def known_variables() -> frozenset[str]:
+    """Every THREADSVC_* variable that is read: the settings', their _FILE forms, the client's."""
+    settings = {variable(name) for name in _FIELDS if name not in _TABLES}
+    files = {variable(name) + "_FILE" for name in SECRET_SETTINGS}
+    return frozenset(settings | files | CLIENT_VARIABLES)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each THREADSVC_* variable that nothing reads (a typo, most likely: it
+    would otherwise be ignored in silence), naming the closest known one. Never its value."""
+    known = known_variables()
+    warnings = []
+    for var in sorted(env):
+        if not var.startswith("THREADSVC_") or var in known:
+            continue
+        table = var.removeprefix("THREADSVC_").lower()
+        if table in _TABLES:
+            warnings.append(f"{var} is not read: [{table}.NAME] tables are set in the "
+                            "settings file only")
+            continue
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else " (see README, Settings)"
+        warnings.append(f"unknown variable {var} is ignored{hint}")
+    return warnings
+
+
+MIN_SECRET_KEY = 32  # characters
+# The examples' placeholder (deploy/*.example), copied as it is more often than one would hope.
+PLACEHOLDER_KEY = "change-me-to-a-long-random-string"
+
+
+def check_secret_keys(keys: tuple[str, ...]) -> None:
+    """Refuse a key from the examples, or one short enough to guess: one signed link or token
+    lets anyone try keys offline, as fast as they can compute HMACs. Every key counts, not only
+    the one that signs: each is accepted when verifying."""
+    for key in keys:
+        if key.lower().startswith(PLACEHOLDER_KEY[:len("change-me")]):  # and its variants
+            raise SettingsError(
+                "setting 'secret-key': the example's placeholder; make a key with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if len(key) < MIN_SECRET_KEY:
+            raise SettingsError(
+                f"setting 'secret-key': a key of {len(key)} characters is too short (at least "
+                f"{MIN_SECRET_KEY}); make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )

@@ -192,5 +192,5 @@ def test_access_tokens_signed_right_but_naming_nothing_are_refused(
 ) -> None:
     from itsdangerous import URLSafeTimedSerializer
 
-    token = URLSafeTimedSerializer("test-secret-key", salt="access-token").dumps(forged)
+    token = URLSafeTimedSerializer("test-secret-key-of-the-test-servers", salt="access-token").dumps(forged)
     check_error(bearer(server, token, "/metrics"), 401, "0100")

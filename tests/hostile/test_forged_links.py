@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 LINK_TTL = 2
 TOKEN_TTL = 2
-KEY = "test-secret-key"  # tests/support.py Server's secret-key
+KEY = "test-secret-key-of-the-test-servers"  # tests/support.py Server's secret-key
+NEW_KEY = "new-key-of-the-forged-links-rotation"
 
 
 @pytest.fixture(scope="module")
@@ -226,12 +227,12 @@ def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> No
     claims = URLSafeTimedSerializer(KEY, salt="access-token").loads(issued)
     config = server.config.read_text()
     try:
-        for keys, accepted in ((["new-key", KEY], True), (["new-key"], False)):
+        for keys, accepted in (([NEW_KEY, KEY], True), ([NEW_KEY], False)):
             server.stop()
             server.config.write_text(config.replace(
                 f'secret-key = ["{KEY}"]', "secret-key = [" + ", ".join(
                     f'"{k}"' for k in keys) + "]"))
-            assert "new-key" in server.config.read_text()
+            assert NEW_KEY in server.config.read_text()
             server.start()
             # as the server signed them with KEY (made now: their lifetimes are 2 s)
             link = URLSafeTimedSerializer(KEY, salt="result-link").dumps(tid)
@@ -244,7 +245,7 @@ def test_tokens_and_links_of_a_rotated_out_key_are_refused(server: Server) -> No
                 check_error(download, 403, "0400")
                 check_refused_token(bearer(server, token))
     finally:
-        server.stop()  # back to KEY signing: the store knows "new-key" signed last, so keep it
+        server.stop()  # back to KEY signing: the store knows NEW_KEY signed last, so keep it
         server.config.write_text(config.replace(
-            f'secret-key = ["{KEY}"]', f'secret-key = ["{KEY}", "new-key"]'))
+            f'secret-key = ["{KEY}"]', f'secret-key = ["{KEY}", "{NEW_KEY}"]'))
         server.start()

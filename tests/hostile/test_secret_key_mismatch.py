@@ -43,16 +43,16 @@ def stored_fingerprint(db: Path) -> str:
 
 def test_a_node_with_another_key_refuses_to_start(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
-    first = node(tmp_path / "a", f"sqlite:///{db}", ["the-key"])
+    first = node(tmp_path / "a", f"sqlite:///{db}", ["the-key-long-enough-for-a-secret-key"])
     seed(first.config)
     first.start()
     try:
-        for n, keys in enumerate((["another-key"], ["another-key", "yet-another"], ["The-key"])):
+        for n, keys in enumerate((["another-key-long-enough-for-a-secret-key"], ["another-key-long-enough-for-a-secret-key", "yet-another-long-enough-for-a-secret-key"], ["The-key-long-enough-for-a-secret-key"])):
             log = refuses(node(tmp_path / f"bad-{n}", f"sqlite:///{db}", keys))
             for key in keys:
                 assert key.strip() not in log.replace("secret-key", "")  # no key is printed
         fingerprint = stored_fingerprint(db)
-        assert fingerprint == key_fingerprint("the-key") and "the-key" not in fingerprint
+        assert fingerprint == key_fingerprint("the-key-long-enough-for-a-secret-key") and "the-key-long-enough-for-a-secret-key" not in fingerprint
         assert httpx.get(f"{first.url}/health").status_code == 200  # the first one serves on
     finally:
         first.stop()
@@ -61,20 +61,20 @@ def test_a_node_with_another_key_refuses_to_start(tmp_path: Path) -> None:
 def test_a_rotation_moves_the_fingerprint_along(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     url = f"sqlite:///{db}"
-    old = node(tmp_path / "old", url, ["old-key"])
+    old = node(tmp_path / "old", url, ["old-key-long-enough-for-a-secret-key"])
     seed(old.config)
     old.start()
     old.stop()
-    adding = node(tmp_path / "adding", url, ["old-key", "new-key"])  # the new one verifies only
+    adding = node(tmp_path / "adding", url, ["old-key-long-enough-for-a-secret-key", "new-key-long-enough-for-a-secret-key"])  # the new one verifies only
     adding.start()
     adding.stop()
-    assert stored_fingerprint(db) == key_fingerprint("old-key")
-    signing = node(tmp_path / "signing", url, ["new-key", "old-key"])  # the new one signs
+    assert stored_fingerprint(db) == key_fingerprint("old-key-long-enough-for-a-secret-key")
+    signing = node(tmp_path / "signing", url, ["new-key-long-enough-for-a-secret-key", "old-key-long-enough-for-a-secret-key"])  # the new one signs
     signing.start()
     signing.stop()
-    assert stored_fingerprint(db) == key_fingerprint("new-key")
-    refuses(node(tmp_path / "stale", url, ["old-key"]))  # a node left behind says so
-    done = node(tmp_path / "done", url, ["new-key"])  # the old key dropped
+    assert stored_fingerprint(db) == key_fingerprint("new-key-long-enough-for-a-secret-key")
+    refuses(node(tmp_path / "stale", url, ["old-key-long-enough-for-a-secret-key"]))  # a node left behind says so
+    done = node(tmp_path / "done", url, ["new-key-long-enough-for-a-secret-key"])  # the old key dropped
     done.start()
     done.stop()
 
@@ -89,4 +89,4 @@ def test_a_generated_key_is_fingerprinted_too(tmp_path: Path) -> None:
     seed(first.config)
     first.start()
     first.stop()
-    refuses(node(tmp_path / "b", f"sqlite:///{db}", ["a-configured-key"]))
+    refuses(node(tmp_path / "b", f"sqlite:///{db}", ["a-configured-key-long-enough-for-a-secret-key"]))

@@ -108,7 +108,7 @@ def test_a_cookie_naming_another_user_is_refused(server: Server) -> None:
     for cookie in (f"{forged_payload}.{rest}",  # the genuine signature on another payload
                    forged_payload,  # unsigned
                    TimestampSigner("attacker-key").sign(forged_payload).decode(),
-                   TimestampSigner("test-secret-key").sign(forged_payload).decode(),  # raw key
+                   TimestampSigner("test-secret-key-of-the-test-servers").sign(forged_payload).decode(),  # raw key
                    genuine[:-2] + "xx"):
         assert not is_signed_in(server, cookie), cookie
         with browser(server, cookie) as client:
