@@ -65,6 +65,7 @@ def store_commands(url: str) -> list[tuple[list[str], str | None]]:
         (["member", "remove", *on, "dev", "ann"], None),
         (["migrate", *on], None),
         (["migrate", *on, "--check"], None),
+        (["audit", *on], None),
     ]
 
 

@@ -258,3 +258,12 @@ def _other_bytes(line: bytes) -> bytes:
         return line
     size = len(base64.b64decode(json.loads(line)["data"]))
     return json.dumps({"data": base64.b64encode(b"x" * size).decode()}).encode() + b"\n"
+
+
+def test_an_export_of_a_store_that_is_not_there_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "threadsvc.db"
+    refused = cli("export", "--db", f"sqlite:///{missing}", stdout=tmp_path / "dump")
+    assert refused.returncode == 1
+    assert f"no store at {missing}".encode() in refused.stderr
+    assert b"nothing was created" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump"]

@@ -70,8 +70,8 @@ def check_schema(settings: Settings) -> None:
 
 def not_a_store(settings: Settings, exc: NotAStore) -> click.ClickException:
     where = "" if settings.sqlite_path is not None else f" ({redact(settings.db, settings.db)})"
-    return click.ClickException(f"{exc}{where}; nothing was created: only serve, user add and "
-                                "group add make a new store")
+    return click.ClickException(f"{exc}{where}; nothing was created: only serve, user add, "
+                                "group add and import make a new store")
 
 
 def run(settings: Settings, action: Callable[[admin.Admin], Awaitable[T]],

@@ -22,13 +22,14 @@ import click
 
 from threadsvc import backup as backups
 from threadsvc import transfer
-from threadsvc.cli.admin import settings_from, store_options
+from threadsvc.cli.admin import not_a_store, refuse_foreign, settings_from, store_options
 from threadsvc.errors import ThreadsvcError
 from threadsvc.files import make_files
 from threadsvc.files.base import FileStorage
 from threadsvc.settings import Settings, SettingsError
 from threadsvc.store import make_store
 from threadsvc.store.base import Store
+from threadsvc.store.migrate import NotAStore
 
 T = TypeVar("T")
 
@@ -37,17 +38,19 @@ def _say(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _run(action: Callable[[], Awaitable[T]]) -> T:
+def _run(settings: Settings, action: Callable[[], Awaitable[T]]) -> T:
     try:
         return anyio.run(action)
+    except NotAStore as exc:
+        raise not_a_store(settings, exc) from None
     except (ThreadsvcError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
-async def _with_store(settings: Settings,
-                      action: Callable[[Store, FileStorage], Awaitable[T]]) -> T:
+async def _with_store(settings: Settings, action: Callable[[Store, FileStorage], Awaitable[T]],
+                      create: bool) -> T:
     store, files = make_store(settings), make_files(settings)
-    await store.open()
+    await store.open(create)
     try:
         await files.open()
         try:
@@ -65,6 +68,7 @@ def backup(config: str | None, db: str | None, dest: Path) -> None:
     """Copy the SQLite store and its local files into DEST (new or empty), while the server
     runs. Restore: see Operations in the README."""
     settings = settings_from(config, db=db)
+    refuse_foreign(settings)
 
     async def run() -> backups.Copied:
         backups.check_backup(settings)  # before opening anything
@@ -75,7 +79,7 @@ def backup(config: str | None, db: str | None, dest: Path) -> None:
         finally:
             await files.close()
 
-    copied = _run(run)
+    copied = _run(settings, run)
     _say(f"backed up the store ({copied.database_bytes} bytes) and {copied.files} files "
          f"({copied.bytes} bytes) into {dest}")
 
@@ -88,17 +92,17 @@ def export(config: str | None, db: str | None) -> None:
     if sys.stdout.isatty():
         raise click.UsageError("the dump is binary-safe JSON lines: redirect it to a file")
     settings = settings_from(config, db=db)
-    if settings.sqlite_path is not None and not settings.sqlite_path.exists():
-        raise click.ClickException(f"there is no store at {settings.sqlite_path}")
+    refuse_foreign(settings)
     _keep_private(sys.stdout.fileno())
     out = anyio.wrap_file(sys.stdout.buffer)
 
     async def run() -> transfer.Counts:
-        counts = await _with_store(settings, lambda s, f: transfer.export(s, f, out.write))
+        counts = await _with_store(settings, lambda s, f: transfer.export(s, f, out.write),
+                                   create=False)
         await out.flush()
         return counts
 
-    counts = _run(run)
+    counts = _run(settings, run)
     _say(f"exported {_rows(counts)} and {counts.files} files ({counts.bytes} bytes)")
 
 
@@ -110,6 +114,7 @@ def import_(config: str | None, db: str | None) -> None:
     if sys.stdin.isatty():
         raise click.UsageError("give the dump on standard input: threadsvc import < dump")
     settings = settings_from(config, db=db)
+    refuse_foreign(settings, files=True)
     source = sys.stdin.buffer
 
     async def read_line(limit: int) -> bytes:
@@ -123,7 +128,7 @@ def import_(config: str | None, db: str | None) -> None:
             return await transfer.import_dump(store, files, read_line, Path(scratch),
                                               restarting)
 
-    counts = _run(lambda: _with_store(settings, into))
+    counts = _run(settings, lambda: _with_store(settings, into, create=True))
     _say(f"imported {_rows(counts)} and {counts.files} files ({counts.bytes} bytes)")
 
 
