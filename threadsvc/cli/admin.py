@@ -83,6 +83,11 @@ def run(settings: Settings, action: Callable[[admin.Admin], Awaitable[T]],
         async with admin.opened(settings, create) as opened:
             return await action(opened)
 
+    return run_said(settings, main)
+
+
+def run_said(settings: Settings, main: Callable[[], Awaitable[T]]) -> T:
+    """anyio.run(main), with the errors a person should read as one line, exit 1."""
     try:
         return anyio.run(main)
     except NotAStore as exc:

@@ -22,29 +22,18 @@ import click
 
 from threadsvc import backup as backups
 from threadsvc import transfer
-from threadsvc.cli.admin import not_a_store, refuse_foreign, settings_from, store_options
-from threadsvc.errors import ThreadsvcError
+from threadsvc.cli.admin import refuse_foreign, run_said, settings_from, store_options
 from threadsvc.files import make_files
 from threadsvc.files.base import FileStorage
-from threadsvc.settings import Settings, SettingsError
+from threadsvc.settings import Settings
 from threadsvc.store import make_store
 from threadsvc.store.base import Store
-from threadsvc.store.migrate import NotAStore
 
 T = TypeVar("T")
 
 
 def _say(text: str) -> None:
     click.echo(text, err=True)
-
-
-def _run(settings: Settings, action: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return anyio.run(action)
-    except NotAStore as exc:
-        raise not_a_store(settings, exc) from None
-    except (ThreadsvcError, SettingsError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 async def _with_store(settings: Settings, action: Callable[[Store, FileStorage], Awaitable[T]],
@@ -79,7 +68,7 @@ def backup(config: str | None, db: str | None, dest: Path) -> None:
         finally:
             await files.close()
 
-    copied = _run(settings, run)
+    copied = run_said(settings, run)
     _say(f"backed up the store ({copied.database_bytes} bytes) and {copied.files} files "
          f"({copied.bytes} bytes) into {dest}")
 
@@ -102,7 +91,7 @@ def export(config: str | None, db: str | None) -> None:
         await out.flush()
         return counts
 
-    counts = _run(settings, run)
+    counts = run_said(settings, run)
     _say(f"exported {_rows(counts)} and {counts.files} files ({counts.bytes} bytes)")
 
 
@@ -128,7 +117,7 @@ def import_(config: str | None, db: str | None) -> None:
             return await transfer.import_dump(store, files, read_line, Path(scratch),
                                               restarting)
 
-    counts = _run(settings, lambda: _with_store(settings, into, create=True))
+    counts = run_said(settings, lambda: _with_store(settings, into, create=True))
     _say(f"imported {_rows(counts)} and {counts.files} files ({counts.bytes} bytes)")
 
 
