@@ -186,12 +186,12 @@ def test_hostile_names_are_shown_safely(server: Server, tmp_path: Path) -> None:
     assert "\x1b" not in entry.get("target") and "<b>&'\"" in entry.get("target")
     table = _cli(server, "--action", "signin.failure")
     [line] = [row for row in table.splitlines() if name[-8:] in row]
-    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", line) and "<b>&'\"" in line
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202e]", line) and "<b>&'\"" in line
     rows = json.loads(_cli(server, "--json", "--user", name))
     assert [r["target"] for r in rows] == [name]  # JSON keeps the text as it is
     log = (server.directory / "server.log").read_text(errors="replace")
     [logged] = [row for row in log.splitlines() if "signin.failure" in row and name[-8:] in row]
-    assert "\x1b" not in logged
+    assert "\x1b" not in logged and "\u202e" not in logged
 
 
 def test_the_command_line_reads_what_the_server_wrote(server: Server) -> None:

@@ -144,13 +144,16 @@ def logs_text(events: Iterable[LogEvent]) -> str:
 
 # Everything str.splitlines() ends a line at (CR LF counts once), so that no text can start a
 # line of its own in the text log (a forged `... ERROR ...` event); and the other C0 and C1
-# control characters but TAB (ESC would drive a terminal that shows the log).
+# control characters but TAB (ESC would drive a terminal that shows the log); and the bidi
+# embeddings, overrides and isolates, which make a line read in another order than it is
+# written (a name ending in U+202E shows what follows it reversed).
 _LINE_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def text_line(text: str) -> str:
-    """`text` as one line: each line break a space, other control characters U+FFFD."""
+    """`text` as one line: each line break a space, other control characters (and bidi
+    overrides) U+FFFD."""
     return xml_safe(_CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", text)))
 
 
