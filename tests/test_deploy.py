@@ -144,7 +144,7 @@ def dockerfile_env() -> dict[str, str]:
     return found
 
 
-def test_the_dockerfile_is_pinned_non_root_with_tini_a_volume_and_speed() -> None:
+def test_the_dockerfile_is_pinned_non_root_with_tini_and_a_volume() -> None:
     lines = dockerfile()
     image = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG PYTHON_IMAGE="))
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image)
@@ -155,7 +155,7 @@ def test_the_dockerfile_is_pinned_non_root_with_tini_a_volume_and_speed() -> Non
                  if line.startswith("ENTRYPOINT "))
     assert entry == ["/usr/bin/tini", "--"]
     assert any("apt-get install" in line and " tini" in line for line in lines)
-    assert any(re.search(r"pip install \"\.\[[^]]*\bspeed\b", line) for line in lines)
+    assert any(re.search(r"pip install \"\.\[", line) for line in lines)  # the fast stack with it
     for line in lines:  # what it copies is in the repository
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
@@ -379,7 +379,9 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_from_elsewhere(tmp_path
         process.terminate()
         process.wait(timeout=60)
         log.close()
-    assert "demo-contributor" in (elsewhere / "serve.log").read_text()
+    served = (elsewhere / "serve.log").read_text()
+    assert "demo-contributor" in served
+    assert "HTTP stack: uvloop + httptools" in served  # dependencies on CPython and Linux
     assert (elsewhere / "threadsvc.db").exists()  # the store where it was started
 
 

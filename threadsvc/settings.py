@@ -103,6 +103,9 @@ class Settings:
     schedules: Mapping[str, Any] = field(default_factory=dict)  # runner/schedules.py
     log_format: str = "text"  # or "json": one object a line (threadsvc/logs.py)
     log_level: str = "info"  # debug, info, warning or error
+    # "auto": uvloop and httptools when installed (they are where they build), else asyncio and
+    # h11; "plain": asyncio and h11 always (e.g. to rule the fast stack out of a problem).
+    http_stack: str = "auto"
 
     def __post_init__(self) -> None:
         _check_files(self)
@@ -177,7 +180,8 @@ def _convert(name: str, value: Any) -> Any:
 
 
 _SHARES = frozenset({"max_running_share"})  # fractions: more than 0, at most 1
-_CHOICES = {"log_format": ("text", "json"), "log_level": ("debug", "info", "warning", "error")}
+_CHOICES = {"log_format": ("text", "json"), "log_level": ("debug", "info", "warning", "error"),
+            "http_stack": ("auto", "plain")}
 
 
 def _to_bool(value: Any) -> bool:

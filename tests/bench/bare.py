@@ -1,8 +1,10 @@
 """The bare app polling is compared with: Starlette, one route on the progress path, answering
-fixed bytes with the headers threadsvc sent, served by `uvicorn.run` with the same arguments
-as `threadsvc serve` (threadsvc/cli/serve.py): the same event loop, HTTP parser and access log.
+fixed bytes with the headers threadsvc sent, served by `uvicorn.run` on the stack threadsvc runs
+on (`auto`: uvloop and httptools; `plain`: asyncio and h11), without an access log (the limit)
+or with uvicorn's own (what a plain uvicorn deployment pays for one).
 
-    python -m tests.bench.bare PORT RESPONSE.json   # {"body": "...", "headers": {...}}
+    python -m tests.bench.bare PORT RESPONSE.json STACK ACCESS_LOG
+    # RESPONSE.json: {"body": "...", "headers": {...}}; STACK: auto|plain; ACCESS_LOG: on|off
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[2]).read_text())
     skip = ("content-type", "content-length", "date", "server")
     headers = {k: v for k, v in spec["headers"].items() if k.lower() not in skip}
+    stack, access_log = sys.argv[3], sys.argv[4] == "on"
     app = bare_app(spec["body"].encode(), headers, spec["headers"].get("content-type", ""))
-    # As threadsvc/cli/serve.py `serve` calls it.
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -44,6 +46,9 @@ def main() -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=6,
         log_level="info",
+        access_log=access_log,
+        loop="asyncio" if stack == "plain" else "auto",
+        http="h11" if stack == "plain" else "auto",
     )
 
 

@@ -408,14 +408,17 @@ def run_json(args: list[str], timeout: float, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
-def start_bare(directory: Path, response: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
-    """The bare Starlette app (tests/bench/bare.py) answering `response`; (process, url)."""
+def start_bare(directory: Path, response: dict[str, Any], stack: str = "auto",
+               access_log: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """The bare Starlette app (tests/bench/bare.py) answering `response` on `stack`, with or
+    without uvicorn's access log; (process, url)."""
     spec = directory / "bare-response.json"
     spec.write_text(json.dumps(response))
     port = free_port()
     with open(directory / "bare.log", "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.bench.bare", str(port), str(spec)],
+            [sys.executable, "-m", "tests.bench.bare", str(port), str(spec), stack,
+             "on" if access_log else "off"],
             stdout=log, stderr=subprocess.STDOUT, env=python_env(), cwd=ROOT,
         )
     url = f"http://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
     from threadsvc.jobs.command.settings import parse_commands
     from threadsvc.runner.schedules import parse_schedules
     from threadsvc.web import serving
-    from threadsvc.web.serving import connection_limits, http_protocol
+    from threadsvc.web.serving import connection_limits, http_protocol, http_stack
     from threadsvc.web.urls import ProxyHeaders, check_settings
 
     settings = settings_from(config, db=db, host=host, port=port)
@@ -50,6 +50,8 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
             "forwarded-allow-ips (THREADSVC_FORWARDED_ALLOW_IPS), now %s",
             ",".join(settings.forwarded_allow_ips) or "none")
     app = create_app(settings)
+    loop, parser = http_stack(settings.http_stack)
+    logging.getLogger("threadsvc").info("HTTP stack: %s + %s", loop, parser)
     uvicorn_config = uvicorn.Config(
         # uvicorn's proxy-header middleware, given the setting and X-Forwarded-Host
         ProxyHeaders(app, settings.forwarded_allow_ips),
@@ -60,9 +62,11 @@ def serve(config: str | None, db: str | None, host: str | None, port: int | None
         log_level=settings.log_level,
         log_config=None,  # uvicorn's loggers reach the root logger's one handler
         access_log=False,
+        loop=loop,
         http=http_protocol(
             settings.read_timeout,
             connection_limits(settings.max_connections, settings.max_running),
+            settings.http_stack,
         ),
     )
     serving.serve(uvicorn_config, on_exit=lambda: stop_waiting(app))

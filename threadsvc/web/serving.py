@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import resource
 import sys
@@ -33,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from threadsvc.web.errors import error_response
 
@@ -40,7 +42,7 @@ log = logging.getLogger("threadsvc.web")
 
 FILES_RESERVED = 64  # descriptors kept for the store, the log, the listening socket, libraries
 FILES_PER_RUNNING_JOB = 8  # a running job's files, uploads, pipes of a command
-_BASE: Any = AutoHTTPProtocol
+_MIXIN: Any = object  # the protocol classes are uvicorn's, untyped: the mixin takes them as Any
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,8 @@ async def _at_capacity(scope: Scope, receive: Receive, send: Send) -> None:
     await error_response(Request(scope), 503, "0503", message, headers)(scope, receive, send)
 
 
-class _DeadlineProtocol(_BASE):  # type: ignore[misc]
-    """uvicorn's protocol with the deadline and the caps that `http_protocol` sets."""
+class _Deadline(_MIXIN):  # type: ignore[misc]
+    """Mixed into uvicorn's protocol: the deadline and the caps that `http_protocol` sets."""
 
     read_timeout = 0.0
     limits: ConnectionLimits | None = None
@@ -142,11 +144,24 @@ class _DeadlineProtocol(_BASE):  # type: ignore[misc]
             self.transport.close()
 
 
-def http_protocol(read_timeout: float, limits: ConnectionLimits | None = None) -> type[asyncio.Protocol]:
-    """uvicorn's protocol (httptools when installed, else h11) with the deadline and caps."""
+def http_protocol(read_timeout: float, limits: ConnectionLimits | None = None,
+                  stack: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's protocol with the deadline and caps: on the `auto` stack httptools' when
+    installed, else h11's; on the `plain` stack h11's."""
+    base = H11Protocol if stack == "plain" else AutoHTTPProtocol
     settings: dict[str, Any] = {"read_timeout": read_timeout, "limits": limits, "idle": {}}
-    protocol: type[asyncio.Protocol] = type("DeadlineProtocol", (_DeadlineProtocol,), settings)
+    protocol: type[asyncio.Protocol] = type("DeadlineProtocol", (_Deadline, base), settings)
     return protocol
+
+
+def http_stack(stack: str = "auto") -> tuple[str, str]:
+    """The event loop and HTTP parser `stack` runs on, as uvicorn's `loop` setting and the name
+    of the parser: on `auto`, uvloop and httptools when installed (dependencies where they
+    build), else asyncio and h11; on `plain`, asyncio and h11."""
+    if stack == "plain":
+        return "asyncio", "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return loop, "httptools" if AutoHTTPProtocol is not H11Protocol else "h11"
 
 
 class Server(uvicorn.Server):
