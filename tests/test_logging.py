@@ -116,6 +116,10 @@ def test_lines_written_while_serving_a_request_carry_its_id(json_server: Server)
 ])
 def test_an_insane_request_id_is_replaced_and_never_logged(json_server: Server, bad: bytes) -> None:
     code, headers = raw_get(json_server, "/health", b"X-Request-ID: " + bad)
+    if code == 400:  # httptools refuses a control character in a header before the app runs
+        assert b"\x1b" in bad
+        assert bad.decode("latin-1") not in json_server.log.read_text(encoding="latin-1")
+        return
     assert code == 200
     fresh = headers["x-request-id"]
     assert FRESH_ID.fullmatch(fresh), fresh

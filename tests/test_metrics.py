@@ -128,7 +128,7 @@ def test_every_figure_counts_what_was_done(server: Server) -> None:
         # Paths no route matches, an alias, and a method nobody uses.
         assert admin.get(f"/no/such/{secrets.token_hex(8)}").status_code == 404
         assert admin.get(f"/ps/api/groups/dev/threads/{done}/progress").status_code == 200
-        assert admin.request("BREW", "/health").status_code == 405
+        assert admin.request("PROPFIND", "/health").status_code == 405
         receiver.wait(hook, 4)  # 3 final statuses, one of them twice
         wait_figure(server, "threadsvc_webhook_deliveries_total", {"outcome": "delivered"},
                     value(before, "threadsvc_webhook_deliveries_total", outcome="delivered") + 3)

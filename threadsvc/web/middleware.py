@@ -80,7 +80,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = _Body(self, scope, receive, send)
+        length, chunked = _framing(scope)
+        if not chunked and not length:  # no body (a poll): nothing to limit or wait for
+            await self.app(scope, receive, send)
+            return
+        body = _Body(self, scope, receive, send, length, chunked)
         try:
             await self.app(scope, body.receive, body.send)
         finally:
@@ -100,9 +104,9 @@ class _Body:
     """One request's body as BodyLimit lets it through: `receive` for the application, and
     `send`, which closes the connection when the answer goes before the whole body came."""
 
-    def __init__(self, limits: BodyLimit, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, limits: BodyLimit, scope: Scope, receive: Receive, send: Send,
+                 length: int | None, chunked: bool) -> None:
         self._limits, self._scope, self._receive, self._send = limits, scope, receive, send
-        length, chunked = _framing(scope)
         if length is not None and length > limits.limit:
             scope["threadsvc.too_large"] = True
         self._large = chunked or (length or 0) > LARGE_BODY

@@ -31,7 +31,6 @@ def _thread_routes(base: str) -> list[BaseRoute]:
     return [
         by_method(f"{base}/threads", {"GET": api.list_threads, "POST": api.start_thread}),
         by_method(f"{base}/threads/{{id}}", {"GET": api.get_thread, "DELETE": api.delete}),
-        Route(f"{base}/threads/{{id}}/progress", api.progress, methods=["GET"]),
         Route(f"{base}/threads/{{id}}/logs", api.logs, methods=["GET"]),
         Route(f"{base}/threads/{{id}}/cancel", api.cancel, methods=["POST"]),
         Route(f"{base}/threads/{{id}}/result", api.result, methods=["GET"]),
@@ -40,8 +39,11 @@ def _thread_routes(base: str) -> list[BaseRoute]:
 
 
 def routes() -> list[BaseRoute]:
-    """The services (each one described in openapi.json)."""
+    """The services (each one described in openapi.json). The router tries them in order, so
+    what clients poll comes first (no two of these paths match the same request)."""
     return [
+        Route(f"{SERVICE}/groups/{{group}}/threads/{{id}}/progress", api.progress, methods=["GET"]),
+        Route(f"{SERVICE}/threads/{{id}}/progress", api.progress, methods=["GET"]),
         *_thread_routes(SERVICE),
         *_thread_routes(SERVICE + "/groups/{group}"),
         *_webhook_routes(SERVICE),
