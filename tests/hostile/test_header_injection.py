@@ -144,7 +144,11 @@ def test_idempotency_keys_with_odd_characters_are_400(server: Server, key: str) 
     with server.client("contributor") as http:
         response = http.post(f"{GROUP}/threads", data={"job": "sleep", "seconds": "0"},
                              headers=[(b"Idempotency-Key", key.encode("utf-8"))])
-    check_error(response, 400, "0201", "Idempotency-Key")
+    # The parser refuses a control character before the application sees which header held
+    # it (httptools); elsewhere the application names the header.
+    root = check_error(response, 400, "0201")
+    message = root.findtext("message")
+    assert "Idempotency-Key" in message or "a header holds a character" in message, message
     assert_not_split(response)
     assert thread_total(server) == before
 

@@ -14,6 +14,12 @@ connections are capped below the open-file limit, leaving room for the store, fi
 (`ConnectionLimits`): past `serve` connections, an idle keep-alive connection is closed to make
 room, else the newcomer is answered 503 (error `0503`, Connection: close; /health still `ok`);
 past `ceiling`, a newcomer is closed at once.
+
+What the HTTP parser refuses (a control character in a header, a malformed request line,
+headers over MAX_HEADERS bytes) never reaches the application; uvicorn would answer it in plain
+text. Here it is the error document of any other 400 (431 for headers too large), with
+nosniff. On the fast stack (httptools) the limits are kept here: httptools has none, and a
+client could otherwise send headers of any size.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import resource
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from types import FrameType
 from typing import Any
 
@@ -37,11 +44,24 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from threadsvc.web.errors import error_response
+from threadsvc.web.responses import XML_TYPE
+from threadsvc.xml.render import error_element, to_xml
 
 log = logging.getLogger("threadsvc.web")
 
 FILES_RESERVED = 64  # descriptors kept for the store, the log, the listening socket, libraries
 FILES_PER_RUNNING_JOB = 8  # a running job's files, uploads, pipes of a command
+# On httptools, which has no limits of its own: the most a request's headers may take (h11's
+# limit, uvicorn's default, on the plain stack), and the most read while a head is incomplete
+# (more than one read holds, so a request line that came whole reaches the application, which
+# names what is wrong with it, as on h11).
+MAX_HEADERS = 16 * 1024
+MAX_HEAD = 256 * 1024
+_HEAD_TOO_LARGE = "The request's line or headers are too large"
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing headers over MAX_HEADERS."""
 _MIXIN: Any = object  # the protocol classes are uvicorn's, untyped: the mixin takes them as Any
 
 
@@ -88,6 +108,9 @@ class _Deadline(_MIXIN):  # type: ignore[misc]
     idle: dict[Any, None]  # keep-alive connections between requests, oldest first
     _deadline: asyncio.TimerHandle | None = None
     _idle_since = 0.0  # when the connection last started waiting for a request
+    _read: int | None = None  # bytes of the reads that ended inside this request's head
+    _headers = 0  # bytes of this request's headers parsed so far (httptools)
+    _too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
@@ -117,6 +140,48 @@ class _Deadline(_MIXIN):  # type: ignore[misc]
     def data_received(self, data: bytes) -> None:
         self.idle.pop(self, None)  # a request is coming
         super().data_received(data)
+        if self._read is not None and not self.transport.is_closing():
+            self._read += len(data)  # this read ended inside a request's head (httptools)
+            if self._read > MAX_HEAD:  # an endless header value would be buffered whole
+                self._refuse(431, _HEAD_TOO_LARGE)
+
+    # httptools' callbacks (h11 never calls them: it keeps its own limit on an incomplete
+    # head). Headers that came in one read are counted as they are parsed.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._read = self._headers = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._headers += len(name) + len(value) + 4
+        if self._headers > MAX_HEADERS:
+            self._too_large = True
+            raise _HeadTooLarge  # the parser stops; uvicorn then calls send_400_response
+
+    def on_headers_complete(self) -> None:
+        self._read = None
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what its parser refuses, as the error document of any other 400."""
+        if self._too_large:
+            self._refuse(431, _HEAD_TOO_LARGE)
+            return
+        self._refuse(400, "The request is not valid HTTP/1.1: a header holds a character HTTP "
+                          "does not allow, or the request line or framing is malformed")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` with the error document (id 0201) and close: what the parser refused
+        never reaches the application, so this answer is made here, on the protocol."""
+        path = bytes(getattr(self, "url", b"") or b"").split(b"?", 1)[0][:200]
+        body = to_xml(error_element("0201", path.decode("latin-1"), message))
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
+        for name, value in self.server_state.default_headers:
+            head.append(b"%s: %s\r\n" % (name, value))
+        head.append(b"content-type: %s\r\ncontent-length: %d\r\nx-content-type-options: "
+                    b"nosniff\r\nconnection: close\r\n\r\n" % (XML_TYPE.encode(), len(body)))
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

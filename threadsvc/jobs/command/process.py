@@ -61,6 +61,8 @@ async def run_command(ctx: Context, command: Command, argv: list[str]) -> None:
         what = exc.strerror or str(exc)
         if exc.filename is not None:
             what = f"{what}: '{exc.filename}'"
+        else:  # uvloop's errors name no file: the program, or the directory it runs in
+            what = f"{what}: '{argv[0]}'" + (f" in '{command.cwd}'" if command.cwd else "")
         raise CommandFailed(f"Command '{name}' could not start: {what}") from None
     pgid = process.pid
     _LIVE.add(pgid)
