@@ -130,8 +130,13 @@ def test_key_fingerprint_prints_short_hashes_and_never_a_key(tmp_path: Path) -> 
     assert done.stdout.splitlines() == [f"{short_fingerprint(KEY)}  signs",
                                         f"{short_fingerprint(OTHER)}  verifies"]
     assert short_fingerprint(KEY) != short_fingerprint(OTHER)
-    # no key configured: the one generated and kept in the store, the same each time
+    # no key configured: the one generated and kept in the store, the same each time; none
+    # while there is no store (the command does not make one)
     db = f"sqlite:///{tmp_path / 'store.db'}"
+    missing = threadsvc("key", "fingerprint", "--db", db, env={}, cwd=tmp_path)
+    assert missing.returncode == 1 and "no store at" in missing.stderr
+    assert not (tmp_path / "store.db").exists()
+    assert threadsvc("group", "add", "--db", db, "dev", env={}, cwd=tmp_path).returncode == 0
     first = threadsvc("key", "fingerprint", "--db", db, env={}, cwd=tmp_path)
     again = threadsvc("key", "fingerprint", "--db", db, env={}, cwd=tmp_path)
     assert first.returncode == 0, first.stderr

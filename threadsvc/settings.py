@@ -296,8 +296,8 @@ def load_settings(
 
 
 # Settings that may be read from a file, THREADSVC_X_Y_FILE: those that hold a secret (the store
-# URL carries its password). A name that is not (yet) a field is left out of everything.
-SECRET_SETTINGS = frozenset({"db", "secret_key", "metrics_token"}) & _FIELDS.keys()
+# URL carries its password).
+SECRET_SETTINGS = frozenset({"db", "secret_key", "metrics_token"})
 # The `threads` client's own variables (cli/client.py): known, but no settings.
 CLIENT_VARIABLES = frozenset({"THREADSVC_URL", "THREADSVC_USER", "THREADSVC_PASSWORD",
                               "THREADSVC_TOKEN"})
