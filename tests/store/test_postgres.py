@@ -245,6 +245,59 @@ async def test_limits_hold_when_starts_race(dsn: str) -> None:
         await asyncio.gather(*(n.close() for n in nodes))
 
 
+class CountingStore(PostgresStore):
+    """Counts the transactions sent in one message (a start's, or a batch of starts')."""
+
+    trips = 0
+
+    async def _in_one_trip(self, statements: list[str], args: dict[str, Any]) -> Any:
+        self.trips += 1
+        return await super()._in_one_trip(statements, args)
+
+
+async def test_starts_waiting_together_share_a_transaction_each_with_its_own_answer(
+    dsn: str,
+) -> None:
+    store = CountingStore(dsn)
+    await store.open()
+    try:
+        limits = ActiveLimits(per_user=3, per_group=100)
+        taken = new_thread(user="carol")
+        await store.insert_thread(taken, first_event(), limits=limits)
+        store.trips = 0
+        starts = [new_thread(user="alice") for _ in range(5)]  # 3 fit
+        starts += [new_thread(user=f"user{i}", group=241 + i % 2) for i in range(30)]
+        starts.append(dataclasses.replace(new_thread(user="carol"), id=taken.id))  # its id taken
+        starts.append(new_thread(user="server", group=-1))
+        outcomes = await asyncio.gather(
+            *(store.insert_thread(t, first_event(), limits=limits) for t in starts),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(o, TooManyActiveThreads) for o in outcomes[:5]) == 2
+        assert all(o == (t, True) for t, o in zip(starts[5:-2], outcomes[5:-2], strict=True))
+        assert isinstance(outcomes[-2], Conflict)
+        assert outcomes[-1] == (starts[-1], True)
+        assert (await store.count_by_status())[Status.INITIALISED] == 1 + 3 + 30 + 1
+        # a batch that one start would take past a limit runs again one start at a time
+        more = [new_thread(user="dave") for _ in range(20)]
+        outcomes = await asyncio.gather(
+            *(store.insert_thread(t, first_event(), limits=limits) for t in more),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(o, tuple) for o in outcomes) == 3
+        logs = await store.get_logs(more[0].id, 0, 10, Level.DEBUG)
+        assert [e.text for e in logs.events] == ["created"]
+        store.trips = 0
+        free = [new_thread(user="erin") for _ in range(20)]
+        await asyncio.gather(*(store.insert_thread(t, first_event()) for t in free))
+        assert store.trips <= 3  # one alone, then the 19 that waited (in one or two batches)
+        for thread in free:
+            logs = await store.get_logs(thread.id, 0, 10, Level.DEBUG)
+            assert [e.text for e in logs.events] == ["created"]
+    finally:
+        await store.close()
+
+
 async def test_a_start_keeps_awkward_text_as_it_was(store: PostgresStore) -> None:
     """A start's arguments are bound by the client (one message): quotes, backslashes, percent
     signs, placeholders and any character come back unchanged."""

@@ -78,7 +78,7 @@ DIALECT_ONLY = {
     "postgres": {
         "lock_user", "lock_user_and_group", "lock_group_ids", "lock_claims", "lock_delivery_claims",
         "lock_webhooks", "lock_audit", "copy_log_events",
-        "insert_thread_within_limits",
+        "insert_thread_within_limits", "lock_users", "lock_groups", "insert_threads_within_limits",
     },
     "sqlite": {
         "any_webhooks", "count_active", "last_log_seqs", "insert_thread", "find_idempotent",

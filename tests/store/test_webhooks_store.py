@@ -256,3 +256,17 @@ async def test_prune_deletes_only_old_finished_deliveries(store: Store) -> None:
     assert await store.prune_deliveries(now_ms() + 1) == 1  # the delivered one, not the pending
     [left] = await store.recent_deliveries(webhook.id, 10)
     assert left.status == "pending" and left.event == "final"
+
+
+async def test_a_snapshot_keeps_awkward_text_as_it_was(store: Store) -> None:
+    """The changes of a transaction reach the outbox as the thread was: quotes, backslashes,
+    escapes, placeholders and any character."""
+    await hook(store, 240, "all")
+    running = await run(store, await add_thread(store))
+    awkward = "it's 100% \\ \"q\" \\u0041 %(id)s $1 {\"a\": [1]} \u00e9\u6f22\u2028\U0001f600\x01"
+    await change(store, running, Status.WARNING, message=awkward)
+    [first] = await store.claim_deliveries(now_ms(), LEASE, 10)
+    assert first.thread.message is None
+    await store.record_attempt(first.delivery.id, now_ms(), 204, "delivered", now_ms())
+    [second] = await store.claim_deliveries(now_ms(), LEASE, 10)  # it waited behind the first
+    assert second.thread.message == awkward

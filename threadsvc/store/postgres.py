@@ -33,11 +33,12 @@ from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, Thread
 from threadsvc.retry import Backoff
 from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.base import Store
+from threadsvc.store.batch import Batcher
 from threadsvc.store.coalesce import Coalescer
 from threadsvc.store.dialect import Rule
 from threadsvc.store.migrate import migrate_postgres
 from threadsvc.store.postgres_tx import Conn, PostgresTx, Q
-from threadsvc.store.rows import insert_args
+from threadsvc.store.rows import columns, insert_args
 from threadsvc.store.starts import Start, check_limits, check_replay, count_active_args
 
 T = TypeVar("T")
@@ -53,6 +54,11 @@ DOWN_WAIT = 1.0
 # SQLSTATE class 40: the server rolled the whole transaction back, so running it again is safe.
 _ROLLED_BACK = (DeadlockDetected, SerializationFailure, TransactionRollback)
 NO_LIMITS = ActiveLimits(per_user=2**62, per_group=2**62)  # a start that no limit applies to
+BATCH_STARTS = 256  # the most starts written in one transaction
+_BATCH_COLUMNS = (
+    "id", "name", "username", "group_id", "job", "params", "status", "created", "seq", "ts",
+    "level", "text", "per_user", "per_group",
+)
 
 
 # Every statement of the store's connections: none may run longer than this (a query that
@@ -85,6 +91,7 @@ class PostgresStore(Store):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._down = False  # the last call could not reach the server
         self._coalesced_notify = Coalescer(self._notify)
+        self._batched_starts = Batcher(self._insert_batch, BATCH_STARTS)
         self._redact_logs = RedactStoreUrl(dsn)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -261,6 +268,43 @@ class PostgresStore(Store):
 
     # -- a start: the rest of the threads' methods are ThreadRules' ----------------------------
     async def _insert(self, start: Start) -> tuple[Thread, bool]:
+        # Group commit: the starts without a key that wait at the same moment share one
+        # transaction (one user's starts take its lock one after another, so one each was what
+        # bounded them). A start with a key goes alone: it may name an earlier thread.
+        if start.idempotency_key is not None:
+            return await self._insert_one(start)
+        return await self._batched_starts(start)
+
+    async def _insert_batch(self, starts: list[Start]) -> list[tuple[Thread, bool] | BaseException]:
+        """All of `starts` in one transaction when none is refused; else (or when that
+        transaction fails) each on its own, concurrently, with its own answer."""
+        if len(starts) > 1:
+            try:
+                if await self._insert_all(starts):
+                    return [(start.thread, True) for start in starts]
+            except (StoreUnavailable, Conflict):
+                pass  # rolled back: nothing of it is stored, each is tried on its own
+        return await asyncio.gather(
+            *(self._insert_one(start) for start in starts), return_exceptions=True
+        )
+
+    async def _insert_all(self, starts: list[Start]) -> bool:
+        """Store all of `starts` (none with a key) in one message, or none (False) when one would
+        pass a limit."""
+        rows = []
+        for start in starts:
+            limits = count_active_args(start.thread, start.limits or NO_LIMITS)
+            rows.append({**insert_args(start.thread, start.first_event, None, None), **limits})
+        args = columns(rows, _BATCH_COLUMNS)
+        args["usernames"] = sorted({row["username"] for row in rows})
+        args["group_ids"] = sorted({row["group_id"] for row in rows} - {SERVER_GROUP_ID})
+        found = await self._in_one_trip(
+            [Q["lock_users"], Q["lock_groups"], Q["insert_threads_within_limits"]], args
+        )
+        assert found is not None
+        return bool(found["inserted"])
+
+    async def _insert_one(self, start: Start) -> tuple[Thread, bool]:
         # One message: the user's lock (and the group's, for a group's limit), the user's
         # expired use of the key released, then the thread inserted unless the key names a
         # thread or a limit is reached; the locks make that check-and-insert atomic.
@@ -284,7 +328,7 @@ class PostgresStore(Store):
             check_replay(key, found["existing_hash"], start.request_hash)
             existing = await self.get_thread(found["existing"])
             if existing is None:  # deleted since: its key went with it
-                return await self._insert(start)
+                return await self._insert_one(start)
             return existing, False
         if not found["inserted"]:
             check_limits(thread, limits, found["user_active"], found["group_active"])

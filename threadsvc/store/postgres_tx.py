@@ -3,6 +3,7 @@ and the batch writes as set-based statements (arrays, COPY)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -94,10 +95,15 @@ class PostgresTx:
         await self.run(
             "queue_deliveries",
             {
-                "thread_id": [thread.id for thread in changes],
-                "group_id": [thread.group_id for thread in changes],
-                "event": ["final" if thread.final else "status" for thread in changes],
-                "snapshot": [snapshot_json(thread) for thread in changes],
+                "changes": json.dumps([
+                    {
+                        "thread_id": thread.id,
+                        "group_id": thread.group_id,
+                        "event": "final" if thread.final else "status",
+                        "snapshot": snapshot_json(thread),
+                    }
+                    for thread in changes
+                ]),
                 "now": now_ms(),
                 "behind": BEHIND,
             },
