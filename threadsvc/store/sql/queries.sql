@@ -130,19 +130,17 @@ GROUP BY group_id, username;
 -- the groups running on the node and the `limit` + 1 oldest-headed others. A pick prefers
 -- owners holding none, oldest head first, so `limit` picks never reach past those; the one
 -- more keeps "others wait" true wherever it is.
-WITH w AS (
-    SELECT seq, group_id, username,
-           row_number() OVER (PARTITION BY group_id, username ORDER BY seq) AS k
-    FROM threads WHERE status = 'initialised'
-), r AS (
+WITH r AS (
     SELECT DISTINCT group_id, username FROM threads
     WHERE status IN ('inprogress', 'warning', 'error') AND node = :node
+), heads AS (
+    SELECT group_id, username, min(seq) AS head FROM threads
+    WHERE status = 'initialised' GROUP BY group_id, username
 ), owners AS (
-    SELECT w.group_id, w.username, w.seq AS head,
+    SELECT h.group_id, h.username, h.head,
            CASE WHEN r.username IS NULL THEN 0 ELSE 1 END AS runs,
-           CASE WHEN w.group_id IN (SELECT group_id FROM r) THEN 1 ELSE 0 END AS group_runs
-    FROM w LEFT JOIN r ON r.group_id = w.group_id AND r.username = w.username
-    WHERE w.k = 1
+           CASE WHEN h.group_id IN (SELECT group_id FROM r) THEN 1 ELSE 0 END AS group_runs
+    FROM heads AS h LEFT JOIN r ON r.group_id = h.group_id AND r.username = h.username
 ), users AS (  -- the owners that could be chosen, of each group
     SELECT group_id, username FROM (
         SELECT group_id, username, runs,
@@ -159,10 +157,15 @@ WITH w AS (
     ) AS g
     WHERE group_runs = 1 OR gk <= :limit + 1
 )
-SELECT seq, group_id, username FROM w
-WHERE k <= :limit AND (group_id, username) IN (
-    SELECT group_id, username FROM users WHERE group_id IN (SELECT group_id FROM groups)
-);
+SELECT seq, group_id, username FROM (
+    SELECT seq, group_id, username,
+           row_number() OVER (PARTITION BY group_id, username ORDER BY seq) AS k
+    FROM threads
+    WHERE status = 'initialised' AND (group_id, username) IN (
+        SELECT group_id, username FROM users WHERE group_id IN (SELECT group_id FROM groups)
+    )
+) AS w
+WHERE k <= :limit;
 
 -- name: waiting_heads_by_job
 -- As waiting_heads, for a claim where jobs have concurrency limits: the oldest `limit` of each
