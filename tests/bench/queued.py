@@ -5,7 +5,8 @@ Two ways a queue builds up, each on a fresh server and store:
 - started over HTTP while the server runs (tickers of one second: the queue drains at 4/s,
   so nearly every thread started is still waiting at the end);
 - already in the store when the server starts (written there first, as a store a stopped
-  node left behind; no-op threads: the server claims them as fast as it can).
+  node left behind; no-op threads: the server claims them as fast as it can), all of one user,
+  or each of another user (a claim weighs every waiting owner: it must not read every thread).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class Peak:
 def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:
     n = sizes.queued_threads
     over_http(results, stores, store, sizes, work, n)
-    in_store(results, stores, store, sizes, work, n)
+    in_store(results, stores, store, sizes, work, n, owners=1)
+    in_store(results, stores, store, sizes, work, n, owners=n)
 
 
 def over_http(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path,
@@ -101,19 +103,21 @@ def over_http(results: Results, stores: Stores, store: str, sizes: Sizes, work: 
 
 
 def in_store(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path,
-             n: int) -> None:
-    directory = work / f"queued-store-{store}"
+             n: int, owners: int) -> None:
+    directory = work / f"queued-store-{owners}-{store}"
     took: list[float] = []
     with bench_server(directory, stores.url(store, directory),
-                      before_start=lambda s: took.append(fill_queue(s, n)),
+                      before_start=lambda s: took.append(fill_queue(s, n, owners)),
                       **{"max-running": SLOTS}) as (server, tokens), \
             server.bearer(tokens[USER]) as client, Peak(server.pid).sampling() as peak:
         waiting = count(client, "initialised")
         drained = drain(client, waiting, sizes.queued_seconds)
         high = max(peak.reset(), memory(server.pid)["VmHWM"])
-    say(f"  {n:,} no-op threads written into the store in {took[0]:.1f} s; the server started "
-        f"on them: peak RSS {high / MB:.0f} MB while {drained:,} were claimed")
-    add(results, store, f"{n:,} threads queued (in the store at start, max-running {SLOTS})",
+    whose = "one user" if owners == 1 else f"{owners:,} users"
+    say(f"  {n:,} no-op threads of {whose} written into the store in {took[0]:.1f} s; the server "
+        f"started on them: peak RSS {high / MB:.0f} MB while {drained:,} were claimed")
+    add(results, store, f"{n:,} threads of {whose} queued (in the store at start, max-running "
+        f"{SLOTS})",
         high, None, waiting, drained, sizes.queued_seconds)
 
 
@@ -135,21 +139,24 @@ def add(results: Results, store: str, what: str, peak: int, idle: int | None, wa
 SQLITE_FILL = """
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
 INSERT INTO threads (id, name, username, group_id, job, params, status, created, version)
-SELECT lower(hex(randomblob(16))), 'No-op thread for group dev', 'contributor', 240, 'noop', '{}',
-       'initialised', :base + i, 1
+SELECT lower(hex(randomblob(16))), 'No-op thread for group dev',
+       CASE WHEN :owners = 1 THEN 'contributor' ELSE 'user' || (i % :owners) END, 240, 'noop',
+       '{}', 'initialised', :base + i, 1
 FROM n
 """
 
 POSTGRES_FILL = """
 INSERT INTO threads (id, name, username, group_id, job, params, status, created, version)
-SELECT md5(random()::text || i::text), 'No-op thread for group dev', 'contributor', 240, 'noop',
-       '{}', 'initialised', %(base)s + i, 1
+SELECT md5(random()::text || i::text), 'No-op thread for group dev',
+       CASE WHEN %(owners)s = 1 THEN 'contributor' ELSE 'user' || (i %% %(owners)s) END, 240,
+       'noop', '{}', 'initialised', %(base)s + i, 1
 FROM generate_series(1, %(count)s) AS i
 """
 
 
-def fill_queue(server: BenchServer, n: int) -> float:
-    """Write `n` initialised no-op threads into the server's (seeded, stopped) store; seconds."""
+def fill_queue(server: BenchServer, n: int, owners: int) -> float:
+    """Write `n` initialised no-op threads of `owners` users (1: contributor) into the server's
+    (seeded, stopped) store; seconds."""
     base = int(time.time() * 1000) - n - 60_000
     t0 = time.monotonic()
     db = server.config.read_text().split("db = ", 1)[1].splitlines()[0].strip('"')
@@ -159,7 +166,7 @@ def fill_queue(server: BenchServer, n: int) -> float:
         conn = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
         try:
             conn.execute("BEGIN")
-            conn.execute(SQLITE_FILL, {"count": n, "base": base})
+            conn.execute(SQLITE_FILL, {"count": n, "base": base, "owners": owners})
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -171,6 +178,6 @@ def fill_queue(server: BenchServer, n: int) -> float:
             # (files/migrate.py): record the storage this server is configured with.
             conn.execute("INSERT INTO server_settings (key, value) VALUES ('files', 'postgres')"
                          " ON CONFLICT (key) DO NOTHING")
-            conn.execute(POSTGRES_FILL, {"count": n, "base": base})
+            conn.execute(POSTGRES_FILL, {"count": n, "base": base, "owners": owners})
             conn.execute("VACUUM ANALYZE threads")
     return time.monotonic() - t0
