@@ -206,7 +206,12 @@ in processes of their own.
    random threads' progress at a fixed rate (open loop: latency counts from the moment each
    poll was due, so a stalled server is not hidden) while the server's RSS is sampled;
    peak RSS is the server's VmHWM from /proc. Then 50 threads' stored progress is compared
-   with their schedule: under 1 s behind means the server keeps up.
+   with their schedule: under 1 s behind means the server keeps up. The queue
+   (`tests/bench/queued.py`): a server with `max-running = 4` and N `initialised` threads
+   waiting, built two ways: started over HTTP while it runs (one-second tickers: 4 end a
+   second, so nearly all still wait), and written into the stopped store with one SQL
+   statement before it starts (no-op threads, all of one user, then each of another user);
+   RSS is sampled every 0.2 s while they wait and while the queue drains for a few seconds.
 5. **Big logs and big tables**: a `logger` thread logs N events as fast as the context takes
    them; events/s = N / (ended − started) as the thread reports them. The last page of 1,000
    events (`…/logs?since=TOTAL-1000&limit=1000`) is read sequentially over keep-alive;

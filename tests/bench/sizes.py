@@ -23,6 +23,8 @@ class Sizes:
     many_threads: int = 10_000
     many_polls_per_second: int = 200
     many_poll_seconds: float = 60.0
+    queued_threads: int = 100_000  # waiting on a server of 4 slots
+    queued_seconds: float = 15.0  # held, then drained, for this long each
     # 5 big logs and big tables
     log_events: int = 1_000_000
     table_threads: int = 1_000_000
@@ -47,6 +49,8 @@ QUICK = Sizes(
     peer_jobs=3_000,
     many_threads=1_000,
     many_poll_seconds=10.0,
+    queued_threads=10_000,
+    queued_seconds=5.0,
     log_events=100_000,
     table_threads=100_000,
     read_repeats=20,

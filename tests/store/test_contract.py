@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import secrets
+from collections import Counter
 
 import pytest
 
@@ -20,6 +22,7 @@ from threadsvc.models import (
     ThreadFilter,
     now_ms,
 )
+from threadsvc.store import fair
 from threadsvc.store.base import Store
 
 pytestmark = pytest.mark.anyio
@@ -240,6 +243,35 @@ async def test_claims_share_a_node_between_groups_then_users(store: Store) -> No
     bob = [await add(store, base + 90 + i, user="bob") for i in range(2)]
     third = await store.claim_threads("node-b", 3, base + 100, slots=8, share=0.5)
     assert {t.id for t in third} == {burst[6].id, bob[0].id, burst[7].id}
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_claim_takes_what_a_fair_pick_of_every_waiting_thread_takes(
+    store: Store, seed: int
+) -> None:
+    """A claim reads only the waiting threads a fair pick could choose (not the whole queue),
+    and chooses as if it had read them all: over many owners of several groups, some with
+    threads running on the node, each claim takes exactly what store/fair.py picks from every
+    waiting thread."""
+    rng = random.Random(seed)
+    base = now_ms()
+    waiting: list[tuple[fair.Waiting, str]] = []  # in the order stored: seq order
+    owners = [(group, f"u{user}") for group in (240, 241, 242, -1) for user in range(6)]
+    for i in range(150):
+        group, user = rng.choice(owners[: rng.choice((4, 12, 24))])
+        thread = await add(store, base + i, group=group, user=user)
+        waiting.append((fair.Waiting(i, group, user), thread.id))
+    running: Counter[tuple[int, str]] = Counter()
+    share = rng.choice((0.25, 0.5, 1.0))
+    for round_ in range(12):
+        limit = rng.randint(1, 4)
+        chosen = set(fair.pick(running.items(), [w for w, _ in waiting], limit, 40, share))
+        expected = {thread_id for w, thread_id in waiting if w.seq in chosen}
+        claimed = await store.claim_threads("node-a", limit, base + 1000 + round_, slots=40,
+                                            share=share)
+        assert {t.id for t in claimed} == expected
+        running.update((w.group_id, w.username) for w, _ in waiting if w.seq in chosen)
+        waiting = [(w, thread_id) for w, thread_id in waiting if w.seq not in chosen]
 
 
 async def test_a_share_bounds_a_group_while_another_waits(store: Store) -> None:

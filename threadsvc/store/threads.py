@@ -130,7 +130,7 @@ class ThreadRules(WebhookRules):
                 free = {job: most - jobs.get(job, 0) for job, most in concurrency.items()}
                 heads = await tx.all("waiting_heads_by_job", {"limit": limit})
             else:
-                heads = await tx.all("waiting_heads", {"limit": limit})
+                heads = await tx.all("waiting_heads", {"limit": limit, "node": node})
             waiting = [
                 fair.Waiting(row["seq"], row["group_id"], row["username"], row["job"] if concurrency else "")
                 for row in heads

@@ -124,11 +124,46 @@ WHERE status IN ('inprogress', 'warning', 'error') AND node = :node
 GROUP BY group_id, username;
 
 -- name: waiting_heads
--- The oldest `limit` waiting threads of each owner: a claim of `limit` needs no more of any.
+-- The waiting threads a fair claim of `limit` on `node` could choose (store/fair.py), so that
+-- a claim reads a slot's worth however many owners wait: the oldest `limit` of each owner, of
+-- the owners running on the node and the `limit` + 1 oldest-headed others of each group, of
+-- the groups running on the node and the `limit` + 1 oldest-headed others. A pick prefers
+-- owners holding none, oldest head first, so `limit` picks never reach past those; the one
+-- more keeps "others wait" true wherever it is.
+WITH r AS (
+    SELECT DISTINCT group_id, username FROM threads
+    WHERE status IN ('inprogress', 'warning', 'error') AND node = :node
+), heads AS (
+    SELECT group_id, username, min(seq) AS head FROM threads
+    WHERE status = 'initialised' GROUP BY group_id, username
+), owners AS (
+    SELECT h.group_id, h.username, h.head,
+           CASE WHEN r.username IS NULL THEN 0 ELSE 1 END AS runs,
+           CASE WHEN h.group_id IN (SELECT group_id FROM r) THEN 1 ELSE 0 END AS group_runs
+    FROM heads AS h LEFT JOIN r ON r.group_id = h.group_id AND r.username = h.username
+), users AS (  -- the owners that could be chosen, of each group
+    SELECT group_id, username FROM (
+        SELECT group_id, username, runs,
+               row_number() OVER (PARTITION BY group_id, runs ORDER BY head) AS uk
+        FROM owners
+    ) AS o
+    WHERE runs = 1 OR uk <= :limit + 1
+), groups AS (  -- the groups that could be chosen
+    SELECT group_id FROM (
+        SELECT group_id, group_runs,
+               row_number() OVER (PARTITION BY group_runs ORDER BY head) AS gk
+        FROM (SELECT group_id, group_runs, min(head) AS head FROM owners
+              GROUP BY group_id, group_runs) AS h
+    ) AS g
+    WHERE group_runs = 1 OR gk <= :limit + 1
+)
 SELECT seq, group_id, username FROM (
     SELECT seq, group_id, username,
            row_number() OVER (PARTITION BY group_id, username ORDER BY seq) AS k
-    FROM threads WHERE status = 'initialised'
+    FROM threads
+    WHERE status = 'initialised' AND (group_id, username) IN (
+        SELECT group_id, username FROM users WHERE group_id IN (SELECT group_id FROM groups)
+    )
 ) AS w
 WHERE k <= :limit;
 
