@@ -118,6 +118,10 @@ def fill(server: BenchServer, count: int) -> float:
         import psycopg
 
         with psycopg.connect(db, autocommit=True) as conn:
+            # A node refuses a store holding threads but no record of where its files are
+            # (files/migrate.py): record the storage this server is configured with.
+            conn.execute("INSERT INTO server_settings (key, value) VALUES ('files', 'postgres')"
+                         " ON CONFLICT (key) DO NOTHING")
             conn.execute(POSTGRES_FILL, {"count": count, "base": base})
             conn.execute("VACUUM ANALYZE threads")
     return time.monotonic() - t0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import secrets
 import subprocess
 import sys
@@ -91,6 +92,12 @@ def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) 
 def running_many(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:
     directory = work / f"many-{store}"
     n = sizes.many_threads
+    # The server keeps 8 open files for each running slot (a command's pipes and files): under
+    # an open-file limit lower than that leaves room for, it serves 12 connections at most.
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    connections = 32 if files >= 8 * n + 2_000 else 8
+    if connections < 32:
+        say(f"  open-file limit {files}: {connections} connections (the server serves few)")
     with bench_server(directory, stores.url(store, directory),
                       **{"max-running": n}) as (server, tokens):
         pid = server.pid
@@ -109,7 +116,7 @@ def running_many(results: Results, stores: Stores, store: str, sizes: Sizes, wor
         sampler.start()
         rss_idle = memory(pid)["VmRSS"]
         t0 = time.monotonic()
-        ids = asyncio.run(start_many(server.url, tokens[USER], n, 32))
+        ids = asyncio.run(start_many(server.url, tokens[USER], n, connections))
         started = time.monotonic() - t0
         while running(server.url, tokens["admin"]) < n:
             if time.monotonic() - t0 > started + 300:
@@ -121,7 +128,7 @@ def running_many(results: Results, stores: Stores, store: str, sizes: Sizes, wor
         spec = {"host": "127.0.0.1", "port": server.port, "token": tokens[USER],
                 "paths": [group_path(i, "/progress") for i in ids],
                 "rate": sizes.many_polls_per_second, "seconds": sizes.many_poll_seconds,
-                "connections": 32}
+                "connections": connections}
         spec_file = directory / "poller.json"
         spec_file.write_text(json.dumps(spec))
         out = run_poller(spec_file, sizes.many_poll_seconds)
