@@ -74,7 +74,7 @@ class Peak:
 
 def run(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:
     n = sizes.queued_threads
-    over_http(results, stores, store, sizes, work, n)
+    over_http(results, stores, store, sizes, work, sizes.queued_over_http)
     in_store(results, stores, store, sizes, work, n, owners=1)
     in_store(results, stores, store, sizes, work, n, owners=n)
 

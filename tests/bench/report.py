@@ -209,7 +209,7 @@ in processes of their own.
    with their schedule: under 1 s behind means the server keeps up. The queue
    (`tests/bench/queued.py`): a server with `max-running = 4` and N `initialised` threads
    waiting, built two ways: started over HTTP while it runs (one-second tickers: 4 end a
-   second, so nearly all still wait), and written into the stopped store with one SQL
+   second, so nearly all still wait; a quarter of N, for time), and written into the stopped store with one SQL
    statement before it starts (no-op threads, all of one user, then each of another user);
    RSS is sampled every 0.2 s while they wait and while the queue drains for a few seconds.
 5. **Big logs and big tables**: a `logger` thread logs N events as fast as the context takes
