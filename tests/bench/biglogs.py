@@ -17,6 +17,7 @@ from tests.bench.common import (
     Stores,
     bench_server,
     epoch,
+    fill_store,
     group_path,
     latency_stats,
     say,
@@ -102,29 +103,7 @@ FROM generate_series(1, %(count)s) AS i
 def fill(server: BenchServer, count: int) -> float:
     """Insert `count` completed threads into the server's (seeded, stopped) store; seconds."""
     base = int(time.time() * 1000) - count * 10 - 60_000
-    t0 = time.monotonic()
-    db = server.config.read_text().split("db = ", 1)[1].splitlines()[0].strip('"')
-    if db.startswith("sqlite:///"):
-        import sqlite3
-
-        conn = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            conn.execute("BEGIN")
-            conn.execute(SQLITE_FILL, {"count": count, "base": base})
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(db, autocommit=True) as conn:
-            # A node refuses a store holding threads but no record of where its files are
-            # (files/migrate.py): record the storage this server is configured with.
-            conn.execute("INSERT INTO server_settings (key, value) VALUES ('files', 'postgres')"
-                         " ON CONFLICT (key) DO NOTHING")
-            conn.execute(POSTGRES_FILL, {"count": count, "base": base})
-            conn.execute("VACUUM ANALYZE threads")
-    return time.monotonic() - t0
+    return fill_store(server, SQLITE_FILL, POSTGRES_FILL, {"count": count, "base": base})
 
 
 def big_table(results: Results, stores: Stores, store: str, sizes: Sizes, work: Path) -> None:

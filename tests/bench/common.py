@@ -443,3 +443,32 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def fill_store(server: BenchServer, sqlite_sql: str, postgres_sql: str,
+               args: dict[str, Any]) -> float:
+    """Run one filling statement on the server's (seeded, stopped) store, in the dialect of its
+    `db`; seconds taken."""
+    t0 = time.monotonic()
+    db = server.config.read_text().split("db = ", 1)[1].splitlines()[0].strip('"')
+    if db.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            conn.execute(sqlite_sql, args)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as pg:
+            # A node refuses a store holding threads but no record of where its files are
+            # (files/migrate.py): record the storage this server is configured with.
+            pg.execute("INSERT INTO server_settings (key, value) VALUES ('files', 'postgres')"
+                       " ON CONFLICT (key) DO NOTHING")
+            pg.execute(postgres_sql, args)
+            pg.execute("VACUUM ANALYZE threads")
+    return time.monotonic() - t0

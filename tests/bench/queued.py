@@ -28,6 +28,7 @@ from tests.bench.common import (
     Stores,
     bench_server,
     count,
+    fill_store,
     memory,
     say,
 )
@@ -158,26 +159,5 @@ def fill_queue(server: BenchServer, n: int, owners: int) -> float:
     """Write `n` initialised no-op threads of `owners` users (1: contributor) into the server's
     (seeded, stopped) store; seconds."""
     base = int(time.time() * 1000) - n - 60_000
-    t0 = time.monotonic()
-    db = server.config.read_text().split("db = ", 1)[1].splitlines()[0].strip('"')
-    if db.startswith("sqlite:///"):
-        import sqlite3
-
-        conn = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            conn.execute("BEGIN")
-            conn.execute(SQLITE_FILL, {"count": n, "base": base, "owners": owners})
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(db, autocommit=True) as conn:
-            # A node refuses a store holding threads but no record of where its files are
-            # (files/migrate.py): record the storage this server is configured with.
-            conn.execute("INSERT INTO server_settings (key, value) VALUES ('files', 'postgres')"
-                         " ON CONFLICT (key) DO NOTHING")
-            conn.execute(POSTGRES_FILL, {"count": n, "base": base, "owners": owners})
-            conn.execute("VACUUM ANALYZE threads")
-    return time.monotonic() - t0
+    return fill_store(server, SQLITE_FILL, POSTGRES_FILL,
+                      {"count": n, "base": base, "owners": owners})
