@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from threadsvc.errors import Conflict, StoreUnavailable
 from threadsvc.models import SERVER_GROUP_ID, ActiveLimits, Thread
-from threadsvc.retry import Backoff
+from threadsvc.retry import Backoff, doubled
 from threadsvc.store import RedactStoreUrl, redact
 from threadsvc.store.base import Store
 from threadsvc.store.batch import Batcher
@@ -43,6 +44,10 @@ from threadsvc.store.starts import Start, check_limits, check_replay, count_acti
 
 T = TypeVar("T")
 ATTEMPTS = 3  # runs of a transaction that a deadlock or serialization failure rolled back
+# Seconds before the second run (doubled for the third), with jitter: a run that starts again at
+# once can take a row back before the transaction that won the deadlock locked it, and deadlock
+# with it anew (seen in CI under load).
+RETRY_PAUSE = 0.01
 log = logging.getLogger(__name__)
 CHANNEL = "threadsvc"  # the NOTIFY channel nodes announce on
 DRIVER_LOGGERS = ("psycopg", "psycopg.pool")
@@ -169,6 +174,7 @@ class PostgresStore(Store):
                     raise StoreUnavailable(
                         f"PostgreSQL store: {_describe(exc, self.dsn)}"
                     ) from _safe(exc, self.dsn)
+                await asyncio.sleep(doubled(RETRY_PAUSE, 1.0, attempt - 1) * random.uniform(1, 2))
             except psycopg.IntegrityError as exc:
                 raise Conflict(_describe(exc)) from exc
             except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
