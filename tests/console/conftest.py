@@ -1,5 +1,6 @@
 """The console end to end: a real server (tests/support.py) and headless Chromium through
-Playwright. Every browser test leaves a screenshot in test-artifacts/console/.
+Playwright. Every browser test leaves a screenshot in test-artifacts/console/, and every page
+photographed is checked by axe-core: a serious or critical violation fails the test.
 
 Chromium is Debian's (/usr/bin/chromium, or THREADSVC_TEST_CHROMIUM); Playwright never
 downloads a browser here. Without either, the browser tests skip and say why.
@@ -8,6 +9,7 @@ downloads a browser here. Without either, the browser tests skip and say why.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ import pytest
 from tests.support import Server, password, running_server, start
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+AXE_SCRIPT = importlib.resources.files("axe_playwright_python") / "axe.min.js"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -77,6 +80,7 @@ class Browsing:
         self.pages: list[Any] = []
         self.shots = 0
         self.problems: list[str] = []  # script errors and CSP violations: each fails the test
+        self.scriptless: list[Any] = []  # contexts with JavaScript off
 
     def page(self, **options: Any) -> Any:
         context = self.browser.new_context(
@@ -84,6 +88,8 @@ class Browsing:
         )
         context.set_default_timeout(15_000)
         self.contexts.append(context)
+        if options.get("java_script_enabled") is False:
+            self.scriptless.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
         page.on("console", self._console)
@@ -101,11 +107,14 @@ class Browsing:
         return page
 
     def shot(self, page: Any, label: str = "") -> Path:
+        """A screenshot of the page as it is, and axe-core's check of it."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.shots += 1
         suffix = f"-{label}" if label else ""
         path = ARTIFACTS / f"{self.name}{suffix}.png"
         page.screenshot(path=str(path), full_page=True)
+        if page.context not in self.scriptless:  # axe is a script: those pages go unchecked
+            self.problems.extend(accessibility_problems(page))
         return path
 
     def close(self) -> None:
@@ -127,6 +136,21 @@ def browsing(browser: Any, server: Server, request: pytest.FixtureRequest) -> It
         yield found
     finally:
         found.close()
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page, one line each. axe is evaluated
+    through the DevTools protocol, which the console's Content-Security-Policy does not govern:
+    the page itself never loads it."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.evaluate(AXE_SCRIPT.read_text(encoding="utf-8"))
+    found = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"axe {violation['id']} ({violation['impact']}) on {page.url}: {violation['help']}: "
+        + "; ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+        for violation in found["violations"]
+        if violation["impact"] in ("serious", "critical")
+    ]
 
 
 def sign_in(page: Any, user: str, secret: str | None = None) -> None:
