@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
-from cachetools import TTLCache
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from threadsvc.errors import AccountLocked, AuthenticationFailed, BadParameter, NotFound
+from threadsvc.lookups import SharedLookups
 from threadsvc.models import Actor, LoginFailures, Principal, Role, User, now_ms
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
@@ -140,12 +140,10 @@ class Identity:
         # Polling clients send the same token many times a second: remember what it named
         # (the user, and until when an access token is valid) and the user's roles briefly.
         ttl = settings.auth_cache_seconds
-        self._bearers: TTLCache[str, tuple[User, float, str]] | None = (
-            TTLCache(CACHED_USERS, ttl) if ttl > 0 else None
+        self._bearers: SharedLookups[str, tuple[User, float, str]] = SharedLookups(
+            CACHED_USERS, ttl
         )
-        self._roles: TTLCache[int, dict[int, Role]] | None = (
-            TTLCache(CACHED_USERS, ttl) if ttl > 0 else None
-        )
+        self._roles: SharedLookups[int, dict[int, Role]] = SharedLookups(CACHED_USERS, ttl)
 
     # -- creating ---------------------------------------------------------------------------
     # (`by`: who makes the change, for the audit log; None writes no entry.)
@@ -322,12 +320,12 @@ class Identity:
     async def bearer(self, token: str) -> tuple[User, str]:
         """The user a bearer token names, and its scope ("" or READ_SCOPE)."""
         key = token_hash(token)
-        cached = self._bearers.get(key) if self._bearers is not None else None
-        if cached is not None and cached[1] > time.time():
-            return cached[0], cached[2]
-        user, valid_until, scope = await self._bearer_user(token, key)
-        if self._bearers is not None:
-            self._bearers[key] = (user, valid_until, scope)
+        cached = self._bearers.get(key)
+        if cached is not None and cached[1] <= time.time():  # an access token that expired
+            self._bearers.forget(key)
+        user, _, scope = await self._bearers.get_or_look_up(
+            key, lambda: self._bearer_user(token, key)
+        )
         return user, scope
 
     async def _bearer_user(self, token: str, key: str) -> tuple[User, float, str]:
@@ -379,11 +377,7 @@ class Identity:
         return AccessToken(self._access.dumps(claims), self.settings.access_token_ttl, scope)
 
     async def principal(self, user: User) -> Principal:
-        roles = self._roles.get(user.id) if self._roles is not None else None
-        if roles is None:
-            roles = await self.store.roles_of(user.id)
-            if self._roles is not None:
-                self._roles[user.id] = roles
+        roles = await self._roles.get_or_look_up(user.id, lambda: self.store.roles_of(user.id))
         return Principal(user=user, roles=roles)
 
     async def recheck(self, who: Principal) -> Principal | None:
@@ -393,12 +387,10 @@ class Identity:
         another user (a new id)."""
         user = await self.user_now(who.user.id, who.username)
         if user is None:
-            if self._roles is not None:
-                self._roles.pop(who.user.id, None)
+            self._roles.forget(who.user.id)
             return None
         roles = await self.store.roles_of(user.id)
-        if self._roles is not None:  # what was read is remembered, as principal() would
-            self._roles[user.id] = roles
+        self._roles.put(user.id, roles)  # what was read is remembered, as principal() would
         return Principal(user=user, roles=roles)
 
     async def user_now(self, user_id: int, username: str) -> User | None:

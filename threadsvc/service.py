@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import TTLCache
-
 from threadsvc.changes import Changes
 from threadsvc.errors import (
     BadParameter,
@@ -33,6 +31,7 @@ from threadsvc.errors import (
     ThreadStillRunning,
     TooManyActiveThreads,
 )
+from threadsvc.lookups import SharedLookups
 from threadsvc.models import (
     SERVER_GROUP_ID,
     ActiveLimits,
@@ -109,21 +108,23 @@ class Service:
         self.changes = changes
         self._files_checked: tuple[float, FileUnavailable | None] | None = None
         # Groups are never renamed or removed: a found one is reused for a few seconds.
-        self._groups: TTLCache[str, Group] = TTLCache(10_000, max(settings.auth_cache_seconds, 1))
+        self._groups: SharedLookups[str, Group] = SharedLookups(
+            10_000, max(settings.auth_cache_seconds, 1)
+        )
 
     # -- where ------------------------------------------------------------------------------
     async def group(self, ref: str) -> Group:
         """A group by name, or by id when `ref` is purely numeric."""
-        group = self._groups.get(ref)
-        if group is not None:
-            return group
+        return await self._groups.get_or_look_up(ref, lambda: self._look_up_group(ref))
+
+    async def _look_up_group(self, ref: str) -> Group:
+        group: Group | None = None
         if ref.isascii() and ref.isdigit() and len(ref) < 19:
             group = await self.store.get_group_by_id(int(ref))
         elif valid_group_name(ref):
             group = await self.store.get_group(ref)
         if group is None:
             raise GroupNotFound(f"No group '{ref[:80]}'")
-        self._groups[ref] = group
         return group
 
     async def groups_of(self, who: Principal) -> list[tuple[Group, Role]]:
