@@ -122,3 +122,12 @@ async def test_an_entry_in_use_is_looked_up_again_before_it_expires() -> None:
     assert store.calls == 2 and cache.get("k") == "v2"  # the lookup in the background
     await asyncio.sleep(0.12)  # past the first value's whole time: the second one is kept
     assert await cache.get_or_look_up("k", store.look_up) == "v2"
+
+
+async def test_past_its_size_the_entry_kept_longest_goes() -> None:
+    cache: SharedLookups[str, str] = SharedLookups(2, 60)
+    cache.put("a", "1")
+    cache.put("b", "2")
+    cache.put("a", "1'")  # put again: now the newest
+    cache.put("c", "3")
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("1'", None, "3")

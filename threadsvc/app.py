@@ -44,8 +44,7 @@ from threadsvc.uploads import Uploads
 from threadsvc.web import errors, openapi
 from threadsvc.web.access import AccessLog
 from threadsvc.web.console import Console, ConsoleSessions
-from threadsvc.web.metrics import RequestMetrics
-from threadsvc.web.middleware import ApiAlias, BodyLimit, NoSniff
+from threadsvc.web.middleware import ApiAlias, BodyLimit
 from threadsvc.web.renderings import Renderings
 from threadsvc.web.routes import console_routes, routes
 from threadsvc.web.waiting import Rechecks, StreamQuota
@@ -133,15 +132,14 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*routes(), *console_routes()],
         middleware=[
-            Middleware(AccessLog),  # outermost: the access log and X-Request-ID of every answer
-            Middleware(NoSniff),  # every answer, including those of the others
+            # outermost: the access log, and the headers of every answer (those of the others too)
+            Middleware(AccessLog),
             Middleware(ApiAlias),
             Middleware(
                 BodyLimit, limit=settings.max_upload, read_timeout=settings.read_timeout,
                 large_at_once=settings.max_large_bodies,
             ),
             Middleware(ConsoleSessions),  # the console's cookie (threadsvc.web.auth reads it)
-            Middleware(RequestMetrics),  # innermost: it reads the route the router matched
         ],
         exception_handlers={
             ThreadsvcError: errors.threadsvc_error,

@@ -376,9 +376,10 @@ class Identity:
             claims["s"] = scope
         return AccessToken(self._access.dumps(claims), self.settings.access_token_ttl, scope)
 
-    async def principal(self, user: User) -> Principal:
+    async def principal(self, user: User, address: str | None = None) -> Principal:
+        """`user` with their roles; `address`: the client's, for the audit log."""
         roles = await self._roles.get_or_look_up(user.id, lambda: self.store.roles_of(user.id))
-        return Principal(user=user, roles=roles)
+        return Principal(user=user, roles=roles, address=address)
 
     async def recheck(self, who: Principal) -> Principal | None:
         """`who` as the store has them now, roles read afresh (no cache): for a long-poll or an

@@ -22,50 +22,59 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from cachetools import TTLCache
-
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
 class SharedLookups(Generic[K, V]):
-    """Values kept for `ttl` seconds (at most `size` of them); `ttl` ≤ 0 keeps nothing and shares
-    nothing: every call looks up."""
+    """Values kept for `ttl` seconds (at most `size` of them: past that, the one kept longest
+    goes); `ttl` ≤ 0 keeps nothing and shares nothing: every call looks up. A dict, not
+    cachetools' TTLCache: it is read several times by every request, and costs a third."""
 
     def __init__(self, size: int, ttl: float) -> None:
+        self._size = size
         self._ttl = ttl
-        # each value with the time (monotonic) after which a use looks it up again
-        self._kept: TTLCache[K, tuple[V, float]] | None = (
-            TTLCache(size, ttl) if ttl > 0 else None
-        )
+        # value, then (monotonic) when a use looks it up again, and when it expires
+        self._kept: dict[K, tuple[V, float, float]] = {}
         self._under_way: dict[K, asyncio.Future[V]] = {}
 
     def get(self, key: K) -> V | None:
-        entry = self._kept.get(key) if self._kept is not None else None
+        entry = self._fresh(key, time.monotonic())
         return entry[0] if entry is not None else None
 
     def put(self, key: K, value: V) -> None:
-        if self._kept is not None:
-            self._kept[key] = (value, time.monotonic() + self._ttl / 2)
+        if self._ttl <= 0:
+            return
+        now = time.monotonic()
+        self._kept.pop(key, None)  # put again: it goes to the end of the order
+        if len(self._kept) >= self._size:
+            del self._kept[next(iter(self._kept))]
+        self._kept[key] = (value, now + self._ttl / 2, now + self._ttl)
 
     def forget(self, key: K) -> None:
-        if self._kept is not None:
-            self._kept.pop(key, None)
+        self._kept.pop(key, None)
         self._under_way.pop(key, None)
 
     async def get_or_look_up(self, key: K, look_up: Callable[[], Awaitable[V]]) -> V:
-        if self._kept is None:
+        if self._ttl <= 0:
             return await look_up()
-        entry = self._kept.get(key)
+        now = time.monotonic()
+        entry = self._fresh(key, now)
         lookup = self._under_way.get(key)
         if entry is not None:
-            value, refresh_after = entry
-            if lookup is None and refresh_after <= time.monotonic():
-                self._look_up(key, look_up)  # in the background: callers go on with `value`
-            return value
+            if lookup is None and entry[1] <= now:
+                self._look_up(key, look_up)  # in the background: callers go on with the value
+            return entry[0]
         if lookup is None:
             lookup = self._look_up(key, look_up)
         return await asyncio.shield(lookup)
+
+    def _fresh(self, key: K, now: float) -> tuple[V, float, float] | None:
+        entry = self._kept.get(key)
+        if entry is not None and entry[2] <= now:
+            del self._kept[key]
+            return None
+        return entry
 
     def _look_up(self, key: K, look_up: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
         # a task of its own: a caller that is cancelled cancels no one else's lookup

@@ -9,7 +9,6 @@ then call `session_user` themselves (threadsvc.web.console.session).
 from __future__ import annotations
 
 import base64
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,4 +92,4 @@ async def _principal(request: Request, identity: Identity) -> Principal:
 
 async def principal_of(request: Request, identity: Identity, user: User) -> Principal:
     """The caller, with their address (for the audit log of what they change)."""
-    return dataclasses.replace(await identity.principal(user), address=client_address(request))
+    return await identity.principal(user, client_address(request))

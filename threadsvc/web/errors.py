@@ -110,7 +110,7 @@ def out_of_space(exc: BaseException | None) -> bool:
     return False
 
 
-# Starlette sends what `internal_error` answers outside every middleware (NoSniff included).
+# Starlette sends what `internal_error` answers outside every middleware (AccessLog included).
 OUTSIDE_MIDDLEWARE = {"X-Content-Type-Options": "nosniff"}
 
 

@@ -1,5 +1,5 @@
-"""ASGI middleware: /ps/api as an alias of /ps/service, the caps on request bodies, and
-the headers every answer carries."""
+"""ASGI middleware: /ps/api as an alias of /ps/service, and the caps on request bodies (the
+headers every answer carries are threadsvc.web.access's)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import time
 from urllib.parse import unquote
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from threadsvc.errors import BodyTooLarge, RequestTooSlow, ServerBusy
@@ -37,10 +36,12 @@ class ApiAlias:
                         scope[FORMAT_KEY] = suffix[1:]
                         path = f"{head}/{last[: -len(suffix)]}"
                         break
-                scope = dict(scope, path=SERVICE + path[len(API):], raw_path=None)
+                # in place, not a copy: the outermost middleware reads the route the router
+                # sets in this scope (threadsvc.web.access)
+                scope["path"], scope["raw_path"] = SERVICE + path[len(API):], None
                 scope[PREFIX_KEY] = API
             elif path != scope["path"]:
-                scope = dict(scope, path=path)
+                scope["path"] = path
         await self.app(scope, receive, send)
 
 
@@ -173,24 +174,3 @@ def _framing(scope: Scope) -> tuple[int | None, bool]:
         elif name == b"transfer-encoding":
             chunked = b"chunked" in value.lower()
     return length, chunked
-
-
-class NoSniff:
-    """`X-Content-Type-Options: nosniff` on every answer (errors, 304s, redirects, downloads,
-    event streams, console pages, /health): a browser must not guess that a result, a log or
-    an error message naming a client's text is HTML or script."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
-            await send(message)
-
-        await self.app(scope, receive, sending)

@@ -40,7 +40,6 @@ HEADERS = {
     ),
     "Cache-Control": "no-store",
     "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
 NOTICES = {  # ?notice=KEY after a redirect; never text from the query itself
