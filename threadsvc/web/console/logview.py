@@ -40,6 +40,22 @@ LABELS = {"level": "Level", "q": "Search", "since": "Page", "at": "Event"}  # th
 
 
 @dataclass
+class LogLinks:
+    """The log part's links; None: not offered here."""
+
+    text: str = ""  # the downloads
+    json: str = ""
+    first_problem: str = ""
+    next_problem: str | None = None
+    earlier: str | None = None  # pages of the whole log
+    later: str | None = None
+    latest: str | None = None
+    more: str | None = None  # pages of a level or a search
+    start: str | None = None
+    clear: str | None = None
+
+
+@dataclass
 class LogView:
     """What the log part of a thread page shows, and its links (None: not offered)."""
 
@@ -51,7 +67,8 @@ class LogView:
     at: int | None = None
     error: str | None = None
     more: bool = False
-    links: dict[str, str] = field(default_factory=dict)
+    since: int = 0  # where a level's or a search's page starts
+    links: LogLinks = field(default_factory=LogLinks)
 
     @property
     def last_seq(self) -> int:
@@ -137,10 +154,8 @@ async def _filtered(
     text: str | None, since: int,
 ) -> LogView:
     found: LogPage = await service.logs(who, ref, thread_id, since, WINDOW, level, text)
-    view = LogView("filtered", found.events, found.total, level=level.name.lower(), q=text or "",
-                   more=found.more)
-    view.links["since"] = str(since)
-    return view
+    return LogView("filtered", found.events, found.total, level=level.name.lower(), q=text or "",
+                   more=found.more, since=since)
 
 
 def _link(view: LogView, href: str) -> None:
@@ -149,29 +164,27 @@ def _link(view: LogView, href: str) -> None:
         kept = {k: str(v) for k, v in query.items() if v not in (None, "")}
         return f"{href}?{urlencode(kept)}" if kept else href
 
-    since = int(view.links.pop("since", "0"))
     first = view.events[0].seq if view.events else 0
     links = view.links
     if view.mode == "filtered":
         level = view.level if view.level != "debug" else None
         if view.more:
-            links["next"] = to(level=level, q=view.q, since=view.last_seq)
-        if since > 0:
-            links["start"] = to(level=level, q=view.q)
-        links["clear"] = href
+            links.more = to(level=level, q=view.q, since=view.last_seq)
+        if view.since > 0:
+            links.start = to(level=level, q=view.q)
+        links.clear = href
     else:
         if first > 1:
-            links["earlier"] = to(since=max(0, first - 1 - WINDOW))
+            links.earlier = to(since=max(0, first - 1 - WINDOW))
         if view.mode != "tail":
             if view.more:
-                links["later"] = to(since=view.last_seq)
-            links["latest"] = href
-    problem = f"{href}/log/problem"
-    links["first_problem"] = problem
+                links.later = to(since=view.last_seq)
+            links.latest = href
+    links.first_problem = f"{href}/log/problem"
     if view.at is not None:
-        links["next_problem"] = f"{problem}?{urlencode({'after': view.at})}"
-    links["text"] = f"{href}/log.txt"
-    links["json"] = f"{href}/log.json"
+        links.next_problem = f"{href}/log/problem?{urlencode({'after': view.at})}"
+    links.text = f"{href}/log.txt"
+    links.json = f"{href}/log.json"
 
 
 def event_link(href: str, seq: int) -> str:
