@@ -233,3 +233,150 @@ def test_the_downloads_hold_the_whole_log(server: Server, logged: dict[str, Any]
         text = get(client, f'{logged["href"]}/log.txt').text.splitlines()
         assert len(text) == len(logged["events"])
         assert text[-1].endswith(logged["events"][-1]["text"])
+
+
+# -- in Chromium ------------------------------------------------------------------------------
+def in_view(page: Any, selector: str) -> bool:
+    """Whether the element is inside the log's scrolled box (not scrolled out of it)."""
+    return bool(page.evaluate(
+        """s => { const el = document.querySelector(s), box = document.querySelector('#log');
+                  const a = el.getBoundingClientRect(), b = box.getBoundingClientRect();
+                  return a.top >= b.top - 1 && a.bottom <= b.bottom + 1; }""", selector))
+
+
+def shown(page: Any) -> list[int]:
+    return [int(s) for s in page.locator("#log li").evaluate_all(
+        "els => els.map(e => e.dataset.seq)")]
+
+
+@browser
+def test_filter_search_and_page_from_the_form(
+    browsing: Browsing, server: Server, logged: dict[str, Any]
+) -> None:
+    page = browsing.signed_in("contributor")
+    page.goto(logged["href"])
+    browsing.shot(page, "tail")
+    form = page.get_by_role("search", name="Filter the log")
+    form.get_by_label("Level").select_option("warn")
+    form.get_by_role("button", name="Show").click()
+    assert shown(page) == [e["seq"] for e in logged["events"] if e["level"] in ("WARN", "ERROR")]
+    assert page.locator("#log li.l-ERROR").count() == 1
+    browsing.shot(page, "warnings")
+    form.get_by_label("Level").select_option("debug")
+    form.get_by_label("Search the text").fill("needle")
+    form.get_by_role("button", name="Show").click()
+    assert shown(page) == [e["seq"] for e in logged["events"] if "needle" in e["text"]]
+    assert "holding “needle”" in page.locator("#log-where").inner_text()
+    browsing.shot(page, "search")
+    form.get_by_label("Search the text").fill("step")
+    form.get_by_role("button", name="Show").click()
+    first = shown(page)
+    assert len(first) == 200
+    page.get_by_role("link", name="More matches →").click()
+    assert shown(page)[0] > first[-1]
+    page.get_by_role("link", name="Clear").click()
+    assert shown(page)[-1] == len(logged["events"])  # the tail again
+    page.get_by_role("link", name="← Earlier").click()
+    assert shown(page)[-1] == len(logged["events"]) - 200
+
+
+@browser
+def test_a_link_to_an_event_far_back_and_the_jumps(
+    browsing: Browsing, server: Server, logged: dict[str, Any]
+) -> None:
+    far = logged["seq"]["step 401 of 1000"]
+    page = browsing.signed_in("contributor")
+    page.goto(f'{logged["href"]}?at={far}#e-{far}')
+    target = page.locator("#log li.target")
+    assert target.get_attribute("data-seq") == str(far)
+    assert in_view(page, "#log li.target")
+    assert target.evaluate("el => getComputedStyle(el).outlineStyle") == "solid"
+    browsing.shot(page, "event")
+    # its number is its link
+    page.locator(f"#e-{far + 5} a.seq").click()
+    page.wait_for_url(re.compile(rf".*\?at={far + 5}#e-{far + 5}$"))
+    assert page.locator("#log li.target").get_attribute("data-seq") == str(far + 5)
+    problems = [e["seq"] for e in logged["events"] if e["level"] in ("WARN", "ERROR")]
+    page.get_by_role("link", name="First warning or error").click()
+    page.wait_for_url(re.compile(rf".*\?at={problems[0]}#e-{problems[0]}$"))
+    for seq in problems[1:]:
+        page.get_by_role("link", name="Next warning or error").click()
+        page.wait_for_url(re.compile(rf".*\?at={seq}#e-{seq}$"))
+        assert in_view(page, "#log li.target")
+    assert page.locator("#log li.target.l-ERROR, #log li.target.l-WARN").count() == 1
+    page.get_by_role("link", name="Next warning or error").click()
+    assert page.get_by_role("status").first.inner_text() == "No warning or error follows in the log."
+    browsing.shot(page, "last-problem")
+
+
+@browser
+def test_follow_live_and_pause(browsing: Browsing, server: Server) -> None:
+    thread_id = chatter(server, events=400, pause=0.05)
+    page = browsing.signed_in("contributor")
+    page.goto(f"{UI}/groups/dev/threads/{thread_id}")
+    page.wait_for_selector(".live.on")
+    page.wait_for_function("() => document.querySelectorAll('#log li').length > 10")
+    button = page.locator("#log-follow")
+    assert button.inner_text() == "Pause"
+    button.click()
+    held = page.locator("#log li").count()
+    page.wait_for_function("() => /^Follow \\(([1-9]\\d*) new\\)$/.test("
+                           "document.querySelector('#log-follow').textContent)")
+    assert page.locator("#log li").count() == held  # paused: nothing added meanwhile
+    browsing.shot(page, "paused")
+    button.click()
+    assert button.inner_text() == "Pause"
+    after = shown(page)
+    assert len(after) > held and after == sorted(set(after))  # the held ones, in order, once
+    assert after == list(range(after[0], after[-1] + 1))
+    browsing.shot(page)
+    with server.client("contributor") as http:
+        http.post(f"/ps/service/groups/dev/threads/{thread_id}/cancel")
+
+
+@browser
+def test_without_javascript_the_forms_and_links_work(
+    browsing: Browsing, server: Server, logged: dict[str, Any]
+) -> None:
+    from tests.console.conftest import sign_in
+
+    page = browsing.page(java_script_enabled=False)
+    sign_in(page, "contributor")
+    page.goto(logged["href"])
+    assert page.locator("#log-follow").count() == 0 or page.locator("#log-follow").is_hidden()
+    page.get_by_label("Search the text").fill("NEEDLE")
+    page.get_by_role("button", name="Show").click()
+    assert len(shown(page)) == 10
+    page.get_by_role("link", name="First warning or error").click()
+    assert page.locator("#log li.target").count() == 1
+    browsing.shot(page)
+
+
+@browser
+def test_on_a_phone_the_log_fits(
+    browsing: Browsing, server: Server, logged: dict[str, Any]
+) -> None:
+    page = browsing.signed_in("contributor", viewport={"width": 375, "height": 812},
+                              is_mobile=True, has_touch=True)
+    page.goto(f'{logged["href"]}?level=warn&q=needle')
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert len(shown(page)) == 3
+    browsing.shot(page, "search")
+    far = logged["seq"]["step 401 of 1000"]
+    page.goto(f'{logged["href"]}?at={far}#e-{far}')
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    browsing.shot(page)
+
+
+@browser
+def test_a_reviewer_sees_no_log_controls(
+    browsing: Browsing, server: Server, logged: dict[str, Any]
+) -> None:
+    page = browsing.signed_in("reviewer")
+    page.goto(logged["href"])
+    assert page.get_by_text("Your role does not let you read this thread's log").count() == 1
+    assert page.get_by_role("search").count() == 0
+    assert page.locator("#log, #log-follow").count() == 0
+    for name in ("text", "JSON", "First warning or error"):
+        assert page.get_by_role("link", name=name, exact=True).count() == 0
+    browsing.shot(page)

@@ -262,6 +262,7 @@
     var root = document.querySelector("[data-events]");
     if (root) follow(root);
     showTarget();
+    window.addEventListener("load", showTarget); // after the browser's own scroll to it
   }
 
   if (document.readyState === "loading") {
