@@ -60,16 +60,11 @@ def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Pa
 
         for store in stores.names:
             many.run(results, stores, store, sizes, work)
-    elif item == "5":
-        from tests.bench import biglogs
+    elif item in ("5", "5s"):  # 5s: searching a big log
+        from tests.bench import biglogs, logsearch
 
         for store in stores.names:
-            biglogs.run(results, stores, store, sizes, work)
-    elif item == "5s":
-        from tests.bench import logsearch
-
-        for store in stores.names:
-            logsearch.run(results, stores, store, sizes, work)
+            (biglogs if item == "5" else logsearch).run(results, stores, store, sizes, work)
     elif item == "6":
         from tests.bench import wake
 
