@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.console.conftest import UI, Browsing
+from tests.console.conftest import UI, Browsing, sign_in
 from tests.console.test_session import signed_in
 from tests.support import Server, running_server, sitecustomize, start, wait_for
 
@@ -330,6 +330,17 @@ def test_follow_live_and_pause(browsing: Browsing, server: Server) -> None:
     assert len(after) > held and after == sorted(set(after))  # the held ones, in order, once
     assert after == list(range(after[0], after[-1] + 1))
     browsing.shot(page)
+    # a page of the log stays as loaded while the tail moves on
+    fixed = browsing.page()
+    sign_in(fixed, "contributor")
+    fixed.goto(f"{UI}/groups/dev/threads/{thread_id}?since=0")
+    fixed.wait_for_selector(".live.on")
+    loaded = shown(fixed)
+    assert fixed.locator("#log-follow").count() == 0  # nothing to pause
+    mark = shown(page)[-1]
+    page.wait_for_function(f"() => +document.querySelector('#log li:last-child').dataset.seq > {mark + 10}")
+    assert shown(fixed) == loaded
+    browsing.shot(fixed, "page")
     with server.client("contributor") as http:
         http.post(f"/ps/service/groups/dev/threads/{thread_id}/cancel")
 
@@ -338,8 +349,6 @@ def test_follow_live_and_pause(browsing: Browsing, server: Server) -> None:
 def test_without_javascript_the_forms_and_links_work(
     browsing: Browsing, server: Server, logged: dict[str, Any]
 ) -> None:
-    from tests.console.conftest import sign_in
-
     page = browsing.page(java_script_enabled=False)
     sign_in(page, "contributor")
     page.goto(logged["href"])

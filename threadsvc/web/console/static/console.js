@@ -149,7 +149,7 @@
 
     function addLog(event) {
       if (!log) return; // this role may not read the log: show none of it
-      if (log.getAttribute("data-live") !== "true") return; // a page, a search: not the tail
+      if (log.getAttribute("data-follow") !== "true") return; // a page, a search: not the tail
       var seq = parseInt(event.getAttribute("seq"), 10);
       if (seq <= lastSeq) return; // already on the page
       lastSeq = seq;
@@ -210,7 +210,7 @@
         setLive("off", "reconnecting…");
       }
     });
-    if (log && log.getAttribute("data-live") === "true") log.scrollTop = log.scrollHeight;
+    if (log && log.getAttribute("data-follow") === "true") log.scrollTop = log.scrollHeight;
   }
 
   /* Reading the log (templates/log.html): Pause holds the live events back, so that the lines
