@@ -389,3 +389,20 @@ def test_a_reviewer_sees_no_log_controls(
     for name in ("text", "JSON", "First warning or error"):
         assert page.get_by_role("link", name=name, exact=True).count() == 0
     browsing.shot(page)
+
+
+def test_on_the_server_routes_administrators_only(server: Server, logged: dict[str, Any]) -> None:
+    """Under /ps/ui/threads/{id} the log is the administrators' (as GET /threads/{id}/logs):
+    the owner may open the thread there, but gets no log."""
+    here = f'{UI}/threads/{logged["id"]}'
+    needles = [e["seq"] for e in logged["events"] if "needle" in e["text"]]
+    with signed_in(server, "admin") as client:
+        html = get(client, here, q="needle").text
+        assert seqs(html) == needles and f'href="{here}/log.json"' in html
+        jump = client.get(f"{here}/log/problem", params={"after": needles[0]})
+        assert jump.status_code == 303 and jump.headers["location"].startswith(f"{here}?at=")
+    with signed_in(server, "contributor") as client:
+        html = get(client, here).text
+        assert "Your role does not let you read this thread's log" in html
+        assert seqs(html) == [] and "/log.json" not in html
+        assert client.get(f"{here}/log.json").status_code == 403
