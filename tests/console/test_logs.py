@@ -145,6 +145,8 @@ def test_the_search_is_paged_and_keeps_the_level(server: Server, logged: dict[st
         html = get(client, logged["href"], q="NEEDLE").text
         assert seqs(html) == needles and "More matches" not in html
         assert 'value="NEEDLE"' in html
+        assert html.count("<mark>needle</mark>") == len(needles)  # what was found is marked
+        assert "<mark>" not in get(client, logged["href"], level="warn").text
         warned = get(client, logged["href"], q="needle", level="warn").text
         assert seqs(warned) == [s for s in needles
                                 if logged["events"][s - 1]["level"] in ("WARN", "ERROR")]

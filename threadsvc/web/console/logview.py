@@ -18,6 +18,7 @@ sits in memory whole, and each page asks the service again (a right lost meanwhi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -73,6 +74,14 @@ class LogView:
     @property
     def last_seq(self) -> int:
         return self.events[-1].seq if self.events else 0
+
+    def parts(self, text: str) -> list[tuple[str, bool]]:
+        """The text in pieces, each with whether it is the searched text (to be marked): A-Z
+        in either case, as the store matches."""
+        if not self.q:
+            return [(text, False)]
+        pieces = re.split(f"({re.escape(self.q)})", text, flags=re.IGNORECASE | re.ASCII)
+        return [(piece, n % 2 == 1) for n, piece in enumerate(pieces) if piece]
 
     @property
     def live(self) -> bool:
