@@ -107,6 +107,8 @@ def test_logs_over_several_pages(server: Server) -> None:
     assert warnings and all(e.level in ("WARN", "ERROR") for e in warnings)
     first_page = c.logs_page(thread.id, limit=2)
     assert first_page.more and first_page.next == first_page.events[-1].seq
+    found = list(c.logs(thread.id, text="WARNING AT", page_size=1))  # searched by the server
+    assert [e.text for e in found] == ["Warning at step 2"]
 
     async def iterate() -> list[LogEntry]:
         async with AsyncClient(server.url, username="contributor",
@@ -265,6 +267,9 @@ def test_cli_start_watch_logs_show(server: Server) -> None:
     lines = logs.stdout.splitlines()
     assert lines[0].endswith("Status: initialised (job sleep, by contributor)")
     assert re.fullmatch(r"\S+Z INFO Status: completed", lines[-1])
+    searched = cli(server, "logs", thread_id, "--text", "STATUS: COMP")
+    assert searched.returncode == 0, searched.stderr
+    assert searched.stdout.splitlines() == lines[-1:]
     shown = cli(server, "show", thread_id)
     assert shown.returncode == 0 and f"id: {thread_id}" in shown.stdout
     assert "status: completed" in shown.stdout

@@ -525,6 +525,31 @@ def test_logs_as_json(server: Server, logged: str) -> None:
         assert data["logs"][2]["level"] == "WARN"
 
 
+
+def test_log_search_by_text(server: Server, logged: str) -> None:
+    """`text` keeps the events holding it (A-Z in either case), with `level` and paging as
+    ever; `total` is still the whole log. Contributors may; a reviewer may not read the log."""
+    with server.client("contributor") as http:
+        found = get_logs(http, logged, text="at STEP")
+        assert [int(e.get("seq")) for e in found] == [3, 5]
+        assert found.get("total") == "8" and found.get("next") == "5"
+        errors = get_logs(http, logged, text="at step", level="ERROR")
+        assert [int(e.get("seq")) for e in errors] == [5]
+        first = get_logs(http, logged, text="status:", limit=2)
+        assert [int(e.get("seq")) for e in first] == [1, 2] and first.get("more") == "true"
+        rest = get_logs(http, logged, text="status:", since=first.get("next"))
+        assert [int(e.get("seq")) for e in rest] == [4, 6, 8] and rest.get("more") == "false"
+        assert len(get_logs(http, logged, text="no such text")) == 0
+        assert len(get_logs(http, logged, text="")) == 8  # empty: no search
+        for bad in ("x" * 201, "a\x01b"):
+            response = http.get(f"{GROUP}/threads/{logged}/logs", params={"text": bad})
+            assert response.status_code == 400
+            error = parse_xml(response)
+            assert error.get("id") == "0201" and "text" in error.findtext("message")
+    with server.client("reviewer") as http:
+        response = http.get(f"{GROUP}/threads/{logged}/logs", params={"text": "step"})
+        assert response.status_code == 403
+
 # -- lists ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def listed(server: Server) -> Iterator[dict[str, Any]]:

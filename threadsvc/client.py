@@ -361,9 +361,11 @@ class AsyncClient:
         since: int = 0,
         level: str | None = None,
         limit: int | None = None,
+        text: str | None = None,
     ) -> LogPage:
-        """One page of the log: events with seq > since, oldest first."""
-        query = {"since": since or None, "level": level, "limit": limit}
+        """One page of the log: events with seq > since, oldest first (with `text`, those
+        holding it, A-Z in either case)."""
+        query = {"since": since or None, "level": level, "limit": limit, "text": text or None}
         params = {k: str(v) for k, v in query.items() if v is not None}
         response = await self._request("GET", self._thread_path(thread_id, "logs"), params=params)
         _raise_for_error(response)
@@ -376,11 +378,14 @@ class AsyncClient:
         *,
         since: int = 0,
         page_size: int | None = None,
+        text: str | None = None,
     ) -> AsyncIterator[LogEntry]:
-        """Every event of the log (at `level` or above), paging with `since`=`next`."""
+        """Every event of the log (at `level` or above, holding `text`), paging with
+        `since`=`next`."""
         after: int | None = since
         while after is not None:
-            page = await self.logs_page(thread_id, since=after, level=level, limit=page_size)
+            page = await self.logs_page(thread_id, since=after, level=level, limit=page_size,
+                                        text=text)
             for event in page.events:
                 yield event
             after = _next_page(page, after)
@@ -518,11 +523,13 @@ class Client:
         *,
         since: int = 0,
         page_size: int | None = None,
+        text: str | None = None,
     ) -> Iterator[LogEntry]:
-        """Every event, one `anyio.run` per page."""
+        """Every event (at `level` or above, holding `text`), one `anyio.run` per page."""
         after: int | None = since
         while after is not None:
-            page = self.logs_page(thread_id, since=after, level=level, limit=page_size)
+            page = self.logs_page(thread_id, since=after, level=level, limit=page_size,
+                                  text=text)
             yield from page.events
             after = _next_page(page, after)
 

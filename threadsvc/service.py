@@ -188,18 +188,24 @@ class Service:
         since: int,
         limit: int,
         level: Level,
+        text: str | None = None,
     ) -> LogPage:
+        """A page of a thread's log; with `text`, only the events holding it (the search of
+        the logs service and of the console's thread page)."""
         scope = await self._scope(who, group_ref, LOG_ROLE)
         thread = await self._thread(who, thread_id, scope)
-        return await self.read_log(who, thread, since, limit, level)
+        return await self.read_log(who, thread, since, limit, level, text)
 
     async def read_log(
-        self, who: Principal, thread: Thread, since: int, limit: int, level: Level = Level.DEBUG
+        self, who: Principal, thread: Thread, since: int, limit: int, level: Level = Level.DEBUG,
+        text: str | None = None,
     ) -> LogPage:
         """The log of a thread in hand: for `logs`, and for an event stream, which found the
         thread with `get_thread` and checks its caller again as it goes."""
         if not self.may_read_log(who, thread):  # holds after the route's check; said once here
             raise Forbidden("Only contributors of the thread's group may read its log")
+        if text:
+            return await self.store.search_logs(thread.id, text, since, limit, level)
         return await self.store.get_logs(thread.id, since, limit, level)
 
     # -- who may start what, where: the one rule ----------------------------------------------

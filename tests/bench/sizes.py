@@ -32,6 +32,7 @@ class Sizes:
     log_events: int = 1_000_000
     table_threads: int = 1_000_000
     read_repeats: int = 50
+    search_log_events: int = 1_000_000  # 5s, the log searched
     # 6 long-polls and streams
     waiters: int = 5_000
     # 7 files
@@ -58,6 +59,7 @@ QUICK = Sizes(
     log_events=100_000,
     table_threads=100_000,
     read_repeats=20,
+    search_log_events=100_000,
     waiters=1_000,
     result_mib=50,
     upload_starts=20,

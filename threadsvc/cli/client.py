@@ -191,12 +191,14 @@ def threads_list(connect: Connect, status: str | None, username: str | None, job
 @thread_command("logs")
 @click.option("--level", type=click.Choice(["DEBUG", "INFO", "WARN", "ERROR"],
                                            case_sensitive=False), help="Minimum level")
-def threads_logs(connect: Connect, thread_id: str, level: str | None) -> None:
+@click.option("--text", help="Only events holding this text (A-Z in either case), searched by "
+                             "the server")
+def threads_logs(connect: Connect, thread_id: str, level: str | None, text: str | None) -> None:
     """Print a thread's log, one `DATETIME LEVEL text` line per event, oldest first."""
     client = connect()
 
     def show() -> None:
-        for entry in client.logs(thread_id, level.upper() if level else None):
+        for entry in client.logs(thread_id, level.upper() if level else None, text=text):
             click.echo(entry.line())
 
     calling(show)

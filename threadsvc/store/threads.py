@@ -260,23 +260,18 @@ class ThreadRules(WebhookRules):
         return await self._audited(by, do)
 
     async def get_logs(self, thread_id: str, since: int, limit: int, level: Level) -> LogPage:
-        async def do(tx: Tx) -> LogPage:
-            args = {"thread_id": thread_id, "since": since, "limit": limit + 1, "level": int(level)}
-            rows = await tx.all("get_logs", args)
-            total = await tx.value("last_log_seq", {"thread_id": thread_id})
-            events = [
-                LogEvent(row["seq"], row["ts"], Level(row["level"]), row["text"])
-                for row in rows[:limit]
-            ]
-            return LogPage(
-                thread_id=thread_id,
-                events=events,
-                total=total,
-                next=events[-1].seq if events else since,
-                more=len(rows) > limit,
-            )
+        return await self._snapshot(
+            lambda tx: _log_page(tx, "get_logs", thread_id, since, limit, {"level": int(level)}))
 
-        return await self._snapshot(do)
+    async def search_logs(
+        self, thread_id: str, text: str, since: int, limit: int, level: Level
+    ) -> LogPage:
+        """The events after `since`, at `level` or above, whose text holds `text` (letters A-Z
+        in either case), oldest first: a page as `get_logs` gives, whose `next` is the last
+        event found (or `since`) and `total` the whole log's count."""
+        args = {"level": int(level), "pattern": like_pattern(text)}
+        return await self._snapshot(
+            lambda tx: _log_page(tx, "search_logs", thread_id, since, limit, args))
 
     async def expired_results(self, now: int, limit: int) -> list[Thread]:
         """Threads whose result file is still kept although its deletion moment has come."""
@@ -333,6 +328,30 @@ class ThreadRules(WebhookRules):
             return {Status(row["status"]): row["count"] for row in rows}
 
         return await self._read(do)
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (escape character `\\`) matching any text that holds `text`."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def _log_page(
+    tx: Tx, query: str, thread_id: str, since: int, limit: int, args: dict[str, object]
+) -> LogPage:
+    """A page of `limit` events at most from `query`, asked for one more (is there more?)."""
+    rows = await tx.all(query, {**args, "thread_id": thread_id, "since": since, "limit": limit + 1})
+    total = await tx.value("last_log_seq", {"thread_id": thread_id})
+    events = [
+        LogEvent(row["seq"], row["ts"], Level(row["level"]), row["text"]) for row in rows[:limit]
+    ]
+    return LogPage(
+        thread_id=thread_id,
+        events=events,
+        total=total,
+        next=events[-1].seq if events else since,
+        more=len(rows) > limit,
+    )
 
 
 async def _threads(tx: Tx, name: str, args: dict[str, int] | None) -> list[Thread]:

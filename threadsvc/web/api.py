@@ -317,6 +317,7 @@ async def logs(request: Request) -> Response:
         since=params.integer("since", q.get("since"), 0, 0, 10**15),
         limit=params.integer("limit", q.get("limit"), 1000, 1, 10_000),
         level=params.level(q.get("level")),
+        text=params.search_text("text", q.get("text")),
     )
     if wants(request, "text/plain"):
         return PlainTextResponse(render.logs_text(page.events))

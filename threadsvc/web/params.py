@@ -28,6 +28,17 @@ def text(name: str, raw: str | None) -> str | None:
     return _no_controls(name, raw)
 
 
+SEARCH_MAX = 200  # characters of a log search
+
+
+def search_text(name: str, raw: str | None) -> str | None:
+    """Text to search a log for, as given (spaces count): None when absent or empty."""
+    found = text(name, raw)
+    if found is not None and len(found) > SEARCH_MAX:
+        raise BadParameter(name, f"may hold at most {SEARCH_MAX} characters")
+    return found
+
+
 def integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
     """A whole number from `low` to `high`, both accepted (ASCII digits only)."""
     if raw is None or raw == "":

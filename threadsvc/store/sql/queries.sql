@@ -207,6 +207,15 @@ SELECT seq, ts, level, text FROM log_events
 WHERE thread_id = :thread_id AND seq > :since AND level >= :level
 ORDER BY seq LIMIT :limit;
 
+-- name: search_logs
+-- The thread's events holding :pattern (a LIKE pattern, escaped with '\'), scanned in seq order
+-- on the primary key from :since: a page of common text ends early, rare text reads the log once
+-- (docs/decisions.md, "Searching a log"). SQLite's LIKE ignores the case of A-Z.
+SELECT seq, ts, level, text FROM log_events
+WHERE thread_id = :thread_id AND seq > :since AND level >= :level
+  AND text LIKE :pattern ESCAPE '\'
+ORDER BY seq LIMIT :limit;
+
 -- name: filter_deletion_before
 result_deletion IS NOT NULL AND result_deletion < :deletion_before
 

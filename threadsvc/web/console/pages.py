@@ -48,6 +48,7 @@ NOTICES = {  # ?notice=KEY after a redirect; never text from the query itself
     "cancelling": "Cancel requested: the thread stops as soon as it can.",
     "finished": "The thread had already finished: nothing changed.",
     "signed-out": "You have signed out.",
+    "no-problem": "No warning or error follows in the log.",
 }
 TITLES = {400: "Not accepted", 401: "Sign-in needed", 403: "Not allowed", 404: "Not found",
           409: "Not now", 410: "Gone", 413: "Too large", 429: "Too many", 503: "Unavailable"}

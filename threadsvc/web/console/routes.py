@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, forms, views
+from threadsvc.web.console import admin, forms, logview, views
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -18,7 +18,9 @@ async def home(request: Request) -> Response:
 def _thread_routes(base: str) -> list[BaseRoute]:
     pages = [  # under a group, and at server level
         ("/threads/{id}", "GET", views.thread_page),
-        ("/threads/{id}/log.txt", "GET", views.log_text),
+        ("/threads/{id}/log.txt", "GET", logview.log_text),
+        ("/threads/{id}/log.json", "GET", logview.log_json),
+        ("/threads/{id}/log/problem", "GET", logview.next_problem),
         ("/threads/{id}/cancel", "POST", views.cancel),
         ("/start", "GET", forms.start_form),
         ("/start", "POST", forms.start),

@@ -1,4 +1,5 @@
-"""The console's reading pages: the user's groups, thread lists, a thread, its log, and cancel.
+"""The console's reading pages: the user's groups, thread lists, a thread (its log part is
+logview.py's), and cancel.
 
 Every page asks the service, as the API does, and shows what the service answers: a Forbidden
 or NotFound from it is what the user sees.
@@ -6,18 +7,15 @@ or NotFound from it is what the user sees.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from threadsvc.errors import Forbidden, NotFound
 from threadsvc.models import (
     SERVER_GROUP_ID,
-    Level,
-    LogPage,
     Principal,
     Status,
     Thread,
@@ -27,8 +25,8 @@ from threadsvc.models import (
 )
 from threadsvc.service import Service
 from threadsvc.web import params
+from threadsvc.web.console import logview
 from threadsvc.web.console.pages import (
-    HEADERS,
     page,
     poster,
     render,
@@ -38,10 +36,8 @@ from threadsvc.web.console.pages import (
     ui_base,
     viewer,
 )
-from threadsvc.xml.render import logs_text
 
 PAGESIZE = 25
-LOG_TAIL = 200  # events of the log a thread page shows
 STATUS_FILTERS = ("all", "active", "finished", *(s.value for s in Status))
 
 
@@ -172,9 +168,9 @@ async def thread_page(request: Request) -> Response:
     thread = await state.service.get_thread(who, ref, request.path_params["id"])
     group = await state.service.group(ref) if ref is not None else None
     group_name = group.name if group else await _group_name(state.service, thread)
-    tail = await log_tail(state.service, who, ref, thread.id)
     base = ui_base(group.name if group else None)
     href = f"{base}/threads/{thread.id}"
+    log = await logview.log_view(request, state.service, who, ref, thread, href)
     api = f"{service_base(group.name if group else None)}/threads/{thread.id}"
     result = thread.result
     kept = result is not None and result.kept(now_ms()) and thread.final
@@ -186,8 +182,8 @@ async def thread_page(request: Request) -> Response:
         "events": f"{api}/events",
         "result_href": f"{api}/result",
         "result_kept": kept,
-        "log": tail,
-        "last_seq": tail.events[-1].seq if tail and tail.events else 0,
+        "log": log,
+        "last_seq": log.last_seq if log else 0,
         "may_cancel": state.service.may_cancel(who, ref, thread),
         "nav": "groups" if group else "threads",
         "percent": percent(thread),
@@ -206,39 +202,6 @@ async def _group_name(service: Service, thread: Thread) -> str:
         return (await service.group(str(thread.group_id))).name
     except NotFound:
         return str(thread.group_id)
-
-
-async def log_tail(
-    service: Service, who: Principal, group: str | None, thread_id: str
-) -> LogPage | None:
-    """The last LOG_TAIL events, or None when this user may not read the log."""
-    try:
-        found = await service.logs(who, group, thread_id, 0, LOG_TAIL, Level.DEBUG)
-    except Forbidden:
-        return None
-    if found.more:  # events are numbered from 1 without gaps: ask for the last ones
-        since = max(0, found.total - LOG_TAIL)
-        found = await service.logs(who, group, thread_id, since, LOG_TAIL, Level.DEBUG)
-    return found
-
-
-@page
-async def log_text(request: Request) -> Response:
-    """The whole log as text (as `Accept: text/plain` on the logs service)."""
-    state, who = await viewer(request)
-    ref, thread_id = request.path_params.get("group"), request.path_params["id"]
-    first = await state.service.logs(who, ref, thread_id, 0, 1000, Level.DEBUG)
-
-    async def lines() -> AsyncIterator[str]:
-        found = first
-        while True:
-            yield logs_text(found.events)
-            if not found.more:
-                return
-            found = await state.service.logs(who, ref, thread_id, found.next, 1000, Level.DEBUG)
-
-    headers = {**HEADERS, "Content-Disposition": f'inline; filename="{thread_id}.log"'}
-    return StreamingResponse(lines(), media_type="text/plain; charset=utf-8", headers=headers)
 
 
 @page

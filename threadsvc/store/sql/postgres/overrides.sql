@@ -288,3 +288,10 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 -- Audited changes commit one at a time, so that entry ids grow in commit order and a reader
 -- paging by id (`since`) never passes an entry that commits later with a smaller id.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.audit'), 0);
+
+-- name: search_logs
+-- As ../queries.sql, with ILIKE: LIKE is case-sensitive here.
+SELECT seq, ts, level, text FROM log_events
+WHERE thread_id = :thread_id AND seq > :since AND level >= :level
+  AND text ILIKE :pattern ESCAPE '\'
+ORDER BY seq LIMIT :limit;

@@ -149,14 +149,27 @@
 
     function addLog(event) {
       if (!log) return; // this role may not read the log: show none of it
+      if (log.getAttribute("data-follow") !== "true") return; // a page, a search: not the tail
       var seq = parseInt(event.getAttribute("seq"), 10);
       if (seq <= lastSeq) return; // already on the page
       lastSeq = seq;
+      if (!logPause.held(event)) appendLog(event); // paused: shown when the reader follows
+    }
+
+    function appendLog(event) {
+      var seq = parseInt(event.getAttribute("seq"), 10);
       var level = event.getAttribute("level");
       var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
       var li = document.createElement("li");
       li.className = "l-" + level + " new";
+      li.id = "e-" + seq;
       li.setAttribute("data-seq", String(seq));
+      var link = document.createElement("a");
+      link.className = "seq";
+      link.href = log.getAttribute("data-href") + "?at=" + seq + "#e-" + seq;
+      link.title = "Link to event " + seq;
+      link.textContent = String(seq);
+      li.appendChild(link);
       li.appendChild(timeElement(event.getAttribute("datetime"), "clock"));
       var levelEl = document.createElement("span");
       levelEl.className = "level";
@@ -173,6 +186,7 @@
       if (atBottom) log.scrollTop = log.scrollHeight;
     }
 
+    var logPause = pauser(root, appendLog);
     setLive("", "connecting…");
     var source = new EventSource(root.getAttribute("data-events"));
     source.addEventListener("open", function () { setLive("on", "live"); });
@@ -196,7 +210,50 @@
         setLive("off", "reconnecting…");
       }
     });
-    if (log) log.scrollTop = log.scrollHeight;
+    if (log && log.getAttribute("data-follow") === "true") log.scrollTop = log.scrollHeight;
+  }
+
+  /* Reading the log (templates/log.html): Pause holds the live events back, so that the lines
+   * being read stay put; Follow shows those held and goes on live. */
+  function pauser(root, show) {
+    var button = root.querySelector("#log-follow");
+    var paused = false;
+    var held = [];
+    if (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        paused = !paused;
+        if (!paused) {
+          var waiting = held;
+          held = [];
+          waiting.forEach(show);
+          var log = root.querySelector("#log");
+          if (log) log.scrollTop = log.scrollHeight;
+        }
+        label();
+      });
+    }
+    function label() {
+      if (!button) return;
+      button.textContent = paused ? "Follow (" + held.length + " new)" : "Pause";
+    }
+    return {
+      // whether this event is held back (and not shown now)
+      held: function (event) {
+        if (!paused) return false;
+        held.push(event);
+        label();
+        return true;
+      }
+    };
+  }
+
+  /* A link to one event (…?at=SEQ#e-SEQ) opens the page with it marked: bring it into the
+   * middle of the log's box, which the browser's own scroll to the fragment may leave at an
+   * edge. */
+  function showTarget() {
+    var target = document.querySelector("#log li.target");
+    if (target && target.scrollIntoView) target.scrollIntoView({ block: "center" });
   }
 
   function start() {
@@ -204,6 +261,8 @@
     onceForms();
     var root = document.querySelector("[data-events]");
     if (root) follow(root);
+    showTarget();
+    window.addEventListener("load", showTarget); // after the browser's own scroll to it
   }
 
   if (document.readyState === "loading") {
