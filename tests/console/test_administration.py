@@ -328,6 +328,22 @@ def test_a_manager_manages_the_members_of_their_group_only(
     roles = admin.get_by_label("Role of approver").locator("option")
     assert roles.count() == 4  # an administrator gives any role
     browsing.shot(admin, "admin")
+    admin.set_viewport_size({"width": 375, "height": 800})
+    assert no_side_scroll(admin)
+    browsing.shot(admin, "phone")
+
+    # a manager who steps down is not sent to the page they just lost
+    admin.get_by_label("Username").fill("outsider")
+    admin.get_by_label("Role", exact=True).select_option("manager")
+    admin.get_by_role("button", name="Add", exact=True).click()
+    stepping = browsing.signed_in("outsider")
+    stepping.goto(f"{ADMIN}/groups/dev")
+    stepping.get_by_label("Role of outsider").select_option("reviewer")
+    stepping.get_by_role("button", name="Change the role of outsider").click()
+    stepping.wait_for_url(re.compile(r".*/ps/ui/groups$"))
+    assert stepping.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Admin").count() == 0
+    assert stepping.goto(f"{ADMIN}/groups/dev").status == 403
 
 
 def test_oauth_clients_are_listed_and_removed(browsing: Browsing, server: Server) -> None:

@@ -29,7 +29,7 @@ from threadsvc.management import (
 )
 from threadsvc.models import Principal
 from threadsvc.state import AppState
-from threadsvc.web.console.pages import UI, page, poster, render, see_other, viewer
+from threadsvc.web.console.pages import HOME, UI, page, poster, render, see_other, viewer
 
 ADMIN = f"{UI}/admin"
 FIELDS = 20  # the most fields an administration form has, with room to spare
@@ -292,7 +292,7 @@ async def set_member(request: Request) -> Response:
     except BadParameter as exc:
         return await _group(request, state, who, {"username": username, "role": role}, exc)
     outcome = "member-changed" if existed else "member-added"
-    return see_other(f"{ADMIN}/groups/{name}?done={outcome}")
+    return see_other(_after_membership(who, name, username, outcome))
 
 
 @page
@@ -313,8 +313,17 @@ async def remove_member_confirm(request: Request) -> Response:
 async def remove_member(request: Request) -> Response:
     state, who, form = await read_form(request)
     name = request.path_params["group"]
-    await management(state).remove_member(who, name, text(form, "username", 100))
-    return see_other(f"{ADMIN}/groups/{name}?done=member-removed")
+    username = text(form, "username", 100)
+    await management(state).remove_member(who, name, username)
+    return see_other(_after_membership(who, name, username, "member-removed"))
+
+
+def _after_membership(who: Principal, group: str, username: str, outcome: str) -> str:
+    """The group's page; but a manager who changed their own membership may have lost it (a
+    page that would answer 403): their groups instead."""
+    if username == who.username and not who.is_admin:
+        return HOME
+    return f"{ADMIN}/groups/{group}?done={outcome}"
 
 
 # -- OAuth clients ----------------------------------------------------------------------------
