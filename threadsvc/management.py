@@ -106,15 +106,18 @@ class Management:
 
     # -- users ------------------------------------------------------------------------------
     async def users(self, who: Principal, search: str = "", page: int = 1) -> UsersPage:
-        """Users whose name holds `search` (any case), by name, USERS_PAGE a page."""
+        """Users whose name holds `search` (ASCII letters in any case), by name, USERS_PAGE a
+        page (the page past the last is the last)."""
         self._admin_only(who, "list users")
-        needle = search.strip().casefold()
-        found = [e for e in await admin.list_users(self._as(who))
-                 if needle in e.user.username.casefold()]
-        last = max(1, -(-len(found) // USERS_PAGE))
-        page = min(max(1, page), last)
-        start = (page - 1) * USERS_PAGE
-        return UsersPage(found[start:start + USERS_PAGE], len(found), page, last)
+        needle = search.strip()
+        found, total = await self.store.find_users(needle, (max(1, page) - 1) * USERS_PAGE,
+                                                   USERS_PAGE)
+        last = max(1, -(-total // USERS_PAGE))
+        if page > last:  # past the end (the list shrank, or a made-up number): the last page
+            page = last
+            found, total = await self.store.find_users(needle, (last - 1) * USERS_PAGE,
+                                                       USERS_PAGE)
+        return UsersPage(found, total, max(1, page), last)
 
     async def account(self, who: Principal, username: str) -> Account:
         self._admin_only(who, "see accounts")
