@@ -183,3 +183,21 @@ async def test_others_touch_no_membership(world: World) -> None:
     await world.manage.remove_member(root, "dev", "approver")
     assert await role_in(world, "dev", "stranger") is None
     assert await role_in(world, "dev", "worker") is Role.APPROVER
+
+
+async def test_names_no_store_could_hold_are_no_ones(world: World) -> None:
+    """A NUL (which PostgreSQL refuses in text) or an overlong name is said as not found, before
+    the store is asked."""
+    root = await world.who("root")
+    for name in ("wor\x00ker", "w" * 201):
+        with pytest.raises(NotFound):
+            await world.manage.account(root, name)
+        with pytest.raises(NotFound):
+            await world.manage.disable(root, name)
+        with pytest.raises(NotFound):
+            await world.manage.remove_member(root, "dev", name)
+        with pytest.raises(BadParameter):
+            await world.manage.set_member(root, "dev", name, "reviewer")
+    with pytest.raises(NotFound):
+        await world.manage.remove_client(root, "tsc_\x00")
+    assert (await world.manage.users(root, "wor\x00ker\x07")).total == 1  # worker

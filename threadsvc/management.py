@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from threadsvc import admin
 from threadsvc.errors import BadParameter, Forbidden, GroupNotFound, NotFound
-from threadsvc.identity import Identity
+from threadsvc.identity import LONGEST_NAME, Identity
 from threadsvc.models import Group, LoginFailures, Principal, Role, UserEntry, now_ms
 from threadsvc.service import valid_group_name
 from threadsvc.store.base import Store
@@ -109,7 +109,7 @@ class Management:
         """Users whose name holds `search` (ASCII letters in any case), by name, USERS_PAGE a
         page (the page past the last is the last)."""
         self._admin_only(who, "list users")
-        needle = search.strip()
+        needle = "".join(c for c in search.strip() if c.isprintable())  # no name holds others
         found, total = await self.store.find_users(needle, (max(1, page) - 1) * USERS_PAGE,
                                                    USERS_PAGE)
         last = max(1, -(-total // USERS_PAGE))
@@ -121,7 +121,7 @@ class Management:
 
     async def account(self, who: Principal, username: str) -> Account:
         self._admin_only(who, "see accounts")
-        details = await admin.show_user(self._as(who), username)
+        details = await admin.show_user(self._as(who), stored(username))
         failures: LoginFailures | None = await self.store.get_login_failures(username)
         locked = failures.locked_until if failures and failures.locked_until > now_ms() else None
         return Account(details, locked)
@@ -139,26 +139,26 @@ class Management:
     async def set_password(self, who: Principal, username: str, password: str, again: str) -> None:
         self._admin_only(who, "reset passwords")
         check_password(password, again)
-        await admin.set_password(self._as(who), username, password)
+        await admin.set_password(self._as(who), stored(username), password)
 
     async def disable(self, who: Principal, username: str) -> None:
         self._admin_only(who, "disable users")
         if username == who.username:
             raise BadParameter("username", "is yours: another administrator must disable you")
-        await admin.disable_user(self._as(who), username)
+        await admin.disable_user(self._as(who), stored(username))
 
     async def enable(self, who: Principal, username: str) -> None:
         self._admin_only(who, "enable users")
-        await admin.enable_user(self._as(who), username)
+        await admin.enable_user(self._as(who), stored(username))
 
     async def unlock(self, who: Principal, username: str) -> bool:
         self._admin_only(who, "unlock users")
-        await self._user(username)
+        await self._user(stored(username))
         return await admin.unlock_user(self._as(who), username)
 
     async def revoke_tokens(self, who: Principal, username: str) -> tuple[int, int]:
         self._admin_only(who, "revoke tokens")
-        return await admin.revoke_tokens(self._as(who), username)
+        return await admin.revoke_tokens(self._as(who), stored(username))
 
     async def _user(self, username: str) -> None:
         if await self.store.get_user(username) is None:
@@ -172,7 +172,7 @@ class Management:
 
     async def remove_client(self, who: Principal, client_id: str) -> None:
         self._admin_only(who, "remove OAuth clients")
-        await admin.remove_client(self._as(who), client_id)
+        await admin.remove_client(self._as(who), stored(client_id, "client"))
 
     # -- groups -----------------------------------------------------------------------------
     async def groups(self, who: Principal) -> list[ManagedGroup]:
@@ -212,7 +212,10 @@ class Management:
             raise BadParameter("role", "must be reviewer, contributor, manager or approver") from None
         if wanted not in grantable(who, group.id):
             raise Forbidden(f"You may give roles up to {grantable(who, group.id)[-1].label}")
-        found = await self.store.get_user(username)
+        try:
+            found = await self.store.get_user(stored(username))
+        except NotFound:
+            found = None
         if found is None:
             raise BadParameter("username", f"names no user ('{username[:80]}')")
         current = (await self.store.roles_of(found[0].id)).get(group.id)
@@ -225,7 +228,7 @@ class Management:
     async def member_role(self, who: Principal, group_name: str, username: str) -> Role:
         """The member's role, when `who` may change or remove them."""
         group = await self.group(who, group_name)
-        found = await self.store.get_user(username)
+        found = await self.store.get_user(stored(username))
         current = (await self.store.roles_of(found[0].id)).get(group.id) if found else None
         if current is None:
             raise NotFound(f"'{username[:80]}' is not a member of group '{group.name}'")
@@ -237,6 +240,14 @@ class Management:
     async def remove_member(self, who: Principal, group_name: str, username: str) -> None:
         await self.member_role(who, group_name, username)
         await admin.remove_member(self._as(who), group_name, username)
+
+
+def stored(name: str, what: str = "user") -> str:
+    """A name as typed, when a store could hold it: one with a NUL (which PostgreSQL refuses in
+    text) or longer than any name is no one's, said as for a name not found."""
+    if "\x00" in name or len(name) > LONGEST_NAME:
+        raise NotFound(f"no {what} '{name[:80].replace(chr(0), '')}'")
+    return name
 
 
 def check_password(password: str, again: str) -> None:

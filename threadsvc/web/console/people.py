@@ -115,7 +115,8 @@ async def _users(request: Request, state: AppState, who: Principal, typed: dict[
     search = request.query_params.get("q", "")[:64]
     number = request.query_params.get("page", "1")
     found = await management(state).users(
-        who, search, int(number) if number.isdigit() and len(number) < 10 else 1)
+        who, search, int(number) if number.isascii() and number.isdigit() and len(number) < 10
+        else 1)
     there = f"{ADMIN}/users?q={quote(search, safe='')}&page="
     return show(request, "admin_users.html", {
         "found": found,
