@@ -270,7 +270,7 @@ class AuditEntry:
 @dataclass(frozen=True, slots=True)
 class AuditFilter:
     """Which entries: after the entry `since` (an id), oldest first, at most `limit`; or with
-    `latest`, the newest `limit` (still given oldest first)."""
+    `latest`, the newest `limit` (still given oldest first), below the entry `before` if given."""
 
     since: int = 0
     limit: int = 1000
@@ -278,6 +278,7 @@ class AuditFilter:
     user: str | None = None  # the actor or the target
     from_ts: int | None = None  # at or after this moment
     latest: bool = False
+    before: int | None = None  # with `latest`: only entries whose id is below this
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +286,7 @@ class AuditPage:
     entries: list[AuditEntry]
     next: int  # the `since` of the following page
     more: bool
+    older: bool = False  # with `latest`: entries before these match too (page with `before`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,13 @@ async def test_pages_filters_and_latest(store: Store) -> None:
     assert [e.target for e in latest.entries] == ["g5", "g6"] and not latest.more
     assert [e.target for e in await entries(store, limit=2, latest=True, user="admin0")] == [
         "g4", "g6"]
+    assert latest.older and not (await store.audit_entries(AuditFilter(latest=True))).older
+    older = await store.audit_entries(AuditFilter(limit=2, latest=True,
+                                                  before=latest.entries[0].id))
+    assert [e.target for e in older.entries] == ["g3", "g4"] and older.older
+    oldest = await store.audit_entries(AuditFilter(limit=3, latest=True,
+                                                   before=older.entries[0].id, user="admin0"))
+    assert [e.target for e in oldest.entries] == ["g0", "g2"] and not oldest.older
     moment = (await entries(store))[4].timestamp
     assert all(e.timestamp >= moment for e in await entries(store, from_ts=moment))
     assert await entries(store, from_ts=now_ms() + 60_000) == []

@@ -138,6 +138,28 @@ async def test_disabled_and_removed_users_are_no_users(store: Store) -> None:
     assert not await store.set_disabled("bob", True)
 
 
+async def test_users_are_found_by_part_of_their_name_a_page_at_a_time(store: Store) -> None:
+    for name in ("ann", "Annie", "bob", "joanna", "a_b", "a%b", "ax\\b"):
+        await store.create_user(name, None, False)
+    await store.set_disabled("bob", True)
+
+    async def found(search: str, offset: int = 0, limit: int = 10) -> tuple[list[str], int]:
+        users, total = await store.find_users(search, offset, limit)
+        return [e.user.username for e in users], total
+
+    names = sorted(["ann", "Annie", "bob", "joanna", "a_b", "a%b", "ax\\b"])
+    assert await found("") == (names, 7)  # disabled users too
+    assert set((await found("ANN"))[0]) == {"ann", "Annie", "joanna"}  # any case
+    first, total = await found("ann", 0, 2)
+    rest, _ = await found("ann", 2, 2)
+    assert total == 3 and len(first) == 2 and len(rest) == 1 and not set(first) & set(rest)
+    assert await found("_") == (["a_b"], 1)  # LIKE's wildcards are plain characters
+    assert await found("%") == (["a%b"], 1)
+    assert await found("\\") == (["ax\\b"], 1)
+    assert await found("nobody") == ([], 0)
+    assert (await store.find_users("", 0, 1))[0][0].disabled in (True, False)
+
+
 async def test_an_idempotency_key_names_one_thread_for_a_day(store: Store) -> None:
     limits = ActiveLimits(per_user=2, per_group=10)
 

@@ -108,21 +108,25 @@ class AuditRules(Transactions):
         args: dict[str, object] = {"since": query.since, "limit": query.limit + 1}
         for fragment, name, value in (("filter_audit_action", "action", query.action),
                                       ("filter_audit_user", "user", query.user),
-                                      ("filter_audit_from", "from_ts", query.from_ts)):
+                                      ("filter_audit_from", "from_ts", query.from_ts),
+                                      ("filter_audit_before", "before",
+                                       query.before if query.latest else None)):
             if value is not None:
                 where.append(fragment)
                 args[name] = value
 
         async def do(tx: Tx) -> list[Row]:
-            if query.latest:  # nothing is newer: the page is the last
-                rows = await tx.all("latest_audit_entries", {**args, "limit": query.limit}, where)
-                return list(reversed(rows))
+            if query.latest:
+                return await tx.all("latest_audit_entries", args, where)
             return await tx.all("audit_entries", args, where)
 
         rows = await self._read(do)
         entries = [_entry(row) for row in rows[: query.limit]]
-        more = len(rows) > query.limit
-        return AuditPage(entries, entries[-1].id if entries else query.since, more)
+        beyond = len(rows) > query.limit
+        if query.latest:  # newest first from the store; nothing is newer: the page is the last
+            entries.reverse()
+            return AuditPage(entries, entries[-1].id if entries else query.since, False, beyond)
+        return AuditPage(entries, entries[-1].id if entries else query.since, beyond)
 
     async def forget_audit(self, before: int) -> int:
         """Delete the entries written before `before`, FORGET_BATCH a transaction (so that no

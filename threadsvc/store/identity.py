@@ -106,6 +106,22 @@ class IdentityRules(AuditRules):
 
         return await self._read(do)
 
+    async def find_users(
+        self, search: str, offset: int, limit: int
+    ) -> tuple[list[UserEntry], int]:
+        """The users whose name holds `search` (ASCII letters in any case), by name: at most
+        `limit` from the `offset`th, and how many match in all (one snapshot)."""
+        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args = {"pattern": f"%{escaped}%", "offset": offset, "limit": limit}
+
+        async def do(tx: Tx) -> tuple[list[UserEntry], int]:
+            rows = await tx.all("find_users", args)
+            total = int(await tx.value("count_found_users", args))
+            return [UserEntry(User(r["id"], r["username"], bool(r["is_admin"])),
+                              bool(r["disabled"]), r["created"]) for r in rows], total
+
+        return await self._snapshot(do)
+
     async def set_password(
         self, username: str, password_hash: str | None, *, by: Actor | None = None
     ) -> bool:

@@ -41,6 +41,14 @@ DELETE FROM users WHERE username = :username RETURNING id;
 -- name: list_users
 SELECT id, username, is_admin, disabled, created FROM users ORDER BY username;
 
+-- name: find_users
+-- A page of the users whose name holds :pattern (a lower-case LIKE pattern, `\` escaping).
+SELECT id, username, is_admin, disabled, created FROM users
+WHERE lower(username) LIKE :pattern ESCAPE '\' ORDER BY username LIMIT :limit OFFSET :offset;
+
+-- name: count_found_users
+SELECT count(*) FROM users WHERE lower(username) LIKE :pattern ESCAPE '\';
+
 -- name: put_setting
 INSERT INTO server_settings (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

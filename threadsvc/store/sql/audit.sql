@@ -27,6 +27,10 @@ id IN (SELECT id FROM audit_log WHERE actor = :user
 -- name: filter_audit_from
 ts >= :from_ts
 
+-- name: filter_audit_before
+-- The latest entries before an entry (the audit page's older page).
+id < :before
+
 -- name: forget_audit
 -- A batch at a time: a lowered audit-ttl may leave months to delete.
 DELETE FROM audit_log

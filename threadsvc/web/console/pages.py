@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import Receive, Scope, Send
 
 from threadsvc.errors import AuthenticationFailed, Forbidden, StoreUnavailable, ThreadsvcError
+from threadsvc.management import may_administer
 from threadsvc.models import Principal, iso
 from threadsvc.state import AppState, app_state
 from threadsvc.web import errors
@@ -99,6 +100,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=when, clock=clock, iso=iso, size=size, summary=summary, ticks=ticks)
+    env.globals["may_administer"] = may_administer  # the nav's Admin entry asks the rule
     return env
 
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, forms, logview, views
+from threadsvc.web.console import admin, auditlog, forms, hooks, logview, people, views
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -28,6 +28,41 @@ def _thread_routes(base: str) -> list[BaseRoute]:
     return [Route(base + path, endpoint, methods=[method]) for path, method, endpoint in pages]
 
 
+def _webhook_routes(base: str) -> list[BaseRoute]:
+    return [
+        Route(base, hooks.webhooks, methods=["GET"]),
+        Route(base, hooks.add, methods=["POST"]),
+        Route(base + "/{id}", hooks.webhook, methods=["GET"]),
+        Route(base + "/{id}/delete", hooks.delete_confirm, methods=["GET"]),
+        Route(base + "/{id}/delete", hooks.delete, methods=["POST"]),
+    ]
+
+
+def _admin_routes() -> list[BaseRoute]:
+    """Administration: people.py, hooks.py and auditlog.py (rules in threadsvc.management)."""
+    return [
+        Route("/admin", people.index, methods=["GET"]),
+        Route("/admin/users", people.users, methods=["GET"]),
+        Route("/admin/users", people.add_user, methods=["POST"]),
+        Route("/admin/user", people.user, methods=["GET"]),
+        Route("/admin/user/{action}", people.user_confirm, methods=["GET"]),
+        Route("/admin/user/{action}", people.user_change, methods=["POST"]),
+        Route("/admin/groups", people.groups, methods=["GET"]),
+        Route("/admin/groups", people.add_group, methods=["POST"]),
+        Route("/admin/groups/{group}", people.group, methods=["GET"]),
+        Route("/admin/groups/{group}/members", people.set_member, methods=["POST"]),
+        Route("/admin/groups/{group}/members/remove", people.remove_member_confirm,
+              methods=["GET"]),
+        Route("/admin/groups/{group}/members/remove", people.remove_member, methods=["POST"]),
+        *_webhook_routes("/admin/groups/{group}/webhooks"),
+        *_webhook_routes("/admin/webhooks"),
+        Route("/admin/clients", people.clients, methods=["GET"]),
+        Route("/admin/clients/remove", people.remove_client_confirm, methods=["GET"]),
+        Route("/admin/clients/remove", people.remove_client, methods=["POST"]),
+        Route("/admin/audit", auditlog.audit, methods=["GET"]),
+    ]
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/", home, methods=["GET"]),
@@ -43,6 +78,7 @@ def routes() -> list[BaseRoute]:
         *_thread_routes(""),
         Route("/queue", admin.queue, methods=["GET"]),
         Route("/nodes", admin.nodes, methods=["GET"]),
+        *_admin_routes(),
         Mount("/static", StaticFiles(packages=[("threadsvc.web.console", "static")])),
     ]
 
