@@ -288,3 +288,7 @@ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 -- Audited changes commit one at a time, so that entry ids grow in commit order and a reader
 -- paging by id (`since`) never passes an entry that commits later with a smaller id.
 SELECT pg_advisory_xact_lock(hashtext('threadsvc.audit'), 0);
+
+-- name: filter_dash_groups
+-- The dashboard of a manager: the threads of their groups (store/dashboard.py).
+group_id = ANY(:groups)
