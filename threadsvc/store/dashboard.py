@@ -91,6 +91,6 @@ def _spreads(rows: list[Row], key: str | None) -> dict[str, Spread]:
         ranked.setdefault(name, (row["n"], {}))[1][row["k"]] = row["d"]
     spreads = {}
     for name, (n, at) in ranked.items():
-        ranks = [(n * p + 99) // 100 for p in PERCENTILES]
-        spreads[name] = Spread(n, *(at.get(k, 0) for k in ranks), at.get(n, 0))
+        p50, p90, p99 = (at.get((n * p + 99) // 100, 0) for p in PERCENTILES)
+        spreads[name] = Spread(n, p50, p90, p99, at.get(n, 0))
     return dict(sorted(spreads.items()))
