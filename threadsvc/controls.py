@@ -99,11 +99,11 @@ async def nodes(store: Store, lease_timeout: float) -> list[NodeView]:
 
 
 async def wait_until_empty(
-    store: Store, node: str, lease_timeout: float, timeout: float
+    store: Store, node: str, lease_timeout: float, seconds: float
 ) -> NodeView:
-    """Poll `node` until it is empty (drained, nothing running), stopped (stale), or `timeout`
+    """Poll `node` until it is empty (drained, nothing running), stopped (stale), or `seconds`
     seconds have passed; the node as last read."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while True:
         found = view(_found(await store.get_node(checked_name("node", node))), lease_timeout)
         if found.row.empty or found.stale or time.monotonic() >= deadline:

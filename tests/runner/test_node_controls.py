@@ -120,7 +120,7 @@ async def test_a_drained_node_claims_nothing_more_and_says_when_it_is_empty(
 
 
 async def test_bad_names_and_values_are_refused_before_the_store(tmp_path: Path) -> None:
-    async with running(tmp_path, [quick]) as (service, runner, store):
+    async with running(tmp_path, [quick]) as (_service, runner, store):
         for bad in ("", "two words", "x" * 201, "tab\there"):
             with pytest.raises(Exception, match="Parameter 'job'"):
                 await controls.pause_job(store, bad, BY)
