@@ -114,31 +114,31 @@ def test_the_commands_on_a_running_servers_store(solo: Server) -> None:
 @pytest.mark.timeout(180)
 def test_two_nodes_obey_a_pause_and_a_drain(tmp_path: Path, postgres: PostgresCluster) -> None:
     settings = {"lease-timeout": 6, "max-running": 4}
-    with running_nodes(tmp_path, postgres.new_database_url(), 2, **settings) as (n1, n2):
-        with n1.client("admin") as one, n2.client("admin") as two:
-            wait_for(one, f"{S}/nodes", lambda r: r.text.count("<node ") == 2)
-            assert one.post(f"{S}/jobs/sleep/pause").status_code == 200
-            waiting = [start(c, seconds=0.1) for c in (one, two, one, two)]
-            time.sleep(3)
-            assert all('status="initialised"' in progress(n2, t) for t in waiting)
-            assert two.post(f"{S}/jobs/sleep/resume").status_code == 200  # the other node
-            for tid in waiting:
-                wait_final(one, tid)
-            # Drain the node that runs a thread: it finishes there, the new ones go to the other.
-            long = start(one, seconds=4, steps=4)
-            wait_running(one, long)
-            busy = ran_on(one, long)
-            idle = "n2" if busy == "n1" else "n1"
-            assert one.post(f"{S}/nodes/{busy}/drain").status_code == 200
-            wait_for(two, f"{S}/nodes", lambda r: re.search(
-                rf'<node name="{busy}" running="1"[^>]*draining="true" empty="false"', r.text))
-            later = [start(one, seconds=0.1) for _ in range(6)]
-            for tid in later:
-                wait_final(one, tid)
-                assert ran_on(one, tid) == idle
-            assert "completed" in wait_final(one, long).text and ran_on(one, long) == busy
-            wait_for(two, f"{S}/nodes", lambda r: re.search(
-                rf'<node name="{busy}" running="0"[^>]*draining="true" empty="true"', r.text), 20)
+    with (running_nodes(tmp_path, postgres.new_database_url(), 2, **settings) as (n1, n2),
+          n1.client("admin") as one, n2.client("admin") as two):
+        wait_for(one, f"{S}/nodes", lambda r: r.text.count("<node ") == 2)
+        assert one.post(f"{S}/jobs/sleep/pause").status_code == 200
+        waiting = [start(c, seconds=0.1) for c in (one, two, one, two)]
+        time.sleep(3)
+        assert all('status="initialised"' in progress(n2, t) for t in waiting)
+        assert two.post(f"{S}/jobs/sleep/resume").status_code == 200  # the other node
+        for tid in waiting:
+            wait_final(one, tid)
+        # Drain the node that runs a thread: it finishes there, the new ones go to the other.
+        long = start(one, seconds=4, steps=4)
+        wait_running(one, long)
+        busy = ran_on(one, long)
+        idle = "n2" if busy == "n1" else "n1"
+        assert one.post(f"{S}/nodes/{busy}/drain").status_code == 200
+        wait_for(two, f"{S}/nodes", lambda r: re.search(
+            rf'<node name="{busy}" running="1"[^>]*draining="true" empty="false"', r.text))
+        later = [start(one, seconds=0.1) for _ in range(6)]
+        for tid in later:
+            wait_final(one, tid)
+            assert ran_on(one, tid) == idle
+        assert "completed" in wait_final(one, long).text and ran_on(one, long) == busy
+        wait_for(two, f"{S}/nodes", lambda r: re.search(
+            rf'<node name="{busy}" running="0"[^>]*draining="true" empty="true"', r.text), 20)
 
 
 def ran_on(http: httpx.Client, tid: str) -> str:
