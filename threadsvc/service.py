@@ -71,6 +71,11 @@ def valid_group_name(name: str) -> bool:
     return _GROUP_NAME.fullmatch(name) is not None
 
 
+def may_see_dashboard(who: Principal) -> bool:
+    """Administrators, and managers (of their groups' threads: Service.dashboard_groups)."""
+    return who.is_admin or any(role >= Role.MANAGER for role in who.roles.values())
+
+
 @dataclass(frozen=True)
 class Where:
     """Where a request addresses threads: a group, or the server (group None)."""
@@ -432,40 +437,41 @@ class Service:
         return managed
 
     def may_see_dashboard(self, who: Principal) -> bool:
-        return who.is_admin or any(role >= Role.MANAGER for role in who.roles.values())
+        return may_see_dashboard(who)
 
     async def dashboard(self, who: Principal, since: int, width: int, buckets: int) -> Figures:
         """The dashboard's figures of the threads `who` may see (dashboard_groups)."""
         return await self.store.dashboard(since, width, buckets, self.dashboard_groups(who))
 
-    def _controller(self, who: Principal) -> Actor:
+    def controller(self, who: Principal) -> Actor:
+        """The Actor of an administrator using a control; Forbidden for anyone else."""
         if not self.may_control(who):
             raise Forbidden("Only administrators may use the server's controls")
         return who.actor
 
     async def pause_job(self, who: Principal, job: str, paused: bool = True) -> bool:
         """Pause (or resume) a job on every node; False when it already was (or was not)."""
-        by = self._controller(who)
+        by = self.controller(who)
         if paused:
             return await controls.pause_job(self.store, job, by)
         return await controls.resume_job(self.store, job, by)
 
     async def paused_jobs(self, who: Principal) -> list[PausedJob]:
-        self._controller(who)
+        self.controller(who)
         return await controls.paused_jobs(self.store)
 
     async def nodes(self, who: Principal) -> list[controls.NodeView]:
-        self._controller(who)
+        self.controller(who)
         return await controls.nodes(self.store, self.settings.lease_timeout)
 
     async def set_max_running(
         self, who: Principal, node: str, most: str | None
     ) -> controls.NodeView:
-        row = await controls.set_max_running(self.store, node, most, self._controller(who))
+        row = await controls.set_max_running(self.store, node, most, self.controller(who))
         return controls.view(row, self.settings.lease_timeout)
 
     async def drain(self, who: Principal, node: str, draining: bool = True) -> controls.NodeView:
-        row = await controls.drain(self.store, node, self._controller(who), draining)
+        row = await controls.drain(self.store, node, self.controller(who), draining)
         return controls.view(row, self.settings.lease_timeout)
 
     async def thread_counts(self) -> dict[Status, int]:

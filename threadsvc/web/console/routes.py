@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, forms, views
+from threadsvc.web.console import admin, dashboard, forms, views
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -41,6 +41,11 @@ def routes() -> list[BaseRoute]:
         *_thread_routes(""),
         Route("/queue", admin.queue, methods=["GET"]),
         Route("/nodes", admin.nodes, methods=["GET"]),
+        Route("/dashboard", dashboard.dashboard, methods=["GET"]),
+        *[Route(f"/dashboard/{name}", endpoint, methods=["POST"]) for name, endpoint in (
+            ("pause", dashboard.pause), ("resume", dashboard.resume),
+            ("max-running", dashboard.max_running), ("drain", dashboard.drain),
+            ("undrain", dashboard.undrain))],
         Mount("/static", StaticFiles(packages=[("threadsvc.web.console", "static")])),
     ]
 
