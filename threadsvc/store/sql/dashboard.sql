@@ -1,6 +1,6 @@
 -- Named queries of the dashboard (store/dashboard.py), for both stores: a few aggregates over
--- a time range, each read through an index on its time (threads_created, threads_ended,
--- threads_started), never a row per thread. `{where}` is the viewer's groups, or nothing.
+-- a time range, each read from an index on its time that holds what it counts
+-- (threads_created, threads_ended, threads_started: migration 0014), not from the rows. `{where}` is the viewer's groups, or nothing.
 
 -- name: dash_created
 SELECT (created - :since) / :width AS b, count(*) AS n FROM threads

@@ -98,7 +98,7 @@ CREATE TABLE threads (
 );
 CREATE INDEX threads_status ON threads (status, seq);
 CREATE INDEX threads_group_status ON threads (group_id, status, seq);
-CREATE INDEX threads_ended ON threads (ended) WHERE ended IS NOT NULL;
+CREATE INDEX threads_ended ON threads (ended, status, job, started) WHERE ended IS NOT NULL;
 CREATE UNIQUE INDEX threads_idempotency ON threads (username, group_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX threads_result_deletion ON threads (result_deletion)
@@ -270,4 +270,4 @@ CREATE TABLE nodes (
 );
 -- The dashboard's time ranges: see migrations/0014_dashboard_index.sql.
 CREATE INDEX threads_created ON threads (created);
-CREATE INDEX threads_started ON threads (started) WHERE started IS NOT NULL;
+CREATE INDEX threads_started ON threads (started, created) WHERE started IS NOT NULL;
