@@ -170,3 +170,19 @@ def test_a_contributor_has_no_dashboard_and_a_bad_period_is_answered_on_the_page
     assert admin.get_by_role("alert").inner_text() == "Choose the last hour or the last day."
     assert admin.get_by_label("Period").input_value() == "hour"
     browsing.shot(admin, "bad-period")
+
+
+def test_the_controls_work_without_javascript(browsing: Browsing, server: Server) -> None:
+    page = browsing.signed_in("admin", java_script_enabled=False)
+    page.goto(f"{UI}/dashboard")
+    page.get_by_label("Pause a job").select_option("validate")
+    page.get_by_role("button", name="Pause…").click()
+    page.get_by_role("button", name="Pause the job").click()
+    page.wait_for_url(re.compile(r".*/ps/ui/dashboard\?done=paused$"))
+    with server.client("admin") as http:
+        assert 'job="validate"' in http.get("/ps/service/paused-jobs").text
+    page.locator(".dash-paused li").get_by_role("button", name="Resume").click()
+    page.wait_for_url(re.compile(r".*/ps/ui/dashboard\?done=resumed$"))
+    with server.client("admin") as http:
+        assert "<paused-job " not in http.get("/ps/service/paused-jobs").text
+    browsing.shot(page, "no-script")
