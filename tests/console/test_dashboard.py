@@ -186,3 +186,20 @@ def test_the_controls_work_without_javascript(browsing: Browsing, server: Server
     with server.client("admin") as http:
         assert "<paused-job " not in http.get("/ps/service/paused-jobs").text
     browsing.shot(page, "no-script")
+
+
+def test_a_tampered_form_is_answered_on_the_dashboard(browsing: Browsing) -> None:
+    page = browsing.signed_in("admin")
+    page.goto(f"{UI}/dashboard")
+    token = csrf_of(page)
+    for action, field in (("drain", {"node": "nowhere"}),
+                          ("drain", {"node": "nowhere", "confirm": "yes"}),
+                          ("undrain", {"node": "nowhere"}), ("resume", {"job": "two words"}),
+                          ("pause", {"job": "x" * 250, "confirm": "yes"}),
+                          ("max-running", {"node": "nowhere", "value": "3"})):
+        answer = page.request.post(f"{UI}/dashboard/{action}", form={"csrf": token, **field})
+        assert answer.status == 400, (action, field)
+        body = answer.text()
+        assert "<h1>Dashboard</h1>" in body and 'role="alert"' in body, (action, field)
+    refused = page.request.post(f"{UI}/dashboard/pause", form={"job": "sleep", "confirm": "yes"})
+    assert refused.status == 403  # no CSRF token: nothing done

@@ -10,9 +10,16 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from threadsvc.web.api import _who
+from threadsvc.models import Principal
+from threadsvc.state import AppState, app_state
+from threadsvc.web.auth import authenticate
 from threadsvc.web.responses import document
 from threadsvc.xml import render
+
+
+async def _who(request: Request) -> tuple[AppState, Principal]:
+    state = app_state(request)
+    return state, await authenticate(request, state.identity)
 
 
 async def list_nodes(request: Request) -> Response:

@@ -144,25 +144,34 @@ def _confirm(request: Request, action: str, values: dict[str, str], **context: A
                   {"nav": "dashboard", "action": action, "values": values, **context})
 
 
+async def _refused(request: Request, state: AppState, who: Principal, key: str,
+                   exc: BadParameter, values: dict[str, str]) -> Response:
+    """The dashboard again, with the service's message by the form it concerns (400)."""
+    return await _page(request, state, who, "hour", {key: str(exc)}, values, 400)
+
+
 @page
 async def pause(request: Request) -> Response:
     state, who, values = await _form(request)
     job = values.get("job", "")
-    if values.get("confirm") != "yes":
-        try:
+    try:
+        if values.get("confirm") != "yes":
             state.service.controller(who)  # no confirmation page for those who may not
             checked_name("job", job)
-        except BadParameter as exc:
-            return await _page(request, state, who, "hour", {"pause": str(exc)}, values, 400)
-        return _confirm(request, "pause", values, job=job)
-    changed = await state.service.pause_job(who, job)
+            return _confirm(request, "pause", values, job=job)
+        changed = await state.service.pause_job(who, job)
+    except BadParameter as exc:
+        return await _refused(request, state, who, "pause", exc, values)
     return see_other(f"{HERE}?done={'paused' if changed else 'already-paused'}")
 
 
 @page
 async def resume(request: Request) -> Response:
     state, who, values = await _form(request)
-    await state.service.pause_job(who, values.get("job", ""), paused=False)
+    try:
+        await state.service.pause_job(who, values.get("job", ""), paused=False)
+    except BadParameter as exc:
+        return await _refused(request, state, who, "control", exc, values)
     return see_other(f"{HERE}?done=resumed")
 
 
@@ -173,7 +182,9 @@ async def max_running(request: Request) -> Response:
     try:
         await state.service.set_max_running(who, node, values.get("value", "").strip())
     except BadParameter as exc:
-        return await _page(request, state, who, "hour", {f"node:{node}": str(exc)}, values, 400)
+        known = {n.name for n in await state.service.nodes(who)}
+        key = f"node:{node}" if node in known else "control"
+        return await _refused(request, state, who, key, exc, values)
     return see_other(f"{HERE}?done=max-running")
 
 
@@ -181,15 +192,22 @@ async def max_running(request: Request) -> Response:
 async def drain(request: Request) -> Response:
     state, who, values = await _form(request)
     node = values.get("node", "")
-    if values.get("confirm") != "yes":
-        state.service.controller(who)
-        return _confirm(request, "drain", values, node=node)
-    await state.service.drain(who, node)
+    try:
+        if values.get("confirm") != "yes":
+            if node not in {n.name for n in await state.service.nodes(who)}:
+                raise BadParameter("node", "names no node that has run with this store")
+            return _confirm(request, "drain", values, node=node)
+        await state.service.drain(who, node)
+    except BadParameter as exc:
+        return await _refused(request, state, who, "control", exc, values)
     return see_other(f"{HERE}?done=draining")
 
 
 @page
 async def undrain(request: Request) -> Response:
     state, who, values = await _form(request)
-    await state.service.drain(who, values.get("node", ""), draining=False)
+    try:
+        await state.service.drain(who, values.get("node", ""), draining=False)
+    except BadParameter as exc:
+        return await _refused(request, state, who, "control", exc, values)
     return see_other(f"{HERE}?done=undrained")
