@@ -105,6 +105,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                                       follow_redirects=True).content
             assert seen["result"] == b"the result"
             seen["webhooks"] = webhooks(http)
+            assert admin.post("/ps/service/jobs/transform/pause").status_code == 200  # carried
         server.stop()  # the running thread ends failed; the upload's thread waits
         seen["running"] = running
         seen["server"] = server
@@ -182,6 +183,8 @@ def test_a_sqlite_deployment_moves_to_postgresql_and_back(
         assert httpx.get(f"{new.url}{GROUP}/threads", headers=bearer).status_code == 200
         assert httpx.get(f"{new.url}{GROUP}/threads",
                          auth=("reviewer", password("reviewer") + "x")).status_code == 401
+        with new.client("admin") as admin:
+            assert 'job="transform"' in admin.get("/ps/service/paused-jobs").text
         # New ids follow the carried ones.
         with new.client("manager") as http:
             fresh = start(http, seconds=0.01, steps=1)

@@ -252,6 +252,7 @@ AUDIT_ACTIONS = frozenset({
     "group.add", "member.add", "member.role", "member.remove",
     "thread.cancel", "thread.delete",
     "webhook.add", "webhook.remove",
+    "job.pause", "job.resume", "node.max-running", "node.drain", "node.undrain",
 })
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from threadsvc import controls
 from threadsvc.changes import Changes
 from threadsvc.errors import (
     BadParameter,
@@ -35,6 +36,7 @@ from threadsvc.lookups import SharedLookups
 from threadsvc.models import (
     SERVER_GROUP_ID,
     ActiveLimits,
+    Actor,
     AuditFilter,
     AuditPage,
     Group,
@@ -55,6 +57,8 @@ from threadsvc.runner.registry import JobSpec, Registry
 from threadsvc.runner.runner import Runner
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+from threadsvc.store.controls import PausedJob
+from threadsvc.store.dashboard import Figures
 from threadsvc.uploads import Upload, Uploads
 
 SYSTEM = "system"  # the owner of the server's own threads (the purge)
@@ -64,6 +68,11 @@ _GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 def valid_group_name(name: str) -> bool:
     return _GROUP_NAME.fullmatch(name) is not None
+
+
+def may_see_dashboard(who: Principal) -> bool:
+    """Administrators, and managers (of their groups' threads: Service.dashboard_groups)."""
+    return who.is_admin or any(role >= Role.MANAGER for role in who.roles.values())
 
 
 @dataclass(frozen=True)
@@ -418,6 +427,59 @@ class Service:
         if not who.is_admin:
             raise Forbidden("Only administrators may read the audit log")
         return await self.store.audit_entries(query)
+
+    # -- the dashboard and the controls (controls.py) ---------------------------------------
+    def may_control(self, who: Principal) -> bool:
+        """Pause jobs, set a node's max-running, drain nodes: administrators only."""
+        return who.is_admin
+
+    def dashboard_groups(self, who: Principal) -> list[int] | None:
+        """Whose threads `who` sees on the dashboard: every one (None) for an administrator,
+        else those of the groups they manage; Forbidden when they manage none."""
+        if who.is_admin:
+            return None
+        managed = [g for g, role in who.roles.items() if role >= Role.MANAGER]
+        if not managed:
+            raise Forbidden("Only administrators and managers may see the dashboard")
+        return managed
+
+    def may_see_dashboard(self, who: Principal) -> bool:
+        return may_see_dashboard(who)
+
+    async def dashboard(self, who: Principal, since: int, width: int, buckets: int) -> Figures:
+        """The dashboard's figures of the threads `who` may see (dashboard_groups)."""
+        return await self.store.dashboard(since, width, buckets, self.dashboard_groups(who))
+
+    def controller(self, who: Principal) -> Actor:
+        """The Actor of an administrator using a control; Forbidden for anyone else."""
+        if not self.may_control(who):
+            raise Forbidden("Only administrators may use the server's controls")
+        return who.actor
+
+    async def pause_job(self, who: Principal, job: str, paused: bool = True) -> bool:
+        """Pause (or resume) a job on every node; False when it already was (or was not)."""
+        by = self.controller(who)
+        if paused:
+            return await controls.pause_job(self.store, job, by)
+        return await controls.resume_job(self.store, job, by)
+
+    async def paused_jobs(self, who: Principal) -> list[PausedJob]:
+        self.controller(who)
+        return await controls.paused_jobs(self.store)
+
+    async def nodes(self, who: Principal) -> list[controls.NodeView]:
+        self.controller(who)
+        return await controls.nodes(self.store, self.settings.lease_timeout)
+
+    async def set_max_running(
+        self, who: Principal, node: str, most: str | None
+    ) -> controls.NodeView:
+        row = await controls.set_max_running(self.store, node, most, self.controller(who))
+        return controls.view(row, self.settings.lease_timeout)
+
+    async def drain(self, who: Principal, node: str, draining: bool = True) -> controls.NodeView:
+        row = await controls.drain(self.store, node, self.controller(who), draining)
+        return controls.view(row, self.settings.lease_timeout)
 
     async def thread_counts(self) -> dict[Status, int]:
         """Threads in the store by status, for /metrics (web/metrics.py says who may read it)."""

@@ -19,6 +19,7 @@ written to a private scratch file before it is put whole into the target's stora
 Not carried: sessions (console cookies are signed, not stored; they stay valid with the same
 `secret-key`), sign-in attempts and lockouts (minutes long), webhook deliveries (history, and
 pending ones: let them drain before the move), the activity counts (triggers make them again),
+the nodes' rows (each node writes its own; what was asked of a node ends with it),
 and where the store keeps things (its `files` record, a shared data-dir's marker).
 
 Threat model: the dump is the operator's own, but may be truncated, damaged or of another

@@ -227,4 +227,10 @@ in processes of their own.
    `max-streams-per-user` is raised to 10 N); once every stream has its first status event and the
    server is idle, the thread is cancelled, and each client's wake-up latency is the time from
    sending the cancel to receiving the new state. Target: every client woken within 1 s.
+9. **The dashboard**: N threads (10,000) written into the stopped store with one SQL statement,
+   created evenly over the last day (a fiftieth still `initialised`, the rest completed,
+   failed or cancelled, of four jobs, with waits up to 5 s and run times up to a minute); then
+   the administrator signs in to the console and reads `/ps/ui/dashboard` (the last hour, then
+   `?window=day`) 22 times each over keep-alive; the figure is the median of the last 20.
+   Target: 200 ms.
 """

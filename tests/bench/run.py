@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -36,40 +37,24 @@ from tests.bench.common import (
 )
 from tests.bench.sizes import FULL, QUICK, Sizes
 
-ITEMS = ("1", "2", "5", "5s", "6", "7", "8", "4", "3")  # the order they run in: the peers last
+ITEMS = ("1", "2", "5", "5s", "6", "7", "8", "9", "4", "3")  # the order they run in: the peers last
+
+
+# The items measured on each store in turn: their module's run(results, stores, store, ...).
+PER_STORE = {"1": "polling", "2": "starts", "4": "many", "5": "biglogs", "5s": "logsearch",
+             "6": "wake", "9": "dashboard"}
 
 
 def run_item(item: str, results: Results, stores: Stores, sizes: Sizes, work: Path,
              peers: dict[str, str]) -> None:
-    if item == "1":
-        from tests.bench import polling
-
+    if item in PER_STORE:
+        module = importlib.import_module(f"tests.bench.{PER_STORE[item]}")
         for store in stores.names:
-            polling.run(results, stores, store, sizes, work)
-    elif item == "2":
-        from tests.bench import starts
-
-        for store in stores.names:
-            starts.run(results, stores, store, sizes, work)
+            module.run(results, stores, store, sizes, work)
     elif item == "3":
         from tests.bench import peers as peer_bench
 
         peers.update(peer_bench.run(results, stores, sizes, work))
-    elif item == "4":
-        from tests.bench import many
-
-        for store in stores.names:
-            many.run(results, stores, store, sizes, work)
-    elif item in ("5", "5s"):  # 5s: searching a big log
-        from tests.bench import biglogs, logsearch
-
-        for store in stores.names:
-            (biglogs if item == "5" else logsearch).run(results, stores, store, sizes, work)
-    elif item == "6":
-        from tests.bench import wake
-
-        for store in stores.names:
-            wake.run(results, stores, store, sizes, work)
     elif item == "7":
         from tests.bench import files
 

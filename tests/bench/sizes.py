@@ -40,6 +40,9 @@ class Sizes:
     upload_starts: int = 50
     # 8 the webhook outbox
     outbox_rows: tuple[int, ...] = (1_000, 100_000, 1_000_000)
+    # 9 the dashboard
+    dashboard_threads: int = 10_000
+    dashboard_reads: int = 20
 
 
 FULL = Sizes("full")

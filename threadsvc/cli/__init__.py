@@ -4,7 +4,8 @@
 (admin.py); `key fingerprint` tells the secret keys apart (keys.py); `files migrate` moves
 uploads and results to another storage (files.py); `schedules list` shows the schedules and
 their last ticks (schedules.py); `migrate` brings the store's schema up to date (migrate.py);
-`audit` prints the audit log (audit.py); `backup`, `export` and `import` copy or move a
+`audit` prints the audit log (audit.py); `job` and `node` are the administrators' controls
+(controls.py); `backup`, `export` and `import` copy or move a
 deployment (backup.py); `threads` is a client of a running server (client.py). Only `serve`
 imports the web application, and only once it runs: the other commands start without
 Starlette or the console.
@@ -18,6 +19,7 @@ from threadsvc.cli.admin import group, member, oauth_client, user
 from threadsvc.cli.audit import audit
 from threadsvc.cli.backup import COMMANDS as BACKUP_COMMANDS
 from threadsvc.cli.client import threads
+from threadsvc.cli.controls import job, node
 from threadsvc.cli.files import files
 from threadsvc.cli.keys import key
 from threadsvc.cli.migrate import migrate
@@ -32,5 +34,5 @@ def main() -> None:
 
 
 for command in (serve, user, oauth_client, group, member, threads, files, schedules, migrate,
-                audit, key, *BACKUP_COMMANDS):
+                audit, key, job, node, *BACKUP_COMMANDS):
     main.add_command(command)

@@ -5,6 +5,11 @@ A user's cancel ends the thread `cancelled`, and a job's `timeout` ends it `fail
 code has stopped (until then it keeps its slot, its message saying it is being stopped); a
 shutdown hands it back: it runs again later (jobs declared retry-safe) or ends `failed` saying
 it was interrupted.
+
+What an administrator asks of a node (store/controls.py) reaches it through its row in the
+store, which the node beats every NODE_SECONDS: another max-running (it claims up to that from
+then on; threads over it run on), or a drain (it claims nothing more, and once no claim is
+under way says so at its next beat: with nothing running, it is empty and may be stopped).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from threadsvc.runner.supervisor import SideTask, Supervised, Supervisor
 from threadsvc.runner.writer import BatchWriter
 from threadsvc.settings import Settings
 from threadsvc.store.base import Store
+from threadsvc.store.controls import NodeOrders
 from threadsvc.uploads import Uploads
 
 if TYPE_CHECKING:  # the server's only: administrative commands do without prometheus_client
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # claim even without a wake-up this often (another process may add threads)
 CANCEL_POLL_SECONDS = 1.0
 STOPPING_NOTE_SECONDS = 0.5  # a job still running this long after a stop was asked says so
+NODE_SECONDS = 2.0  # a node beats its row this often: orders reach it within that
+MOST_RUNNING = 10_000  # the most an administrator may set a node's max-running to
 
 
 def node_id(settings: Settings) -> str:
@@ -108,6 +116,10 @@ class Runner:
         self._side_tasks: list[Supervised] = []
         self._heartbeat: int | None = None  # when this node's threads last had a heartbeat
         self._concurrency = registry.concurrency_limits()  # job -> most running, all nodes
+        self.max_running = settings.max_running  # or what an administrator set since
+        self.draining = False  # an administrator asked this node to claim nothing more
+        self._claiming = False  # a claim is under way (a drain is not done before it ends)
+        self._node_started = False
 
     # -- life -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,6 +130,7 @@ class Runner:
             ("writer", self.writer.run),
             ("claim", self._claim_loop),
             ("heartbeat", self._heartbeat_loop),
+            ("node", self._node_loop),
         ]
         if self.cluster is not None:
             cluster = self.cluster
@@ -177,16 +190,19 @@ class Runner:
     # -- claiming ---------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.settings.max_running - (len(self._running) - len(self._ending))
-            if free > 0:
+            free = self.max_running - (len(self._running) - len(self._ending))
+            if free > 0 and not self.draining:
+                self._claiming = True
                 try:
                     claimed = await self.store.claim_threads(
-                        self.node, free, now_ms(), slots=self.settings.max_running,
+                        self.node, free, now_ms(), slots=self.max_running,
                         share=self.settings.max_running_share, concurrency=self._concurrency,
                     )
                 except ThreadsvcError as exc:
                     log.warning("cannot claim threads: %s", exc)
                     claimed = []
+                finally:
+                    self._claiming = False
                 # Register every claimed thread before the next await, so that a cancel
                 # arriving meanwhile finds it here.
                 items = [self._register(thread) for thread in claimed]
@@ -443,6 +459,34 @@ class Runner:
                     await self._recover(orphans, "its node was lost")
             except ThreadsvcError as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    async def _node_loop(self) -> None:
+        """Beat this node's row every NODE_SECONDS with what it runs and may run, and obey
+        what the beat reads back. The first beat of the process starts the row afresh."""
+        while True:
+            try:
+                if not self._node_started:
+                    await self.store.node_started(self.node, now_ms(), self.settings.max_running)
+                    self._node_started = True
+                orders = await self.store.node_beat(
+                    self.node, now_ms(), running=len(self._running), capacity=self.max_running,
+                    drained=self.draining and not self._claiming,
+                )
+                self._obey(orders)
+            except ThreadsvcError as exc:
+                log.warning("node beat failed: %s", exc)
+            await asyncio.sleep(NODE_SECONDS)
+
+    def _obey(self, orders: NodeOrders) -> None:
+        most = min(orders.max_running or self.settings.max_running, MOST_RUNNING)
+        if most != self.max_running:
+            log.info("max-running is now %d (was %d)", most, self.max_running)
+            self.max_running = most
+            self._wake.set()  # more room: claim now
+        if orders.draining != self.draining:
+            log.info("draining: %s", "claiming nothing more" if orders.draining else "ended")
+            self.draining = orders.draining
+            self._wake.set()
 
     async def _recover(self, threads: list[Thread], why: str) -> None:
         for thread in threads:

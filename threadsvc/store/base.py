@@ -1,5 +1,5 @@
 """The store: threads and their logs, identities, webhooks and their outbox, schedules' ticks,
-the audit log.
+the audit log, the administrators' controls (paused jobs, nodes) and the dashboard's figures.
 
 Stores only store: every rule of who may do what lives in the service and the runner. The
 store's own rules (what a claim takes, what a start checks, what a status change queues) are
@@ -18,13 +18,20 @@ import abc
 from collections.abc import AsyncIterator
 
 from threadsvc.store.audit import AuditRules
+from threadsvc.store.controls import ControlRules
+from threadsvc.store.dashboard import DashboardRules
 from threadsvc.store.identity import IdentityRules
 from threadsvc.store.schedules import ScheduleRules
 from threadsvc.store.threads import ThreadRules
 from threadsvc.store.transfer import TransferRules
 
 
-class Store(ThreadRules, IdentityRules, ScheduleRules, AuditRules, TransferRules, abc.ABC):
+class Store(
+    ThreadRules, IdentityRules, ScheduleRules,
+    ControlRules, DashboardRules,  # the administrators' controls and dashboard
+    AuditRules, TransferRules,
+    abc.ABC,
+):
     shared: bool
     """True when several nodes may share the store (and so must announce their changes)."""
     errors = 0

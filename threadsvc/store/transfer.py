@@ -65,6 +65,7 @@ TABLES = (
           ("name", "tick"), ("", -(2**63))),
     Table("audit_log", ("id", "ts", "actor", "action", "target", "group_name", "address",
                         "detail"), ("id",), (0,)),
+    Table("paused_jobs", ("job", "paused", "actor"), ("job",), ("",)),  # a pause moves too
 )
 TABLES_BY_NAME = {table.name: table for table in TABLES}
 # Server settings that say where or how this store keeps things, not what it holds: the file
@@ -94,7 +95,8 @@ class TransferRules(Transactions):
     async def begin_import(self) -> bool:
         """Mark the store as being imported into, if it is empty. A store an earlier import
         left marked is emptied first (True then). Raises Conflict, changing nothing, when the
-        store holds users, groups, threads, webhooks or schedules' ticks."""
+        store holds users, groups, threads, webhooks, schedules' ticks, audit entries or paused
+        jobs."""
         async def do(tx: Tx) -> bool:
             marked = await tx.one("get_setting", {"key": FILES_SETTING})
             restarted = marked is not None and marked["value"] == IMPORTING

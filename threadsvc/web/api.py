@@ -422,7 +422,7 @@ async def metrics(request: Request) -> Response:
     counts = await state.service.thread_counts()
     body, content_type = await state.metrics.exposition(
         counts, node=state.runner.node, running=state.runner.running_count,
-        slots=state.settings.max_running, clock_offset_ms=state.clock.offset_ms,
+        slots=state.runner.max_running, clock_offset_ms=state.clock.offset_ms,
         accept=request.headers.get("accept", ""),
     )
     return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from threadsvc.web import api, webhooks
+from threadsvc.web import api, controls, webhooks
 from threadsvc.web.console import routes as console
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -51,6 +51,7 @@ def routes() -> list[BaseRoute]:
         Route(SERVICE + "/audit", api.audit, methods=["GET"]),
         Route(SERVICE + "/jobs", api.list_jobs, methods=["GET"]),
         Route(SERVICE + "/groups/{group}/jobs", api.list_jobs, methods=["GET"]),
+        *_control_routes(),
         Route(SERVICE + "/openapi.json", api.openapi, methods=["GET"]),
         Route(SERVICE + "/results/{token}", api.download, methods=["GET"]),
         Route("/ps/oauth/token", api.oauth_token, methods=["POST"]),
@@ -81,4 +82,17 @@ def _webhook_routes(base: str) -> list[BaseRoute]:
             f"{base}/webhooks/{{id}}",
             {"GET": webhooks.get_webhook, "DELETE": webhooks.delete_webhook},
         ),
+    ]
+
+
+def _control_routes() -> list[BaseRoute]:
+    """The administrators' controls (web/controls.py)."""
+    return [
+        Route(SERVICE + "/nodes", controls.list_nodes, methods=["GET"]),
+        Route(SERVICE + "/nodes/{node}/max-running", controls.max_running, methods=["POST"]),
+        Route(SERVICE + "/nodes/{node}/drain", controls.drain, methods=["POST"]),
+        Route(SERVICE + "/nodes/{node}/undrain", controls.undrain, methods=["POST"]),
+        Route(SERVICE + "/paused-jobs", controls.paused_jobs, methods=["GET"]),
+        Route(SERVICE + "/jobs/{job}/pause", controls.pause, methods=["POST"]),
+        Route(SERVICE + "/jobs/{job}/resume", controls.resume, methods=["POST"]),
     ]

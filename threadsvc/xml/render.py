@@ -32,16 +32,19 @@ from threadsvc.models import (
 from threadsvc.runner.params import Described, describe
 
 if TYPE_CHECKING:
+    from threadsvc.controls import NodeView
     from threadsvc.runner.registry import JobSpec
+    from threadsvc.store.controls import PausedJob
 
 Element = etree._Element
 
 # Attributes that JSON carries as numbers or booleans rather than strings.
 _NUMBERS = frozenset(
     {"groupid", "warnings", "errors", "current", "total", "percent", "page", "pagesize",
-     "seq", "timestamp", "next", "size", "attempts", "code"}
+     "seq", "timestamp", "next", "size", "attempts", "code",
+     "running", "max-running", "max-running-set"}  # the last three: a <node>
 )
-_BOOLEANS = frozenset({"more"})
+_BOOLEANS = frozenset({"more", "draining", "empty", "stale"})
 # Roots that JSON renders as a list of their children beside their attributes.
 _LIST_ROOTS = {"threads": "threads", "logs": "logs", "groups": "groups"}
 
@@ -353,3 +356,44 @@ def _attribute(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(value)
     return str(value)
+
+
+# -- the administrators' controls (docs/api.md#controls) ---------------------------------------
+_LIST_ROOTS["nodes"] = "nodes"
+_LIST_ROOTS["paused-jobs"] = "paused-jobs"
+
+
+def node_element(node: NodeView) -> Element:
+    """`<node name running max-running [max-running-set] draining empty stale started heartbeat
+    heartbeat-age>`."""
+    row = node.row
+    el = etree.Element("node")
+    _set(el, "name", row.node)
+    el.set("running", str(row.running))
+    el.set("max-running", str(row.capacity))
+    if row.max_running is not None:
+        el.set("max-running-set", str(row.max_running))
+    for name, flag in (("draining", row.draining), ("empty", row.empty), ("stale", node.stale)):
+        el.set(name, "true" if flag else "false")
+    el.set("started", iso(row.started))
+    el.set("heartbeat", iso(row.seen))
+    el.set("heartbeat-age", f"{node.age:.1f}")
+    return el
+
+
+def nodes_element(nodes: Iterable[NodeView]) -> Element:
+    el = etree.Element("nodes")
+    el.extend(node_element(node) for node in nodes)
+    return el
+
+
+def paused_jobs_element(paused: Iterable[PausedJob]) -> Element:
+    """`<paused-jobs>` holding `<paused-job job since [by]>`."""
+    el = etree.Element("paused-jobs")
+    for found in paused:
+        item = etree.SubElement(el, "paused-job")
+        _set(item, "job", found.job)
+        item.set("since", iso(found.paused))
+        if found.actor is not None:
+            _set(item, "by", found.actor)
+    return el

@@ -28,6 +28,9 @@ SCHEMAS: dict[str, str] = {
     "webhooks": "webhooks.xsd",
     "validation-report": "validation-report.xsd",
     "jobs": "jobs.xsd",
+    "nodes": "controls.xsd",
+    "node": "controls.xsd",
+    "paused-jobs": "controls.xsd",
 }
 
 

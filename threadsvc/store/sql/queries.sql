@@ -133,9 +133,10 @@ GROUP BY group_id, username;
 WITH r AS (
     SELECT DISTINCT group_id, username FROM threads
     WHERE status IN ('inprogress', 'warning', 'error') AND node = :node
-), heads AS (
+), heads AS (  -- a paused job's threads wait, on every node (store/controls.py)
     SELECT group_id, username, min(seq) AS head FROM threads
-    WHERE status = 'initialised' GROUP BY group_id, username
+    WHERE status = 'initialised' AND job NOT IN (SELECT job FROM paused_jobs)
+    GROUP BY group_id, username
 ), owners AS (
     SELECT h.group_id, h.username, h.head,
            CASE WHEN r.username IS NULL THEN 0 ELSE 1 END AS runs,
@@ -161,7 +162,8 @@ SELECT seq, group_id, username FROM (
     SELECT seq, group_id, username,
            row_number() OVER (PARTITION BY group_id, username ORDER BY seq) AS k
     FROM threads
-    WHERE status = 'initialised' AND (group_id, username) IN (
+    WHERE status = 'initialised' AND job NOT IN (SELECT job FROM paused_jobs)
+      AND (group_id, username) IN (
         SELECT group_id, username FROM users WHERE group_id IN (SELECT group_id FROM groups)
     )
 ) AS w
@@ -173,7 +175,7 @@ WHERE k <= :limit;
 SELECT seq, group_id, username, job FROM (
     SELECT seq, group_id, username, job,
            row_number() OVER (PARTITION BY group_id, username, job ORDER BY seq) AS k
-    FROM threads WHERE status = 'initialised'
+    FROM threads WHERE status = 'initialised' AND job NOT IN (SELECT job FROM paused_jobs)
 ) AS w
 WHERE k <= :limit;
 

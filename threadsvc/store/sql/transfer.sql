@@ -43,6 +43,9 @@ FROM webhooks WHERE id > :after_a ORDER BY id LIMIT :limit;
 SELECT name, tick, node, claimed, thread_id, outcome FROM schedule_ticks
 WHERE (name, tick) > (:after_a, :after_b) ORDER BY name, tick LIMIT :limit;
 
+-- name: export_paused_jobs
+SELECT job, paused, actor FROM paused_jobs WHERE job > :after_a ORDER BY job LIMIT :limit;
+
 -- name: export_audit_log
 SELECT id, ts, actor, action, target, group_name, address, detail FROM audit_log
 WHERE id > :after_a ORDER BY id LIMIT :limit;
@@ -91,6 +94,9 @@ VALUES (:id, :group_id, :url, :secret, :events, :created_by, :created, :failures
 INSERT INTO schedule_ticks (name, tick, node, claimed, thread_id, outcome)
 VALUES (:name, :tick, :node, :claimed, :thread_id, :outcome);
 
+-- name: import_paused_jobs
+INSERT INTO paused_jobs (job, paused, actor) VALUES (:job, :paused, :actor);
+
 -- name: import_audit_log
 INSERT INTO audit_log (id, ts, actor, action, target, group_name, address, detail)
 VALUES (:id, :ts, :actor, :action, :target, :group_name, :address, :detail);
@@ -100,7 +106,11 @@ VALUES (:id, :ts, :actor, :action, :target, :group_name, :address, :detail);
 SELECT CASE WHEN EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM groups)
     OR EXISTS (SELECT 1 FROM threads) OR EXISTS (SELECT 1 FROM webhooks)
     OR EXISTS (SELECT 1 FROM schedule_ticks) OR EXISTS (SELECT 1 FROM audit_log)
+    OR EXISTS (SELECT 1 FROM paused_jobs)
     THEN 1 ELSE 0 END AS occupied;
+
+-- name: wipe_paused_jobs
+DELETE FROM paused_jobs;
 
 -- name: wipe_audit_log
 DELETE FROM audit_log;

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from threadsvc.errors import AuthenticationFailed, Forbidden, StoreUnavailable, ThreadsvcError
 from threadsvc.management import may_administer
 from threadsvc.models import Principal, iso
+from threadsvc.service import may_see_dashboard
 from threadsvc.state import AppState, app_state
 from threadsvc.web import errors
 from threadsvc.web.auth import authenticate, principal_of, session_user
@@ -101,6 +102,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(when=when, clock=clock, iso=iso, size=size, summary=summary, ticks=ticks)
     env.globals["may_administer"] = may_administer  # the nav's Admin entry asks the rule
+    env.globals["may_see_dashboard"] = may_see_dashboard  # the nav's Dashboard entry
     return env
 
 

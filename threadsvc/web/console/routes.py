@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, auditlog, forms, hooks, logview, people, views
+from threadsvc.web.console import admin, auditlog, dashboard, forms, hooks, logview, people, views
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -79,6 +79,11 @@ def routes() -> list[BaseRoute]:
         Route("/queue", admin.queue, methods=["GET"]),
         Route("/nodes", admin.nodes, methods=["GET"]),
         *_admin_routes(),
+        Route("/dashboard", dashboard.dashboard, methods=["GET"]),
+        *[Route(f"/dashboard/{name}", endpoint, methods=["POST"]) for name, endpoint in (
+            ("pause", dashboard.pause), ("resume", dashboard.resume),
+            ("max-running", dashboard.max_running), ("drain", dashboard.drain),
+            ("undrain", dashboard.undrain))],
         Mount("/static", StaticFiles(packages=[("threadsvc.web.console", "static")])),
     ]
 

@@ -295,3 +295,7 @@ SELECT seq, ts, level, text FROM log_events
 WHERE thread_id = :thread_id AND seq > :since AND level >= :level
   AND text ILIKE :pattern ESCAPE '\'
 ORDER BY seq LIMIT :limit;
+
+-- name: filter_dash_groups
+-- The dashboard of a manager: the threads of their groups (store/dashboard.py).
+group_id = ANY(:groups)

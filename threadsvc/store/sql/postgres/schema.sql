@@ -96,7 +96,7 @@ CREATE TABLE threads (
 );
 CREATE INDEX threads_status ON threads (status, seq);
 CREATE INDEX threads_group_status ON threads (group_id, status, seq);
-CREATE INDEX threads_ended ON threads (ended) WHERE ended IS NOT NULL;
+CREATE INDEX threads_ended ON threads (ended, status, job, started) WHERE ended IS NOT NULL;
 CREATE UNIQUE INDEX threads_idempotency ON threads (username, group_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX threads_result_deletion ON threads (result_deletion)
@@ -273,3 +273,23 @@ CREATE INDEX audit_log_ts ON audit_log (ts);
 CREATE INDEX audit_log_action ON audit_log (action, id);
 CREATE INDEX audit_log_actor ON audit_log (actor, id);
 CREATE INDEX audit_log_target ON audit_log (target, id);
+
+-- The administrators' controls (store/controls.py): see migrations/0013_controls.sql.
+CREATE TABLE paused_jobs (
+    job TEXT PRIMARY KEY,
+    paused BIGINT NOT NULL,
+    actor TEXT
+);
+CREATE TABLE nodes (
+    node TEXT PRIMARY KEY,
+    started BIGINT NOT NULL,
+    seen BIGINT NOT NULL,
+    running INTEGER NOT NULL DEFAULT 0,
+    capacity INTEGER NOT NULL,
+    max_running INTEGER,
+    draining INTEGER NOT NULL DEFAULT 0,
+    drained INTEGER NOT NULL DEFAULT 0
+);
+-- The dashboard's time ranges: see migrations/0014_dashboard_index.sql.
+CREATE INDEX threads_created ON threads (created);
+CREATE INDEX threads_started ON threads (started, created) WHERE started IS NOT NULL;

@@ -145,3 +145,7 @@ SELECT * FROM threads WHERE id IN (SELECT value FROM json_each(:ids));
 -- name: database_now
 -- One machine owns the store: its clock is the only one (runner/clock.py).
 SELECT NULL;
+
+-- name: filter_dash_groups
+-- The dashboard of a manager: the threads of their groups (store/dashboard.py).
+group_id IN (SELECT value FROM json_each(:groups))
