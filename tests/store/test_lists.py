@@ -50,6 +50,14 @@ async def assert_totals_exact(store: Store) -> None:
         )
         assert by_status.get(status, 0) == counted_rows.total, status
     assert all(n > 0 for n in by_status.values())  # statuses no thread has are left out
+    by_group = await store.count_by_group_and_status()  # one query for every group's counts
+    for group, status in itertools.product(GROUPS, Status):
+        counted_rows = await store.list_threads(
+            ThreadFilter(statuses=frozenset({status}), group_id=group, since=0)
+        )
+        assert by_group.get(group, {}).get(status, 0) == counted_rows.total, (group, status)
+    assert set(by_group) <= set(GROUPS)
+    assert all(n > 0 for counts in by_group.values() for n in counts.values())
 
 
 async def test_totals_follow_every_change(store: Store) -> None:

@@ -334,6 +334,18 @@ class ThreadRules(WebhookRules):
 
         return await self._read(do)
 
+    async def count_by_group_and_status(self) -> dict[int, dict[Status, int]]:
+        """How many threads each group (SERVER_GROUP_ID: the server level) has in each status,
+        from one query over the trigger-kept counts; a group or status without threads is
+        left out."""
+        async def do(tx: Tx) -> dict[int, dict[Status, int]]:
+            found: dict[int, dict[Status, int]] = {}
+            for row in await tx.all("count_threads_by_group_status"):
+                found.setdefault(int(row["group_id"]), {})[Status(row["status"])] = int(row["count"])
+            return found
+
+        return await self._read(do)
+
 
 async def _threads(tx: Tx, name: str, args: dict[str, int] | None) -> list[Thread]:
     return [thread_from_row(row) for row in await tx.all(name, args)]

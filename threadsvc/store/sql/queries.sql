@@ -91,6 +91,12 @@ ORDER BY seq DESC;
 -- name: count_threads
 SELECT count(*) FROM threads WHERE {where};
 
+-- name: count_threads_by_group_status
+-- From thread_counts (kept by triggers): a few rows per group, not every thread (the console's
+-- groups page shows every group's counts from this one query).
+SELECT group_id, status, CAST(sum(n) AS BIGINT) AS count
+FROM thread_counts GROUP BY group_id, status HAVING sum(n) > 0;
+
 -- name: filter_group
 group_id = :group_id
 
