@@ -68,6 +68,16 @@ def valid_group_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class GroupSummary:
+    """A group as the groups page shows it to one user: their role in it (None: an
+    administrator who is no member), and its threads by status when they may list them."""
+
+    group: Group
+    role: Role | None
+    counts: dict[Status, int] | None
+
+
+@dataclass(frozen=True)
 class Where:
     """Where a request addresses threads: a group, or the server (group None)."""
 
@@ -81,6 +91,7 @@ class Where:
 IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
+LIST_ROLE = Role.CONTRIBUTOR  # the least role in a group that may list all its threads
 CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
 FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
 log = logging.getLogger(__name__)
@@ -130,6 +141,27 @@ class Service:
         """The groups `who` is a member of, with their role in each."""
         return await self.store.groups_of(who.user.id)
 
+    async def group_summaries(self, who: Principal) -> list[GroupSummary]:
+        """The groups `who` may open, by name: an administrator every group, anyone else the
+        groups they are a member of. Counts by status (from one store query, whatever the
+        number of groups) where `who` may list the group's threads (`may_list`)."""
+        if who.is_admin:
+            roles = dict(await self.store.groups_of(who.user.id))
+            found = [(group, roles.get(group)) for group, _ in await self.store.list_groups()]
+        else:
+            found = [(group, role) for group, role in await self.store.groups_of(who.user.id)]
+        counts = await self.store.count_by_group_and_status() if found else {}
+        return [
+            GroupSummary(group, role,
+                         counts.get(group.id, {}) if self.may_list(who, group) else None)
+            for group, role in sorted(found, key=lambda pair: pair[0].name)
+        ]
+
+    def may_list(self, who: Principal, group: Group) -> bool:
+        """Whether `who` may list every thread of `group` (`list_threads`); a member with a
+        lesser role lists only the threads they started (`own_threads`)."""
+        return who.has_role(group.id, LIST_ROLE)
+
     async def _scope(self, who: Principal, group_ref: str | None, minimum: Role) -> Where:
         if group_ref is None:
             if not who.is_admin:
@@ -153,9 +185,21 @@ class Service:
     async def list_threads(
         self, who: Principal, group_ref: str | None, query: ThreadFilter
     ) -> ThreadPage:
-        scope = await self._scope(who, group_ref, Role.CONTRIBUTOR)
+        scope = await self._scope(who, group_ref, LIST_ROLE)
         if scope.group is not None:
             query = _with_group(query, scope.group.id)
+        return await self._listed(query)
+
+    async def own_threads(self, who: Principal, group_ref: str, query: ThreadFilter) -> ThreadPage:
+        """The threads `who` started in a group: any member may list these (a reviewer, who
+        may open any thread of the group by id but not list them all, sees their own). The
+        query's user is replaced by `who`."""
+        scope = await self._scope(who, group_ref, Role.REVIEWER)
+        assert scope.group is not None
+        query = dataclasses.replace(query, group_id=scope.group.id, username=who.username)
+        return await self._listed(query)
+
+    async def _listed(self, query: ThreadFilter) -> ThreadPage:
         if query.job is not None and query.job not in {spec.name for spec in self.registry}:
             return ThreadPage([], 0, query.page, query.pagesize)  # an unknown type matches nothing
         return await self.store.list_threads(query)
@@ -170,6 +214,33 @@ class Service:
         if not who.is_admin and thread.username != who.username:
             raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
         return thread
+
+    async def find_thread(self, who: Principal, thread_id: str) -> tuple[Thread, Group | None]:
+        """A thread by id alone, and where `who` may open it: under its group when they may
+        read it there (`get_thread`), else at server level when they own it or are an
+        administrator. ThreadNotFound otherwise, as for a thread that does not exist."""
+        thread = await self._thread(who, thread_id.strip().lower(), Where(None))
+        if not thread.server_level and who.has_role(thread.group_id, Role.REVIEWER):
+            return thread, await self.group(str(thread.group_id))
+        if who.is_admin or thread.username == who.username:
+            return thread, None
+        raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
+
+    def parameters(self, who: Principal, thread: Thread) -> dict[str, Any] | None:
+        """The parameters `thread` was started with (uploaded files as their name, size and
+        type, never where they are kept), for whoever may read its log (`may_read_log`): they
+        may say as much as the log does. None for anyone else."""
+        if not self.may_read_log(who, thread):
+            return None
+
+        def shown(value: Any) -> Any:
+            if isinstance(value, dict):  # a saved upload
+                return {k: value.get(k) for k in ("name", "size", "type")}
+            if isinstance(value, list):
+                return [shown(item) for item in value]
+            return value
+
+        return {name: shown(value) for name, value in thread.params.items()}
 
     def may_read_log(self, who: Principal, thread: Thread) -> bool:
         """Whether `who` may read `thread`'s log, by whatever route: a contributor of its group

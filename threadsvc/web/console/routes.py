@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, forms, views
+from threadsvc.web.console import admin, find, forms, views
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -35,6 +35,7 @@ def routes() -> list[BaseRoute]:
         Route("/sign-out", forms.sign_out, methods=["POST"]),
         Route("/groups", views.groups, methods=["GET"]),
         Route("/groups/open", views.open_group, methods=["GET"]),
+        Route("/find", find.find_thread, methods=["GET"]),
         Route("/groups/{group}/threads", views.group_threads, methods=["GET"]),
         *_thread_routes("/groups/{group}"),
         Route("/threads", views.all_threads, methods=["GET"]),

@@ -1,6 +1,7 @@
 /* threadsvc console: a little plain JavaScript. Every page works without it.
  *
- * - times are shown in the reader's time zone (the page says UTC);
+ * - times are shown in the reader's time zone, named (the page says UTC); a list's times
+ *   relative ("3 min ago"), the moment in their tooltip;
  * - a form marked data-once cannot be sent twice by a double click;
  * - a thread page follows its thread live through the Server-Sent Events of the services
  *   (GET .../threads/{id}/events, docs/api.md#events): `status` events carry the <thread> XML, `log`
@@ -22,15 +23,45 @@
     var d = new Date(iso);
     if (!iso || isNaN(d.getTime())) return;
     el.title = iso;
-    if (el.getAttribute("data-format") === "clock") {
+    var format = el.getAttribute("data-format");
+    if (format === "clock") {
       el.textContent = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" +
         pad(d.getSeconds()) + "." + pad(d.getMilliseconds(), 3);
+    } else if (format === "relative") {
+      el.title = absolute(d);
+      el.textContent = ago(d);
     } else {
-      el.textContent = d.toLocaleString(undefined, {
-        year: "numeric", month: "short", day: "numeric",
-        hour: "2-digit", minute: "2-digit", second: "2-digit"
-      });
+      el.textContent = absolute(d);
     }
+  }
+
+  // -- times in the reader's zone, and relative times in lists ------------------------------
+  // Without the script the page shows each time in UTC, saying so.
+  function absolute(d) {
+    return d.toLocaleString(undefined, {
+      year: "numeric", month: "short", day: "numeric",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"
+    });
+  }
+
+  function ago(d) {
+    var seconds = Math.round((Date.now() - d.getTime()) / 1000);
+    if (seconds < 0) return absolute(d); // a clock ahead of this one: say when, not "in 2 s"
+    if (seconds < 45) return "just now";
+    var minutes = Math.round(seconds / 60);
+    if (minutes < 60) return minutes + " min ago";
+    var hours = Math.round(minutes / 60);
+    if (hours < 24) return hours + " h ago";
+    var days = Math.round(hours / 24);
+    return days + (days === 1 ? " day ago" : " days ago");
+  }
+
+  function keepRelative() {
+    var relative = document.querySelectorAll("time[data-format='relative']");
+    if (!relative.length) return;
+    window.setInterval(function () {
+      Array.prototype.forEach.call(relative, localise);
+    }, 30000);
   }
 
   function timeElement(iso, format) {
@@ -201,6 +232,7 @@
 
   function start() {
     Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), localise);
+    keepRelative();
     onceForms();
     var root = document.querySelector("[data-events]");
     if (root) follow(root);
