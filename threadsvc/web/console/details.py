@@ -87,12 +87,14 @@ def timeline(thread: Thread) -> list[Step]:
 
 
 def parameters(found: dict[str, Any] | None) -> list[Shown] | None:
-    """Each parameter as text, or its uploaded files by name and size; None when the viewer
-    may not see them."""
+    """Each parameter given (or defaulted) as text, or its uploaded files by name and size;
+    None when the viewer may not see them."""
     if found is None:
         return None
     shown = []
     for name, value in sorted(found.items()):
+        if value is None or value == []:
+            continue  # not given, and without a default: nothing to say
         items = value if isinstance(value, list) else [value]
         if items and all(isinstance(item, dict) for item in items):
             files = [(str(f.get("name") or "(no name)"), size(int(f.get("size") or 0)))

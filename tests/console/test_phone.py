@@ -1,0 +1,116 @@
+"""Every console page at a phone's width (375 px) without scrolling sideways, each photographed
+and checked by axe; times in the reader's zone, named; relative times in lists, the moment in
+their tooltip, and absolute UTC times without the script."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.console.conftest import UI, Browsing, cancel_all, sign_in, start_sleep
+from tests.support import Server, wait_status
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+PHONE = {"viewport": {"width": 375, "height": 740}, "is_mobile": True, "has_touch": True}
+
+
+@pytest.fixture(scope="module")
+def threads(server: Server) -> Iterator[dict[str, str]]:
+    found = {
+        "done": start_sleep(server, "contributor", seconds=0, steps=1),
+        "running": start_sleep(server, "contributor", seconds=300, steps=300, warn=1),
+        "server": start_sleep(server, "admin", None, seconds=0),
+    }
+    with server.client("admin") as http:
+        wait_status(http, found["done"], ["completed"])
+        wait_status(http, found["running"], ["warning"])
+    yield found
+    cancel_all(server, [found["running"]])
+
+
+PAGES = [  # (who, path, label); {name} is a thread of `threads`
+    (None, "/sign-in", "sign-in"),
+    ("admin", "/groups", "groups-admin"),
+    ("reviewer", "/groups", "groups-reviewer"),
+    ("outsider", "/groups", "groups-none"),
+    ("contributor", "/groups/dev/threads", "group-list"),
+    ("contributor", "/groups/dev/threads?status=bogus&user=" + "x" * 80, "group-list-bad-filter"),
+    ("reviewer", "/groups/dev/threads", "own-list"),
+    ("contributor", "/groups/dev/threads/{running}", "thread-running"),
+    ("contributor", "/groups/dev/threads/{done}", "thread-done"),
+    ("reviewer", "/groups/dev/threads/{done}", "thread-reviewer"),
+    ("contributor", "/threads/{done}", "thread-owner-server-route"),
+    ("contributor", "/groups/dev/start", "start-list"),
+    ("contributor", "/groups/dev/start?job=validate", "start-form"),
+    ("admin", "/threads", "all-threads"),
+    ("admin", "/threads/{server}", "thread-server"),
+    ("admin", "/start?job=sleep", "start-server"),
+    ("admin", "/queue", "queue"),
+    ("admin", "/nodes", "nodes"),
+    ("reviewer", "/find?id=" + "f" * 64, "find-bad-id"),
+    ("reviewer", "/threads", "error-403"),
+    ("contributor", "/no/such/page", "error-404"),
+    ("contributor", "/sign-out", "sign-out"),
+]
+
+
+@pytest.mark.parametrize(("user", "path", "label"), PAGES, ids=[p[2] for p in PAGES])
+def test_every_page_fits_a_phone(browsing: Browsing, threads: dict[str, str],
+                                 user: str | None, path: str, label: str) -> None:
+    page = browsing.page(**PHONE)
+    if user is not None:
+        sign_in(page, user)
+    page.goto(UI + path.format(**threads))
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"{label}: {width} px wide"
+    browsing.shot(page, f"phone-{label}")
+
+
+def test_the_width_check_sees_a_page_too_wide(browsing: Browsing) -> None:
+    """The measure above can fail: content wider than the phone makes the page wider."""
+    page = browsing.page(**PHONE)
+    page.goto(f"{UI}/sign-in")
+    page.evaluate("document.querySelector('main').append(Object.assign("
+                  "document.createElement('pre'), {textContent: 'x'.repeat(200)}))")
+    assert page.evaluate("document.documentElement.scrollWidth") > 375
+
+
+def test_lists_say_how_long_ago_and_the_moment_in_the_tooltip(
+    browsing: Browsing, threads: dict[str, str],
+) -> None:
+    page = browsing.signed_in("admin", timezone_id="Asia/Tokyo", locale="en-US")
+    page.goto(f"{UI}/threads")
+    created = page.locator("td[data-label='Created'] time").first
+    assert re.fullmatch(r"just now|\d+ min ago", created.inner_text())
+    assert "GMT+9" in (created.get_attribute("title") or "")  # the moment, in the reader's zone
+    page.goto(f"{UI}/groups/dev/threads/{threads['done']}")
+    shown = page.locator(".details time").first.inner_text()
+    assert "GMT+9" in shown and "UTC" not in shown
+    timeline = page.locator(".timeline li").all_inner_texts()
+    assert [t.split()[0] for t in timeline] == ["initialised", "inprogress", "completed"]
+    assert all("GMT+9" in t for t in timeline)
+    browsing.shot(page, "tokyo")
+
+    plain = browsing.page(java_script_enabled=False)
+    sign_in(plain, "admin")
+    plain.goto(f"{UI}/threads")
+    text = plain.locator("td[data-label='Created'] time").first.inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text)
+
+
+def test_a_running_threads_details_and_timeline(browsing: Browsing, threads: dict[str, str]) -> None:
+    page = browsing.signed_in("contributor")
+    page.goto(f"{UI}/groups/dev/threads/{threads['running']}")
+    details = page.locator(".details").first
+    assert re.search(r"RAN\s*\n?.*so far", details.inner_text(), re.IGNORECASE)
+    steps = page.locator(".timeline li").all_inner_texts()
+    # a warning turns the status back to inprogress at the next step: shown while it lasts
+    assert [s.split()[0] for s in steps] in (["initialised", "inprogress"],
+                                             ["initialised", "inprogress", "warning"])
+    params = page.locator(".params").inner_text().lower()
+    assert "seconds\n300" in params and "none" not in params  # what was not given is not shown
+    browsing.shot(page, "running-details")
