@@ -300,3 +300,24 @@ def test_the_api_answers_are_unchanged_for_lists(server: Server) -> None:
     with httpx.Client(base_url=server.url, auth=("reviewer", password("reviewer"))) as http:
         assert http.get(f"{SERVICE}/groups/dev/threads").status_code == 403
         assert http.get(f"{SERVICE}/threads").status_code == 403
+
+
+@pytest.mark.parametrize(("user", "path", "status", "problem"), [
+    ("contributor", "/groups/dev/start?job=nosuch", 400, "no job named"),
+    ("contributor", "/groups/dev/start?job=purge", 400, "at server level only"),
+    ("admin", "/start?job=validate", 400, "in groups only"),
+])
+def test_a_job_that_cannot_start_here_is_said_above_the_list_of_those_that_can(
+    server: Server, user: str, path: str, status: int, problem: str,
+) -> None:
+    with signed_in(server, user) as client:
+        answer = client.get(f"{UI}{path}")
+    assert answer.status_code == status
+    alert = re.search(r'<p class="alert" role="alert" id="job-error">([^<]*)</p>', answer.text)
+    assert alert and problem in alert.group(1).replace("&#39;", "'")
+    assert 'aria-label="Jobs"' in answer.text  # the jobs they may start are still offered
+
+
+def test_a_start_page_refuses_a_member_who_starts_nothing(server: Server) -> None:
+    with signed_in(server, "reviewer") as client:
+        assert client.get(f"{UI}/groups/dev/start?job=sleep").status_code == 403
