@@ -321,3 +321,13 @@ def test_a_job_that_cannot_start_here_is_said_above_the_list_of_those_that_can(
 def test_a_start_page_refuses_a_member_who_starts_nothing(server: Server) -> None:
     with signed_in(server, "reviewer") as client:
         assert client.get(f"{UI}/groups/dev/start?job=sleep").status_code == 403
+
+
+@pytest.mark.parametrize("number", ["-1", "x", "0", "9" * 20])
+def test_a_bad_queue_page_is_said_on_the_queue(server: Server, number: str) -> None:
+    with signed_in(server, "admin") as client:
+        answer = client.get(f"{UI}/queue", params={"page": number})
+    assert answer.status_code == 400
+    assert '<p class="field-error" id="err-page">' in answer.text and "waiting" in answer.text
+    with signed_in(server, "manager") as client:  # the refusal first
+        assert client.get(f"{UI}/queue", params={"page": number}).status_code == 403
