@@ -113,3 +113,20 @@ def test_a_running_threads_details_and_timeline(browsing: Browsing, threads: dic
     params = page.locator(".params").inner_text().lower()
     assert "seconds\n300" in params and "none" not in params  # what was not given is not shown
     browsing.shot(page, "running-details")
+
+
+def test_the_timeline_and_durations_follow_the_thread_live(browsing: Browsing, server: Server) -> None:
+    thread = start_sleep(server, "contributor", seconds=3, steps=3)
+    page = browsing.signed_in("contributor")
+    page.goto(f"{UI}/groups/dev/threads/{thread}")
+    page.wait_for_selector(".live.on")
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_selector(".timeline [data-step='completed']", timeout=20_000)
+    steps = page.locator(".timeline li").all_inner_texts()
+    assert [s.split()[0] for s in steps] == ["initialised", "inprogress", "completed"]
+    ran = page.locator("[data-field='ran']").inner_text()
+    assert re.fullmatch(r"[2-9] s", ran), ran  # from the claim to the end, no longer "so far"
+    assert "so far" not in page.locator("[data-field='queued']").inner_text()
+    assert page.locator("[data-field='timeline-note']").count() == 0
+    assert page.evaluate("window.__notReloaded === true")
+    browsing.shot(page, "live-timeline")

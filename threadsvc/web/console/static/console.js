@@ -176,6 +176,7 @@
         }
         root.setAttribute("data-final", "true");
       }
+      details(root, thread, status, final);
     }
 
     function addLog(event) {
@@ -228,6 +229,54 @@
       }
     });
     if (log) log.scrollTop = log.scrollHeight;
+  }
+
+  // -- the thread page's durations and timeline, kept up with its status events ------------
+  function duration(ms) {
+    if (ms < 1000) return Math.max(ms, 0) + " ms";
+    var s = Math.floor(ms / 1000);
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60); s %= 60;
+    if (m < 60) return m + " min" + (s ? " " + s + " s" : "");
+    var h = Math.floor(m / 60); m %= 60;
+    if (h < 24) return h + " h" + (m ? " " + m + " min" : "");
+    var d = Math.floor(h / 24); h %= 24;
+    return d + " d" + (h ? " " + h + " h" : "");
+  }
+
+  function details(root, thread, status, final) {
+    var field = function (name) { return root.querySelector("[data-field='" + name + "']"); };
+    var created = Date.parse(root.querySelector(".details time").getAttribute("datetime"));
+    var started = thread.getAttribute("started"), ended = thread.getAttribute("ended");
+    var queued = field("queued"), ran = field("ran"), list = field("timeline");
+    if (started && queued) queued.textContent = duration(Date.parse(started) - created);
+    if (started && ended && ran) ran.textContent = duration(Date.parse(ended) - Date.parse(started));
+    if (!list) return;
+    function step(name, iso, note) {
+      var li = list.querySelector("[data-step='" + name + "']");
+      if (li) return;
+      li = document.createElement("li");
+      li.setAttribute("data-step", name);
+      var badge = document.createElement("span");
+      badge.className = "badge s-" + name;
+      badge.textContent = name;
+      li.appendChild(badge);
+      if (iso) { li.appendChild(document.createTextNode(" ")); li.appendChild(timeElement(iso)); }
+      if (note) {
+        var muted = document.createElement("span");
+        muted.className = "muted";
+        muted.textContent = " " + note;
+        li.appendChild(muted);
+      }
+      list.appendChild(li);
+    }
+    Array.prototype.forEach.call(list.querySelectorAll("[data-step='warning'],[data-step='error']"),
+      function (li) { if (li.getAttribute("data-step") !== status || final) li.remove(); });
+    if (started) step("inprogress", started);
+    if (status === "warning" || status === "error") step(status, null, "now");
+    if (final) step(status, ended, started ? "" : "before it started");
+    var note = field("timeline-note"); // "waiting for…" or "running for…" as of the load
+    if (note && (final || (started && note.hasAttribute("data-waiting")))) note.remove();
   }
 
   function start() {
