@@ -15,7 +15,7 @@ from tests.console.conftest import UI
 from tests.console.test_session import csrf_of
 from tests.support import InProcess, password, running_server, start
 from threadsvc import admin
-from threadsvc.settings import load_settings
+from threadsvc.settings import Settings, load_settings
 from threadsvc.store.threads import ThreadRules
 
 GROUPS = 30
@@ -24,16 +24,15 @@ GROUPS = 30
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[InProcess]:
     for found, _ in running_server(tmp_path, InProcess):
-        settings = load_settings(found.config, environ={})
-
-        async def groups() -> None:
-            async with admin.opened(settings) as a:
-                for n in range(GROUPS):
-                    await admin.add_group(a, f"g{n:02d}")
-                    await admin.add_member(a, f"g{n:02d}", "contributor", "contributor")
-
-        anyio.run(groups)
+        anyio.run(add_groups, load_settings(found.config, environ={}))
         yield found
+
+
+async def add_groups(settings: Settings) -> None:
+    async with admin.opened(settings) as a:
+        for n in range(GROUPS):
+            await admin.add_group(a, f"g{n:02d}")
+            await admin.add_member(a, f"g{n:02d}", "contributor", "contributor")
 
 
 def test_every_groups_counts_come_from_one_query(
