@@ -7,14 +7,32 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from tests.console.conftest import UI, Browsing, cancel_all, sign_in, start_sleep
-from tests.support import Server, wait_status
+from tests.support import Server, running_server, wait_status
+from threadsvc import admin
+from threadsvc.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 PHONE = {"viewport": {"width": 375, "height": 740}, "is_mobile": True, "has_touch": True}
+LONG = "agroupwiththelongestnameagroupmayhave.nohyphensmeannobreaks.xyz"  # 63: the longest
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The standard world, and a group with the longest name a group may have."""
+    for found in running_server(tmp_path_factory.mktemp("phone"), **{"max-running": 64}):
+        anyio.run(long_group, load_settings(found[0].config, environ={}))
+        yield found
+
+
+async def long_group(settings: Settings) -> None:
+    async with admin.opened(settings) as a:
+        await admin.add_group(a, LONG)
+        await admin.add_member(a, LONG, "contributor", "contributor")
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +41,7 @@ def threads(server: Server) -> Iterator[dict[str, str]]:
         "done": start_sleep(server, "contributor", seconds=0, steps=1),
         "running": start_sleep(server, "contributor", seconds=300, steps=300, warn=1),
         "server": start_sleep(server, "admin", None, seconds=0),
+        "long": start_sleep(server, "contributor", LONG, seconds=0),
     }
     with server.client("admin") as http:
         wait_status(http, found["done"], ["completed"])
@@ -41,6 +60,11 @@ PAGES = [  # (who, path, label); {name} is a thread of `threads`
     ("reviewer", "/groups/dev/threads", "own-list"),
     ("contributor", "/groups/dev/threads/{running}", "thread-running"),
     ("contributor", "/groups/dev/threads/{done}", "thread-done"),
+    ("contributor", "/groups", "groups-long-name"),
+    ("contributor", f"/groups/{LONG}/threads", "group-list-long-name"),
+    ("contributor", f"/groups/{LONG}/threads/{{long}}", "thread-long-name"),
+    ("contributor", f"/groups/{LONG}/start?job=sleep", "start-long-name"),
+    ("admin", "/threads", "all-threads-long-name"),
     ("reviewer", "/groups/dev/threads/{done}", "thread-reviewer"),
     ("contributor", "/threads/{done}", "thread-owner-server-route"),
     ("contributor", "/groups/dev/start", "start-list"),
