@@ -272,7 +272,7 @@ def test_the_thread_page_shows_parameters_durations_and_the_timeline(
                 in upload)
     assert "uploads/" not in upload  # never where the file is kept
     assert re.search(r'<dt>seconds</dt><dd><code class="value">0(\.0)?</code>', done)
-    timeline = re.search(r'<ol class="timeline">(.*?)</ol>', done, re.DOTALL).group(1)  # type: ignore[union-attr]
+    timeline = re.search(r'<ol class="timeline"[^>]*>(.*?)</ol>', done, re.DOTALL).group(1)  # type: ignore[union-attr]
     assert re.findall(r'class="badge s-(\w+)"', timeline) == [
         "initialised", "inprogress", "completed"]
     assert timeline.count("UTC</time>") == 3  # without the script: UTC, and it says so

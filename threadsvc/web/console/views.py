@@ -88,11 +88,11 @@ async def group_threads(request: Request) -> Response:
     context = {"group": group, "base": ui_base(group.name), "nav": "groups",
                "jobs": state.service.startable(who, group)}
     if not state.service.may_list(who, group):
-        listing, status = await _listing(
-            request, state.service, lambda q: state.service.own_threads(who, group.name, q), group.name)
+        own: Lister = lambda q: state.service.own_threads(who, group.name, q)
+        listing, status = await _listing(request, state.service, own, group.name)
         return render(request, "own_threads.html", {**context, **listing}, status)
-    listing, status = await _listing(
-        request, state.service, lambda q: state.service.list_threads(who, group.name, q), group.name)
+    every: Lister = lambda q: state.service.list_threads(who, group.name, q)
+    listing, status = await _listing(request, state.service, every, group.name)
     return render(request, "threads.html", {**context, **listing, "forbidden": None}, status)
 
 
@@ -127,8 +127,8 @@ def _filter(request: Request) -> tuple[ThreadFilter, dict[str, str], dict[str, s
     status = q.get("status") or "all"
     user = checked("user", lambda: params.text("user", q.get("user")), None)
     if user is not None and len(user) > LONGEST_NAME:
-        errors["user"] = f"Parameter 'user' is longer than {LONGEST_NAME} characters: no user " \
-                         "has such a name"
+        errors["user"] = (f"Parameter 'user' is longer than {LONGEST_NAME} characters: "
+                          "no user has such a name")
         user = None
     query = ThreadFilter(
         statuses=checked("status", lambda: params.statuses(status), frozenset(Status)),
