@@ -276,9 +276,9 @@ def test_the_thread_page_shows_parameters_durations_and_the_timeline(
     assert re.findall(r'class="badge s-(\w+)"', timeline) == [
         "initialised", "inprogress", "completed"]
     assert timeline.count("UTC</time>") == 3  # without the script: UTC, and it says so
-    assert re.search(r"<dt>Queued</dt><dd>\d+ (ms|s)</dd>", done)
-    assert re.search(r"<dt>Ran</dt><dd>\d+ (ms|s)</dd>", done)
-    assert re.search(r"<dt>Ran</dt><dd>[^<]+ so far</dd>", running)
+    assert re.search(r'<dt>Queued</dt><dd data-field="queued">\d+ (ms|s)</dd>', done)
+    assert re.search(r'<dt>Ran</dt><dd data-field="ran">\d+ (ms|s)</dd>', done)
+    assert re.search(r'<dt>Ran</dt><dd data-field="ran">[^<]+ so far</dd>', running)
     assert "Running for" in running
     with signed_in(server, "reviewer") as client:  # the parameters go with the log
         page = client.get(f"{UI}/groups/dev/threads/{threads['upload']}").text
