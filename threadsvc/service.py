@@ -60,6 +60,7 @@ from threadsvc.uploads import Upload, Uploads
 
 SYSTEM = "system"  # the owner of the server's own threads (the purge)
 _THREAD_ID = re.compile(r"[0-9a-f]{32}")
+_ID_START = re.compile(r"[0-9a-f]{8,31}")  # the start of a thread's id, as lists show it
 _GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -93,6 +94,7 @@ CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
 LIST_ROLE = Role.CONTRIBUTOR  # the least role in a group that may list all its threads
 CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
+FIND_PREFIX_LIMIT = 50  # threads read for the start of an id (8 characters: rarely two)
 FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
 log = logging.getLogger(__name__)
 
@@ -216,15 +218,36 @@ class Service:
         return thread
 
     async def find_thread(self, who: Principal, thread_id: str) -> tuple[Thread, Group | None]:
-        """A thread by id alone, and where `who` may open it: under its group when they may
-        read it there (`get_thread`), else at server level when they own it or are an
-        administrator. ThreadNotFound otherwise, as for a thread that does not exist."""
-        thread = await self._thread(who, thread_id.strip().lower(), Where(None))
+        """A thread by its id, or by the first characters of it (at least 8, as lists show),
+        and where `who` may open it: under its group when they may read it there
+        (`get_thread`), else at server level when they own it or are an administrator.
+        ThreadNotFound for a thread they may not open, as for one that does not exist; only
+        threads they may open count, so an ambiguous start (BadParameter) tells nothing of
+        others'."""
+        wanted = thread_id.strip().lower()
+        if _THREAD_ID.fullmatch(wanted):
+            found = [await self._thread(who, wanted, Where(None))]
+        elif _ID_START.fullmatch(wanted):
+            found = await self.store.threads_with_id_prefix(wanted, FIND_PREFIX_LIMIT)
+        else:
+            raise BadParameter("id", "is 32 hexadecimal characters (or at least its first 8)")
+        places: list[tuple[Thread, Group | None]] = []
+        for thread in found:
+            may, in_group = self._may_open(who, thread)
+            if may:
+                places.append((thread, await self.group(str(thread.group_id)) if in_group else None))
+        if not places:
+            raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
+        if len(places) > 1:
+            raise BadParameter("id", "begins several threads you may open: give more of it")
+        return places[0]
+
+    def _may_open(self, who: Principal, thread: Thread) -> tuple[bool, bool]:
+        """Whether `who` may open `thread`, and whether under its group (else at server
+        level): the rules of `get_thread` on either route."""
         if not thread.server_level and who.has_role(thread.group_id, Role.REVIEWER):
-            return thread, await self.group(str(thread.group_id))
-        if who.is_admin or thread.username == who.username:
-            return thread, None
-        raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
+            return True, True
+        return who.is_admin or thread.username == who.username, False
 
     def parameters(self, who: Principal, thread: Thread) -> dict[str, Any] | None:
         """The parameters `thread` was started with (uploaded files as their name, size and

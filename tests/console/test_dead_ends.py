@@ -19,12 +19,24 @@ from tests.console.conftest import UI
 from tests.console.test_session import signed_in
 from tests.support import USERS, Server, password, seed, start, wait_status
 from threadsvc import admin
+from threadsvc.models import Level, LogEvent, Status, Thread, now_ms
 from threadsvc.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "validate"
 SERVICE = "/ps/service"
+
+
+# threads whose ids start alike: two in dev, and one in dev and one in other
+TWINS = [("ab12cd34" + "0" * 24, 240), ("ab12cd34" + "1" * 24, 240),
+         ("cc12cd34" + "0" * 24, 240), ("cc12cd34" + "1" * 24, 241)]
+
+
+def twin(thread_id: str, group: int) -> Thread:
+    return Thread(id=thread_id, name="Twin", username="manager", group_id=group, job="sleep",
+                  params={"seconds": 0.0, "steps": 1}, status=Status.INITIALISED,
+                  created=now_ms(), version=1)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +52,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, di
         async with admin.opened(settings) as a:
             if create:
                 await a.identity.add_user("former", password("former"), False)
+                for thread_id, group in TWINS:
+                    await a.store.insert_thread(twin(thread_id, group), LogEvent(
+                        1, now_ms(), Level.INFO, "Status: initialised"))
             await admin.add_member(a, "dev", "former", role)
 
     anyio.run(member, "contributor", True)
@@ -195,21 +210,30 @@ def test_a_reviewer_lists_the_threads_they_started_and_no_others(
 
 @pytest.mark.parametrize(("user", "key", "where"), [
     ("reviewer", "done", "/groups/dev"),  # a reviewer may open any thread of the group
+    ("reviewer", "done:8", "/groups/dev"),  # by the first 8 characters lists show
+    ("contributor", "server:8", None),  # not theirs: the start of its id finds nothing
     ("contributor", "done", "/groups/dev"),
     ("admin", "server", ""),
     ("admin", "other", "/groups/other"),
 ])
 def test_open_a_thread_by_its_id(server: Server, threads: dict[str, str], user: str, key: str,
-                                 where: str) -> None:
+                                 where: str | None) -> None:
+    name, _, length = key.partition(":")
+    typed = threads[name][:int(length)] if length else threads[name]
     with signed_in(server, user) as client:
-        answer = client.get(f"{UI}/find", params={"id": f" {threads[key].upper()} "})
+        answer = client.get(f"{UI}/find", params={"id": f" {typed.upper()} "})
+    if where is None:
+        assert answer.status_code == 404 and "No thread with this id" in answer.text
+        return
     assert answer.status_code == 303
-    assert answer.headers["location"] == f"{UI}{where}/threads/{threads[key]}"
+    assert answer.headers["location"] == f"{UI}{where}/threads/{threads[name]}"
 
 
 @pytest.mark.parametrize(("user", "typed", "status", "problem"), [
-    ("reviewer", "12345", 400, "32 hexadecimal digits"),
-    ("reviewer", "<b>x</b>", 400, "32 hexadecimal digits"),
+    ("reviewer", "12345", 400, "32 hexadecimal characters (or at least its first 8)"),
+    ("reviewer", "<b>x</b>", 400, "32 hexadecimal characters"),
+    ("reviewer", "done:7", 400, "32 hexadecimal characters"),
+    ("reviewer", "other:8", 404, "No thread with this id"),  # by its start: as if none
     ("reviewer", "0" * 32, 404, "No thread with this id"),
     ("reviewer", "other", 404, "No thread with this id"),  # another group's: as if none
     ("outsider", "done", 404, "No thread with this id"),
@@ -219,7 +243,9 @@ def test_a_thread_id_that_cannot_be_opened_is_said_next_to_the_form(
     server: Server, threads: dict[str, str], user: str, typed: str, status: int, problem: str,
 ) -> None:
     with signed_in(server, user) as client:
-        answer = client.get(f"{UI}/find", params={"id": threads.get(typed, typed)})
+        key, _, length = typed.partition(":")
+        wanted = threads[key][:int(length)] if length else threads.get(typed, typed)
+        answer = client.get(f"{UI}/find", params={"id": wanted})
     assert answer.status_code == status
     assert problem in answer.text
     assert 'id="thread-id"' in answer.text and 'aria-describedby="err-id"' in answer.text
@@ -331,3 +357,23 @@ def test_a_bad_queue_page_is_said_on_the_queue(server: Server, number: str) -> N
     assert '<p class="field-error" id="err-page">' in answer.text and "waiting" in answer.text
     with signed_in(server, "manager") as client:  # the refusal first
         assert client.get(f"{UI}/queue", params={"page": number}).status_code == 403
+
+
+@pytest.mark.parametrize(("user", "typed", "status", "where"), [
+    ("reviewer", "ab12cd34", 400, "begins several threads you may open"),
+    ("reviewer", "ab12cd341", 303, f"{UI}/groups/dev/threads/ab12cd34{'1' * 24}"),
+    ("reviewer", "cc12cd34", 303, f"{UI}/groups/dev/threads/cc12cd34{'0' * 24}"),  # one theirs
+    ("othermgr", "cc12cd34", 303, f"{UI}/groups/other/threads/cc12cd34{'1' * 24}"),
+    ("othermgr", "ab12cd34", 404, "No thread with this id"),
+    ("admin", "cc12cd34", 400, "begins several threads you may open"),
+])
+def test_the_start_of_an_id_counts_only_threads_the_user_may_open(
+    server: Server, user: str, typed: str, status: int, where: str,
+) -> None:
+    with signed_in(server, user) as client:
+        answer = client.get(f"{UI}/find", params={"id": typed})
+    assert answer.status_code == status
+    if status == 303:
+        assert answer.headers["location"] == where
+    else:
+        assert where in answer.text and f'value="{typed}"' in answer.text  # the form, kept
