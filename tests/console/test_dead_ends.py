@@ -109,7 +109,7 @@ def links_of(base: str, html: str) -> list[str]:
     return [urljoin(base, href) for href in parser.found]
 
 
-def crawl(server: Server, user: str, *also: str, limit: int = 400) -> dict[str, int]:
+def crawl(server: Server, user: str, *also: str, limit: int = 3000) -> dict[str, int]:
     """Every same-site link reachable from the console's home page (and the pages `also`
     names) as `user`: its status."""
     seen: dict[str, int] = {}
