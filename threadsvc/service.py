@@ -63,6 +63,7 @@ from threadsvc.uploads import Upload, Uploads
 
 SYSTEM = "system"  # the owner of the server's own threads (the purge)
 _THREAD_ID = re.compile(r"[0-9a-f]{32}")
+_ID_START = re.compile(r"[0-9a-f]{8,31}")  # the start of a thread's id, as lists show it
 _GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -73,6 +74,16 @@ def valid_group_name(name: str) -> bool:
 def may_see_dashboard(who: Principal) -> bool:
     """Administrators, and managers (of their groups' threads: Service.dashboard_groups)."""
     return who.is_admin or any(role >= Role.MANAGER for role in who.roles.values())
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """A group as the groups page shows it to one user: their role in it (None: an
+    administrator who is no member), and its threads by status when they may list them."""
+
+    group: Group
+    role: Role | None
+    counts: dict[Status, int] | None
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,9 @@ class Where:
 IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
+LIST_ROLE = Role.CONTRIBUTOR  # the least role in a group that may list all its threads
 CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
+FIND_PREFIX_LIMIT = 50  # threads read for the start of an id (8 characters: rarely two)
 FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
 log = logging.getLogger(__name__)
 
@@ -140,6 +153,27 @@ class Service:
         """The groups `who` is a member of, with their role in each."""
         return await self.store.groups_of(who.user.id)
 
+    async def group_summaries(self, who: Principal) -> list[GroupSummary]:
+        """The groups `who` may open, by name: an administrator every group, anyone else the
+        groups they are a member of. Counts by status (from one store query, whatever the
+        number of groups) where `who` may list the group's threads (`may_list`)."""
+        if who.is_admin:
+            roles = dict(await self.store.groups_of(who.user.id))
+            found = [(group, roles.get(group)) for group, _ in await self.store.list_groups()]
+        else:
+            found = [(group, role) for group, role in await self.store.groups_of(who.user.id)]
+        counts = await self.store.count_by_group_and_status() if found else {}
+        return [
+            GroupSummary(group, role,
+                         counts.get(group.id, {}) if self.may_list(who, group) else None)
+            for group, role in sorted(found, key=lambda pair: pair[0].name)
+        ]
+
+    def may_list(self, who: Principal, group: Group) -> bool:
+        """Whether `who` may list every thread of `group` (`list_threads`); a member with a
+        lesser role lists only the threads they started (`own_threads`)."""
+        return who.has_role(group.id, LIST_ROLE)
+
     async def _scope(self, who: Principal, group_ref: str | None, minimum: Role) -> Where:
         if group_ref is None:
             if not who.is_admin:
@@ -163,9 +197,21 @@ class Service:
     async def list_threads(
         self, who: Principal, group_ref: str | None, query: ThreadFilter
     ) -> ThreadPage:
-        scope = await self._scope(who, group_ref, Role.CONTRIBUTOR)
+        scope = await self._scope(who, group_ref, LIST_ROLE)
         if scope.group is not None:
             query = _with_group(query, scope.group.id)
+        return await self._listed(query)
+
+    async def own_threads(self, who: Principal, group_ref: str, query: ThreadFilter) -> ThreadPage:
+        """The threads `who` started in a group: any member may list these (a reviewer, who
+        may open any thread of the group by id but not list them all, sees their own). The
+        query's user is replaced by `who`."""
+        scope = await self._scope(who, group_ref, Role.REVIEWER)
+        assert scope.group is not None
+        query = dataclasses.replace(query, group_id=scope.group.id, username=who.username)
+        return await self._listed(query)
+
+    async def _listed(self, query: ThreadFilter) -> ThreadPage:
         if query.job is not None and query.job not in {spec.name for spec in self.registry}:
             return ThreadPage([], 0, query.page, query.pagesize)  # an unknown type matches nothing
         return await self.store.list_threads(query)
@@ -180,6 +226,54 @@ class Service:
         if not who.is_admin and thread.username != who.username:
             raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
         return thread
+
+    async def find_thread(self, who: Principal, thread_id: str) -> tuple[Thread, Group | None]:
+        """A thread by its id, or by the first characters of it (at least 8, as lists show),
+        and where `who` may open it: under its group when they may read it there
+        (`get_thread`), else at server level when they own it or are an administrator.
+        ThreadNotFound for a thread they may not open, as for one that does not exist; only
+        threads they may open count, so an ambiguous start (BadParameter) tells nothing of
+        others'."""
+        wanted = thread_id.strip().lower()
+        if _THREAD_ID.fullmatch(wanted):
+            found = [await self._thread(who, wanted, Where(None))]
+        elif _ID_START.fullmatch(wanted):
+            found = await self.store.threads_with_id_prefix(wanted, FIND_PREFIX_LIMIT)
+        else:
+            raise BadParameter("id", "is 32 hexadecimal characters (or at least its first 8)")
+        places: list[tuple[Thread, Group | None]] = []
+        for thread in found:
+            may, in_group = self._may_open(who, thread)
+            if may:
+                places.append((thread, await self.group(str(thread.group_id)) if in_group else None))
+        if not places:
+            raise ThreadNotFound(f"No thread '{thread_id[:64]}'")
+        if len(places) > 1:
+            raise BadParameter("id", "begins several threads you may open: give more of it")
+        return places[0]
+
+    def _may_open(self, who: Principal, thread: Thread) -> tuple[bool, bool]:
+        """Whether `who` may open `thread`, and whether under its group (else at server
+        level): the rules of `get_thread` on either route."""
+        if not thread.server_level and who.has_role(thread.group_id, Role.REVIEWER):
+            return True, True
+        return who.is_admin or thread.username == who.username, False
+
+    def parameters(self, who: Principal, thread: Thread) -> dict[str, Any] | None:
+        """The parameters `thread` was started with (uploaded files as their name, size and
+        type, never where they are kept), for whoever may read its log (`may_read_log`): they
+        may say as much as the log does. None for anyone else."""
+        if not self.may_read_log(who, thread):
+            return None
+
+        def shown(value: Any) -> Any:
+            if isinstance(value, dict):  # a saved upload
+                return {k: value.get(k) for k in ("name", "size", "type")}
+            if isinstance(value, list):
+                return [shown(item) for item in value]
+            return value
+
+        return {name: shown(value) for name, value in thread.params.items()}
 
     def may_read_log(self, who: Principal, thread: Thread) -> bool:
         """Whether `who` may read `thread`'s log, by whatever route: a contributor of its group

@@ -73,7 +73,7 @@ def test_all_threads_the_queue_and_the_nodes(browsing: Browsing, server: Server)
 
         # the running thread's page shows an administrator its node and heartbeat
         page.goto(f"{UI}/threads/{ids[0]}")
-        details = page.locator("dl.details").inner_text()
+        details = page.locator("dl.details").first.inner_text()
         assert "NODE" in details.upper() and "HEARTBEAT" in details.upper()
         browsing.shot(page, "thread")
     finally:

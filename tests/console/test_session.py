@@ -209,8 +209,9 @@ def test_pages_without_a_session_and_pages_that_do_not_exist(server: Server) -> 
 def test_the_services_errors_are_what_a_user_sees(server: Server) -> None:
     thread = start_sleep(server, "contributor", seconds=0, steps=1)
     with signed_in(server, "reviewer") as reviewer:
-        listed = reviewer.get(f"{UI}/groups/dev/threads")
-        assert listed.status_code == 403 and "role contributor" in listed.text
+        listed = reviewer.get(f"{UI}/groups/dev/threads")  # their own threads: none
+        assert listed.status_code == 200 and "You have started no thread here" in listed.text
+        assert thread not in listed.text
         page = reviewer.get(f"{UI}/groups/dev/threads/{thread}")
         assert page.status_code == 200 and "Cancel thread" not in page.text
         assert "does not let you read this thread's log" in page.text
@@ -222,6 +223,8 @@ def test_the_services_errors_are_what_a_user_sees(server: Server) -> None:
     with signed_in(server, "othermgr") as othermgr:
         assert othermgr.get(f"{UI}/groups/other/threads/{thread}").status_code == 404
         assert othermgr.get(f"{UI}/groups/nosuch/threads").status_code == 404
+        listed = othermgr.get(f"{UI}/groups/dev/threads")  # no member of dev
+        assert listed.status_code == 403 and "role reviewer in group" in listed.text
     with signed_in(server, "contributor") as owner:
         assert owner.get(f"{UI}/threads/{thread}").status_code == 200  # the owner may
         text = owner.get(f"{UI}/groups/dev/threads/{thread}/log.txt")

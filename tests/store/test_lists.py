@@ -50,6 +50,14 @@ async def assert_totals_exact(store: Store) -> None:
         )
         assert by_status.get(status, 0) == counted_rows.total, status
     assert all(n > 0 for n in by_status.values())  # statuses no thread has are left out
+    by_group = await store.count_by_group_and_status()  # one query for every group's counts
+    for group, status in itertools.product(GROUPS, Status):
+        counted_rows = await store.list_threads(
+            ThreadFilter(statuses=frozenset({status}), group_id=group, since=0)
+        )
+        assert by_group.get(group, {}).get(status, 0) == counted_rows.total, (group, status)
+    assert set(by_group) <= set(GROUPS)
+    assert all(n > 0 for counts in by_group.values() for n in counts.values())
 
 
 async def test_totals_follow_every_change(store: Store) -> None:
@@ -192,3 +200,18 @@ async def test_the_latest_of_two_states_in_a_batch_wins(store: Store) -> None:
     assert await store.write_batch("n", [first, second], [], [], now_ms()) == set()
     stored = await store.get_thread(thread.id)
     assert stored is not None and stored.progress_current == 2
+
+
+async def test_threads_by_the_start_of_their_id(store: Store) -> None:
+    now = now_ms()
+    made = [await add(store, now + i) for i in range(40)]
+    for thread in made[:5]:
+        for length in (1, 8, 31, 32):
+            prefix = thread.id[:length]
+            found = await store.threads_with_id_prefix(prefix, 100)
+            expected = sorted(t.id for t in made if t.id.startswith(prefix))
+            assert [t.id for t in found] == expected, prefix
+    everything = await store.threads_with_id_prefix("", 100)
+    assert [t.id for t in everything] == sorted(t.id for t in made)
+    assert len(await store.threads_with_id_prefix("", 3)) == 3
+    assert await store.threads_with_id_prefix("ffffffffffffffffffffffffffffffff0", 10) == []

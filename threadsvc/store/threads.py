@@ -298,6 +298,15 @@ class ThreadRules(WebhookRules):
 
         return await self._read(do)
 
+    async def threads_with_id_prefix(self, prefix: str, limit: int) -> list[Thread]:
+        """At most `limit` threads whose id starts with `prefix` (lowercase hex), by id."""
+        async def do(tx: Tx) -> list[Thread]:
+            rows = await tx.all("threads_with_id_prefix", {
+                "low": prefix, "high": prefix + "g", "n": len(prefix), "limit": limit})
+            return [thread_from_row(row) for row in rows]
+
+        return await self._read(do)
+
     async def forget_idempotency_keys(self, created_before: int) -> int:
         """Clear idempotency keys of threads created before the moment; how many."""
         args = {"before": created_before}
@@ -326,6 +335,18 @@ class ThreadRules(WebhookRules):
         async def do(tx: Tx) -> dict[Status, int]:
             rows = await tx.all("count_threads_by_status")
             return {Status(row["status"]): row["count"] for row in rows}
+
+        return await self._read(do)
+
+    async def count_by_group_and_status(self) -> dict[int, dict[Status, int]]:
+        """How many threads each group (SERVER_GROUP_ID: the server level) has in each status,
+        from one query over the trigger-kept counts; a group or status without threads is
+        left out."""
+        async def do(tx: Tx) -> dict[int, dict[Status, int]]:
+            found: dict[int, dict[Status, int]] = {}
+            for row in await tx.all("count_threads_by_group_status"):
+                found.setdefault(int(row["group_id"]), {})[Status(row["status"])] = int(row["count"])
+            return found
 
         return await self._read(do)
 

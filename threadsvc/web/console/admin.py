@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from threadsvc.errors import BadParameter
 from threadsvc.models import RUNNING, Status, ThreadFilter, now_ms
+from threadsvc.web import params
 from threadsvc.web.console.pages import page, render, ui_base, viewer
 from threadsvc.web.console.views import PAGESIZE, rows
 
@@ -28,8 +30,11 @@ class Node:
 @page
 async def queue(request: Request) -> Response:
     state, who = await viewer(request)
-    number = request.query_params.get("page", "1")
-    page_number = int(number) if number.isdigit() and 0 < int(number) < 10**9 else 1
+    errors: dict[str, str] = {}
+    try:
+        page_number = params.integer("page", request.query_params.get("page"), 1, 1, 10**9)
+    except BadParameter as exc:  # said on the page, which lists the first page
+        errors["page"], page_number = str(exc), 1
     query = ThreadFilter(statuses=frozenset({Status.INITIALISED}), page=page_number,
                          pagesize=PAGESIZE)
     found = await state.service.list_threads(who, None, query)
@@ -43,7 +48,8 @@ async def queue(request: Request) -> Response:
         "last": last,
         "base": ui_base(None),
         "nav": "queue",
-    })
+        "errors": errors,
+    }, 400 if errors else 200)
 
 
 @page

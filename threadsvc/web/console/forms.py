@@ -17,6 +17,7 @@ from threadsvc.errors import (
     AccountLocked,
     AuthenticationFailed,
     BadParameter,
+    Forbidden,
     ThreadsvcError,
     TooManyActiveThreads,
 )
@@ -25,7 +26,7 @@ from threadsvc.runner.params import Choice, File, Integer, Number, Param, Text
 from threadsvc.runner.registry import JobSpec
 from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
-from threadsvc.web import job_body
+from threadsvc.web import errors, job_body
 from threadsvc.web.auth import client_address, session_user
 from threadsvc.web.console.pages import (
     SIGN_IN,
@@ -146,6 +147,13 @@ async def start_form(request: Request) -> Response:
     state, who = await viewer(request)
     ref = request.path_params.get("group")
     name = request.query_params.get("job") or None
+    if name is not None:  # a job they may not start here: said on the page, with the list
+        group = await state.service.may_start(who, ref)  # nothing at all here: the 403 page
+        try:
+            state.service.job_for(who, group, name)
+        except (BadParameter, Forbidden) as exc:
+            status, _ = errors.status_of(exc) or (400, "")
+            return await _form(request, state, who, ref, None, {}, exc, status)
     return await _form(request, state, who, ref, name, {}, None)
 
 

@@ -7,7 +7,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, auditlog, dashboard, forms, hooks, logview, people, views
+from threadsvc.web.console import (
+    admin,
+    auditlog,
+    dashboard,
+    find,
+    forms,
+    hooks,
+    logview,
+    people,
+    views,
+)
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -72,6 +82,7 @@ def routes() -> list[BaseRoute]:
         Route("/sign-out", forms.sign_out, methods=["POST"]),
         Route("/groups", views.groups, methods=["GET"]),
         Route("/groups/open", views.open_group, methods=["GET"]),
+        Route("/find", find.find_thread, methods=["GET"]),
         Route("/groups/{group}/threads", views.group_threads, methods=["GET"]),
         *_thread_routes("/groups/{group}"),
         Route("/threads", views.all_threads, methods=["GET"]),

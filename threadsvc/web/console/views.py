@@ -7,16 +7,18 @@ or NotFound from it is what the user sees.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from threadsvc.errors import Forbidden, NotFound
+from threadsvc.errors import BadParameter, NotFound
+from threadsvc.identity import LONGEST_NAME
 from threadsvc.models import (
     SERVER_GROUP_ID,
-    Principal,
     Status,
     Thread,
     ThreadFilter,
@@ -25,7 +27,7 @@ from threadsvc.models import (
 )
 from threadsvc.service import Service
 from threadsvc.web import params
-from threadsvc.web.console import logview
+from threadsvc.web.console import details, logview
 from threadsvc.web.console.pages import (
     page,
     poster,
@@ -38,6 +40,7 @@ from threadsvc.web.console.pages import (
 )
 
 PAGESIZE = 25
+T = TypeVar("T")
 STATUS_FILTERS = ("all", "active", "finished", *(s.value for s in Status))
 
 
@@ -53,18 +56,12 @@ class Row:
 # -- groups -----------------------------------------------------------------------------------
 @page
 async def groups(request: Request) -> Response:
+    """The groups the viewer may open (every group for an administrator), with their threads
+    by status where the viewer may list them."""
     state, who = await viewer(request)
-    found = []
-    for group, role in await state.service.groups_of(who):
-        try:
-            active = await state.service.list_threads(  # by id: a stored name may be odd
-                who, str(group.id), ThreadFilter(pagesize=1)
-            )
-            count: int | None = active.total
-        except Forbidden:
-            count = None  # this role may not list the group's threads
-        found.append((group, role, count))
-    return render(request, "groups.html", {"groups": found, "nav": "groups"})
+    summaries = await state.service.group_summaries(who)
+    return render(request, "groups.html", {"groups": summaries, "nav": "groups",
+                                           "statuses": list(Status)})
 
 
 @page
@@ -78,52 +75,87 @@ async def open_group(request: Request) -> Response:
 # -- lists ------------------------------------------------------------------------------------
 @page
 async def group_threads(request: Request) -> Response:
+    """A group's threads; a member who may not list them all (a reviewer) gets the threads
+    they started there instead of a refusal (Service.own_threads)."""
     state, who = await viewer(request)
     ref = request.path_params["group"]
     group = await state.service.group(ref)
     context = {"group": group, "base": ui_base(group.name), "nav": "groups",
                "jobs": state.service.startable(who, group)}
-    try:
-        listing = await _listing(request, state.service, who, group.name)
-    except Forbidden as exc:
-        return render(request, "threads.html", {**context, "forbidden": str(exc)}, 403)
-    return render(request, "threads.html", {**context, **listing, "forbidden": None})
+    if not state.service.may_list(who, group):
+        own: Lister = lambda q: state.service.own_threads(who, group.name, q)
+        listing, status = await _listing(request, state.service, own, group.name)
+        return render(request, "own_threads.html", {**context, **listing}, status)
+    every: Lister = lambda q: state.service.list_threads(who, group.name, q)
+    listing, status = await _listing(request, state.service, every, group.name)
+    return render(request, "threads.html", {**context, **listing, "forbidden": None}, status)
 
 
 @page
 async def all_threads(request: Request) -> Response:
     """Administrators: every thread of the server (the service refuses anyone else)."""
     state, who = await viewer(request)
-    listing = await _listing(request, state.service, who, None)
+    listing, status = await _listing(
+        request, state.service, lambda q: state.service.list_threads(who, None, q), None)
     return render(request, "threads.html", {
         **listing, "group": None, "base": ui_base(None), "nav": "threads", "forbidden": None,
         "jobs": state.service.startable(who, None),
-    })
+    }, status)
+
+
+Lister = Callable[[ThreadFilter], Awaitable[ThreadPage]]
+
+
+def _filter(request: Request) -> tuple[ThreadFilter, dict[str, str], dict[str, str]]:
+    """The list's query from the query string, the filters as typed (to show them again), and
+    each bad one's problem by field name (then the query holds the defaults in its place)."""
+    q = request.query_params
+    errors: dict[str, str] = {}
+
+    def checked(name: str, parse: Callable[[], T], default: T) -> T:
+        try:
+            return parse()
+        except BadParameter as exc:
+            errors[name] = str(exc)
+            return default
+
+    status = q.get("status") or "all"
+    user = checked("user", lambda: params.text("user", q.get("user")), None)
+    if user is not None and len(user) > LONGEST_NAME:
+        errors["user"] = (f"Parameter 'user' is longer than {LONGEST_NAME} characters: "
+                          "no user has such a name")
+        user = None
+    query = ThreadFilter(
+        statuses=checked("status", lambda: params.statuses(status), frozenset(Status)),
+        username=user,
+        job=checked("job", lambda: params.text("job", q.get("job")), None),
+        page=checked("page", lambda: params.integer("page", q.get("page"), 1, 1, 10**9), 1),
+        pagesize=PAGESIZE,
+    )
+    filters = {"status": status, "user": q.get("user", ""), "job": q.get("job", "")}
+    return query, filters, errors
 
 
 async def _listing(
-    request: Request, service: Service, who: Principal, group: str | None,
-    default_status: str = "all",
-) -> dict[str, object]:
-    q = request.query_params
-    status = q.get("status") or default_status
-    query = ThreadFilter(
-        statuses=params.statuses(status),
-        username=params.text("user", q.get("user")),
-        job=params.text("job", q.get("job")),
-        page=params.integer("page", q.get("page"), 1, 1, 10**9),
-        pagesize=PAGESIZE,
-    )
-    found = await service.list_threads(who, group, query)
-    filters = {"status": status, "user": q.get("user", ""), "job": q.get("job", "")}
+    request: Request, service: Service, lister: Lister, group: str | None,
+) -> tuple[dict[str, object], int]:
+    """A list page's context and status: 400, with the form as sent and each problem next to
+    its field, when a filter is bad (nothing is listed then)."""
+    query, filters, errors = _filter(request)
+    if errors:
+        await lister(ThreadFilter(pagesize=1))  # a bad filter must not hide a refusal
+        found = ThreadPage([], 0, 1, PAGESIZE)
+    else:
+        found = await lister(query)
     return {
         "rows": await rows(service, found, group),
         "total": found.total,
         "filters": filters,
+        "errors": errors,
         "statuses": STATUS_FILTERS,
         "job_names": [spec.name for spec in service.registry],
         "pages": _pages(request.url.path, found, filters),
-    }
+    }, 400 if errors else 200
 
 
 async def rows(service: Service, found: ThreadPage, group: str | None) -> list[Row]:
@@ -187,6 +219,10 @@ async def thread_page(request: Request) -> Response:
         "may_cancel": state.service.may_cancel(who, ref, thread),
         "nav": "groups" if group else "threads",
         "percent": percent(thread),
+        "queued": details.queued(thread, now_ms()),
+        "ran": details.ran(thread, now_ms()),
+        "timeline": details.timeline(thread),
+        "parameters": details.parameters(state.service.parameters(who, thread)),
     })
 
 

@@ -1,6 +1,7 @@
 /* threadsvc console: a little plain JavaScript. Every page works without it.
  *
- * - times are shown in the reader's time zone (the page says UTC);
+ * - times are shown in the reader's time zone, named (the page says UTC); a list's times
+ *   relative ("3 min ago"), the moment in their tooltip;
  * - a form marked data-once cannot be sent twice by a double click;
  * - a thread page follows its thread live through the Server-Sent Events of the services
  *   (GET .../threads/{id}/events, docs/api.md#events): `status` events carry the <thread> XML, `log`
@@ -22,15 +23,45 @@
     var d = new Date(iso);
     if (!iso || isNaN(d.getTime())) return;
     el.title = iso;
-    if (el.getAttribute("data-format") === "clock") {
+    var format = el.getAttribute("data-format");
+    if (format === "clock") {
       el.textContent = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" +
         pad(d.getSeconds()) + "." + pad(d.getMilliseconds(), 3);
+    } else if (format === "relative") {
+      el.title = absolute(d);
+      el.textContent = ago(d);
     } else {
-      el.textContent = d.toLocaleString(undefined, {
-        year: "numeric", month: "short", day: "numeric",
-        hour: "2-digit", minute: "2-digit", second: "2-digit"
-      });
+      el.textContent = absolute(d);
     }
+  }
+
+  // -- times in the reader's zone, and relative times in lists ------------------------------
+  // Without the script the page shows each time in UTC, saying so.
+  function absolute(d) {
+    return d.toLocaleString(undefined, {
+      year: "numeric", month: "short", day: "numeric",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"
+    });
+  }
+
+  function ago(d) {
+    var seconds = Math.round((Date.now() - d.getTime()) / 1000);
+    if (seconds < 0) return absolute(d); // a clock ahead of this one: say when, not "in 2 s"
+    if (seconds < 45) return "just now";
+    var minutes = Math.round(seconds / 60);
+    if (minutes < 60) return minutes + " min ago";
+    var hours = Math.round(minutes / 60);
+    if (hours < 24) return hours + " h ago";
+    var days = Math.round(hours / 24);
+    return days + (days === 1 ? " day ago" : " days ago");
+  }
+
+  function keepRelative() {
+    var relative = document.querySelectorAll("time[data-format='relative']");
+    if (!relative.length) return;
+    window.setInterval(function () {
+      Array.prototype.forEach.call(relative, localise);
+    }, 30000);
   }
 
   function timeElement(iso, format) {
@@ -145,6 +176,7 @@
         }
         root.setAttribute("data-final", "true");
       }
+      details(root, thread, status, final);
     }
 
     function addLog(event) {
@@ -256,8 +288,57 @@
     if (target && target.scrollIntoView) target.scrollIntoView({ block: "center" });
   }
 
+  // -- the thread page's durations and timeline, kept up with its status events ------------
+  function duration(ms) {
+    if (ms < 1000) return Math.max(ms, 0) + " ms";
+    var s = Math.floor(ms / 1000);
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60); s %= 60;
+    if (m < 60) return m + " min" + (s ? " " + s + " s" : "");
+    var h = Math.floor(m / 60); m %= 60;
+    if (h < 24) return h + " h" + (m ? " " + m + " min" : "");
+    var d = Math.floor(h / 24); h %= 24;
+    return d + " d" + (h ? " " + h + " h" : "");
+  }
+
+  function details(root, thread, status, final) {
+    var field = function (name) { return root.querySelector("[data-field='" + name + "']"); };
+    var created = Date.parse(root.querySelector(".details time").getAttribute("datetime"));
+    var started = thread.getAttribute("started"), ended = thread.getAttribute("ended");
+    var queued = field("queued"), ran = field("ran"), list = field("timeline");
+    if (started && queued) queued.textContent = duration(Date.parse(started) - created);
+    if (started && ended && ran) ran.textContent = duration(Date.parse(ended) - Date.parse(started));
+    if (!list) return;
+    function step(name, iso, note) {
+      var li = list.querySelector("[data-step='" + name + "']");
+      if (li) return;
+      li = document.createElement("li");
+      li.setAttribute("data-step", name);
+      var badge = document.createElement("span");
+      badge.className = "badge s-" + name;
+      badge.textContent = name;
+      li.appendChild(badge);
+      if (iso) { li.appendChild(document.createTextNode(" ")); li.appendChild(timeElement(iso)); }
+      if (note) {
+        var muted = document.createElement("span");
+        muted.className = "muted";
+        muted.textContent = " " + note;
+        li.appendChild(muted);
+      }
+      list.appendChild(li);
+    }
+    Array.prototype.forEach.call(list.querySelectorAll("[data-step='warning'],[data-step='error']"),
+      function (li) { if (li.getAttribute("data-step") !== status || final) li.remove(); });
+    if (started) step("inprogress", started);
+    if (status === "warning" || status === "error") step(status, null, "now");
+    if (final) step(status, ended, started ? "" : "before it started");
+    var note = field("timeline-note"); // "waiting for…" or "running for…" as of the load
+    if (note && (final || (started && note.hasAttribute("data-waiting")))) note.remove();
+  }
+
   function start() {
     Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), localise);
+    keepRelative();
     onceForms();
     var root = document.querySelector("[data-events]");
     if (root) follow(root);
