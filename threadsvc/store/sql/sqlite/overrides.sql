@@ -37,6 +37,14 @@ SELECT (SELECT coalesce(sum(n), 0) FROM buckets) AS total, page.bucket AS bucket
        page.newer AS newer
 FROM (SELECT 1) AS one LEFT JOIN page ON true;
 
+-- name: order_ended_asc
+-- As the shared one, in the expression of the indexes of migration 0018 (SQLite's indexes
+-- keep NULL first, and cannot serve NULLS LAST).
+coalesce(ended, 9223372036854775807) ASC, seq ASC
+
+-- name: order_ended_desc
+coalesce(ended, 9223372036854775807) DESC, seq DESC
+
 -- name: filter_statuses
 status IN (SELECT value FROM json_each(:statuses))
 
