@@ -82,6 +82,7 @@ IDEMPOTENCY_WINDOW = 24 * 3600 * 1000
 CANCEL_WAIT = 1.0  # seconds a cancel waits for a running thread to end
 LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read its log
 CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
+DELETE_ROLE = Role.MANAGER  # the least role in a thread's group that may delete it
 FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,25 @@ class Service:
         if query.job is not None and query.job not in {spec.name for spec in self.registry}:
             return ThreadPage([], 0, query.page, query.pagesize)  # an unknown type matches nothing
         return await self.store.list_threads(query)
+
+    async def may_watch_list(self, who: Principal, group_ref: str | None) -> Group | None:
+        """The group (None: the server) whose list `who` may follow live: the right to list
+        it (`list_threads`'), asked again by a stream as it goes. Raises as the list does."""
+        return (await self._scope(who, group_ref, Role.CONTRIBUTOR)).group
+
+    async def current_states(self, group: Group | None, ids: list[str]) -> list[Thread]:
+        """The threads of these ids in `group`'s list (None: any), as they stand now, for a
+        list that follows them (its right asked by `may_watch_list`)."""
+        found = []
+        for thread_id in ids:
+            thread = self.runner.current(thread_id) or await self.store.get_thread(thread_id)
+            if thread is not None and self.may_see_in_list(group, thread):
+                found.append(thread)
+        return found
+
+    def may_see_in_list(self, group: Group | None, thread: Thread) -> bool:
+        """Whether `thread` belongs to the list of `group` (None: the server's, every thread)."""
+        return group is None or thread.group_id == group.id
 
     async def get_thread(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread:
         """The thread for the task resource and progress: reviewers of its group, or (server
@@ -368,8 +388,13 @@ class Service:
                 await watcher.wait(remaining)
                 current = watcher.thread or current
 
+    def may_delete(self, who: Principal, group: Group | None) -> bool:
+        """Whether `who` may delete ended threads here (a group, or None: server routes), as
+        `delete` decides."""
+        return who.has_role(group.id if group else SERVER_GROUP_ID, DELETE_ROLE)
+
     async def delete(self, who: Principal, group_ref: str | None, thread_id: str) -> None:
-        scope = await self._scope(who, group_ref, Role.MANAGER)
+        scope = await self._scope(who, group_ref, DELETE_ROLE)
         thread = await self._thread(who, thread_id, scope)
         if not thread.final:
             raise ThreadStillRunning(f"Thread '{thread.id}' is {thread.status.value}; cancel it first")

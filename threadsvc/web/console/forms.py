@@ -27,6 +27,7 @@ from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
 from threadsvc.web import job_body
 from threadsvc.web.auth import client_address, session_user
+from threadsvc.web.console.again import Prefill, prefill
 from threadsvc.web.console.pages import (
     SIGN_IN,
     CsrfRefused,
@@ -146,12 +147,17 @@ async def start_form(request: Request) -> Response:
     state, who = await viewer(request)
     ref = request.path_params.get("group")
     name = request.query_params.get("job") or None
+    again = request.query_params.get("again")
+    if name is not None and again:  # Run again: the form as an earlier thread had it
+        filled = await prefill(state.service, who, ref, again, state.service.registry.get(name))
+        return await _form(request, state, who, ref, name, filled.values, None, again=filled)
     return await _form(request, state, who, ref, name, {}, None)
 
 
 async def _form(
     request: Request, state: AppState, who: Principal, ref: str | None, name: str | None,
     values: dict[str, str], error: ThreadsvcError | None, status_code: int = 200,
+    again: Prefill | None = None,
 ) -> Response:
     group = await state.service.group(ref) if ref is not None else None
     names = state.service.startable(who, group)
@@ -171,6 +177,7 @@ async def _form(
         "values": values,
         "error": str(error) if error else None,
         "error_field": getattr(error, "name", None),
+        "again": again,
         "nav": "groups" if group else "threads",
     }, status_code)
 

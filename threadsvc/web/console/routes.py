@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from threadsvc.web.console import admin, forms, views
+from threadsvc.web.console import admin, bulk, forms, live, views
 from threadsvc.web.console.pages import HOME, not_found, see_other
 
 
@@ -17,6 +17,8 @@ async def home(request: Request) -> Response:
 
 def _thread_routes(base: str) -> list[BaseRoute]:
     pages = [  # under a group, and at server level
+        ("/threads/live", "GET", live.list_events),  # before /threads/{id}
+        ("/threads/bulk", "POST", bulk.bulk),
         ("/threads/{id}", "GET", views.thread_page),
         ("/threads/{id}/log.txt", "GET", views.log_text),
         ("/threads/{id}/cancel", "POST", views.cancel),

@@ -25,8 +25,16 @@ from threadsvc.models import (
     ThreadPage,
     now_ms,
 )
-from threadsvc.service import Service
-from threadsvc.web import params
+from threadsvc.service import CANCEL_ROLE, Service
+from threadsvc.web.console.again import run_again_link
+from threadsvc.web.console.bulk import outcome_of
+from threadsvc.web.console.finding import (
+    LABELS,
+    PAGESIZES,
+    STATUS_FILTERS,
+    read_search,
+    sort_choices,
+)
 from threadsvc.web.console.pages import (
     HEADERS,
     page,
@@ -42,7 +50,6 @@ from threadsvc.xml.render import logs_text
 
 PAGESIZE = 25
 LOG_TAIL = 200  # events of the log a thread page shows
-STATUS_FILTERS = ("all", "active", "finished", *(s.value for s in Status))
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ async def group_threads(request: Request) -> Response:
     context = {"group": group, "base": ui_base(group.name), "nav": "groups",
                "jobs": state.service.startable(who, group)}
     try:
-        listing = await _listing(request, state.service, who, group.name)
+        listing = await list_page(request, state.service, who, group.name)
     except Forbidden as exc:
         return render(request, "threads.html", {**context, "forbidden": str(exc)}, 403)
     return render(request, "threads.html", {**context, **listing, "forbidden": None})
@@ -98,36 +105,53 @@ async def group_threads(request: Request) -> Response:
 async def all_threads(request: Request) -> Response:
     """Administrators: every thread of the server (the service refuses anyone else)."""
     state, who = await viewer(request)
-    listing = await _listing(request, state.service, who, None)
+    listing = await list_page(request, state.service, who, None)
     return render(request, "threads.html", {
         **listing, "group": None, "base": ui_base(None), "nav": "threads", "forbidden": None,
         "jobs": state.service.startable(who, None),
     })
 
 
-async def _listing(
+async def list_page(
     request: Request, service: Service, who: Principal, group: str | None,
-    default_status: str = "all",
+    status: str | None = None,
 ) -> dict[str, object]:
-    q = request.query_params
-    status = q.get("status") or default_status
-    query = ThreadFilter(
-        statuses=params.statuses(status),
-        username=params.text("user", q.get("user")),
-        job=params.text("job", q.get("job")),
-        page=params.integer("page", q.get("page"), 1, 1, 10**9),
-        pagesize=PAGESIZE,
-    )
-    found = await service.list_threads(who, group, query)
-    filters = {"status": status, "user": q.get("user", ""), "job": q.get("job", "")}
-    return {
-        "rows": await rows(service, found, group),
-        "total": found.total,
-        "filters": filters,
-        "statuses": STATUS_FILTERS,
+    """A list page's search (finding.py), its rows, pages and bulk actions; a bad field is
+    named on the page and nothing is listed."""
+    search = read_search(request.query_params, status=status)
+    where = await service.group(group) if group is not None else None
+    context: dict[str, object] = {
+        "search": search, "rows": [], "total": 0, "pages": None,
+        "statuses": STATUS_FILTERS, "sorts": sort_choices(), "pagesizes": PAGESIZES,
         "job_names": [spec.name for spec in service.registry],
-        "pages": _pages(request.url.path, found, filters),
+        "may_cancel": who.has_role(where.id if where else SERVER_GROUP_ID, CANCEL_ROLE),
+        "may_delete": service.may_delete(who, where),
+        "list_path": request.url.path, "labels": LABELS, "live": None,
     }
+    outcome = outcome_of(dict(request.query_params))
+    if outcome is not None:  # after a bulk action: what it did, from whole numbers only
+        context["notice"] = outcome.text()
+    if search.query is None:
+        return context
+    found = await service.list_threads(who, group, search.query)
+    last = max(1, -(-found.total // found.pagesize))
+    path = request.url.path
+    following = [f"{t.id}:{t.version}" for t in found.threads if not t.final]
+    live = f"{ui_base(group)}/threads/live?" + urlencode([("t", t) for t in following])
+    context.update(
+        live=live if following else None,
+        rows=await rows(service, found, group),
+        total=found.total,
+        pages={
+            "number": found.page,
+            "last": last,
+            "newer": search.link(path, found.page - 1) if found.page > 1 else None,
+            "older": search.link(path, found.page + 1) if found.page < last else None,
+            "first": (found.page - 1) * found.pagesize + 1 if found.threads else 0,
+            "end": (found.page - 1) * found.pagesize + len(found.threads),
+        },
+    )
+    return context
 
 
 async def rows(service: Service, found: ThreadPage, group: str | None) -> list[Row]:
@@ -143,25 +167,6 @@ async def rows(service: Service, found: ThreadPage, group: str | None) -> list[R
                 names[thread.group_id] = str(thread.group_id)
         result.append(Row(thread, f"{ui_base(group)}/threads/{thread.id}", names[thread.group_id]))
     return result
-
-
-def _pages(path: str, found: ThreadPage, filters: dict[str, str]) -> dict[str, object]:
-    last = max(1, -(-found.total // found.pagesize))
-
-    def link(number: int) -> str:
-        query = {k: v for k, v in filters.items() if v}
-        if number > 1:
-            query["page"] = str(number)
-        return f"{path}?{urlencode(query)}" if query else path
-
-    return {
-        "number": found.page,
-        "last": last,
-        "newer": link(found.page - 1) if found.page > 1 else None,
-        "older": link(found.page + 1) if found.page < last else None,
-        "first": (found.page - 1) * found.pagesize + 1 if found.threads else 0,
-        "end": (found.page - 1) * found.pagesize + len(found.threads),
-    }
 
 
 # -- one thread -------------------------------------------------------------------------------
@@ -189,6 +194,7 @@ async def thread_page(request: Request) -> Response:
         "log": tail,
         "last_seq": tail.events[-1].seq if tail and tail.events else 0,
         "may_cancel": state.service.may_cancel(who, ref, thread),
+        "run_again": run_again_link(state.service, who, base, thread, group),
         "nav": "groups" if group else "threads",
         "percent": percent(thread),
     })
