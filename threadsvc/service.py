@@ -388,6 +388,11 @@ class Service:
                 await watcher.wait(remaining)
                 current = watcher.thread or current
 
+    def may_cancel_here(self, who: Principal, group: Group | None) -> bool:
+        """Whether `who` may cancel threads of a list here (a group, or None: server routes),
+        as `cancel` decides before it finds the thread."""
+        return who.has_role(group.id if group else SERVER_GROUP_ID, CANCEL_ROLE)
+
     def may_delete(self, who: Principal, group: Group | None) -> bool:
         """Whether `who` may delete ended threads here (a group, or None: server routes), as
         `delete` decides."""

@@ -25,7 +25,7 @@ from threadsvc.models import (
     ThreadPage,
     now_ms,
 )
-from threadsvc.service import CANCEL_ROLE, Service
+from threadsvc.service import Service
 from threadsvc.web.console.again import run_again_link
 from threadsvc.web.console.bulk import outcome_of
 from threadsvc.web.console.finding import (
@@ -124,7 +124,7 @@ async def list_page(
         "search": search, "rows": [], "total": 0, "pages": None,
         "statuses": STATUS_FILTERS, "sorts": sort_choices(), "pagesizes": PAGESIZES,
         "job_names": [spec.name for spec in service.registry],
-        "may_cancel": who.has_role(where.id if where else SERVER_GROUP_ID, CANCEL_ROLE),
+        "may_cancel": service.may_cancel_here(who, where),
         "may_delete": service.may_delete(who, where),
         "list_path": request.url.path, "labels": LABELS, "live": None,
     }

@@ -45,6 +45,11 @@ coalesce(ended, 9223372036854775807) ASC, seq ASC
 -- name: order_ended_desc
 coalesce(ended, 9223372036854775807) DESC, seq DESC
 
+-- name: filter_id_prefix
+-- As the shared one, marked as matching few rows: without the hint SQLite's planner prefers an
+-- index that gives the list's order (a whole group's threads read to find one id).
+likelihood(id >= :id_prefix, 0.0001) AND likelihood(id < :id_prefix_end, 0.0001)
+
 -- name: filter_statuses
 status IN (SELECT value FROM json_each(:statuses))
 
