@@ -164,3 +164,18 @@ def test_run_again_prefills_the_form(server: Server) -> None:
         assert re.search(r'name="warn"[^>]*value="2"', form.text)
     with signed_in(server, "reviewer") as client:  # who may not start sleep: no link
         assert "again=" not in client.get(f"{GROUP}/threads/{done}").text
+
+
+def test_a_reviewer_cannot_cancel_in_bulk(server: Server) -> None:
+    running = start_sleep(server, "contributor", seconds="30", steps="30")
+    try:
+        with signed_in(server, "reviewer") as client:
+            csrf = csrf_of(client.get(f"{UI}/groups"))
+            refused = client.post(f"{GROUP}/threads/bulk", data={
+                "csrf": csrf, "action": "cancel", "scope": "selected", "confirmed": "yes",
+                "id": [running]})
+            assert refused.status_code == 403
+        assert thread_status(server, running) != "cancelled"
+    finally:
+        with server.client("admin") as http:
+            http.post(f"/ps/service/threads/{running}/cancel")

@@ -71,7 +71,7 @@ class ListQuery:
 
     def rows(self, bucket: int | None = None, newer: int = 0) -> Named:
         """list_threads, skipping the buckets above `bucket` (and the `newer` threads they
-        hold) rather than counting through them."""
+        hold) rather than counting through them; in another order, list_threads_sorted."""
         where, args = self.where, {**self.args, "limit": self.limit, "offset": self.offset}
         if self.order is not None:
             return "list_threads_sorted", args, (*where, self.order)
@@ -102,7 +102,7 @@ def list_query(query: ThreadFilter, statuses: Any) -> ListQuery:
         args["id_prefix_end"] = query.id_prefix + "g"
     order = None
     if query.sort != "created" or not query.descending:
+        # The total still comes from thread_counts when it can; the rows then skip by offset.
         order = f"order_{query.sort}_{'desc' if query.descending else 'asc'}"
-        counted = False
     offset = (query.page - 1) * query.pagesize
     return ListQuery(tuple(where), args, counted, query.pagesize, offset, order)
