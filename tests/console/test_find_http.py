@@ -179,3 +179,16 @@ def test_a_reviewer_cannot_cancel_in_bulk(server: Server) -> None:
     finally:
         with server.client("admin") as http:
             http.post(f"/ps/service/threads/{running}/cancel")
+
+
+def test_pages_keep_the_search(server: Server) -> None:
+    for _ in range(11):  # two pages of 10 at least, whatever ran before
+        start_sleep(server, "contributor", seconds="0", steps="1")
+    with signed_in(server, "contributor") as client:
+        page = client.get(f"{GROUP}/threads", params={
+            "status": "all", "pagesize": "10", "sort": "ended", "page": "2"})
+        assert page.status_code == 200
+        found = re.search(r'href="([^"]*)" rel="prev"', page.text)
+        assert found, page.text[-3000:]
+        newer = html.unescape(found.group(1))
+        assert "sort=ended" in newer and "pagesize=10" in newer and "&page=" not in newer

@@ -50,7 +50,8 @@ class Search:
 
     def link(self, path: str, page: int = 1) -> str:
         """This search on `path` (page `page`), with the fields that differ from the defaults."""
-        query = {k: v for k, v in self.values.items() if v and v != DEFAULTS.get(k)}
+        query = {k: v for k, v in self.values.items()
+                 if v and v != DEFAULTS.get(k) and k != "page"}
         if page > 1:
             query["page"] = str(page)
         return f"{path}?{urlencode(query)}" if query else path
@@ -58,7 +59,7 @@ class Search:
     @property
     def narrowed(self) -> bool:
         """Whether any field differs from the defaults (the form offers to clear it)."""
-        return any(v and v != DEFAULTS.get(k) for k, v in self.values.items())
+        return any(v and v != DEFAULTS.get(k) and k != "page" for k, v in self.values.items())
 
 
 DEFAULTS = {"in": "any", "status": "all", "sort": "created", "order": "desc",
