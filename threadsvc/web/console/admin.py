@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from threadsvc.models import RUNNING, Status, ThreadFilter, now_ms
 from threadsvc.web.console.pages import page, render, ui_base, viewer
-from threadsvc.web.console.views import list_page
+from threadsvc.web.console.views import list_page, search_status
 
 RUNNING_SHOWN = 1000  # running threads read to draw the nodes
 
@@ -31,7 +31,8 @@ async def queue(request: Request) -> Response:
     fixed."""
     state, who = await viewer(request)
     listing = await list_page(request, state.service, who, None, status="initialised")
-    return render(request, "queue.html", {**listing, "base": ui_base(None), "nav": "queue"})
+    return render(request, "queue.html", {**listing, "base": ui_base(None), "nav": "queue"},
+                  search_status(listing))
 
 
 @page

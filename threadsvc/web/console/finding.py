@@ -70,8 +70,8 @@ def read_search(
     q: ImmutableMultiDict[str, str] | dict[str, str], *, status: str | None = None,
 ) -> Search:
     """The search of a list page's query. `status`: fixed by the page (the queue)."""
-    values = {name: (q.get(name) or "").strip()[:400] for name in FIELDS}
-    values["page"] = (q.get("page") or "").strip()[:20]
+    values = {name: (q.get(name) or "").strip(" ")[:400] for name in FIELDS}
+    values["page"] = (q.get("page") or "").strip(" ")[:20]
     if status is not None:
         values["status"] = status
     values = {k: v or DEFAULTS.get(k, "") for k, v in values.items()}

@@ -32,6 +32,7 @@ from threadsvc.web.console.finding import (
     LABELS,
     PAGESIZES,
     STATUS_FILTERS,
+    Search,
     read_search,
     sort_choices,
 )
@@ -98,7 +99,8 @@ async def group_threads(request: Request) -> Response:
         listing = await list_page(request, state.service, who, group.name)
     except Forbidden as exc:
         return render(request, "threads.html", {**context, "forbidden": str(exc)}, 403)
-    return render(request, "threads.html", {**context, **listing, "forbidden": None})
+    return render(request, "threads.html", {**context, **listing, "forbidden": None},
+                  search_status(listing))
 
 
 @page
@@ -109,7 +111,7 @@ async def all_threads(request: Request) -> Response:
     return render(request, "threads.html", {
         **listing, "group": None, "base": ui_base(None), "nav": "threads", "forbidden": None,
         "jobs": state.service.startable(who, None),
-    })
+    }, search_status(listing))
 
 
 async def list_page(
@@ -152,6 +154,12 @@ async def list_page(
         },
     )
     return context
+
+
+def search_status(listing: dict[str, object]) -> int:
+    """400 for a page whose search has a bad value (shown on it, with the form), else 200."""
+    search = listing["search"]
+    return 400 if isinstance(search, Search) and search.problems else 200
 
 
 async def rows(service: Service, found: ThreadPage, group: str | None) -> list[Row]:
