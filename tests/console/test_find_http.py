@@ -8,11 +8,14 @@ import html
 import re
 import time
 
+import anyio
 import httpx
 
-from tests.console.conftest import UI, start_sleep, thread_status
+from tests.console.conftest import UI, anonymous, start_sleep, thread_status
 from tests.console.test_session import csrf_of, signed_in
 from tests.support import Server
+from threadsvc import admin
+from threadsvc.settings import load_settings
 
 GROUP = f"{UI}/groups/dev"
 
@@ -192,3 +195,34 @@ def test_pages_keep_the_search(server: Server) -> None:
         assert found, page.text[-3000:]
         newer = html.unescape(found.group(1))
         assert "sort=ended" in newer and "pagesize=10" in newer and "&page=" not in newer
+
+
+def test_the_live_stream_ends_when_the_lists_right_is_gone(server: Server) -> None:
+    async def member(add: bool) -> None:
+        async with admin.opened(load_settings(server.config, environ={})) as a:
+            if add:
+                await a.identity.add_user("watcher", "watcher-pw-1", False)
+                await admin.add_member(a, "dev", "watcher", "contributor")
+            else:
+                await admin.remove_member(a, "dev", "watcher")
+
+    anyio.run(member, True)
+    running = start_sleep(server, "contributor", seconds="60", steps="60")
+    try:
+        with anonymous(server) as client:
+            form = client.get(f"{UI}/sign-in")
+            signed = client.post(f"{UI}/sign-in", data={
+                "csrf": csrf_of(form), "username": "watcher", "password": "watcher-pw-1"})
+            assert signed.status_code == 303
+            url = f"{GROUP}/threads/live?t={running}:1"
+            with client.stream("GET", url, timeout=30) as response:
+                assert response.status_code == 200
+                chunks = response.iter_text()
+                assert "retry:" in next(chunks)
+                anyio.run(member, False)  # no longer a member: the next check ends the stream
+                rest = "".join(chunks)
+            assert "event: done" not in rest  # ended for the right, not for the threads
+            assert client.get(url).status_code == 403
+    finally:
+        with server.client("admin") as http:
+            http.post(f"/ps/service/threads/{running}/cancel")
