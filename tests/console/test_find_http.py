@@ -165,6 +165,7 @@ def test_run_again_prefills_the_form(server: Server) -> None:
         assert form.status_code == 200
         assert re.search(r'name="steps"[^>]*value="3"', form.text)
         assert re.search(r'name="warn"[^>]*value="2"', form.text)
+        assert re.search(r'name="result"[^>]*value=""', form.text)  # not given: left empty
     with signed_in(server, "reviewer") as client:  # who may not start sleep: no link
         assert "again=" not in client.get(f"{GROUP}/threads/{done}").text
 

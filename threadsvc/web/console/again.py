@@ -46,6 +46,8 @@ async def prefill(
     more: list[str] = []
     files: list[str] = []
     for name, value in thread.params.items():
+        if value is None:  # not given: left empty, so the job's default holds again
+            continue
         items = value if isinstance(value, list) else [value]
         if isinstance(spec.params.get(name), File) or any(isinstance(i, dict) for i in items):
             files.extend(f"{name}: {i.get('name', '?')}" for i in items if isinstance(i, dict))
