@@ -49,7 +49,6 @@ from threadsvc.web.console.pages import (
 )
 from threadsvc.xml.render import logs_text
 
-PAGESIZE = 25
 LOG_TAIL = 200  # events of the log a thread page shows
 
 
