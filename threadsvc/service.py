@@ -169,12 +169,9 @@ class Service:
     async def current_states(self, group: Group | None, ids: list[str]) -> list[Thread]:
         """The threads of these ids in `group`'s list (None: any), as they stand now, for a
         list that follows them (its right asked by `may_watch_list`)."""
-        found = []
-        for thread_id in ids:
-            thread = self.runner.current(thread_id) or await self.store.get_thread(thread_id)
-            if thread is not None and self.may_see_in_list(group, thread):
-                found.append(thread)
-        return found
+        here = {i: t for i in ids if (t := self.runner.current(i)) is not None}  # newest
+        stored = await self.store.get_threads([i for i in ids if i not in here])
+        return [t for t in (*here.values(), *stored) if self.may_see_in_list(group, t)]
 
     def may_see_in_list(self, group: Group | None, thread: Thread) -> bool:
         """Whether `thread` belongs to the list of `group` (None: the server's, every thread)."""

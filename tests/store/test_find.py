@@ -99,3 +99,13 @@ async def test_a_sorted_list_pages_and_totals_like_any_other(store: Store) -> No
     finished = await store.list_threads(ThreadFilter(
         statuses=frozenset({Status.COMPLETED}), group_id=240, sort="ended", pagesize=3))
     assert [x.id for x in finished.threads] == [t[0], t[2], t[3]] and finished.total == 4
+
+
+async def test_threads_by_their_ids_in_one_read(store: Store) -> None:
+    threads = await fill(store)
+    wanted = [threads[5].id, threads[0].id, "f" * 32]
+    found = {t.id: t for t in await store.get_threads(wanted)}
+    assert set(found) == {threads[5].id, threads[0].id}  # an unknown id: nothing
+    assert found[threads[0].id].status is Status.COMPLETED
+    assert found[threads[5].id].status is Status.INITIALISED
+    assert await store.get_threads([]) == []

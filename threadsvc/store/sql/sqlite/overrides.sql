@@ -50,6 +50,10 @@ coalesce(ended, 9223372036854775807) DESC, seq DESC
 -- index that gives the list's order (a whole group's threads read to find one id).
 likelihood(id >= :id_prefix, 0.0001) AND likelihood(id < :id_prefix_end, 0.0001)
 
+-- name: get_threads
+-- A page of threads by id (an array), for a list that follows them.
+SELECT * FROM threads WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: filter_statuses
 status IN (SELECT value FROM json_each(:statuses))
 
