@@ -51,6 +51,26 @@ class Watcher:
         return arrived
 
 
+class ListWatcher(Watcher):
+    """One waiting client for many threads (a list page): the latest state of each."""
+
+    def __init__(self) -> None:
+        super().__init__(logs=False)
+        self.latest: dict[str, Thread] = {}
+
+    def _push(self, thread: Thread | None, events: Iterable[LogEvent]) -> None:
+        if thread is not None:
+            seen = self.latest.get(thread.id)
+            if seen is None or thread.version >= seen.version:
+                self.latest[thread.id] = thread
+            self._wake.set()
+
+    def take(self) -> list[Thread]:
+        """The states arrived since the last call."""
+        arrived, self.latest = list(self.latest.values()), {}
+        return arrived
+
+
 class Changes:
     def __init__(self, announce: Callable[[set[str]], None] | None = None) -> None:
         self._watchers: dict[str, set[Watcher]] = {}
@@ -101,6 +121,23 @@ class Changes:
                 watchers.discard(watcher)
                 if not watchers:
                     del self._watchers[thread_id]
+
+    @contextlib.contextmanager
+    def watch_many(self, thread_ids: Iterable[str]) -> Iterator[ListWatcher]:
+        """One watcher for several threads (their states only, no log events)."""
+        watcher = ListWatcher()
+        ids = set(thread_ids)
+        for thread_id in ids:
+            self._watchers.setdefault(thread_id, set()).add(watcher)
+        try:
+            yield watcher
+        finally:
+            for thread_id in ids:
+                watchers = self._watchers.get(thread_id)
+                if watchers is not None:
+                    watchers.discard(watcher)
+                    if not watchers:
+                        del self._watchers[thread_id]
 
     @property
     def watching(self) -> int:

@@ -183,8 +183,20 @@ class ThreadFilter:
     since: int | None = None
     until: int | None = None
     deletion_before: int | None = None  # only threads with a result deleted before this
+    id_prefix: str | None = None  # lowercase hex: threads whose id starts so (a whole id too)
+    name: str | None = None  # threads whose name holds this (letter case aside)
+    text: str | None = None  # threads whose message holds this (letter case aside)
+    ended_since: int | None = None
+    ended_until: int | None = None
+    sort: str = "created"  # one of SORTS
+    descending: bool = True
     page: int = 1
     pagesize: int = 100
+
+
+# How a list may be ordered. A thread not yet ended sorts as if it ended after every other
+# (first when newest first, last when oldest first), for `ended` and for `duration` alike.
+SORTS = ("created", "ended", "duration")
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,7 @@ LOG_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may read 
 LIST_ROLE = Role.CONTRIBUTOR  # the least role in a group that may list all its threads
 CANCEL_ROLE = Role.CONTRIBUTOR  # the least role in a thread's group that may cancel it
 FIND_PREFIX_LIMIT = 50  # threads read for the start of an id (8 characters: rarely two)
+DELETE_ROLE = Role.MANAGER  # the least role in a thread's group that may delete it
 FILES_CHECK_SECONDS = 5.0  # how long /ready reuses its check of the file storage
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,22 @@ class Service:
         if query.job is not None and query.job not in {spec.name for spec in self.registry}:
             return ThreadPage([], 0, query.page, query.pagesize)  # an unknown type matches nothing
         return await self.store.list_threads(query)
+
+    async def may_watch_list(self, who: Principal, group_ref: str | None) -> Group | None:
+        """The group (None: the server) whose list `who` may follow live: the right to list
+        it (`list_threads`'), asked again by a stream as it goes. Raises as the list does."""
+        return (await self._scope(who, group_ref, Role.CONTRIBUTOR)).group
+
+    async def current_states(self, group: Group | None, ids: list[str]) -> list[Thread]:
+        """The threads of these ids in `group`'s list (None: any), as they stand now, for a
+        list that follows them (its right asked by `may_watch_list`)."""
+        here = {i: t for i in ids if (t := self.runner.current(i)) is not None}  # newest
+        stored = await self.store.get_threads([i for i in ids if i not in here])
+        return [t for t in (*here.values(), *stored) if self.may_see_in_list(group, t)]
+
+    def may_see_in_list(self, group: Group | None, thread: Thread) -> bool:
+        """Whether `thread` belongs to the list of `group` (None: the server's, every thread)."""
+        return group is None or thread.group_id == group.id
 
     async def get_thread(self, who: Principal, group_ref: str | None, thread_id: str) -> Thread:
         """The thread for the task resource and progress: reviewers of its group, or (server
@@ -478,8 +495,18 @@ class Service:
                 await watcher.wait(remaining)
                 current = watcher.thread or current
 
+    def may_cancel_here(self, who: Principal, group: Group | None) -> bool:
+        """Whether `who` may cancel threads of a list here (a group, or None: server routes),
+        as `cancel` decides before it finds the thread."""
+        return who.has_role(group.id if group else SERVER_GROUP_ID, CANCEL_ROLE)
+
+    def may_delete(self, who: Principal, group: Group | None) -> bool:
+        """Whether `who` may delete ended threads here (a group, or None: server routes), as
+        `delete` decides."""
+        return who.has_role(group.id if group else SERVER_GROUP_ID, DELETE_ROLE)
+
     async def delete(self, who: Principal, group_ref: str | None, thread_id: str) -> None:
-        scope = await self._scope(who, group_ref, Role.MANAGER)
+        scope = await self._scope(who, group_ref, DELETE_ROLE)
         thread = await self._thread(who, thread_id, scope)
         if not thread.final:
             raise ThreadStillRunning(f"Thread '{thread.id}' is {thread.status.value}; cancel it first")

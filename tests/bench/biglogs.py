@@ -100,6 +100,27 @@ FROM generate_series(1, %(count)s) AS i
 """
 
 
+def finding(client: httpx.Client, path: str, sizes: Sizes,
+            ) -> dict[str, tuple[dict[str, float], str]]:
+    """The list's searches and orders (the console's list pages ask the same), page 1 of 100."""
+    head = client.get(path, params={"status": "all", "pagesize": 1})
+    some_id = re.search(rb'id="([0-9a-f]{32})"', head.content).group(1).decode()  # type: ignore[union-attr]
+    asked = {
+        "sorted by end, newest first": ({"sort": "ended"}, "index threads_group_ended"),
+        "sorted by end, oldest first": ({"sort": "ended", "order": "asc"}, "the same index"),
+        "an id by its first 8 characters": ({"id": some_id[:8]}, "the unique index on id"),
+        "sorted by duration": ({"sort": "duration"}, "no index: every matching row is sorted"),
+        "a name searched, every thread matching": (
+            {"name": "no-op"}, "no index: the total counts every match"),
+    }
+    found = {}
+    for label, (query, note) in asked.items():
+        stats, _ = timed_gets(client, path, {"status": "all", "pagesize": 100, **query},
+                              max(3, sizes.read_repeats // 5))
+        found[label] = (stats, note)
+    return found
+
+
 def fill(server: BenchServer, count: int) -> float:
     """Insert `count` completed threads into the server's (seeded, stopped) store; seconds."""
     base = int(time.time() * 1000) - count * 10 - 60_000
@@ -123,6 +144,10 @@ def big_table(results: Results, stores: Stores, store: str, sizes: Sizes, work: 
                     sizes.read_repeats,
                 )
                 pages[(page, pagesize)] = stats
+            found = finding(client, path, sizes)
+    for label, (stats, note) in found.items():
+        results.add(Figure(ITEM, f"{label}, of {n:,} threads (median)", store, stats["p50"], "ms",
+                           higher_is_better=False, note=f"p95 {stats['p95']:.1f} ms; {note}"))
     for (page, pagesize), stats in pages.items():
         last = ""
         if (page - 1) * pagesize >= n:

@@ -42,13 +42,15 @@ def browser(server: Server) -> Iterator[httpx.Client]:
 
 
 @pytest.mark.parametrize("page", ["/ps/ui/groups/dev/threads", "/ps/ui/threads"])
-@pytest.mark.parametrize("name", ["user", "job", "status", "page"])
+@pytest.mark.parametrize("name", ["user", "job", "status", "page", "q", "created-from", "sort",
+                                  "pagesize"])
 def test_console_filters(server: Server, browser: httpx.Client, page: str, name: str) -> None:
     for control in CONTROLS:
         answer = browser.get(f"{page}?{name}={control}")
         assert answer.status_code == 400, (name, control, answer.status_code, answer.text[:300])
         assert answer.headers["content-type"].startswith("text/html")
-    plain = {"user": "contributor", "job": "sleep", "status": "all", "page": "1"}[name]
+    plain = {"user": "contributor", "job": "sleep", "status": "all", "page": "1", "q": "sleep",
+             "created-from": "2026-01-01", "sort": "ended", "pagesize": "25"}[name]
     for value in ("", plain, f"%20{plain}%20"):  # plain values (spaces around them) still work
         assert browser.get(f"{page}?{name}={value}").status_code == 200, (name, value)
     still_serving(server)
@@ -72,7 +74,9 @@ def test_console_group_names(server: Server, browser: httpx.Client, ref: str) ->
 
 
 LIST_PARAMETERS = {"username": "x", "type": "x", "status": "all", "since": "1", "until": "1",
-                   "deletion-before": "1", "page": "1", "pagesize": "10"}
+                   "deletion-before": "1", "page": "1", "pagesize": "10", "id": "ab12",
+                   "name": "x", "text": "x", "ended-since": "1", "ended-until": "1",
+                   "sort": "ended", "order": "asc"}
 
 
 @pytest.mark.parametrize("name", list(LIST_PARAMETERS))

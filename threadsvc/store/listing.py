@@ -1,5 +1,9 @@
-"""A thread list as SQL: the filter_* fragments of its WHERE clause, and whether the counts that
-triggers keep (thread_counts) can answer for its total instead of counting rows."""
+"""A thread list as SQL: the filter_* fragments of its WHERE clause, its order_* fragment when
+it is not newest first, and whether the counts that triggers keep (thread_counts) can answer
+for its total instead of counting rows.
+
+Search text reaches SQL only as a bound LIKE pattern whose own `%`, `_` and `\\` are escaped:
+a search is a substring match, never a pattern the caller writes."""
 
 from __future__ import annotations
 
@@ -17,7 +21,13 @@ _FILTERS = {
     "since": "filter_since",
     "until": "filter_until",
     "deletion_before": "filter_deletion_before",
+    "id_prefix": "filter_id_prefix",
+    "name": "filter_name",
+    "text": "filter_text",
+    "ended_since": "filter_ended_since",
+    "ended_until": "filter_ended_until",
 }
+_LIKE = ("name", "text")  # substring searches, letter case aside
 _COUNTED = frozenset({"group_id"})  # the filters that thread_counts can total, with statuses
 
 # A named query, its arguments, and the names of the fragments that fill its `{where}`.
@@ -25,11 +35,23 @@ Named = tuple[str, dict[str, Any], Sequence[str]]
 
 
 def statement(queries: Mapping[str, str], name: str, where: Sequence[str] | None) -> str:
-    """The SQL of query `name`, its `{where}` (if any) the fragments named, ANDed."""
+    """The SQL of query `name`, its `{where}` (if any) the filter fragments named, ANDed, and
+    its `{order}` the order_* fragment named among them."""
     sql = queries[name]
     if where is None:
         return sql
-    return sql.format(where=" AND ".join(f"({queries[part]})" for part in where) or "1 = 1")
+    filters = [part for part in where if not part.startswith("order_")]
+    order = [queries[part] for part in where if part.startswith("order_")]
+    return sql.format(
+        where=" AND ".join(f"({queries[part]})" for part in filters) or "1 = 1",
+        order=order[0] if order else "seq DESC",
+    )
+
+
+def like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere (lowercase, as the filters compare it)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +63,7 @@ class ListQuery:
     counted: bool
     limit: int
     offset: int
+    order: str | None = None  # the order_* fragment, when not newest first
 
     def counts(self) -> Named:
         """locate_page, when `counted`: the total, and the bucket where the page starts."""
@@ -48,8 +71,10 @@ class ListQuery:
 
     def rows(self, bucket: int | None = None, newer: int = 0) -> Named:
         """list_threads, skipping the buckets above `bucket` (and the `newer` threads they
-        hold) rather than counting through them."""
+        hold) rather than counting through them; in another order, list_threads_sorted."""
         where, args = self.where, {**self.args, "limit": self.limit, "offset": self.offset}
+        if self.order is not None:
+            return "list_threads_sorted", args, (*where, self.order)
         if bucket is not None:
             where = (*where, "filter_below_bucket")
             args.update(bucket=bucket, offset=self.offset - newer)
@@ -71,7 +96,13 @@ def list_query(query: ThreadFilter, statuses: Any) -> ListQuery:
         value = getattr(query, name)
         if value is not None:
             where.append(fragment)
-            args[name] = value
+            args[name] = like(value) if name in _LIKE else value
             counted = counted and name in _COUNTED
+    if query.id_prefix is not None:  # ids are lowercase hex: every one so begun sorts below
+        args["id_prefix_end"] = query.id_prefix + "g"
+    order = None
+    if query.sort != "created" or not query.descending:
+        # The total still comes from thread_counts when it can; the rows then skip by offset.
+        order = f"order_{query.sort}_{'desc' if query.descending else 'asc'}"
     offset = (query.page - 1) * query.pagesize
-    return ListQuery(tuple(where), args, counted, query.pagesize, offset)
+    return ListQuery(tuple(where), args, counted, query.pagesize, offset, order)

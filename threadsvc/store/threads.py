@@ -83,6 +83,15 @@ class ThreadRules(WebhookRules):
 
         return await self._read(do)
 
+    async def get_threads(self, thread_ids: list[str]) -> list[Thread]:
+        """The threads of these ids that exist, in one read (a live list's page, when its
+        stream opens); in no particular order."""
+        async def do(tx: Tx) -> list[Thread]:
+            rows = await tx.all("get_threads", {"ids": tx.array(sorted(set(thread_ids)))})
+            return [thread_from_row(row) for row in rows]
+
+        return await self._read(do) if thread_ids else []
+
     async def list_threads(self, query: ThreadFilter) -> ThreadPage:
         """Newest first; `total` counts every thread matching, across pages."""
         async def do(tx: Tx) -> ThreadPage:

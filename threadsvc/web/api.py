@@ -116,6 +116,13 @@ async def list_threads(request: Request) -> Response:
         since=params.timestamp("since", q.get("since")),
         until=params.timestamp("until", q.get("until")),
         deletion_before=params.timestamp("deletion-before", q.get("deletion-before")),
+        id_prefix=params.id_prefix(q.get("id")),
+        name=params.search("name", q.get("name")),
+        text=params.search("text", q.get("text")),
+        ended_since=params.timestamp("ended-since", q.get("ended-since")),
+        ended_until=params.timestamp("ended-until", q.get("ended-until")),
+        sort=params.sort(q.get("sort")),
+        descending=params.descending(q.get("order")),
         page=params.integer("page", q.get("page"), 1, 1, 10**9),
         pagesize=params.integer("pagesize", q.get("pagesize"), 100, 1, 1000),
     )

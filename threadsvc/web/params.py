@@ -6,11 +6,13 @@ import re
 from datetime import UTC, datetime
 
 from threadsvc.errors import BadParameter
-from threadsvc.models import ACTIVE, AUDIT_ACTIONS, FINAL, Level, Status
+from threadsvc.models import ACTIVE, AUDIT_ACTIONS, FINAL, SORTS, Level, Status
 
 _INT = re.compile(r"[0-9]{1,15}")  # epoch milliseconds
 _DIGITS = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_HEX = re.compile(r"[0-9a-f]{1,32}")
+SEARCH_MAX = 200  # characters of a name or message searched for
 
 
 def _no_controls(name: str, raw: str) -> str:
@@ -103,3 +105,44 @@ def level(raw: str | None) -> Level:
         return Level.parse(raw)
     except ValueError:
         raise BadParameter("level", "must be DEBUG, INFO, WARN or ERROR") from None
+
+
+def id_prefix(raw: str | None) -> str | None:
+    """A thread id, whole or its first characters (any case): lowercase hex, at most 32."""
+    found = text("id", raw)
+    if found is None or found.strip() == "":
+        return None
+    found = found.strip().lower()
+    if not _HEX.fullmatch(found):
+        raise BadParameter("id", "must be a thread id or its first characters (0-9, a-f)")
+    return found
+
+
+def search(name: str, raw: str | None) -> str | None:
+    """A part of a name or message to look for: None when absent or blank."""
+    found = text(name, raw)
+    if found is None or found.strip() == "":
+        return None
+    if len(found) > SEARCH_MAX:
+        raise BadParameter(name, f"may be at most {SEARCH_MAX} characters")
+    return found.strip()
+
+
+def sort(raw: str | None) -> str:
+    """What a list is ordered by (models.SORTS); `created` by default."""
+    found = text("sort", raw)
+    if found is None:
+        return "created"
+    if found not in SORTS:
+        raise BadParameter("sort", f"must be one of {', '.join(SORTS)}")
+    return found
+
+
+def descending(raw: str | None) -> bool:
+    """`order`: `desc` (the default) or `asc`."""
+    found = text("order", raw)
+    if found is None or found == "desc":
+        return True
+    if found != "asc":
+        raise BadParameter("order", "must be asc or desc")
+    return False

@@ -88,6 +88,35 @@ SELECT * FROM threads WHERE seq IN (
 )
 ORDER BY seq DESC;
 
+-- name: list_threads_sorted
+-- Another order than newest first ({order}: an order_* fragment, seq breaking ties), the
+-- page's seqs first as list_threads does.
+SELECT * FROM threads WHERE seq IN (
+    SELECT seq FROM threads WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset
+)
+ORDER BY {order};
+
+-- name: order_created_asc
+seq ASC
+
+-- name: order_created_desc
+seq DESC
+
+-- name: order_ended_asc
+-- A thread not yet ended sorts after every ended one (as if it ended last), both ways: the
+-- order of an index on (ended, seq), read forwards or backwards.
+ended ASC NULLS LAST, seq ASC
+
+-- name: order_ended_desc
+ended DESC NULLS FIRST, seq DESC
+
+-- name: order_duration_asc
+-- A thread cancelled before it started took no time; one not yet ended sorts as the longest.
+(ended - coalesce(started, ended)) ASC NULLS LAST, seq ASC
+
+-- name: order_duration_desc
+(ended - coalesce(started, ended)) DESC NULLS FIRST, seq DESC
+
 -- name: count_threads
 SELECT count(*) FROM threads WHERE {where};
 
@@ -117,6 +146,22 @@ created >= :since
 
 -- name: filter_until
 created <= :until
+
+-- name: filter_id_prefix
+-- A range on the unique index of ids (lowercase hex; :id_prefix_end is the prefix and 'g').
+id >= :id_prefix AND id < :id_prefix_end
+
+-- name: filter_name
+lower(name) LIKE :name ESCAPE '\'
+
+-- name: filter_text
+lower(message) LIKE :text ESCAPE '\'
+
+-- name: filter_ended_since
+ended >= :ended_since
+
+-- name: filter_ended_until
+ended <= :ended_until
 
 -- name: cancel_initialised
 UPDATE threads

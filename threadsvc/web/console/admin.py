@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from threadsvc.errors import BadParameter
 from threadsvc.models import RUNNING, Status, ThreadFilter, now_ms
-from threadsvc.web import params
 from threadsvc.web.console.pages import page, render, ui_base, viewer
-from threadsvc.web.console.views import PAGESIZE, rows
+from threadsvc.web.console.views import list_page, search_status
 
 RUNNING_SHOWN = 1000  # running threads read to draw the nodes
 
@@ -29,27 +27,12 @@ class Node:
 
 @page
 async def queue(request: Request) -> Response:
+    """The waiting threads: a list like the others (search, sort, bulk cancel), its status
+    fixed."""
     state, who = await viewer(request)
-    errors: dict[str, str] = {}
-    try:
-        page_number = params.integer("page", request.query_params.get("page"), 1, 1, 10**9)
-    except BadParameter as exc:  # said on the page, which lists the first page
-        errors["page"], page_number = str(exc), 1
-    query = ThreadFilter(statuses=frozenset({Status.INITIALISED}), page=page_number,
-                         pagesize=PAGESIZE)
-    found = await state.service.list_threads(who, None, query)
-    last = max(1, -(-found.total // PAGESIZE))
-    return render(request, "queue.html", {
-        "rows": await rows(state.service, found, None),
-        "total": found.total,
-        "number": found.page,
-        "newer": f"?page={found.page - 1}" if found.page > 1 else None,
-        "older": f"?page={found.page + 1}" if found.page < last else None,
-        "last": last,
-        "base": ui_base(None),
-        "nav": "queue",
-        "errors": errors,
-    }, 400 if errors else 200)
+    listing = await list_page(request, state.service, who, None, status="initialised")
+    return render(request, "queue.html", {**listing, "base": ui_base(None), "nav": "queue"},
+                  search_status(listing))
 
 
 @page

@@ -28,6 +28,7 @@ from threadsvc.state import AppState, app_state
 from threadsvc.uploads import Upload
 from threadsvc.web import errors, job_body
 from threadsvc.web.auth import client_address, session_user
+from threadsvc.web.console.again import Prefill, prefill
 from threadsvc.web.console.pages import (
     SIGN_IN,
     CsrfRefused,
@@ -154,12 +155,17 @@ async def start_form(request: Request) -> Response:
         except (BadParameter, Forbidden) as exc:
             status, _ = errors.status_of(exc) or (400, "")
             return await _form(request, state, who, ref, None, {}, exc, status)
+    again = request.query_params.get("again")
+    if name is not None and again:  # Run again: the form as an earlier thread had it
+        filled = await prefill(state.service, who, ref, again, state.service.registry.get(name))
+        return await _form(request, state, who, ref, name, filled.values, None, again=filled)
     return await _form(request, state, who, ref, name, {}, None)
 
 
 async def _form(
     request: Request, state: AppState, who: Principal, ref: str | None, name: str | None,
     values: dict[str, str], error: ThreadsvcError | None, status_code: int = 200,
+    again: Prefill | None = None,
 ) -> Response:
     group = await state.service.group(ref) if ref is not None else None
     names = state.service.startable(who, group)
@@ -179,6 +185,7 @@ async def _form(
         "values": values,
         "error": str(error) if error else None,
         "error_field": getattr(error, "name", None),
+        "again": again,
         "nav": "groups" if group else "threads",
     }, status_code)
 

@@ -10,10 +10,12 @@ from starlette.staticfiles import StaticFiles
 from threadsvc.web.console import (
     admin,
     auditlog,
+    bulk,
     dashboard,
     find,
     forms,
     hooks,
+    live,
     logview,
     people,
     views,
@@ -27,6 +29,8 @@ async def home(request: Request) -> Response:
 
 def _thread_routes(base: str) -> list[BaseRoute]:
     pages = [  # under a group, and at server level
+        ("/threads/live", "GET", live.list_events),  # before /threads/{id}
+        ("/threads/bulk", "POST", bulk.bulk),
         ("/threads/{id}", "GET", views.thread_page),
         ("/threads/{id}/log.txt", "GET", logview.log_text),
         ("/threads/{id}/log.json", "GET", logview.log_json),

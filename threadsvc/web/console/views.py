@@ -7,18 +7,17 @@ or NotFound from it is what the user sees.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from threadsvc.errors import BadParameter, NotFound
-from threadsvc.identity import LONGEST_NAME
+from threadsvc.errors import NotFound
 from threadsvc.models import (
     SERVER_GROUP_ID,
+    Principal,
     Status,
     Thread,
     ThreadFilter,
@@ -26,8 +25,17 @@ from threadsvc.models import (
     now_ms,
 )
 from threadsvc.service import Service
-from threadsvc.web import params
 from threadsvc.web.console import details, logview
+from threadsvc.web.console.again import run_again_link
+from threadsvc.web.console.bulk import outcome_of
+from threadsvc.web.console.finding import (
+    LABELS,
+    PAGESIZES,
+    STATUS_FILTERS,
+    Search,
+    read_search,
+    sort_choices,
+)
 from threadsvc.web.console.pages import (
     page,
     poster,
@@ -38,10 +46,6 @@ from threadsvc.web.console.pages import (
     ui_base,
     viewer,
 )
-
-PAGESIZE = 25
-T = TypeVar("T")
-STATUS_FILTERS = ("all", "active", "finished", *(s.value for s in Status))
 
 
 @dataclass(frozen=True)
@@ -82,80 +86,79 @@ async def group_threads(request: Request) -> Response:
     group = await state.service.group(ref)
     context = {"group": group, "base": ui_base(group.name), "nav": "groups",
                "jobs": state.service.startable(who, group)}
-    if not state.service.may_list(who, group):
-        own: Lister = lambda q: state.service.own_threads(who, group.name, q)
-        listing, status = await _listing(request, state.service, own, group.name)
-        return render(request, "own_threads.html", {**context, **listing}, status)
-    every: Lister = lambda q: state.service.list_threads(who, group.name, q)
-    listing, status = await _listing(request, state.service, every, group.name)
-    return render(request, "threads.html", {**context, **listing, "forbidden": None}, status)
+    own = not state.service.may_list(who, group)  # a reviewer: the threads they started
+    listing = await list_page(request, state.service, who, group.name, own=own)
+    return render(request, "own_threads.html" if own else "threads.html",
+                  {**context, **listing, "forbidden": None}, search_status(listing))
 
 
 @page
 async def all_threads(request: Request) -> Response:
     """Administrators: every thread of the server (the service refuses anyone else)."""
     state, who = await viewer(request)
-    listing, status = await _listing(
-        request, state.service, lambda q: state.service.list_threads(who, None, q), None)
+    listing = await list_page(request, state.service, who, None)
     return render(request, "threads.html", {
         **listing, "group": None, "base": ui_base(None), "nav": "threads", "forbidden": None,
         "jobs": state.service.startable(who, None),
-    }, status)
+    }, search_status(listing))
 
 
-Lister = Callable[[ThreadFilter], Awaitable[ThreadPage]]
+async def list_page(
+    request: Request, service: Service, who: Principal, group: str | None,
+    status: str | None = None, own: bool = False,
+) -> dict[str, object]:
+    """A list page's search (finding.py), its rows, pages and bulk actions; a bad field is
+    named on the page and nothing is listed. `own`: the threads `who` started in `group`
+    (`Service.own_threads`), for a member who may not list them all; not followed live (the
+    stream is the whole list's right)."""
+    search = read_search(request.query_params, status=status)
 
+    def lister(query: ThreadFilter) -> Awaitable[ThreadPage]:
+        if own:
+            assert group is not None
+            return service.own_threads(who, group, query)
+        return service.list_threads(who, group, query)
 
-def _filter(request: Request) -> tuple[ThreadFilter, dict[str, str], dict[str, str]]:
-    """The list's query from the query string, the filters as typed (to show them again), and
-    each bad one's problem by field name (then the query holds the defaults in its place)."""
-    q = request.query_params
-    errors: dict[str, str] = {}
-
-    def checked(name: str, parse: Callable[[], T], default: T) -> T:
-        try:
-            return parse()
-        except BadParameter as exc:
-            errors[name] = str(exc)
-            return default
-
-    status = q.get("status") or "all"
-    user = checked("user", lambda: params.text("user", q.get("user")), None)
-    if user is not None and len(user) > LONGEST_NAME:
-        errors["user"] = (f"Parameter 'user' is longer than {LONGEST_NAME} characters: "
-                          "no user has such a name")
-        user = None
-    query = ThreadFilter(
-        statuses=checked("status", lambda: params.statuses(status), frozenset(Status)),
-        username=user,
-        job=checked("job", lambda: params.text("job", q.get("job")), None),
-        page=checked("page", lambda: params.integer("page", q.get("page"), 1, 1, 10**9), 1),
-        pagesize=PAGESIZE,
-    )
-    filters = {"status": status, "user": q.get("user", ""), "job": q.get("job", "")}
-    return query, filters, errors
-
-
-async def _listing(
-    request: Request, service: Service, lister: Lister, group: str | None,
-) -> tuple[dict[str, object], int]:
-    """A list page's context and status: 400, with the form as sent and each problem next to
-    its field, when a filter is bad (nothing is listed then)."""
-    query, filters, errors = _filter(request)
-    if errors:
-        await lister(ThreadFilter(pagesize=1))  # a bad filter must not hide a refusal
-        found = ThreadPage([], 0, 1, PAGESIZE)
-    else:
-        found = await lister(query)
-    return {
-        "rows": await rows(service, found, group),
-        "total": found.total,
-        "filters": filters,
-        "errors": errors,
-        "statuses": STATUS_FILTERS,
+    where = await service.group(group) if group is not None else None
+    context: dict[str, object] = {
+        "search": search, "rows": [], "total": 0, "pages": None,
+        "statuses": STATUS_FILTERS, "sorts": sort_choices(), "pagesizes": PAGESIZES,
         "job_names": [spec.name for spec in service.registry],
-        "pages": _pages(request.url.path, found, filters),
-    }, 400 if errors else 200
+        "may_cancel": service.may_cancel_here(who, where),
+        "may_delete": service.may_delete(who, where),
+        "list_path": request.url.path, "labels": LABELS, "live": None,
+    }
+    outcome = outcome_of(dict(request.query_params))
+    if outcome is not None:  # after a bulk action: what it did, from whole numbers only
+        context["notice"] = outcome.text()
+    if search.query is None:
+        await lister(ThreadFilter(pagesize=1))  # a bad field must not hide a refusal
+        return context
+    found = await lister(search.query)
+    last = max(1, -(-found.total // found.pagesize))
+    path = request.url.path
+    following = [f"{t.id}:{t.version}" for t in found.threads if not t.final]
+    live = f"{ui_base(group)}/threads/live?" + urlencode([("t", t) for t in following])
+    context.update(
+        live=live if following and not own else None,
+        rows=await rows(service, found, group),
+        total=found.total,
+        pages={
+            "number": found.page,
+            "last": last,
+            "newer": search.link(path, found.page - 1) if found.page > 1 else None,
+            "older": search.link(path, found.page + 1) if found.page < last else None,
+            "first": (found.page - 1) * found.pagesize + 1 if found.threads else 0,
+            "end": (found.page - 1) * found.pagesize + len(found.threads),
+        },
+    )
+    return context
+
+
+def search_status(listing: dict[str, object]) -> int:
+    """400 for a page whose search has a bad value (shown on it, with the form), else 200."""
+    search = listing["search"]
+    return 400 if isinstance(search, Search) and search.problems else 200
 
 
 async def rows(service: Service, found: ThreadPage, group: str | None) -> list[Row]:
@@ -171,25 +174,6 @@ async def rows(service: Service, found: ThreadPage, group: str | None) -> list[R
                 names[thread.group_id] = str(thread.group_id)
         result.append(Row(thread, f"{ui_base(group)}/threads/{thread.id}", names[thread.group_id]))
     return result
-
-
-def _pages(path: str, found: ThreadPage, filters: dict[str, str]) -> dict[str, object]:
-    last = max(1, -(-found.total // found.pagesize))
-
-    def link(number: int) -> str:
-        query = {k: v for k, v in filters.items() if v}
-        if number > 1:
-            query["page"] = str(number)
-        return f"{path}?{urlencode(query)}" if query else path
-
-    return {
-        "number": found.page,
-        "last": last,
-        "newer": link(found.page - 1) if found.page > 1 else None,
-        "older": link(found.page + 1) if found.page < last else None,
-        "first": (found.page - 1) * found.pagesize + 1 if found.threads else 0,
-        "end": (found.page - 1) * found.pagesize + len(found.threads),
-    }
 
 
 # -- one thread -------------------------------------------------------------------------------
@@ -217,6 +201,7 @@ async def thread_page(request: Request) -> Response:
         "log": log,
         "last_seq": log.last_seq if log else 0,
         "may_cancel": state.service.may_cancel(who, ref, thread),
+        "run_again": run_again_link(state.service, who, base, thread, group),
         "nav": "groups" if group else "threads",
         "percent": percent(thread),
         "queued": details.queued(thread, now_ms()),

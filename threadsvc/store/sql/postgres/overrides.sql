@@ -37,6 +37,10 @@ SELECT (SELECT coalesce(sum(n), 0) FROM buckets)::bigint AS total, page.bucket::
        page.newer::bigint AS newer
 FROM (SELECT 1) AS one LEFT JOIN page ON true;
 
+-- name: get_threads
+-- A page of threads by id (an array), for a list that follows them.
+SELECT * FROM threads WHERE id = ANY(:ids::text[]);
+
 -- name: filter_statuses
 status = ANY(:statuses)
 

@@ -37,6 +37,23 @@ SELECT (SELECT coalesce(sum(n), 0) FROM buckets) AS total, page.bucket AS bucket
        page.newer AS newer
 FROM (SELECT 1) AS one LEFT JOIN page ON true;
 
+-- name: order_ended_asc
+-- As the shared one, in the expression of the indexes of migration 0015 (SQLite's indexes
+-- keep NULL first, and cannot serve NULLS LAST).
+coalesce(ended, 9223372036854775807) ASC, seq ASC
+
+-- name: order_ended_desc
+coalesce(ended, 9223372036854775807) DESC, seq DESC
+
+-- name: filter_id_prefix
+-- As the shared one, marked as matching few rows: without the hint SQLite's planner prefers an
+-- index that gives the list's order (a whole group's threads read to find one id).
+likelihood(id >= :id_prefix, 0.0001) AND likelihood(id < :id_prefix_end, 0.0001)
+
+-- name: get_threads
+-- A page of threads by id (an array), for a list that follows them.
+SELECT * FROM threads WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: filter_statuses
 status IN (SELECT value FROM json_each(:statuses))
 

@@ -105,6 +105,8 @@ CREATE INDEX threads_result_deletion ON threads (result_deletion)
     WHERE result_deletion IS NOT NULL;
 CREATE INDEX threads_user_status ON threads (username, status);
 CREATE INDEX threads_group_seq ON threads (group_id, seq, status);
+CREATE INDEX threads_ended_seq ON threads (coalesce(ended, 9223372036854775807), seq);
+CREATE INDEX threads_group_ended ON threads (group_id, coalesce(ended, 9223372036854775807), seq);
 
 -- How many threads each (group, status) has in each bucket of 4,096 seqs (seq >> 12), kept
 -- by triggers: the totals of lists, and where their deep pages start (see migration 0004).

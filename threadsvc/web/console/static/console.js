@@ -336,6 +336,87 @@
     if (note && (final || (started && note.hasAttribute("data-waiting")))) note.remove();
   }
 
+  /* -- list pages: rows that stay live, and "select all" (web/console/live.py, find.html) --
+   * One EventSource per list (table[data-live]): each `row` event carries one thread's state as
+   * JSON and updates its row in place; `done` says every followed thread has ended. */
+  function followList(table) {
+    if (!window.EventSource) return;
+    var indicator = document.querySelector("[data-list-live]");
+    var text = indicator && indicator.querySelector(".live-text");
+    function setLive(state, label) {
+      if (!indicator) return;
+      indicator.hidden = false;
+      indicator.className = "live " + state;
+      text.textContent = label;
+    }
+    function update(row, s) {
+      var cell = function (name) { return row.querySelector("[data-field='" + name + "']"); };
+      var badge = cell("status");
+      if (badge) { badge.textContent = s.status; badge.className = "badge s-" + s.status; }
+      var message = cell("message");
+      if (message) message.textContent = s.message;
+      var bar = row.querySelector("[data-field='bar'] progress");
+      var pct = row.querySelector("[data-field='bar'] .pct");
+      if (bar) {
+        bar.className = "s-" + s.status;
+        if (s.total) {
+          bar.max = s.total; bar.value = s.current || 0;
+          if (pct) pct.textContent = s.percent + " %";
+        } else if (s.final) {
+          bar.max = 1; bar.value = s.status === "completed" ? 1 : 0;
+        }
+      }
+      var ended = cell("ended");
+      if (ended && s.ended && !ended.firstChild) ended.appendChild(timeElement(s.ended));
+      var counts = cell("counts");
+      if (counts) {
+        counts.textContent = "";
+        [["warnings", "warning", "warn"], ["errors", "error", "err"]].forEach(function (k) {
+          var n = s[k[0]];
+          if (!n) return;
+          counts.appendChild(document.createTextNode(" · "));
+          var span = document.createElement("span");
+          span.className = "count " + k[2];
+          span.textContent = n + " " + k[1] + (n !== 1 ? "s" : "");
+          counts.appendChild(span);
+        });
+      }
+      row.classList.add("changed");
+      window.setTimeout(function () { row.classList.remove("changed"); }, 1200);
+    }
+    setLive("", "connecting…");
+    var source = new EventSource(table.getAttribute("data-live"));
+    var done = false;
+    source.addEventListener("open", function () { setLive("on", "live"); });
+    source.addEventListener("row", function (e) {
+      var s;
+      try { s = JSON.parse(e.data); } catch (err) { return; }
+      var row = table.querySelector("tr[data-thread='" + s.id + "']");
+      if (row) update(row, s);
+    });
+    source.addEventListener("done", function () {
+      done = true;
+      source.close();
+      setLive("", "every thread here has ended");
+    });
+    source.addEventListener("error", function () {
+      if (done) return;
+      setLive("off", source.readyState === EventSource.CLOSED ?
+        "not live: reload the page" : "reconnecting…");
+    });
+  }
+
+  function pickAll() {
+    Array.prototype.forEach.call(document.querySelectorAll("input.pick-all"), function (all) {
+      var table = all.closest("table");
+      var boxes = table.querySelectorAll("tbody input[type=checkbox][name=id]");
+      all.hidden = false;
+      all.addEventListener("change", function () {
+        Array.prototype.forEach.call(boxes, function (b) { b.checked = all.checked; });
+      });
+    });
+  }
+
   function start() {
     Array.prototype.forEach.call(document.querySelectorAll("time[datetime]"), localise);
     keepRelative();
@@ -344,6 +425,9 @@
     if (root) follow(root);
     showTarget();
     window.addEventListener("load", showTarget); // after the browser's own scroll to it
+    var list = document.querySelector("table[data-live]");
+    if (list) followList(list);
+    pickAll();
   }
 
   if (document.readyState === "loading") {
