@@ -11,7 +11,7 @@ import time
 import anyio
 import httpx
 
-from tests.console.conftest import UI, anonymous, start_sleep, thread_status
+from tests.console.conftest import UI, anonymous, cancel_all, start_sleep, thread_status
 from tests.console.test_session import csrf_of, signed_in
 from tests.support import Server
 from threadsvc import admin
@@ -75,11 +75,19 @@ def test_bad_values_are_named_on_the_page_and_nothing_is_listed(server: Server) 
         assert 'id="bulk-form"' not in text  # no action on a search that is not one
 
 
-def test_a_reviewer_sees_no_list_and_no_bulk_form(server: Server) -> None:
+def test_a_reviewer_sees_only_their_own_threads_and_no_bulk_form(server: Server) -> None:
+    """A reviewer may not list the group: the page lists the threads they started, searched
+    the same way, with no bulk actions and no live stream (that is the whole list's right)."""
+    others = start_sleep(server, "contributor", seconds="30", steps="30")
     with signed_in(server, "reviewer") as client:
-        response = client.get(f"{GROUP}/threads")
-        assert response.status_code == 403 and 'id="bulk-form"' not in response.text
+        response = client.get(f"{GROUP}/threads", params={"status": "all"})
+        assert response.status_code == 200 and "The threads you started" in response.text
+        assert others[:8] not in response.text
+        assert 'id="bulk-form"' not in response.text and "threads/live" not in response.text
         assert client.get(f"{GROUP}/threads/live").status_code == 403
+        bad = client.get(f"{GROUP}/threads", params={"status": "bogus"})
+        assert bad.status_code == 400 and 'aria-invalid="true"' in bad.text
+    cancel_all(server, [others])
 
 
 def test_a_contributor_may_cancel_but_not_delete(server: Server) -> None:
