@@ -55,11 +55,13 @@ def test_bad_values_are_shown_inline_with_the_form(browsing: Browsing) -> None:
     browsing.shot(page)
 
 
-def test_a_reviewer_gets_no_list_and_no_actions(browsing: Browsing) -> None:
+def test_a_reviewer_gets_their_own_threads_and_no_actions(browsing: Browsing) -> None:
     page = browsing.signed_in("reviewer")
     response = page.goto(f"{GROUP}/threads")
-    assert response.status == 403
-    assert page.locator("#bulk-form").count() == 0
+    assert response.status == 200
+    assert page.get_by_role("heading", name="dev").is_visible()
+    assert "The threads you started" in page.locator(".lead").inner_text()
+    assert page.locator("#bulk-form").count() == 0 and page.locator("[data-list-live]").count() == 0
     browsing.shot(page)
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from starlette.datastructures import ImmutableMultiDict
 
 from threadsvc.errors import BadParameter
+from threadsvc.identity import LONGEST_NAME
 from threadsvc.models import SORTS, ThreadFilter
 from threadsvc.web import params
 
@@ -106,6 +107,8 @@ def read_search(
     pagesize = check("pagesize", lambda: _pagesize(values["pagesize"]))
     page = check("page", lambda: params.integer("page", values["page"], 1, 1, 10**9))
     user = check("user", lambda: params.text("user", values["user"]))
+    if user is not None and len(user) > LONGEST_NAME:
+        problems["user"] = f"is longer than {LONGEST_NAME} characters: no user has such a name"
     job = check("job", lambda: params.text("job", values["job"]))
     if problems:
         return Search(values, None, problems)
