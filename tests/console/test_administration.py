@@ -445,32 +445,39 @@ def test_the_audit_log_page(browsing: Browsing, server: Server) -> None:
     assert len(newest) == 50 and newest[:2] == ["ghost-54", "ghost-53"]  # newest first
     assert rows.first.locator("td[data-label='Action']").inner_text() == "signin.failure"
     browsing.shot(page, "latest")
-    page.get_by_role("link", name="Older →").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("link", name="Older →").click()
     older = targets.all_inner_texts()
     assert older[:5] == ["ghost-04", "ghost-03", "ghost-02", "ghost-01", "ghost-00"]
     assert "ghost<b>" in older  # as text
-    page.get_by_role("link", name="Latest entries").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("link", name="Latest entries").click()
     assert targets.all_inner_texts() == newest
 
     page.get_by_label("Action").select_option("signin.failure")
     page.get_by_label("User").fill("ghost<b>")
-    page.get_by_role("button", name="Filter").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("button", name="Filter").click()
     assert rows.count() == 1
     page.get_by_label("From (UTC)").fill("yesterday")
-    page.get_by_role("button", name="Filter").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("button", name="Filter").click()
     assert "ISO 8601" in page.get_by_role("alert").inner_text()
     assert page.get_by_label("From (UTC)").input_value() == "yesterday"  # the form is kept
     assert page.get_by_label("User").input_value() == "ghost<b>"
     browsing.shot(page, "error")
     page.get_by_label("From (UTC)").fill(before)  # epoch ms, as the API takes
     page.get_by_label("User").fill("")
-    page.get_by_role("button", name="Filter").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("button", name="Filter").click()
     first = targets.all_inner_texts()
     assert len(first) == 50 and first[0] == "ghost<b>"  # as text, oldest first
-    page.get_by_role("link", name="Next →").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("link", name="Next →").click()
     following = targets.all_inner_texts()
     assert following[-1] == "ghost-54" and not set(first) & set(following)
-    page.get_by_role("link", name="Latest entries").click()
+    with page.expect_navigation():  # all_inner_texts reads at once: the new page
+        page.get_by_role("link", name="Latest entries").click()
     assert "from=" not in page.url
 
     manager = browsing.signed_in("manager")
