@@ -255,7 +255,9 @@ class Service:
         if _THREAD_ID.fullmatch(wanted):
             found = [await self._thread(who, wanted, Where(None))]
         elif _ID_START.fullmatch(wanted):
-            found = await self.store.threads_with_id_prefix(wanted, FIND_PREFIX_LIMIT)
+            query = ThreadFilter(statuses=frozenset(Status), id_prefix=wanted,
+                                 pagesize=FIND_PREFIX_LIMIT)
+            found = (await self.store.list_threads(query)).threads
         else:
             raise BadParameter("id", "is 32 hexadecimal characters (or at least its first 8)")
         places: list[tuple[Thread, Group | None]] = []

@@ -205,13 +205,16 @@ async def test_the_latest_of_two_states_in_a_batch_wins(store: Store) -> None:
 async def test_threads_by_the_start_of_their_id(store: Store) -> None:
     now = now_ms()
     made = [await add(store, now + i) for i in range(40)]
+
+    async def begun(prefix: str, most: int) -> list[str]:
+        query = ThreadFilter(statuses=frozenset(Status), id_prefix=prefix, pagesize=most)
+        return sorted(t.id for t in (await store.list_threads(query)).threads)
+
     for thread in made[:5]:
         for length in (1, 8, 31, 32):
             prefix = thread.id[:length]
-            found = await store.threads_with_id_prefix(prefix, 100)
             expected = sorted(t.id for t in made if t.id.startswith(prefix))
-            assert [t.id for t in found] == expected, prefix
-    everything = await store.threads_with_id_prefix("", 100)
-    assert [t.id for t in everything] == sorted(t.id for t in made)
-    assert len(await store.threads_with_id_prefix("", 3)) == 3
-    assert await store.threads_with_id_prefix("ffffffffffffffffffffffffffffffff0", 10) == []
+            assert await begun(prefix, 100) == expected, prefix
+    assert await begun("", 100) == sorted(t.id for t in made)
+    assert len(await begun("", 3)) == 3
+    assert await begun("ffffffffffffffffffffffffffffffff0", 10) == []

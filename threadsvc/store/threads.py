@@ -307,15 +307,6 @@ class ThreadRules(WebhookRules):
 
         return await self._read(do)
 
-    async def threads_with_id_prefix(self, prefix: str, limit: int) -> list[Thread]:
-        """At most `limit` threads whose id starts with `prefix` (lowercase hex), by id."""
-        async def do(tx: Tx) -> list[Thread]:
-            rows = await tx.all("threads_with_id_prefix", {
-                "low": prefix, "high": prefix + "g", "n": len(prefix), "limit": limit})
-            return [thread_from_row(row) for row in rows]
-
-        return await self._read(do)
-
     async def forget_idempotency_keys(self, created_before: int) -> int:
         """Clear idempotency keys of threads created before the moment; how many."""
         args = {"before": created_before}

@@ -126,12 +126,6 @@ SELECT count(*) FROM threads WHERE {where};
 SELECT group_id, status, CAST(sum(n) AS BIGINT) AS count
 FROM thread_counts GROUP BY group_id, status HAVING sum(n) > 0;
 
--- name: threads_with_id_prefix
--- The range serves from the index on id (ids are lowercase hex: every id that starts with the
--- prefix sorts from it to the prefix followed by 'g'); substr says exactly which start with it.
-SELECT * FROM threads WHERE id >= :low AND id < :high AND substr(id, 1, :n) = :low
-ORDER BY id LIMIT :limit;
-
 -- name: filter_group
 group_id = :group_id
 
