@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from threadsvc.models import LogEvent, NewLogEvent, Thread
 
@@ -71,6 +72,9 @@ class ListWatcher(Watcher):
         return arrived
 
 
+W = TypeVar("W", bound=Watcher)
+
+
 class Changes:
     def __init__(self, announce: Callable[[set[str]], None] | None = None) -> None:
         self._watchers: dict[str, set[Watcher]] = {}
@@ -111,28 +115,23 @@ class Changes:
 
     @contextlib.contextmanager
     def watch(self, thread_id: str, logs: bool = False) -> Iterator[Watcher]:
-        watcher = Watcher(logs)
-        self._watchers.setdefault(thread_id, set()).add(watcher)
-        try:
+        with self._registered(Watcher(logs), {thread_id}) as watcher:
             yield watcher
-        finally:
-            watchers = self._watchers.get(thread_id)
-            if watchers is not None:
-                watchers.discard(watcher)
-                if not watchers:
-                    del self._watchers[thread_id]
 
     @contextlib.contextmanager
     def watch_many(self, thread_ids: Iterable[str]) -> Iterator[ListWatcher]:
         """One watcher for several threads (their states only, no log events)."""
-        watcher = ListWatcher()
-        ids = set(thread_ids)
-        for thread_id in ids:
+        with self._registered(ListWatcher(), set(thread_ids)) as watcher:
+            yield watcher
+
+    @contextlib.contextmanager
+    def _registered(self, watcher: W, thread_ids: set[str]) -> Iterator[W]:
+        for thread_id in thread_ids:
             self._watchers.setdefault(thread_id, set()).add(watcher)
         try:
             yield watcher
         finally:
-            for thread_id in ids:
+            for thread_id in thread_ids:
                 watchers = self._watchers.get(thread_id)
                 if watchers is not None:
                     watchers.discard(watcher)

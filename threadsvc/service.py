@@ -220,7 +220,7 @@ class Service:
     async def may_watch_list(self, who: Principal, group_ref: str | None) -> Group | None:
         """The group (None: the server) whose list `who` may follow live: the right to list
         it (`list_threads`'), asked again by a stream as it goes. Raises as the list does."""
-        return (await self._scope(who, group_ref, Role.CONTRIBUTOR)).group
+        return (await self._scope(who, group_ref, LIST_ROLE)).group
 
     async def current_states(self, group: Group | None, ids: list[str]) -> list[Thread]:
         """The threads of these ids in `group`'s list (None: any), as they stand now, for a
